@@ -1,0 +1,85 @@
+"""One registry type for models, methods, datasets, protocols and augmentations.
+
+Modelled on timm's ``register_model`` / ``create_model`` / ``list_models``: a registry maps
+names to factories, ``register`` is a decorator, and an unknown name raises an error
+listing the valid names and the closest match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from datadistill.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+class Registry(Generic[T]):
+    """A name -> object mapping with helpful errors.
+
+    Names are matched case-insensitively, and ``-`` and ``_`` are interchangeable.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # e.g. "model", used in error messages
+        self._items: dict[str, T] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str, **meta: Any) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` with optional metadata."""
+
+        def deco(obj: T) -> T:
+            key = _normalise(name)
+            if key in self._items:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[key] = obj
+            self._meta[key] = {"name": name, **meta}
+            return obj
+
+        return deco
+
+    def canonical(self, name: str) -> str:
+        """The registered spelling of ``name``; raises :class:`UnknownNameError`."""
+        key = _normalise(name)
+        if key not in self._items:
+            valid = self.names()
+            close = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(
+                f"Unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(valid)}."
+            )
+        return str(self._meta[key]["name"])
+
+    def get(self, name: str) -> T:
+        self.canonical(name)
+        return self._items[_normalise(name)]
+
+    def meta(self, name: str) -> dict[str, Any]:
+        self.canonical(name)
+        return dict(self._meta[_normalise(name)])
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted registered names, optionally filtered by a shell pattern (``"conv*"``)."""
+        out = sorted(str(m["name"]) for m in self._meta.values())
+        if pattern is not None:
+            out = [n for n in out if fnmatch.fnmatch(n.lower(), pattern.lower())]
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _normalise(name) in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
