@@ -1,0 +1,134 @@
+"""User data as a folder of images (``imagefolder:PATH``).
+
+Layout: one sub-folder per class (sorted names give labels 0..K-1), images anywhere
+below it with a usual image extension (other files are ignored). If ``PATH`` has both
+``train/`` and ``test/`` sub-folders holding the same class folders, those are the
+splits; otherwise a stratified 20% test split is carved with a fixed seed.
+
+Images are kept grayscale (1 channel) when every image is grayscale, else converted to
+RGB. All images get the most common size among them: others are resized to it with
+Pillow's bilinear filter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from datadistill.data.raw import RawData
+from datadistill.data.splits import TEST_FRACTION, TEST_SEED, split_off
+from datadistill.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in class_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+
+
+def _scan(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
+    """Class names, image files and their labels (N,) int64 under ``folder``."""
+    classes = _class_dirs(folder)
+    if not classes:
+        raise DataError(
+            f"{folder} has no class sub-folders; put each class's images in its own sub-folder."
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for k, class_dir in enumerate(classes):
+        found = _image_files(class_dir)
+        if not found:
+            raise DataError(
+                f"The class folder {class_dir} holds no images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder."
+            )
+        files += found
+        labels += [k] * len(found)
+    return [c.name for c in classes], files, np.asarray(labels, dtype=np.int64)
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    """(mode, (W, H)) of an image, without decoding its pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.mode, img.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"Pillow cannot read the image {path} ({e}); remove or re-save it.") from e
+
+
+def _decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """Pixels of one image as (H, W, C) uint8 in ``mode`` ("L" or "RGB") at ``size`` (W, H)."""
+    try:
+        with Image.open(path) as opened:
+            img = opened.convert(mode)
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(
+            f"Pillow cannot decode the image {path} ({e}); remove or re-save it."
+        ) from e
+    return arr.reshape(arr.shape[0], arr.shape[1], -1)
+
+
+def _load_images(files: list[Path], mode: str, size: tuple[int, int]) -> np.ndarray:
+    """(N, C, H, W) uint8."""
+    channels = 1 if mode == "L" else 3
+    out = np.empty((len(files), size[1], size[0], channels), dtype=np.uint8)
+    for i, path in enumerate(files):
+        out[i] = _decode(path, mode, size)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def _has_split_layout(folder: Path) -> bool:
+    train, test = folder / "train", folder / "test"
+    return train.is_dir() and test.is_dir() and bool(_class_dirs(train)) and bool(_class_dirs(test))
+
+
+def read_imagefolder(folder: Path) -> RawData:
+    """Read ``folder`` as described in the module docstring."""
+    if not folder.is_dir():
+        raise DataError(
+            f"The image folder {folder} does not exist; check the path after 'imagefolder:'."
+        )
+    if _has_split_layout(folder):
+        names, train_files, train_y = _scan(folder / "train")
+        test_names, test_files, test_y = _scan(folder / "test")
+        if test_names != names:
+            raise DataError(
+                f"{folder / 'test'} must have the same class folders as {folder / 'train'}; "
+                f"got {test_names} vs {names}."
+            )
+    else:
+        names, files, labels = _scan(folder)
+        train, test = split_off(labels, TEST_FRACTION, len(names), TEST_SEED, "test")
+        train_files, test_files = [files[i] for i in train], [files[i] for i in test]
+        train_y, test_y = labels[train], labels[test]
+    headers = [_header(p) for p in train_files + test_files]
+    mode = "L" if all(m in _GRAY_MODES for m, _ in headers) else "RGB"
+    size = Counter(s for _, s in headers).most_common(1)[0][0]  # (W, H)
+    raw = RawData(
+        train_x=_load_images(train_files, mode, size),
+        train_y=train_y,
+        test_x=_load_images(test_files, mode, size),
+        test_y=test_y,
+        class_names=tuple(names),
+        allow_flip=True,
+        source=str(folder),
+    )
+    raw.validate()
+    return raw

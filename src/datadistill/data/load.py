@@ -1,0 +1,123 @@
+"""``load_dataset``: name -> RealData (read, split, normalise, optionally whiten)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datadistill.data.builtin import DATASETS
+from datadistill.data.imagefolder import read_imagefolder
+from datadistill.data.info import DatasetInfo
+from datadistill.data.locate import resolve_root
+from datadistill.data.normalization import NORMALIZATIONS, channel_stats, to_model_input
+from datadistill.data.npz import read_npz
+from datadistill.data.raw import RawData
+from datadistill.data.real import RealData
+from datadistill.data.splits import CAP_SEED, VAL_SEED, split_off, stratified_subset
+from datadistill.data.zca import ZCA
+from datadistill.errors import ConfigError, DataError, UnknownNameError
+
+USER_PREFIXES = ("imagefolder", "npz")
+
+
+def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tuple[str, RawData]:
+    """(the name recorded in DatasetInfo, the raw arrays)."""
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix.strip().lower() in USER_PREFIXES:
+        kind = prefix.strip().lower()
+        if not rest.strip():
+            raise DataError(f"Give a path after '{kind}:', e.g. '{kind}:data/my_set'.")
+        path = Path(rest.strip()).expanduser()
+        raw = read_imagefolder(path) if kind == "imagefolder" else read_npz(path)
+        return f"{kind}:{rest.strip()}", raw
+    try:
+        canonical = DATASETS.canonical(name)
+    except UnknownNameError as e:
+        raise UnknownNameError(
+            f"{str(e).rstrip('.')}, or 'imagefolder:PATH' / 'npz:PATH' for your own data."
+        ) from None
+    return canonical, DATASETS.get(canonical)(resolve_root(root), download)
+
+
+def _check_options(normalization: str, zca: bool, zca_eps: float, max_train: int | None) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"The 'normalization' option must be one of {', '.join(map(repr, NORMALIZATIONS))}. "
+            f"Got {normalization!r} instead."
+        )
+    if zca and not (isinstance(zca_eps, (int, float)) and zca_eps > 0):
+        raise ConfigError(f"The 'zca_eps' option must be a float > 0. Got {zca_eps!r} instead.")
+    if max_train is not None and (
+        isinstance(max_train, bool) or not isinstance(max_train, int) or max_train < 1
+    ):
+        raise ConfigError(f"The 'max_train' option must be an int >= 1. Got {max_train!r} instead.")
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    val_size: float | int = 0.1,
+    zca: bool = False,
+    zca_eps: float = 0.1,
+    normalization: str = "train",
+    download: bool = True,
+    max_train: int | None = None,
+) -> RealData:
+    """Load a dataset as :class:`RealData` in model-input space.
+
+    Args:
+        name: a registered dataset (see ``DATASETS``), ``"imagefolder:PATH"`` or ``"npz:PATH"``
+            (PATH relative to the working directory).
+        root: the data folder of the builtin datasets; default ``$DATADISTILL_DATA``, else
+            ``~/.cache/datadistill``.
+        val_size: validation carved from train, stratified and deterministic: a fraction
+            in [0, 1) or a count; 0 gives an empty validation split.
+        zca: whiten all splits with a ZCA fitted on the normalised train split.
+        zca_eps: the ZCA regulariser.
+        normalization: ``"train"`` (per-channel stats of the train split), ``"declared"``
+            (the published constants where known, else train stats) or ``"none"``.
+        download: fetch missing builtin files from their official URLs.
+        max_train: cap the train split (stratified, deterministic), for quick runs.
+    """
+    _check_options(normalization, zca, zca_eps, max_train)
+    info_name, raw = _read(name, root, download)
+    k = raw.num_classes
+    train_idx, val_idx = split_off(raw.train_y, val_size, k, VAL_SEED, "validation")
+    if max_train is not None and max_train < len(train_idx):
+        train_idx = train_idx[stratified_subset(raw.train_y[train_idx], max_train, k, CAP_SEED)]
+    train_px = raw.train_x[train_idx]  # (N, C, H, W), stored dtype
+    if normalization == "none":
+        c = train_px.shape[1]
+        mean, std = (0.0,) * c, (1.0,) * c
+    elif normalization == "declared" and raw.declared_mean and raw.declared_std:
+        mean, std = raw.declared_mean, raw.declared_std
+    else:
+        mean, std = channel_stats(train_px)
+
+    def tensors(px: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_model_input(px, mean, std), torch.from_numpy(labels.astype(np.int64))
+
+    train_x, train_y = tensors(train_px, raw.train_y[train_idx])
+    val_x, val_y = tensors(raw.train_x[val_idx], raw.train_y[val_idx])
+    test_x, test_y = tensors(raw.test_x, raw.test_y)
+    whitening = None
+    if zca:
+        whitening = ZCA.fit(train_x, eps=zca_eps)
+        train_x, val_x, test_x = (whitening.transform(t) for t in (train_x, val_x, test_x))
+    info = DatasetInfo(
+        name=info_name,
+        num_classes=k,
+        channels=int(train_x.shape[1]),
+        image_size=(int(train_x.shape[2]), int(train_x.shape[3])),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        class_names=raw.class_names,
+        allow_flip=raw.allow_flip,
+        zca=zca,
+        zca_eps=float(zca_eps) if zca else None,
+    )
+    return RealData(info, train_x, train_y, val_x, val_y, test_x, test_y, whitening)

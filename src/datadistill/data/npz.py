@@ -1,0 +1,144 @@
+"""User data in one ``.npz`` file (``npz:PATH``).
+
+Arrays (read with ``allow_pickle=False``, so the file cannot run code):
+
+- ``x`` or ``images``: (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}; uint8
+  in [0, 255] (or another integer type in that range) or float in [0, 1]. When both
+  axis 1 and the last axis could be channels, (N, C, H, W) is assumed.
+- ``y`` or ``labels``: (N,) integers in 0..K-1.
+- optional ``x_test`` / ``y_test`` (or ``images_test`` / ``labels_test``); without them a
+  stratified 20% test split is carved with a fixed seed.
+- optional ``class_names``: (K,) strings; otherwise K = largest label + 1.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from datadistill.data.raw import RawData, class_names_or_indices
+from datadistill.data.splits import TEST_FRACTION, TEST_SEED, split_off
+from datadistill.errors import DataError
+
+_IMAGE_KEYS = ("x", "images")
+_LABEL_KEYS = ("y", "labels")
+_TEST_IMAGE_KEYS = ("x_test", "images_test")
+_TEST_LABEL_KEYS = ("y_test", "labels_test")
+
+
+def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray | None:
+    return next((arrays[k] for k in keys if k in arrays), None)
+
+
+def images_to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    """Images in any accepted layout and dtype -> (N, C, H, W) uint8 or float32 in [0, 1]."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        if x.shape[1] not in (1, 3):
+            if x.shape[3] not in (1, 3):
+                raise DataError(
+                    f"{where} has images of shape {x.shape}; one axis (1 or 3) must hold "
+                    "1 or 3 channels."
+                )
+            x = x.transpose(0, 3, 1, 2)
+    else:
+        raise DataError(
+            f"{where} has images of shape {x.shape}; expected (N, H, W), (N, H, W, C) "
+            "or (N, C, H, W)."
+        )
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if np.issubdtype(x.dtype, np.integer) and x.dtype != np.bool_:
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise DataError(f"{where} has integer pixels outside 0..255; store them as uint8.")
+        return np.ascontiguousarray(x, dtype=np.uint8)
+    if np.issubdtype(x.dtype, np.floating):
+        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+            raise DataError(
+                f"{where} has float pixels outside [0, 1] (or NaN); scale them to [0, 1] "
+                "(e.g. divide by 255) or store uint8."
+            )
+        return np.ascontiguousarray(x, dtype=np.float32)
+    raise DataError(f"{where} has pixels of dtype {x.dtype}; use uint8 or float in [0, 1].")
+
+
+def labels_to_int64(y: np.ndarray, n: int, where: str) -> np.ndarray:
+    """Labels (N,) or (N, 1) of an integer dtype -> (N,) int64; checks the length."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{where} has labels of shape {y.shape}; expected (N,).")
+    if not np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        raise DataError(f"{where} has labels of dtype {y.dtype}; store integer class indices.")
+    if y.shape[0] != n:
+        raise DataError(f"{where} has {n} images but {y.shape[0]} labels; they must match.")
+    if y.size and y.min() < 0:
+        raise DataError(f"{where} has negative labels; use class indices 0..K-1.")
+    return y.astype(np.int64)
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / 255 if x.dtype == np.uint8 else x
+
+
+def read_npz(path: Path) -> RawData:
+    """Read ``path`` as described in the module docstring."""
+    if not path.is_file():
+        raise DataError(f"The npz file {path} does not exist; check the path after 'npz:'.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise DataError(
+            f"{path} contains pickled objects ({e}); save plain numeric / string arrays only."
+        ) from e
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path} is not a readable .npz file ({e}); write it with numpy.savez."
+        ) from e
+    x, y = _pick(arrays, _IMAGE_KEYS), _pick(arrays, _LABEL_KEYS)
+    if x is None or y is None:
+        raise DataError(
+            f"{path} must hold images under 'x' or 'images' and labels under 'y' or 'labels'; "
+            f"it holds {sorted(arrays)}."
+        )
+    train_x = images_to_nchw(x, f"{path} (images)")
+    train_y = labels_to_int64(y, train_x.shape[0], f"{path} (labels)")
+    xt, yt = _pick(arrays, _TEST_IMAGE_KEYS), _pick(arrays, _TEST_LABEL_KEYS)
+    if (xt is None) != (yt is None):
+        raise DataError(f"{path} must hold both 'x_test' and 'y_test', or neither.")
+    names = arrays.get("class_names")
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
+        raise DataError(
+            f"{path} has 'class_names' of dtype {names.dtype}; store a 1-D string array."
+        )
+    test_x = test_y = None
+    if xt is not None and yt is not None:
+        test_x = images_to_nchw(xt, f"{path} (test images)")
+        test_y = labels_to_int64(yt, test_x.shape[0], f"{path} (test labels)")
+    if names is not None:
+        num_classes = len(names)
+    else:
+        test_max = -1 if test_y is None else int(test_y.max(initial=-1))
+        num_classes = max(int(train_y.max(initial=-1)), test_max) + 1
+    if test_x is None or test_y is None:
+        train, test = split_off(train_y, TEST_FRACTION, num_classes, TEST_SEED, "test")
+        train_x, test_x = train_x[train], train_x[test]
+        train_y, test_y = train_y[train], train_y[test]
+    if train_x.dtype != test_x.dtype:  # one uint8, one float: bring both to float [0, 1]
+        train_x, test_x = (_as_float(train_x), _as_float(test_x))
+    decoded = None if names is None else [str(n) for n in names.tolist()]
+    raw = RawData(
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        class_names=class_names_or_indices(decoded, num_classes),
+        allow_flip=True,
+        source=str(path),
+    )
+    raw.validate()
+    return raw

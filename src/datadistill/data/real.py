@@ -1,0 +1,176 @@
+"""RealData: the real train / val / test tensors of a dataset and per-class sampling.
+
+``sample`` is the one way distillation methods should touch real images, so that a
+streaming backend can replace this in-memory one later.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from datadistill.data.info import DatasetInfo
+from datadistill.data.zca import ZCA
+from datadistill.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+class RealData:
+    """Images in model-input space (normalised, optionally ZCA-whitened) and labels.
+
+    ``*_x`` are float32 (N, C, H, W); ``*_y`` are int64 (N,) in 0..K-1. Per-class index
+    tensors are computed once per split and kept on the CPU; do not modify the tensors
+    in place.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        train_x: Tensor,
+        train_y: Tensor,
+        val_x: Tensor,
+        val_y: Tensor,
+        test_x: Tensor,
+        test_y: Tensor,
+        zca: ZCA | None = None,
+    ) -> None:
+        shape = (info.channels, *info.image_size)
+        splits = (("train", train_x, train_y), ("val", val_x, val_y), ("test", test_x, test_y))
+        for split, x, y in splits:
+            if x.dim() != 4 or tuple(x.shape[1:]) != shape or y.shape != (x.shape[0],):
+                raise ConfigError(
+                    f"The {split} split must be images (N, {', '.join(map(str, shape))}) and "
+                    f"labels (N,); got {tuple(x.shape)} and {tuple(y.shape)}."
+                )
+        if info.zca != (zca is not None):
+            raise ConfigError("info.zca must be true exactly when a ZCA transform is given.")
+        self.info = info
+        self.train_x, self.train_y = train_x, train_y
+        self.val_x, self.val_y = val_x, val_y
+        self.test_x, self.test_y = test_x, test_y
+        self.zca = zca
+        self._indices: dict[str, list[Tensor]] = {}  # split -> K index tensors (CPU)
+        self._padded: tuple[Tensor, Tensor] | None = None  # (K, L) train indices, (K,) counts
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        """Images (N, C, H, W) and labels (N,) of ``"train"``, ``"val"`` or ``"test"``."""
+        if name not in SPLITS:
+            raise ConfigError(f"Unknown split {name!r}; valid splits: {', '.join(SPLITS)}.")
+        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+
+    def class_indices(self, split: str = "train") -> list[Tensor]:
+        """K int64 CPU tensors: the positions of each class's examples in ``split``."""
+        if split not in self._indices:
+            y = self.split(split)[1].cpu()
+            order = torch.argsort(y, stable=True)
+            counts = torch.bincount(y, minlength=self.num_classes).tolist()
+            self._indices[split] = list(torch.split(order, counts))
+        return list(self._indices[split])
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        """Examples per class in ``split``, a list of K ints."""
+        return [len(i) for i in self.class_indices(split)]
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self, c: int, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` random train images of class ``c`` without replacement, (n, C, H, W).
+
+        If the class has fewer than ``n`` images, all of them are returned, shuffled.
+        Only ``generator`` is used (never the global RNG).
+        """
+        indices = self.class_indices("train")
+        if not 0 <= c < len(indices):
+            raise ConfigError(f"Class index must be in 0..{len(indices) - 1}. Got {c!r} instead.")
+        if n < 0:
+            raise ConfigError(f"The number of images to sample must be >= 0. Got {n!r} instead.")
+        pool = indices[c]
+        pos = torch.randperm(len(pool), generator=generator, device=generator.device)[:n]
+        return self.train_x[pool[pos.cpu()].to(self.device)]
+
+    def _padded_train(self) -> tuple[Tensor, Tensor]:
+        if self._padded is None:
+            indices = self.class_indices("train")
+            counts = torch.tensor([len(i) for i in indices], dtype=torch.int64)
+            padded = torch.zeros(len(indices), int(counts.max()), dtype=torch.int64)
+            for k, idx in enumerate(indices):
+                padded[k, : len(idx)] = idx
+            self._padded = (padded, counts)
+        return self._padded
+
+    def sample_per_class(self, n: int, generator: torch.Generator) -> Tensor:
+        """One random draw per class, batched: (K, m, C, H, W) with m = min(n, smallest
+        class count), without replacement within a class. Uses only ``generator``."""
+        if n < 0:
+            raise ConfigError(f"The number of images to sample must be >= 0. Got {n!r} instead.")
+        padded, counts = self._padded_train()  # (K, L), (K,)
+        k, length = padded.shape
+        m = min(n, int(counts.min()))
+        keys = torch.rand(k, length, generator=generator, device=generator.device).cpu()
+        keys.masked_fill_(torch.arange(length) >= counts[:, None], 2.0)  # padding sorts last
+        pos = keys.topk(m, dim=1, largest=False).indices  # (K, m), random order per row
+        idx = padded.gather(1, pos).reshape(-1).to(self.device)  # (K*m,)
+        return self.train_x[idx].reshape(k, m, *self.train_x.shape[1:])
+
+    # ------------------------------------------------------------------ pixel space
+
+    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and std as (C, 1, 1) tensors like ``like``."""
+        mean = torch.tensor(self.info.mean, dtype=like.dtype, device=like.device)
+        std = torch.tensor(self.info.std, dtype=like.dtype, device=like.device)
+        return mean.view(-1, 1, 1), std.view(-1, 1, 1)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Model-input space -> pixels in [0, 1]: undo ZCA, then the normalisation; clamped.
+
+        ``x`` is (N, C, H, W) or (C, H, W); the result has the same shape.
+        """
+        if self.zca is not None:
+            z = self.zca
+            x = z.inverse_transform(x[None])[0] if x.dim() == 3 else z.inverse_transform(x)
+        mean, std = self._stats(x)
+        return (x * std + mean).clamp(0.0, 1.0)
+
+    def normalize(self, pixels: Tensor) -> Tensor:
+        """Pixels in [0, 1] -> model-input space; the inverse of :meth:`denormalize`
+        (without its clamp). (N, C, H, W) or (C, H, W) -> same shape."""
+        mean, std = self._stats(pixels)
+        x = (pixels - mean) / std
+        if self.zca is not None:
+            z = self.zca
+            x = z.transform(x[None])[0] if x.dim() == 3 else z.transform(x)
+        return x
+
+    # ------------------------------------------------------------------ misc
+
+    def to(self, device: torch.device | str) -> RealData:
+        """A new RealData with every tensor (and the ZCA) on ``device``."""
+        return RealData(
+            self.info,
+            self.train_x.to(device),
+            self.train_y.to(device),
+            self.val_x.to(device),
+            self.val_y.to(device),
+            self.test_x.to(device),
+            self.test_y.to(device),
+            None if self.zca is None else self.zca.to(device),
+        )
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"RealData({i.name!r}, classes={i.num_classes}, shape={(i.channels, *i.image_size)}, "
+            f"train={len(self.train_y)}, val={len(self.val_y)}, test={len(self.test_y)}, "
+            f"zca={i.zca}, device={self.device})"
+        )

@@ -1,0 +1,124 @@
+"""User data: imagefolder:PATH and npz:PATH."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datadistill.data import load_dataset
+from datadistill.errors import DataError
+from tests.data.fabricate import pixels, write_png
+
+# ---------------------------------------------------------------- imagefolder
+
+
+def _folder(root, classes=("cat", "dog", "emu"), per_class=5, gray=False, odd_size=False):
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            shape = (12, 10) if gray else (12, 10, 3)
+            if odd_size and k == 0 and i == 0:
+                shape = (24, 20) if gray else (24, 20, 3)
+            write_png(root / name / f"{i}.png", pixels(shape, seed=10 * k + i))
+    return root
+
+
+def test_imagefolder_rgb_with_carved_test_split(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    (root / "cat" / "notes.txt").write_text("ignored")
+    real = load_dataset(f"imagefolder:{root}", val_size=0, normalization="none")
+    assert real.info.class_names == ("cat", "dog", "emu") and real.info.channels == 3
+    assert real.info.image_size == (12, 10) and real.info.allow_flip is True
+    assert len(real.train_y) == 12 and real.class_counts("test") == [1, 1, 1]
+    again = load_dataset(f"imagefolder:{root}", val_size=0, normalization="none")
+    assert real.train_x.equal(again.train_x)
+
+
+def test_imagefolder_gray_resizes_to_most_common_size(tmp_path):
+    root = _folder(tmp_path / "imgs", gray=True, odd_size=True)
+    real = load_dataset(f"imagefolder:{root}", val_size=0)
+    assert real.info.channels == 1 and real.train_x.shape[1:] == (1, 12, 10)
+
+
+def test_imagefolder_train_test_layout(tmp_path):
+    _folder(tmp_path / "imgs" / "train", per_class=4)
+    _folder(tmp_path / "imgs" / "test", per_class=2)
+    real = load_dataset(f"imagefolder:{tmp_path / 'imgs'}", val_size=0)
+    assert len(real.train_y) == 12 and len(real.test_y) == 6
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+    root = _folder(tmp_path / "imgs")
+    (root / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images") as err:
+        load_dataset(f"imagefolder:{root}")
+    assert str(root / "empty") in str(err.value)
+    (root / "empty" / "broken.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="broken.png"):
+        load_dataset(f"imagefolder:{root}")
+
+
+# ---------------------------------------------------------------- npz
+
+
+def _labels(n, k=4):
+    return np.arange(n) % k
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [((40, 9, 7), (1, 9, 7)), ((40, 9, 7, 3), (3, 9, 7)), ((40, 3, 9, 7), (3, 9, 7)),
+     ((40, 9, 7, 1), (1, 9, 7))],
+)  # fmt: skip
+def test_npz_layouts(tmp_path, shape, expected):
+    path = tmp_path / "set.npz"
+    np.savez(path, x=pixels(shape), y=_labels(40))
+    real = load_dataset(f"npz:{path}", val_size=0)
+    assert tuple(real.train_x.shape[1:]) == expected
+    assert len(real.train_y) == 32 and real.class_counts("test") == [2, 2, 2, 2]
+    assert real.info.allow_flip is True and real.info.class_names == ("0", "1", "2", "3")
+
+
+def test_npz_float_pixels_test_arrays_and_names(tmp_path):
+    path = tmp_path / "set.npz"
+    x = pixels((20, 1, 5, 5)).astype(np.float32) / 255
+    names = np.array(["a", "b", "c", "d"])
+    np.savez(path, images=x, labels=_labels(20), x_test=x[:8], y_test=_labels(8), class_names=names)
+    real = load_dataset(f"npz:{path}", val_size=0, normalization="none")
+    assert np.allclose(real.train_x.numpy(), x) and len(real.test_y) == 8
+    assert real.info.class_names == ("a", "b", "c", "d")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [({"x": pixels((10, 5, 5)), "y": _labels(9)}, "10 images but 9 labels"),
+     ({"x": pixels((10, 5, 5)), "y": _labels(10).astype(float)}, "integer class indices"),
+     ({"x": pixels((10, 25)), "y": _labels(10)}, "expected"),
+     ({"x": pixels((10, 5, 5, 5)), "y": _labels(10)}, "channels"),
+     ({"x": pixels((10, 5, 5)) * 2.0, "y": _labels(10)}, r"outside \[0, 1\]"),
+     ({"images": pixels((10, 5, 5))}, "labels under"),
+     ({"x": pixels((10, 5, 5)), "y": _labels(10), "x_test": pixels((2, 5, 5))}, "both"),
+     ({"x": pixels((10, 5, 5)), "y": _labels(10) * 2}, "no training images")],
+)  # fmt: skip
+def test_npz_bad_content_names_the_file(tmp_path, arrays, match):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=match) as err:
+        load_dataset(f"npz:{path}")
+    assert str(path) in str(err.value)
+
+
+def test_npz_missing_corrupt_and_pickled(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"npz:{tmp_path / 'nope.npz'}")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK not really")
+    with pytest.raises(DataError, match="bad.npz"):
+        load_dataset(f"npz:{bad}")
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, x=np.array([object(), object()], dtype=object), y=np.array([0, 1]))
+    with pytest.raises(DataError, match="pickled objects"):
+        load_dataset(f"npz:{objects}")
+    with pytest.raises(DataError, match="Give a path"):
+        load_dataset("npz:")

@@ -1,0 +1,55 @@
+"""ZCA whitening: round trip, whitening, state dict, and through load_dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datadistill.data import ZCA, load_dataset
+from datadistill.errors import ConfigError
+from tests.data.fabricate import write_idx_set
+
+
+def _correlated(n=500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 12, generator=g) @ torch.randn(12, 12, generator=g)  # correlated
+    return base.reshape(n, 3, 2, 2)
+
+
+def test_round_trip_and_shapes():
+    x = _correlated()
+    zca = ZCA.fit(x, eps=0.1)
+    z = zca.transform(x)
+    assert z.shape == x.shape and zca.matrix.shape == (12, 12) and zca.mean.shape == (12,)
+    assert torch.allclose(zca.inverse_transform(z), x, atol=1e-4)
+
+
+def test_whitening_gives_identity_covariance_for_small_eps():
+    x = _correlated()
+    z = ZCA.fit(x, eps=1e-6).transform(x).reshape(len(x), -1).double()
+    zc = z - z.mean(0)
+    cov = zc.T @ zc / len(z)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(ZCA.fit(x, eps=1e-6).matrix, ZCA.fit(x, eps=1e-6).matrix.T, atol=1e-5)
+
+
+def test_state_dict_round_trip_and_errors():
+    zca = ZCA.fit(_correlated(), eps=0.1)
+    back = ZCA.from_state_dict(zca.state_dict(), eps=0.1)
+    x = _correlated(seed=1)
+    assert torch.equal(back.transform(x), zca.transform(x)) and back.eps == 0.1
+    with pytest.raises(ConfigError, match="C\\*H\\*W = 12"):
+        zca.transform(torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ConfigError, match="eps"):
+        ZCA.fit(_correlated(), eps=0.0)
+
+
+def test_load_dataset_zca_whitens_all_splits(tmp_path):
+    write_idx_set(tmp_path / "mnist", n_train=60)
+    real = load_dataset("mnist", tmp_path, zca=True, zca_eps=0.1, download=False)
+    plain = load_dataset("mnist", tmp_path, download=False)
+    assert real.info.zca is True and real.info.zca_eps == 0.1 and real.zca is not None
+    assert torch.allclose(real.test_x, real.zca.transform(plain.test_x), atol=1e-4)
+    pixels = real.denormalize(real.val_x)
+    assert torch.allclose(pixels, plain.denormalize(plain.val_x), atol=1e-4)
+    assert torch.allclose(real.normalize(pixels), real.val_x, atol=1e-3)
