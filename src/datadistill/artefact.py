@@ -1,0 +1,173 @@
+"""The shareable result of a distillation: one ``.safetensors`` file with a JSON manifest.
+
+Tensors: ``images`` (N, C, H, W) float32 in model-input space, ``labels`` (N,) int64,
+optional ``soft_labels`` (N, K), optional ``lr`` (scalar learned training lr), optional
+``zca_matrix`` / ``zca_inverse`` / ``zca_mean`` (to show whitened images un-whitened).
+The header's metadata holds ``manifest``: a JSON document (format version, package
+version, dataset info, method and hyperparameters, ipc, seed, expected protocol, costs,
+evaluation results). Safetensors holds no pickle, so opening a shared file never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
+
+from datadistill.data import DatasetInfo
+from datadistill.data.zca import ZCA
+from datadistill.errors import ConfigError, DataError
+
+FORMAT_VERSION = 1
+_ZCA_KEYS = {"zca_matrix": "matrix", "zca_inverse": "inverse", "zca_mean": "mean"}
+
+
+def _package_version() -> str:
+    from datadistill import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class Distilled:
+    """A distilled dataset plus everything needed to use and judge it."""
+
+    images: Tensor  # (N, C, H, W) float32, model-input space
+    labels: Tensor  # (N,) int64
+    info: DatasetInfo
+    soft_labels: Tensor | None = None  # (N, K) logits
+    lr: float | None = None  # learned training learning rate
+    zca: ZCA | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ipc(self) -> int:
+        return int(self.images.shape[0] // self.info.num_classes)
+
+    def with_manifest(self, **entries: Any) -> Distilled:
+        """A copy whose manifest is updated with ``entries``."""
+        return replace(self, manifest={**self.manifest, **entries})
+
+    def as_dataset(self) -> Dataset[tuple[Tensor, ...]]:
+        """A torch Dataset of ``(image, label)`` or ``(image, label, soft_label)`` rows."""
+        if self.soft_labels is not None:
+            return TensorDataset(self.images, self.labels, self.soft_labels)
+        return TensorDataset(self.images, self.labels)
+
+    def pixels(self) -> Tensor:
+        """Images mapped back to displayable pixels in [0, 1] (un-whitened, un-normalised)."""
+        x = self.images.detach().float().cpu()
+        if self.zca is not None:
+            x = self.zca.inverse_transform(x)
+        mean = torch.tensor(self.info.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.info.std).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the artefact; returns its path. The manifest records its size in bytes."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, Tensor] = {
+            "images": self.images.detach().float().cpu().contiguous(),
+            "labels": self.labels.detach().long().cpu().contiguous(),
+        }
+        if self.soft_labels is not None:
+            tensors["soft_labels"] = self.soft_labels.detach().float().cpu().contiguous()
+        if self.lr is not None:
+            tensors["lr"] = torch.tensor(float(self.lr))
+        if self.zca is not None:
+            state = self.zca.state_dict()
+            for key, name in _ZCA_KEYS.items():
+                tensors[key] = state[name].float().cpu().contiguous()
+        manifest = {
+            **self.manifest,
+            "format_version": FORMAT_VERSION,
+            "package_version": _package_version(),
+            "dataset": self.info.to_dict(),
+            "ipc": self.ipc,
+            "num_images": int(self.images.shape[0]),
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        save_file(tensors, str(tmp), metadata={"manifest": json.dumps(manifest, sort_keys=True)})
+        tmp.replace(path)
+        return path
+
+
+def load(path: str | Path) -> Distilled:
+    """Read an artefact written by :meth:`Distilled.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No distilled set at {path}; pass the path of a .safetensors artefact.")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable safetensors artefact ({exc}).") from None
+    if "manifest" not in metadata or "images" not in tensors or "labels" not in tensors:
+        raise DataError(f"{path} is a safetensors file but not a datadistill artefact.")
+    manifest = json.loads(metadata["manifest"])
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"{path} has artefact format {version}; this datadistill reads format "
+            f"{FORMAT_VERSION}, so upgrade the package."
+        )
+    info = DatasetInfo.from_dict(manifest["dataset"])
+    zca = None
+    if "zca_matrix" in tensors:
+        state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}
+        zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or 0.1))
+    images, labels = tensors["images"], tensors["labels"]
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{path} holds {images.shape[0]} images but {labels.shape[0]} labels.")
+    lr = float(tensors["lr"]) if "lr" in tensors else None
+    return Distilled(
+        images=images,
+        labels=labels,
+        info=info,
+        soft_labels=tensors.get("soft_labels"),
+        lr=lr,
+        zca=zca,
+        manifest=manifest,
+    )
+
+
+def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
+    """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file."""
+    out = Path(out)
+    pixels = distilled.pixels()  # (N, C, H, W) in [0, 1]
+    arr = (pixels.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)  # (N, H, W, C)
+    labels = distilled.labels.numpy()
+    if fmt == "npz":
+        out = out if out.suffix == ".npz" else out.with_suffix(".npz")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, x=arr, y=labels)
+        return out
+    if fmt == "png":
+        from PIL import Image
+
+        names = distilled.info.class_names
+        for i, (img, y) in enumerate(zip(arr, labels, strict=True)):
+            folder = out / _safe_name(names[int(y)] if int(y) < len(names) else str(int(y)))
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
+                folder / f"{i:05d}.png"
+            )
+        return out
+    raise ConfigError(f"Unknown export format {fmt!r}; choose 'png' or 'npz'.")
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "class"

@@ -1,0 +1,183 @@
+"""Side concerns of the step loop, fired at named hooks: progress, validation, history.
+
+Methods never print, checkpoint or validate themselves; the loop in :mod:`datadistill.run`
+calls ``on_start`` / ``on_step`` / ``on_end`` of each callback.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import torch
+
+from datadistill.data import RealData
+from datadistill.evaluation.evaluate import train_and_test
+from datadistill.evaluation.protocols import get_protocol
+from datadistill.methods.base import Method
+
+
+class Callback:
+    """No-op base; override what you need."""
+
+    def on_start(self, method: Method, start: int, total: int | None) -> None: ...
+
+    def on_step(self, method: Method, iteration: int, metrics: dict[str, float]) -> None: ...
+
+    def on_end(self, method: Method) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class History(Callback):
+    """Keeps ``(iteration, metrics)`` every ``every`` steps for curves and reports."""
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = every
+        self.rows: list[dict[str, float]] = []
+
+    def on_step(self, method: Method, iteration: int, metrics: dict[str, float]) -> None:
+        if iteration % self.every == 0 or iteration == 1:
+            self.rows.append({"iteration": float(iteration), **metrics})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state.get("rows", []))
+
+
+class Validation(Callback):
+    """Every ``every`` steps, trains a fresh network on the current synthetic set with the
+    ``protocol`` (``fast`` by default) and scores it on the VALIDATION split.
+
+    Keeps the best-scoring synthetic state, so that model selection never sees the test
+    split. ``history`` holds ``(iteration, accuracy)`` pairs.
+    """
+
+    def __init__(
+        self,
+        real: RealData,
+        every: int,
+        protocol: str = "fast",
+        arch: str = "convnet",
+        seed: int = 0,
+        device: torch.device | None = None,
+    ) -> None:
+        self.real, self.every, self.arch, self.seed = real, every, arch, seed
+        self.protocol = get_protocol(protocol)
+        self.device = device
+        self.history: list[tuple[int, float]] = []
+        self.best_acc = -math.inf
+        self.best_iteration = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.seconds = 0.0
+
+    def score(self, method: Method) -> float:
+        images, labels, soft = method.synthetic().materialize()
+        return train_and_test(
+            images.detach(),
+            labels,
+            self.real,
+            self.protocol,
+            self.arch,
+            self.seed,
+            soft_labels=soft.detach() if soft is not None else None,
+            split="val",
+            lr=method.synthetic().learned_lr() if self.protocol.learned_lr else None,
+            device=self.device,
+        )
+
+    def check(self, method: Method, iteration: int) -> None:
+        t0 = time.perf_counter()
+        acc = self.score(method)
+        self.seconds += time.perf_counter() - t0
+        self.history.append((iteration, acc))
+        if acc > self.best_acc:
+            self.best_acc, self.best_iteration = acc, iteration
+            self.best_state = copy.deepcopy(method.synthetic().state_dict())
+
+    def on_start(self, method: Method, start: int, total: int | None) -> None:
+        if start == 0 and self.every > 0 and self.real.val_x.shape[0] > 0:
+            self.check(method, 0)
+
+    def on_step(self, method: Method, iteration: int, metrics: dict[str, float]) -> None:
+        if self.every > 0 and iteration % self.every == 0 and self.real.val_x.shape[0] > 0:
+            self.check(method, iteration)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [list(h) for h in self.history],
+            "best_acc": self.best_acc,
+            "best_iteration": self.best_iteration,
+            "best_state": self.best_state,
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [(int(i), float(a)) for i, a in state.get("history", [])]
+        self.best_acc = float(state.get("best_acc", -math.inf))
+        self.best_iteration = int(state.get("best_iteration", -1))
+        self.best_state = state.get("best_state")
+        self.seconds = float(state.get("seconds", 0.0))
+
+
+class Progress(Callback):
+    """A rich progress bar with the loss, iterations per second and the remaining time."""
+
+    def __init__(self, description: str = "distilling", refresh_every: int = 1) -> None:
+        self.description = description
+        self.refresh_every = refresh_every
+        self._progress: Any = None
+        self._task: Any = None
+
+    def on_start(self, method: Method, start: int, total: int | None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
+        )
+
+        self._progress = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            self.description, total=total, completed=start, loss="-", rate="-"
+        )
+        self._t0, self._i0 = time.perf_counter(), start
+
+    def on_step(self, method: Method, iteration: int, metrics: dict[str, float]) -> None:
+        if self._progress is None or iteration % self.refresh_every:
+            return
+        dt = time.perf_counter() - self._t0
+        rate = (iteration - self._i0) / dt if dt > 0 else 0.0
+        self._progress.update(
+            self._task,
+            completed=iteration,
+            loss=f"{metrics.get('loss', float('nan')):.4g}",
+            rate=f"{rate:.2f}",
+        )
+
+    def on_end(self, method: Method) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,295 @@
+"""Thin command-line commands over the API (typer + rich).
+
+User errors (unknown names, bad values, corrupt files) print one line and exit with
+status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from datadistill.errors import ConfigError, DatadistillError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Dataset distillation: compress a training set into a few synthetic images per class.",
+)
+
+
+def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
+    """``["lr_img=1.0", "dsa=false"]`` -> ``{"lr_img": 1.0, "dsa": False}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--hp expects KEY=VALUE; got {item!r}.")
+        key, raw = item.split("=", 1)
+        low = raw.strip().lower()
+        value: Any
+        if low in ("true", "false"):
+            value = low == "true"
+        else:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _split(arg: str | None) -> tuple[str, ...]:
+    return tuple(a.strip() for a in arg.split(",") if a.strip()) if arg else ()
+
+
+@app.command()
+def distill(
+    dataset: Annotated[str, typer.Option(help="Builtin name, imagefolder:PATH or npz:PATH.")],
+    out: Annotated[Path, typer.Option(help="Run folder to create.")],
+    method: Annotated[
+        str, typer.Option(help="Distillation method (see `datadistill list`).")
+    ] = "dm",
+    ipc: Annotated[int, typer.Option(help="Synthetic images per class.")] = 10,
+    seed: int = 0,
+    iterations: Annotated[int | None, typer.Option(help="Steps (default: the method's).")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Seconds of distillation.")] = None,
+    hp: Annotated[list[str] | None, typer.Option(help="Method hyperparameter KEY=VALUE.")] = None,
+    data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
+    val_size: float = 0.1,
+    zca: bool = False,
+    max_train: int | None = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    checkpoint_every: int = 100,
+    validate_every: Annotated[int, typer.Option(help="Steps between validation scores.")] = 0,
+    select: Annotated[str, typer.Option(help="Keep the 'last' or the 'best-val' state.")] = "last",
+    protocol: str = "dc",
+    eval_arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
+    eval_seeds: int | None = None,
+    evaluate: Annotated[bool, typer.Option(help="Evaluate after distilling.")] = True,
+    full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
+    full_epochs: int | None = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the run folder's checkpoint.")
+    ] = False,
+    quiet: bool = False,
+) -> None:
+    """Distill a dataset into a run folder (artefact, report, grid, curves)."""
+    from datadistill.evaluation import get_protocol
+    from datadistill.models import MODELS
+    from datadistill.run import RunConfig, run
+
+    get_protocol(protocol)
+    for a in _split(eval_arch):
+        MODELS.canonical(a)
+    config = RunConfig(
+        dataset=dataset,
+        method=method,
+        ipc=ipc,
+        seed=seed,
+        hparams=_parse_hparams(hp),
+        iterations=iterations,
+        time_budget=time_budget,
+        data_root=data_root,
+        val_size=val_size,
+        zca=zca,
+        max_train=max_train,
+        device=device,
+        checkpoint_every=checkpoint_every,
+        validate_every=validate_every,
+        select=select,
+        protocol=protocol,
+        eval_archs=_split(eval_arch),
+        eval_seeds=eval_seeds,
+        evaluate=evaluate,
+        full=full,
+        full_epochs=full_epochs,
+        progress=not quiet,
+    )
+    report = run(config, out, resume=resume)
+    _print_summary(report, out)
+
+
+def _print_summary(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+
+    console = Console()
+    res = report.get("results") or {}
+
+    def fmt(key: str) -> str:
+        r = res.get(key)
+        return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
+
+    console.print(
+        f"[bold]{report['method']}[/] {report['dataset']} ipc={report['ipc']}: "
+        f"distilled {fmt('distilled')} | random {fmt('random')} | full {fmt('full')} "
+        f"(protocol {report['protocol']}, test accuracy %)"
+    )
+    console.print(f"run folder: {out}")
+
+
+@app.command()
+def evaluate(
+    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Fresh networks per number.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Default: the artefact's.")] = None,
+    data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
+    full: bool = True,
+    full_epochs: int | None = None,
+    device: str = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Train fresh networks on a distilled set; test accuracy beside the baselines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from datadistill.artefact import load
+    from datadistill.evaluation import evaluate as run_eval
+    from datadistill.evaluation import get_protocol
+
+    distilled = load(artefact)
+    proto = get_protocol(protocol or distilled.manifest.get("protocol", "dc"))
+    real = _real_for(distilled, data_root)
+    console = Console()
+    report = run_eval(
+        distilled,
+        real,
+        proto,
+        archs=_split(arch) or None,
+        seeds=seeds,
+        full=full,
+        full_epochs=full_epochs,
+        device=device,
+        progress=lambda m: console.log(m),
+    )
+    table = Table(title=f"{artefact.name}: test accuracy (%), protocol {proto.name}")
+    for col in ("architecture", "distilled", "random real subset", "full data"):
+        table.add_column(col)
+    for a, rows in report.results.items():
+        table.add_row(
+            a, *(str(rows[k]) if k in rows else "-" for k in ("distilled", "random", "full"))
+        )
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+
+
+def _real_for(distilled: Any, data_root: str | None) -> Any:
+    """Reload the dataset an artefact came from, with the same splits and normalisation."""
+    from datadistill.data import load_dataset
+
+    opts = distilled.manifest.get("data", {})
+    info = distilled.info
+    real = load_dataset(
+        opts.get("name", info.name),
+        data_root,
+        val_size=opts.get("val_size", 0.1),
+        zca=info.zca,
+        max_train=opts.get("max_train"),
+    )
+    if tuple(real.info.mean) != tuple(info.mean) or real.info.image_size != info.image_size:
+        raise ConfigError(
+            f"The dataset loaded for {info.name} does not match the artefact's normalisation "
+            "or image size; pass the --data-root it was distilled from."
+        )
+    return real
+
+
+@app.command()
+def show(
+    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    out: Annotated[
+        Path | None, typer.Option(help="PNG path (default: next to the artefact).")
+    ] = None,
+    per_class: int = 10,
+) -> None:
+    """Write an image grid (one row per class) as PNG."""
+    from datadistill.artefact import load
+    from datadistill.report import save_grid
+
+    distilled = load(artefact)
+    path = save_grid(distilled, out or artefact.with_suffix(".png"), per_class)
+    typer.echo(str(path))
+
+
+@app.command()
+def export(
+    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    out: Annotated[Path, typer.Option(help="Folder (png) or file (npz).")],
+    format: Annotated[str, typer.Option(help="png (one folder per class) or npz.")] = "png",
+) -> None:
+    """Export un-normalised images as PNG folders or an npz file."""
+    from datadistill.artefact import export as do_export
+    from datadistill.artefact import load
+
+    typer.echo(str(do_export(load(artefact), out, format)))
+
+
+@app.command("list")
+def list_(
+    what: Annotated[
+        str | None, typer.Argument(help="methods, datasets, models or protocols")
+    ] = None,
+) -> None:
+    """List the registered methods, datasets, models and protocols."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from datadistill.data import DATASETS
+    from datadistill.evaluation import PROTOCOLS
+    from datadistill.methods import METHODS
+    from datadistill.models import MODELS
+    from datadistill.registry import Registry
+
+    registries: dict[str, Registry[Any]] = {
+        "methods": METHODS,
+        "datasets": DATASETS,
+        "models": MODELS,
+        "protocols": PROTOCOLS,
+    }
+    if what is not None and what not in registries:
+        raise ConfigError(f"Cannot list {what!r}; choose one of {', '.join(registries)}.")
+    console = Console()
+    for name, reg in registries.items():
+        if what not in (None, name):
+            continue
+        table = Table(title=name)
+        table.add_column("name")
+        table.add_column("description")
+        for n in reg.names():
+            meta = reg.meta(n)
+            table.add_row(n, str(meta.get("summary") or meta.get("description") or ""))
+        if name == "datasets":
+            table.add_row("imagefolder:PATH", "your images, one sub-folder per class")
+            table.add_row("npz:PATH", "your arrays x (N, H, W[, C]) and y (N,)")
+        console.print(table)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except DatadistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

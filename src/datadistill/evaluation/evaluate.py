@@ -1,0 +1,255 @@
+"""The evaluation protocol: fresh networks trained on a set, tested once on the test split.
+
+Every reported accuracy sits beside a random real subset of the same size trained the
+same way and a full-data reference under the same optimiser; both baselines are cached
+per dataset, architecture and protocol, so that a sweep pays for them once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from datadistill._device import resolve_device
+from datadistill.artefact import Distilled
+from datadistill.augment import DSA, DSAConfig
+from datadistill.data import DatasetInfo, RealData
+from datadistill.evaluation.protocols import Protocol, get_protocol
+from datadistill.evaluation.train import accuracy, train_network
+from datadistill.models import MODELS, create_model
+
+# Seeds of the random real subsets differ from the network seeds by this offset.
+RANDOM_SUBSET_SEED_OFFSET = 1_000_003
+
+
+@dataclass(frozen=True)
+class Result:
+    """Per-seed accuracies (fractions in [0, 1]) and their mean and standard deviation."""
+
+    accs: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accs)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.accs) if len(self.accs) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accs": list(self.accs), "mean": self.mean, "std": self.std}
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f} ± {100 * self.std:.2f}"
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Results per architecture: ``{arch: {"distilled": Result, "random": ..., "full": ...}}``."""
+
+    protocol: Protocol
+    ipc: int
+    seeds: int
+    results: dict[str, dict[str, Result]] = field(default_factory=dict)
+    full_epochs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol.name,
+            "protocol_config": self.protocol.to_dict(),
+            "ipc": self.ipc,
+            "seeds": self.seeds,
+            "full_epochs": self.full_epochs,
+            "results": {
+                arch: {kind: r.to_dict() for kind, r in rows.items()}
+                for arch, rows in self.results.items()
+            },
+        }
+
+
+def _dsa_for(info: DatasetInfo) -> DSA:
+    cfg = DSAConfig()
+    return DSA(cfg if info.allow_flip else cfg.without_flip())
+
+
+def train_and_test(
+    images: Tensor,
+    labels: Tensor,
+    real: RealData,
+    protocol: Protocol,
+    arch: str,
+    seed: int,
+    *,
+    soft_labels: Tensor | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    split: str = "test",
+    device: torch.device | None = None,
+) -> float:
+    """Train one fresh ``arch`` network with ``protocol`` and return its accuracy on ``split``."""
+    device = device or images.device
+    g = torch.Generator().manual_seed(seed)
+    info = real.info
+    model = create_model(
+        arch,
+        channels=info.channels,
+        num_classes=info.num_classes,
+        image_size=info.image_size,
+        generator=g,
+    ).to(device)
+    train_network(
+        model,
+        images.to(device),
+        labels.to(device),
+        soft_labels=soft_labels.to(device) if soft_labels is not None else None,
+        epochs=epochs if epochs is not None else protocol.epochs,
+        lr=lr if lr is not None else protocol.lr,
+        momentum=protocol.momentum,
+        weight_decay=protocol.weight_decay,
+        batch_size=protocol.batch_size,
+        decay_at=protocol.decay_at,
+        dsa=_dsa_for(info) if protocol.dsa else None,
+        generator=g,
+    )
+    x = real.val_x if split == "val" else real.test_x
+    y = real.val_y if split == "val" else real.test_y
+    return accuracy(model, x.to(device), y.to(device))
+
+
+def _random_acc(train: Callable[..., float], real: RealData, ipc: int, seed: int) -> float:
+    x, y = random_subset(real, ipc, seed)
+    return train(x, y, seed=seed)
+
+
+def random_subset(real: RealData, ipc: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``ipc`` random training images per class, ``((K*ipc, C, H, W), (K*ipc,))``."""
+    g = torch.Generator().manual_seed(seed + RANDOM_SUBSET_SEED_OFFSET)
+    k = real.info.num_classes
+    images = torch.cat([real.sample(c, ipc, g) for c in range(k)])
+    return images, torch.arange(k).repeat_interleave(ipc)
+
+
+def _cache_dir(cache_dir: str | Path | None) -> Path | None:
+    if cache_dir is False:  # type: ignore[comparison-overlap]
+        return None
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("DATADISTILL_CACHE")
+    return Path(env) / "eval" if env else Path.home() / ".cache" / "datadistill" / "eval"
+
+
+def _fingerprint(real: RealData) -> str:
+    """Identifies the data a baseline was trained on (name, split sizes, normalisation)."""
+    parts = [
+        json.dumps(real.info.to_dict(), sort_keys=True),
+        str(tuple(real.train_x.shape)),
+        str(tuple(real.test_x.shape)),
+        f"{float(real.train_x[:64].sum()):.4f}",
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float]) -> float:
+    if cache is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache / f"{digest}.json"
+    if path.is_file():
+        try:
+            return float(json.loads(path.read_text())["acc"])
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
+    acc = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "acc": acc}))
+    tmp.replace(path)
+    return acc
+
+
+def evaluate(
+    distilled: Distilled,
+    real: RealData,
+    protocol: str | Protocol = "dc",
+    archs: Sequence[str] | None = None,
+    seeds: int | None = None,
+    *,
+    baselines: bool = True,
+    full: bool = True,
+    full_epochs: int | None = None,
+    full_seeds: int | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Train fresh networks on ``distilled`` and report test accuracy beside the baselines.
+
+    Args:
+        distilled: the distilled set (images in ``real``'s model-input space).
+        real: the dataset it was distilled from; only its test split is used for
+            scoring, and its train split for the baselines.
+        protocol: a registered protocol name or a :class:`Protocol`.
+        archs: architectures to train (cross-architecture evaluation); default the
+            protocol's.
+        seeds: fresh networks per number; default the protocol's.
+        full_epochs / full_seeds: budget of the full-data reference (default the
+            protocol's ``full_epochs`` and ``seeds``).
+        cache_dir: where baseline results are cached (``False`` disables caching).
+    """
+    proto = get_protocol(protocol)
+    dev = resolve_device(device)
+    archs = list(archs) if archs else [proto.arch]
+    for a in archs:
+        MODELS.canonical(a)
+    n_seeds = seeds if seeds is not None else proto.seeds
+    n_full = full_seeds if full_seeds is not None else n_seeds
+    f_epochs = full_epochs if full_epochs is not None else proto.full_epochs
+    ipc = distilled.ipc
+    lr = distilled.lr if (proto.learned_lr and distilled.lr is not None) else None
+    cache = _cache_dir(cache_dir)
+    fp = _fingerprint(real)
+    say = progress or (lambda _msg: None)
+    report = EvalReport(
+        protocol=proto, ipc=ipc, seeds=n_seeds, full_epochs=f_epochs if full else None
+    )
+    for arch in archs:
+        rows: dict[str, Result] = {}
+        train = functools.partial(train_and_test, real=real, protocol=proto, arch=arch, device=dev)
+        accs = []
+        for s in range(n_seeds):
+            say(f"{arch}: distilled set, seed {s}")
+            soft = distilled.soft_labels
+            accs.append(train(distilled.images, distilled.labels, seed=s, soft_labels=soft, lr=lr))
+        rows["distilled"] = Result(tuple(accs))
+        base = {"data": fp, "arch": arch, "protocol": proto.to_dict()}
+        if baselines:
+            accs = []
+            for s in range(n_seeds):
+                say(f"{arch}: random real subset, seed {s}")
+                key = {**base, "kind": "random", "ipc": ipc, "seed": s}
+                accs.append(
+                    _cached(cache, key, functools.partial(_random_acc, train, real, ipc, s))
+                )
+            rows["random"] = Result(tuple(accs))
+        if full:
+            accs = []
+            for s in range(n_full):
+                say(f"{arch}: full training set, seed {s}")
+                key = {**base, "kind": "full", "epochs": f_epochs, "seed": s}
+                run_full = functools.partial(
+                    train, real.train_x, real.train_y, seed=s, epochs=f_epochs
+                )
+                accs.append(_cached(cache, key, run_full))
+            rows["full"] = Result(tuple(accs))
+        report.results[arch] = rows
+    return report

@@ -1,0 +1,64 @@
+"""Frozen evaluation protocols: everything that changes a reported number has a name here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from datadistill.registry import Registry
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How fresh networks are trained on a (distilled) set and tested."""
+
+    name: str
+    epochs: int  # passes over the distilled set
+    lr: float = 0.01  # SGD learning rate (replaced by the learned lr when learned_lr is set)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    decay_at: float = 0.5  # lr x0.1 once this fraction of the epochs is done
+    dsa: bool = False  # differentiable Siamese augmentation, per-image parameters
+    seeds: int = 5  # fresh networks per reported number
+    arch: str = "convnet"  # default architecture
+    learned_lr: bool = False  # train with the artefact's learned lr when it has one
+    full_epochs: int = 20  # epochs of the full-data reference network
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+
+def _add(p: Protocol) -> None:
+    PROTOCOLS.register(p.name, description=p.description)(p)
+
+
+_add(Protocol("dc", epochs=300, description="DC/DM: SGD 0.01, 300 epochs, no augmentation"))
+_add(Protocol("dsa", epochs=1000, dsa=True, description="DSA/DM: SGD 0.01, 1000 epochs, DSA"))
+_add(
+    Protocol(
+        "mtt",
+        epochs=1000,
+        dsa=True,
+        learned_lr=True,
+        description="MTT/DATM: 1000 epochs, DSA, the learned synthetic lr",
+    )
+)
+_add(
+    Protocol(
+        "fast",
+        epochs=100,
+        seeds=2,
+        full_epochs=3,
+        description="CPU smoke runs and validation during distillation: 100 epochs, 2 seeds",
+    )
+)
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    return name if isinstance(name, Protocol) else PROTOCOLS.get(name)

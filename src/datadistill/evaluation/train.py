@@ -1,0 +1,75 @@
+"""Train a fresh network on a (small) labelled set and measure its accuracy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datadistill.augment import DSA
+
+
+def label_loss(logits: Tensor, labels: Tensor, soft: Tensor | None) -> Tensor:
+    """Cross-entropy with hard labels, or with the softmax of learned soft-label logits."""
+    if soft is None:
+        return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, soft.softmax(dim=1))
+
+
+def train_network(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    generator: torch.Generator,
+    soft_labels: Tensor | None = None,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 256,
+    decay_at: float = 0.5,
+    dsa: DSA | None = None,
+    max_steps: int | None = None,
+) -> nn.Module:
+    """SGD on ``images`` (N, C, H, W) / ``labels`` (N,), lr x0.1 after ``decay_at`` of the epochs.
+
+    Shuffling and augmentation draw only from ``generator``; tensors stay on their device.
+    ``max_steps`` caps the number of optimiser steps (brief training for feature networks).
+    """
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    n = images.shape[0]
+    decay_epoch = int(epochs * decay_at)
+    steps = 0
+    model.train()
+    for epoch in range(epochs):
+        if epoch == decay_epoch and epoch > 0:
+            for group in opt.param_groups:
+                group["lr"] *= 0.1
+        order = torch.randperm(n, generator=generator).to(images.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x = images[idx]
+            if dsa is not None:
+                x = dsa(x, dsa.sample(x.shape[0], generator, x.device))
+            soft = soft_labels[idx] if soft_labels is not None else None
+            loss = label_loss(model(x), labels[idx], soft)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                return model
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy as a fraction in [0, 1], in eval mode."""
+    model.eval()
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        logits = model(images[start : start + batch_size])
+        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
+    model.train()
+    return correct / max(1, images.shape[0])

@@ -1,0 +1,126 @@
+"""The Method contract and the method registry.
+
+A method is configured by a frozen, validated hyperparameter dataclass. ``setup`` prepares
+(a coreset baseline selects here and needs no steps), ``step`` does one iteration and
+returns metrics, ``state_dict`` / ``load_state_dict`` make it resumable. The loop that
+calls ``step`` lives once, in :mod:`datadistill.run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from datadistill.data import RealData
+from datadistill.errors import ConfigError
+from datadistill.registry import Registry
+from datadistill.synthetic import SyntheticSet
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """Base of every method's hyperparameters; subclasses add fields and validate them."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on an invalid value; called after construction."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def require(owner: str, name: str, value: Any, ok: bool, expected: str) -> None:
+    """The one error format for invalid hyperparameters (scikit-learn style)."""
+    if not ok:
+        raise ConfigError(
+            f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead."
+        )
+
+
+def positive(owner: str, name: str, value: Any, kind: type = float) -> None:
+    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        require(
+            owner,
+            name,
+            value,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "an int >= 1",
+        )
+    else:
+        require(owner, name, value, is_num and value > 0, "a number > 0")
+
+
+def one_of(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    require(owner, name, value, value in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+class Method:
+    """Base class of distillation methods (and coreset baselines)."""
+
+    name: ClassVar[str] = ""
+    HParams: ClassVar[type[HParams]] = HParams
+    needs_steps: ClassVar[bool] = True  # False for coreset selection
+    default_iterations: ClassVar[int] = 1000
+
+    def __init__(self, hparams: HParams) -> None:
+        self.hparams = hparams
+        self.iteration = 0
+        self.synset: SyntheticSet | None = None
+
+    # ------------------------------------------------------------------ contract
+    def setup(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        raise NotImplementedError
+
+    def step(self) -> dict[str, float]:
+        raise NotImplementedError(f"{self.name} has no iterations")
+
+    def synthetic(self) -> SyntheticSet:
+        if self.synset is None:
+            raise RuntimeError("call setup() before synthetic()")
+        return self.synset
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit; subclasses extend it."""
+        return {"iteration": self.iteration, "synset": self.synthetic().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.synthetic().load_state_dict(state["synset"])
+
+
+def create_method(name: str, **hparams: Any) -> Method:
+    """Create a registered method; unknown or invalid hyperparameters raise ConfigError."""
+    cls = METHODS.get(name)
+    fields = {f.name for f in dataclasses.fields(cls.HParams)}
+    unknown = sorted(set(hparams) - fields)
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "none"
+        raise ConfigError(
+            f"Unknown hyperparameter(s) {', '.join(unknown)} for method {cls.name!r}; "
+            f"valid: {valid}."
+        )
+    try:
+        hp = cls.HParams(**hparams)
+    except TypeError as exc:  # wrong types that dataclasses itself rejects
+        raise ConfigError(f"Invalid hyperparameters for {cls.name!r}: {exc}.") from None
+    return cls(hp)
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Register a Method subclass under ``name`` (sets ``cls.name``)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name, summary=(cls.__doc__ or "").strip().splitlines()[0])(cls)
+
+    return deco

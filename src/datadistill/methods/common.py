@@ -1,0 +1,66 @@
+"""Pieces shared by several methods: synthetic-set initialisation, networks, compilation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from datadistill.data import DatasetInfo, RealData
+from datadistill.errors import ConfigError
+from datadistill.models import create_model
+from datadistill.synthetic import PixelSet
+
+# Above this many input pixels per call, compiling the embedding pays for its start-up.
+COMPILE_MIN_PIXELS = 1_000_000
+
+
+def check_ipc(real: RealData, ipc: int) -> None:
+    """IPC must be >= 1 and no larger than the smallest class of the training split."""
+    smallest = min(real.class_counts("train"))
+    if not isinstance(ipc, int) or ipc < 1:
+        raise ConfigError(f"IPC must be an integer >= 1; got {ipc!r}.")
+    if ipc > smallest:
+        raise ConfigError(
+            f"IPC {ipc} exceeds the smallest class of {real.info.name} ({smallest} training "
+            f"images); choose an IPC <= {smallest}."
+        )
+
+
+def init_synset(real: RealData, ipc: int, init: str, generator: torch.Generator) -> PixelSet:
+    """Synthetic pixels from ``ipc`` random real images per class, or Gaussian noise."""
+    check_ipc(real, ipc)
+    if init == "noise":
+        info = real.info
+        shape = (info.channels, *info.image_size)
+        return PixelSet.from_noise(info.num_classes, ipc, shape, generator)  # type: ignore[arg-type]
+    images = torch.stack(
+        [real.sample(c, ipc, generator) for c in range(real.info.num_classes)]
+    ).cpu()
+    return PixelSet.from_real(images)
+
+
+def make_network(arch: str, info: DatasetInfo, width: int, generator: torch.Generator) -> nn.Module:
+    """A network for ``info``'s images; ``width`` applies to the ConvNet family only."""
+    kwargs = {"width": width} if arch.lower() == "convnet" else {}
+    return create_model(
+        arch,
+        channels=info.channels,
+        num_classes=info.num_classes,
+        image_size=info.image_size,
+        generator=generator,
+        **kwargs,
+    )
+
+
+def maybe_compile(
+    fn: Callable[..., torch.Tensor], mode: str, device: torch.device, pixels: int
+) -> Callable[..., torch.Tensor]:
+    """``torch.compile`` ``fn`` for "yes", or for "auto" on CUDA / large inputs."""
+    use = mode == "yes" or (
+        mode == "auto" and (device.type == "cuda" or pixels >= COMPILE_MIN_PIXELS)
+    )
+    if not use:
+        return fn
+    return torch.compile(fn, dynamic=False)  # type: ignore[return-value]

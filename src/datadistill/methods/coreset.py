@@ -1,0 +1,146 @@
+"""Coreset baselines: pick real images instead of synthesising them.
+
+``random`` draws uniformly per class; ``herding`` greedily keeps the running mean of the
+chosen features close to the class mean (Welling 2009, as used by iCaRL and the DC
+paper); ``kcenter`` greedily adds the point farthest from the chosen set (Sener &
+Savarese 2018). Herding and k-center work in the embedding of a briefly trained ConvNet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from datadistill.data import RealData
+from datadistill.methods.base import HParams, Method, positive, register_method
+from datadistill.methods.common import check_ipc
+from datadistill.methods.features import class_features, train_feature_network
+from datadistill.synthetic import PixelSet
+
+
+def herding(features: Tensor, k: int) -> Tensor:
+    """Indices of ``k`` rows of ``features`` (n, D) chosen by herding, in selection order.
+
+    At step t, choose the unchosen row whose addition brings the mean of the chosen rows
+    closest to the mean of all rows.
+    """
+    mu = features.mean(0)
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
+    for t in range(1, k + 1):
+        candidate_means = (running.unsqueeze(0) + features) / t  # (n, D)
+        dist = (candidate_means - mu).pow(2).sum(1)
+        dist[~available] = float("inf")
+        i = int(dist.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += features[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def kcenter(features: Tensor, k: int, first: int) -> Tensor:
+    """Greedy k-center: start at ``first``, then repeatedly add the farthest row."""
+    chosen = [first]
+    min_dist = (features - features[first]).pow(2).sum(1)
+    for _ in range(k - 1):
+        i = int(min_dist.argmax())
+        chosen.append(i)
+        min_dist = torch.minimum(min_dist, (features - features[i]).pow(2).sum(1))
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomParams(HParams):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCoresetParams(HParams):
+    arch: str = "convnet"  # feature network
+    width: int = 128  # ConvNet width
+    train_steps: int = 300  # SGD steps (batch 256) of the feature network on real data
+
+    def validate(self) -> None:
+        positive("coreset", "width", self.width, int)
+        positive("coreset", "train_steps", self.train_steps, int)
+
+
+class _Coreset(Method):
+    needs_steps = False
+    default_iterations = 0
+
+    def select(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> Tensor:
+        """Global training indices ``(K, ipc)`` of the chosen images."""
+        raise NotImplementedError
+
+    def setup(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        check_ipc(real, ipc)
+        self.indices = self.select(real, ipc, generator, device)  # (K, ipc)
+        images = real.train_x[self.indices.flatten().to(real.train_x.device)].cpu()
+        self.synset = PixelSet(images, real.info.num_classes).to(device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "indices": self.indices}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.indices = state["indices"]
+
+
+@register_method("random")
+class RandomCoreset(_Coreset):
+    """Random real images per class (the baseline every method must beat)."""
+
+    HParams = RandomParams
+
+    def select(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> Tensor:
+        rows = []
+        for idx in real.class_indices("train"):
+            perm = torch.randperm(idx.numel(), generator=generator)[:ipc]
+            rows.append(idx.cpu()[perm])
+        return torch.stack(rows)
+
+
+class _FeatureCoreset(_Coreset):
+    HParams = FeatureCoresetParams
+
+    def pick(self, features: Tensor, ipc: int, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def select(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> Tensor:
+        hp: FeatureCoresetParams = self.hparams  # type: ignore[assignment]
+        net = train_feature_network(real, hp.arch, hp.width, hp.train_steps, generator, device)
+        rows = []
+        for c in range(real.info.num_classes):
+            feats, idx = class_features(net, real, c, device)
+            rows.append(idx.cpu()[self.pick(feats.float(), ipc, generator).cpu()])
+        return torch.stack(rows)
+
+
+@register_method("herding")
+class HerdingCoreset(_FeatureCoreset):
+    """Herding: real images whose feature mean tracks the class mean (DC paper baseline)."""
+
+    def pick(self, features: Tensor, ipc: int, generator: torch.Generator) -> Tensor:
+        return herding(features, ipc)
+
+
+@register_method("kcenter")
+class KCenterCoreset(_FeatureCoreset):
+    """Greedy k-center in feature space, started at a random image (DC paper baseline)."""
+
+    def pick(self, features: Tensor, ipc: int, generator: torch.Generator) -> Tensor:
+        first = int(torch.randint(features.shape[0], (1,), generator=generator))
+        return kcenter(features, ipc, first)

@@ -1,0 +1,103 @@
+"""Distribution Matching (DM; Zhao & Bilen, WACV 2023).
+
+Each iteration draws a freshly initialised, untrained network and matches, per class, the
+mean embedding (the layer before the classifier) of a batch of real images and of the
+synthetic images, with the same Siamese augmentation applied to both:
+
+    loss = sum_c || mean_i f(A_c(x_real_ci)) - mean_j f(A_c(s_cj)) ||^2
+
+The synthetic pixels are updated with SGD (lr 1.0, momentum 0.5 in the paper). All
+classes go through the network in one batch (instance norm keeps samples independent),
+the real half without autograd.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from datadistill.augment import DSA, DSAConfig
+from datadistill.data import RealData
+from datadistill.functional import mean_embedding_loss
+from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
+from datadistill.methods.common import init_synset, make_network, maybe_compile
+from datadistill.models import reset_parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class DMParams(HParams):
+    lr_img: float = 1.0  # SGD learning rate of the synthetic pixels
+    momentum: float = 0.5  # SGD momentum of the synthetic pixels
+    batch_real: int = 256  # real images per class per iteration
+    arch: str = "convnet"  # embedding network, re-initialised every iteration
+    width: int = 128  # ConvNet width (ignored by other architectures)
+    dsa: bool = True  # Siamese augmentation on both sides
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
+    init: str = "real"  # "real" images or "noise"
+    compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
+
+    def validate(self) -> None:
+        positive("DM", "lr_img", self.lr_img)
+        m = self.momentum
+        require(
+            "DM", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
+        )
+        positive("DM", "batch_real", self.batch_real, int)
+        positive("DM", "width", self.width, int)
+        one_of("DM", "init", self.init, ("real", "noise"))
+        one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
+
+
+@register_method("dm")
+class DM(Method):
+    """Distribution Matching: match mean embeddings of random networks (Zhao & Bilen 2023)."""
+
+    HParams = DMParams
+    default_iterations = 20000
+
+    def setup(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        hp: DMParams = self.hparams  # type: ignore[assignment]
+        self.real, self.generator, self.device = real, generator, device
+        self.synset = init_synset(real, ipc, hp.init, generator).to(device)
+        self.optimizer = torch.optim.SGD(
+            self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
+        )
+        self.net = make_network(hp.arch, real.info, hp.width, generator).to(device)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.train()
+        n_pixels = real.info.num_classes * hp.batch_real * real.info.channels
+        n_pixels *= real.info.image_size[0] * real.info.image_size[1]
+        self.embed = maybe_compile(self.net.embed, hp.compile, device, n_pixels)
+        cfg = DSAConfig(strategy=hp.dsa_strategy)
+        self.dsa = DSA(cfg if real.info.allow_flip else cfg.without_flip()) if hp.dsa else None
+
+    def step(self) -> dict[str, float]:
+        hp: DMParams = self.hparams  # type: ignore[assignment]
+        reset_parameters(self.net, self.generator)  # a fresh random network
+        real = self.real.sample_per_class(hp.batch_real, self.generator).to(self.device)
+        syn = self.synthetic().class_images()  # (K, ipc, C, H, W)
+        k = syn.shape[0]
+        if self.dsa is not None:
+            params = self.dsa.sample(k, self.generator, self.device)
+            real, syn = self.dsa(real, params), self.dsa(syn, params)
+        with torch.no_grad():
+            real_feat = self.embed(real.flatten(0, 1)).view(k, real.shape[1], -1)
+        syn_feat = self.embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1)
+        loss = mean_embedding_loss(real_feat, syn_feat)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return {"loss": float(loss.detach()) / k}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,53 @@
+"""Feature space for coreset selection: a network trained briefly on the training split.
+
+As in the DC paper's herding and k-center baselines, selection happens in the embedding
+(the layer before the classifier) of a ConvNet trained for a short while on real data.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from datadistill.data import RealData
+from datadistill.evaluation.train import train_network
+from datadistill.methods.common import make_network
+
+
+def train_feature_network(
+    real: RealData,
+    arch: str,
+    width: int,
+    steps: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> nn.Module:
+    """A network trained for ``steps`` SGD steps (batch 256, lr 0.01) on the training split."""
+    net = make_network(arch, real.info, width, generator).to(device)
+    n = real.train_x.shape[0]
+    epochs = max(1, -(-steps * 256 // n))  # enough epochs to reach `steps`
+    train_network(
+        net,
+        real.train_x.to(device),
+        real.train_y.to(device),
+        epochs=epochs,
+        lr=0.01,
+        generator=generator,
+        decay_at=1.0,
+        max_steps=steps,
+    )
+    net.eval()
+    return net
+
+
+@torch.no_grad()
+def class_features(
+    net: nn.Module, real: RealData, c: int, device: torch.device, batch_size: int = 1000
+) -> tuple[Tensor, Tensor]:
+    """Embeddings ``(n_c, D)`` of class ``c``'s training images and their indices ``(n_c,)``."""
+    idx = real.class_indices("train")[c]
+    feats = [
+        net.embed(real.train_x[idx[i : i + batch_size]].to(device))  # type: ignore[operator]
+        for i in range(0, idx.numel(), batch_size)
+    ]
+    return torch.cat(feats), idx

@@ -1,0 +1,155 @@
+"""What a run leaves behind: report.json, report.md, grid.png and curves.png."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datadistill.artefact import Distilled
+
+if TYPE_CHECKING:
+    from datadistill.evaluation import EvalReport
+    from datadistill.run import RunConfig
+
+
+def save_grid(distilled: Distilled, path: str | Path, max_per_class: int = 10) -> Path:
+    """An image grid: one row per class, up to ``max_per_class`` images each, un-normalised."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pixels = distilled.pixels()  # (N, C, H, W)
+    k = distilled.info.num_classes
+    ipc = distilled.ipc
+    cols = min(ipc, max_per_class)
+    rows = min(k, 100)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 0.8, rows * 0.9), squeeze=False)
+    names = distilled.info.class_names
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            img = pixels[r * ipc + c].permute(1, 2, 0).numpy()
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(
+                    names[r] if r < len(names) else str(r),
+                    fontsize=7,
+                    rotation=0,
+                    ha="right",
+                    va="center",
+                )
+    fig.tight_layout(pad=0.2)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_curves(distilled: Distilled, path: str | Path) -> Path:
+    """Distillation loss per iteration and validation accuracy (if measured)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = distilled.manifest.get("loss_history") or []
+    val = (distilled.manifest.get("validation") or {}).get("history") or []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    if rows:
+        its = [r["iteration"] for r in rows]
+        losses = [r.get("loss", math.nan) for r in rows]
+        axes[0].plot(its, losses, lw=0.8)
+        axes[0].set_yscale("log" if all(v > 0 for v in losses if math.isfinite(v)) else "linear")
+    else:
+        axes[0].text(0.5, 0.5, "no iterations (coreset)", ha="center", va="center")
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("loss")
+    if val:
+        axes[1].plot([v[0] for v in val], [100 * v[1] for v in val], marker="o")
+    else:
+        axes[1].text(0.5, 0.5, "no validation (--validate-every 0)", ha="center", va="center")
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("validation accuracy (%)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} (n={len(r['accs'])})"
+
+
+def write_report(
+    out: Path,
+    config: RunConfig,
+    distilled: Distilled,
+    evaluation: EvalReport | None,
+    artefact_bytes: int,
+) -> dict[str, Any]:
+    """Write the report files into ``out`` and return the report dict."""
+    m = distilled.manifest
+    ev = evaluation.to_dict() if evaluation is not None else None
+    by_arch = ev["results"] if ev else {}
+    first = next(iter(by_arch.values()), {})
+    report: dict[str, Any] = {
+        "dataset": distilled.info.name,
+        "method": m.get("method"),
+        "ipc": distilled.ipc,
+        "seed": m.get("seed"),
+        "protocol": config.protocol,
+        "results": first,
+        "results_by_arch": by_arch,
+        "evaluation": ev,
+        "iterations": m.get("iterations"),
+        "hparams": m.get("hparams"),
+        "selected": m.get("selected"),
+        "validation": m.get("validation"),
+        "distill_seconds": m.get("distill_seconds"),
+        "validation_seconds": m.get("validation_seconds"),
+        "peak_memory_bytes": m.get("peak_memory_bytes"),
+        "artefact_bytes": artefact_bytes,
+        "device": m.get("device"),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    save_grid(distilled, out / "grid.png")
+    save_curves(distilled, out / "curves.png")
+    lines = [
+        f"# {report['method']} on {report['dataset']}, IPC {report['ipc']}",
+        "",
+        f"- seed {report['seed']}, {report['iterations']} iterations, "
+        f"{report['distill_seconds']:.1f} s distillation on {report['device']}, "
+        f"peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB, "
+        f"artefact {artefact_bytes} bytes",
+        f"- synthetic state kept: {report['selected']} (selection never sees the test split)",
+    ]
+    if ev:
+        lines += [
+            f"- evaluation protocol `{ev['protocol']}`: {ev['protocol_config']['epochs']} epochs, "
+            f"{ev['seeds']} seeds per number, test split; full data trained "
+            f"{ev['full_epochs']} epochs",
+            "",
+            "| architecture | distilled | random real subset | full data |",
+            "| --- | --- | --- | --- |",
+        ]
+        for arch, rows in by_arch.items():
+            lines.append(
+                f"| {arch} | {_fmt(rows.get('distilled'))} | {_fmt(rows.get('random'))} | "
+                f"{_fmt(rows.get('full'))} |"
+            )
+    lines += ["", "![synthetic images](grid.png)", "", "![curves](curves.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return report

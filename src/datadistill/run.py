@@ -1,0 +1,357 @@
+"""One run: config -> data -> method -> step loop -> artefact -> evaluation -> report.
+
+The loop that calls ``Method.step`` lives here, once, for every method: the budget
+(iterations and / or seconds), callbacks, checkpoints, resume, NaN and Ctrl-C handling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datadistill._device import peak_memory_bytes, resolve_device
+from datadistill.artefact import Distilled
+from datadistill.callbacks import Callback, History, Progress, Validation
+from datadistill.data import RealData, load_dataset
+from datadistill.errors import ConfigError, RunError
+from datadistill.methods import Method, create_method
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; written to ``config.json`` in the run folder."""
+
+    dataset: str
+    method: str
+    ipc: int
+    seed: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)  # method hyperparameters
+    iterations: int | None = None  # None: the method's default (or the time budget alone)
+    time_budget: float | None = None  # seconds of distillation (validation excluded)
+    data_root: str | None = None
+    val_size: float = 0.1  # fraction (or count) of train carved out for validation
+    zca: bool = False
+    max_train: int | None = None
+    device: str = "auto"
+    checkpoint_every: int = 100  # steps between checkpoints
+    validate_every: int = 0  # steps between validation scores (0: never)
+    select: str = "last"  # "last" or "best-val": which synthetic state is kept
+    protocol: str = "dc"  # evaluation protocol
+    eval_archs: tuple[str, ...] = ()  # default: the protocol's architecture
+    eval_seeds: int | None = None
+    evaluate: bool = True
+    full: bool = True  # also train the full-data reference (cached)
+    full_epochs: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.select not in ("last", "best-val"):
+            raise ConfigError(f"--select must be 'last' or 'best-val'; got {self.select!r}.")
+        if self.select == "best-val" and self.validate_every <= 0:
+            raise ConfigError("--select best-val needs --validate-every > 0.")
+        if self.iterations is not None and self.iterations < 0:
+            raise ConfigError(f"--iterations must be >= 0; got {self.iterations}.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"--time-budget must be > 0 seconds; got {self.time_budget}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_archs"] = list(self.eval_archs)
+        return d
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag checked between steps (a second one aborts)."""
+    flag = {"stop": False}
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+    except ValueError:  # not the main thread
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary code
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"Cannot read checkpoint {path} ({exc}); delete it to start over.") from None
+
+
+@dataclass
+class LoopResult:
+    method: Method
+    iterations: int
+    seconds: float  # distillation seconds (validation excluded)
+    stopped_by: str  # "iterations", "time", "no-steps"
+
+
+def run_loop(
+    method: Method,
+    *,
+    iterations: int | None,
+    time_budget: float | None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 100,
+    generator: torch.Generator,
+    resume_state: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
+) -> LoopResult:
+    """Call ``method.step()`` until the budget is spent; the one loop of every method."""
+    seconds = 0.0
+    if resume_state is not None:
+        method.load_state_dict(resume_state["method"])
+        generator.set_state(resume_state["generator"])
+        seconds = float(resume_state["seconds"])
+        for cb, st in zip(callbacks, resume_state["callbacks"], strict=True):
+            cb.load_state_dict(st)
+    if not method.needs_steps:
+        return LoopResult(method, 0, seconds, "no-steps")
+    total = (
+        iterations
+        if iterations is not None
+        else (None if time_budget else method.default_iterations)
+    )
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "method": method.state_dict(),
+            "generator": generator.get_state(),
+            "seconds": seconds,
+            "callbacks": [cb.state_dict() for cb in callbacks],
+            "fingerprint": fingerprint or {},
+        }
+
+    def save() -> None:
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, snapshot())
+
+    stopped_by = "iterations"
+    for cb in callbacks:
+        cb.on_start(method, method.iteration, total)
+    try:
+        with _deferred_interrupt() as flag:
+            while True:
+                if total is not None and method.iteration >= total:
+                    break
+                if time_budget is not None and seconds >= time_budget:
+                    stopped_by = "time"
+                    break
+                t0 = time.perf_counter()
+                metrics = method.step()
+                seconds += time.perf_counter() - t0
+                loss = metrics.get("loss", 0.0)
+                if not math.isfinite(loss):
+                    where = f" at {checkpoint}" if checkpoint is not None else ""
+                    raise RunError(
+                        f"The loss became {loss} at iteration {method.iteration}; the last good "
+                        f"checkpoint is kept{where}. Lower the learning rate and resume."
+                    )
+                for cb in callbacks:
+                    cb.on_step(method, method.iteration, metrics)
+                if checkpoint is not None and method.iteration % checkpoint_every == 0:
+                    save()
+                if flag["stop"]:
+                    save()
+                    where = f" in {checkpoint.parent}" if checkpoint is not None else ""
+                    raise RunError(
+                        f"Interrupted at iteration {method.iteration}; a resumable checkpoint is "
+                        f"saved{where}. Run the same command with --resume to continue."
+                    )
+        save()
+    finally:
+        for cb in callbacks:
+            cb.on_end(method)
+    return LoopResult(method, method.iteration, seconds, stopped_by)
+
+
+def distill(
+    real: RealData,
+    method: str = "dm",
+    ipc: int = 10,
+    seed: int = 0,
+    *,
+    iterations: int | None = None,
+    time_budget: float | None = None,
+    device: str | torch.device = "auto",
+    callbacks: Sequence[Callback] = (),
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    progress: bool = False,
+    validate_every: int = 0,
+    select: str = "last",
+    **hparams: Any,
+) -> Distilled:
+    """Distill ``real`` with ``method`` into ``ipc`` images per class.
+
+    Returns the :class:`~datadistill.artefact.Distilled` set; its manifest records the
+    method, hyperparameters, seed, iterations, seconds and peak memory.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    m = create_method(method, **hparams)
+    generator = torch.Generator().manual_seed(seed)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = {
+        "method": m.name,
+        "ipc": ipc,
+        "seed": seed,
+        "dataset": real.info.name,
+        "hparams": m.hparams.to_dict(),
+    }
+    resume_state = None
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            raise ConfigError(f"Nothing to resume: no checkpoint at {ckpt}.")
+        resume_state = _load_checkpoint(ckpt)
+        if resume_state.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"The checkpoint at {ckpt} belongs to another run "
+                f"({resume_state.get('fingerprint')}); resume with the same options or start over."
+            )
+    val = Validation(real, validate_every, seed=seed, device=dev) if validate_every > 0 else None
+    cbs: list[Callback] = [History(), *([val] if val else []), *callbacks]
+    if progress:
+        cbs.append(Progress(f"{m.name} ipc={ipc}"))
+    t_setup = time.perf_counter()
+    m.setup(real.to(dev), ipc, generator, dev)
+    setup_seconds = time.perf_counter() - t_setup
+    result = run_loop(
+        m,
+        iterations=iterations,
+        time_budget=time_budget,
+        callbacks=cbs,
+        checkpoint=ckpt,
+        checkpoint_every=checkpoint_every,
+        generator=generator,
+        resume_state=resume_state,
+        fingerprint=fingerprint,
+    )
+    synset = m.synthetic()
+    chosen = "last"
+    if select == "best-val" and val is not None and val.best_state is not None:
+        synset.load_state_dict(val.best_state)
+        chosen = f"best-val (iteration {val.best_iteration})"
+    images, labels, soft = synset.materialize()
+    history = cbs[0]
+    assert isinstance(history, History)
+    manifest = {
+        "method": m.name,
+        "hparams": m.hparams.to_dict(),
+        "synset": synset.config(),
+        "seed": seed,
+        "iterations": result.iterations,
+        "stopped_by": result.stopped_by,
+        "distill_seconds": result.seconds + setup_seconds,
+        "validation_seconds": val.seconds if val else 0.0,
+        "validation": {
+            "history": val.history,
+            "best_acc": val.best_acc,
+            "best_iteration": val.best_iteration,
+        }
+        if val
+        else None,
+        "selected": chosen,
+        "peak_memory_bytes": peak_memory_bytes(dev),
+        "device": str(dev),
+        "loss_history": history.rows,
+    }
+    return Distilled(
+        images=images.detach().cpu().float(),
+        labels=labels.detach().cpu(),
+        info=real.info,
+        soft_labels=soft.detach().cpu().float() if soft is not None else None,
+        lr=synset.learned_lr(),
+        zca=real.zca,
+        manifest=manifest,
+    )
+
+
+def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run ``config`` end to end and fill the folder ``out``; returns ``report.json``'s dict."""
+    from datadistill.evaluation import evaluate
+    from datadistill.report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    real = load_dataset(
+        config.dataset,
+        config.data_root,
+        val_size=config.val_size,
+        zca=config.zca,
+        max_train=config.max_train,
+    )
+    distilled = distill(
+        real,
+        config.method,
+        config.ipc,
+        config.seed,
+        iterations=config.iterations,
+        time_budget=config.time_budget,
+        device=config.device,
+        checkpoint=out / CHECKPOINT_NAME,
+        checkpoint_every=config.checkpoint_every,
+        resume=resume,
+        progress=config.progress,
+        validate_every=config.validate_every,
+        select=config.select,
+        **config.hparams,
+    )
+    artefact = out / "distilled.safetensors"
+    distilled = distilled.with_manifest(
+        protocol=config.protocol,
+        data={"name": config.dataset, "val_size": config.val_size, "max_train": config.max_train},
+    )
+    distilled.save(artefact)
+    evaluation = None
+    if config.evaluate:
+        evaluation = evaluate(
+            distilled,
+            real,
+            config.protocol,
+            archs=config.eval_archs or None,
+            seeds=config.eval_seeds,
+            full=config.full,
+            full_epochs=config.full_epochs,
+            device=config.device,
+        )
+        distilled = distilled.with_manifest(evaluation=evaluation.to_dict())
+        distilled.save(artefact)
+    return write_report(out, config, distilled, evaluation, artefact.stat().st_size)

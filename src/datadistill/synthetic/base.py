@@ -1,0 +1,52 @@
+"""The SyntheticSet contract.
+
+A SyntheticSet owns the learnable tensors of a distilled dataset and knows how to
+``materialize()`` images and labels from them. Methods that only need
+``materialize()`` work with every parameterisation; ``parameters()`` feeds the optimiser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from datadistill.registry import Registry
+
+SYNSETS: Registry[type[SyntheticSet]] = Registry("synthetic parameterisation")
+
+
+class SyntheticSet(nn.Module):
+    """Base class: ``num_classes`` classes with ``ipc`` images each, class-major order."""
+
+    num_classes: int
+    ipc: int
+    image_shape: tuple[int, int, int]  # (C, H, W)
+
+    def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Return ``(images (N, C, H, W), labels (N,) int64, soft_labels (N, K) or None)``."""
+        raise NotImplementedError
+
+    def class_images(self) -> Tensor:
+        """Images grouped by class, ``(K, ipc, C, H, W)``, differentiable."""
+        images, _, _ = self.materialize()
+        return images.reshape(self.num_classes, self.ipc, *self.image_shape)
+
+    def learned_lr(self) -> float | None:
+        """A learned training learning rate (trajectory matching), or None."""
+        return None
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description stored in the artefact manifest."""
+        return {"name": type(self).__name__, "ipc": self.ipc, "num_classes": self.num_classes}
+
+
+def create_synset(name: str, **kwargs: Any) -> SyntheticSet:
+    """Create a registered parameterisation by name."""
+    return SYNSETS.get(name)(**kwargs)
+
+
+def hard_labels(num_classes: int, ipc: int, device: torch.device | None = None) -> Tensor:
+    """Class-major labels ``[0]*ipc + [1]*ipc + ...``, shape ``(num_classes * ipc,)``."""
+    return torch.arange(num_classes, device=device).repeat_interleave(ipc)

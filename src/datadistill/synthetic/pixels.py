@@ -1,0 +1,86 @@
+"""The plain parameterisation: every pixel of every synthetic image is learned."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from datadistill.errors import check
+from datadistill.synthetic.base import SYNSETS, SyntheticSet, hard_labels
+
+
+@SYNSETS.register("pixels")
+class PixelSet(SyntheticSet):
+    """Learnable images ``(K * ipc, C, H, W)`` with hard labels, optional soft labels and lr.
+
+    Args:
+        images: initial images in model-input space, class-major, ``(K * ipc, C, H, W)``.
+        num_classes: K.
+        soft_labels: optional initial logits ``(K * ipc, K)``; learned when given.
+        lr: optional initial training learning rate, learned in log space when given.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        num_classes: int,
+        soft_labels: Tensor | None = None,
+        lr: float | None = None,
+    ) -> None:
+        super().__init__()
+        check(
+            images.dim() == 4, f"Synthetic images must be (N, C, H, W); got {tuple(images.shape)}."
+        )
+        check(
+            images.shape[0] % num_classes == 0,
+            f"{images.shape[0]} synthetic images do not split evenly over {num_classes} classes.",
+        )
+        self.num_classes = num_classes
+        self.ipc = images.shape[0] // num_classes
+        self.image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
+        self.images = nn.Parameter(images.detach().clone())
+        self.register_buffer("labels", hard_labels(num_classes, self.ipc, images.device))
+        self.soft_labels = (
+            nn.Parameter(soft_labels.detach().clone()) if soft_labels is not None else None
+        )
+        self.log_lr = nn.Parameter(torch.tensor(math.log(lr))) if lr is not None else None
+
+    @classmethod
+    def from_real(cls, class_images: Tensor, **kwargs: Any) -> PixelSet:
+        """Initialise from real images grouped by class, ``(K, ipc, C, H, W)``."""
+        k, ipc = class_images.shape[:2]
+        return cls(class_images.reshape(k * ipc, *class_images.shape[2:]), k, **kwargs)
+
+    @classmethod
+    def from_noise(
+        cls,
+        num_classes: int,
+        ipc: int,
+        image_shape: tuple[int, int, int],
+        generator: torch.Generator,
+        **kwargs: Any,
+    ) -> PixelSet:
+        """Initialise from standard Gaussian noise (in normalised space)."""
+        x = torch.randn(num_classes * ipc, *image_shape, generator=generator)
+        return cls(x, num_classes, **kwargs)
+
+    def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        soft = self.soft_labels if self.soft_labels is not None else None
+        return self.images, self.labels, soft
+
+    def class_images(self) -> Tensor:
+        return self.images.view(self.num_classes, self.ipc, *self.image_shape)
+
+    def learned_lr(self) -> float | None:
+        return float(self.log_lr.exp()) if self.log_lr is not None else None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "name": "pixels",
+            "soft_labels": self.soft_labels is not None,
+            "learned_lr": self.log_lr is not None,
+        }

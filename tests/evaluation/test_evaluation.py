@@ -1,0 +1,103 @@
+import dataclasses
+
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.errors import UnknownNameError
+from datadistill.evaluation import PROTOCOLS, get_protocol, train_network
+from datadistill.evaluation.evaluate import random_subset
+
+
+def test_protocols_are_frozen_and_faithful():
+    dc = get_protocol("dc")
+    assert (dc.epochs, dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.dsa) == (
+        300,
+        0.01,
+        0.9,
+        5e-4,
+        256,
+        False,
+    )
+    assert get_protocol("dsa").epochs == 1000 and get_protocol("dsa").dsa
+    assert get_protocol("mtt").learned_lr
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dc.epochs = 1  # type: ignore[misc]
+    with pytest.raises(UnknownNameError, match="Did you mean 'fast'"):
+        get_protocol("fats")
+    assert {"dc", "dsa", "mtt", "fast"} <= set(PROTOCOLS.names())
+
+
+def test_lr_decays_at_half():
+    model = torch.nn.Linear(2, 2)
+    x, y = torch.randn(8, 2), torch.randint(2, (8,))
+    seen = []
+    orig = torch.optim.SGD.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    torch.optim.SGD.step = spy  # type: ignore[method-assign]
+    try:
+        train_network(model, x, y, epochs=4, lr=0.1, generator=torch.Generator().manual_seed(0))
+    finally:
+        torch.optim.SGD.step = orig  # type: ignore[method-assign]
+    assert seen == pytest.approx([0.1, 0.1, 0.01, 0.01])
+
+
+def test_evaluate_reports_baselines_and_caches(digits, tmp_path):
+    d = dd.distill(digits, "random", 2, seed=0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=20, full_epochs=1)
+    rep = dd.evaluate(
+        d,
+        digits,
+        proto,
+        archs=["convnetw32", "mlp"],
+        seeds=2,
+        cache_dir=tmp_path / "c",
+        device="cpu",
+    )
+    assert set(rep.results) == {"convnetw32", "mlp"}
+    for rows in rep.results.values():
+        assert set(rows) == {"distilled", "random", "full"}
+        for r in rows.values():
+            assert len(r.accs) == 2 and all(0 <= a <= 1 for a in r.accs)
+    out = rep.to_dict()
+    assert out["results"]["mlp"]["random"]["mean"] == pytest.approx(
+        sum(out["results"]["mlp"]["random"]["accs"]) / 2
+    )
+    cached = sorted((tmp_path / "c").glob("*.json"))
+    assert len(cached) == 8  # random and full, 2 seeds, 2 architectures
+    again = dd.evaluate(
+        d,
+        digits,
+        proto,
+        archs=["convnetw32", "mlp"],
+        seeds=2,
+        cache_dir=tmp_path / "c",
+        device="cpu",
+    )
+    assert again.results["mlp"]["full"] == rep.results["mlp"]["full"]
+
+
+def test_random_subset_is_stratified_and_seeded(digits):
+    x1, y1 = random_subset(digits, 3, seed=4)
+    x2, _ = random_subset(digits, 3, seed=4)
+    x3, _ = random_subset(digits, 3, seed=5)
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3)
+    assert torch.bincount(y1).tolist() == [3] * 10
+
+
+def test_soft_labels_are_used(digits):
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    # soft labels that all point to class 0: the network learns to predict class 0
+    soft = torch.full((10, 10), -10.0)
+    soft[:, 0] = 10.0
+    d = dataclasses.replace(d, soft_labels=soft)
+    proto = dataclasses.replace(get_protocol("fast"), epochs=30)
+    rep = dd.evaluate(
+        d, digits, proto, seeds=1, baselines=False, full=False, device="cpu", archs=["convnetw32"]
+    )
+    frac0 = float((digits.test_y == 0).float().mean())
+    assert rep.results["convnetw32"]["distilled"].mean == pytest.approx(frac0, abs=0.02)

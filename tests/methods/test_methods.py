@@ -1,0 +1,96 @@
+import dataclasses
+
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.errors import ConfigError, UnknownNameError
+from datadistill.evaluation import get_protocol, train_and_test
+from datadistill.functional import mean_embedding_loss
+from datadistill.methods import METHODS, create_method
+from datadistill.methods.coreset import herding, kcenter
+from tests.conftest import SMOKE_HPARAMS
+
+
+def test_every_method_has_smoke_settings():
+    assert set(SMOKE_HPARAMS) == {n.lower() for n in METHODS.names()}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_runs_and_beats_chance(digits, name):
+    d = dd.distill(digits, name, ipc=2, seed=0, iterations=5, device="cpu", **SMOKE_HPARAMS[name])
+    assert d.images.shape == (20, 1, 8, 8)
+    assert torch.isfinite(d.images).all()
+    assert d.labels.tolist() == torch.arange(10).repeat_interleave(2).tolist()
+    proto = dataclasses.replace(get_protocol("fast"), epochs=60)
+    acc = train_and_test(d.images, d.labels, digits, proto, "convnetw32", seed=0)
+    assert acc > 0.3  # chance is 0.1
+
+
+def test_hyperparameters_are_validated():
+    with pytest.raises(
+        ConfigError, match="The 'lr_img' parameter of DM must be a number > 0. Got -1"
+    ):
+        create_method("dm", lr_img=-1)
+    with pytest.raises(ConfigError, match="Unknown hyperparameter"):
+        create_method("dm", lr_image=1.0)
+    with pytest.raises(UnknownNameError, match="Did you mean 'dm'"):
+        create_method("dmm")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        create_method("dm").hparams.lr_img = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("ipc", [0, 10_000])
+def test_bad_ipc(digits, ipc):
+    with pytest.raises(ConfigError, match="IPC"):
+        dd.distill(digits, "dm", ipc=ipc, iterations=1, device="cpu")
+
+
+def test_dm_loss_zero_on_identical_means():
+    feats = torch.randn(3, 5, 7)
+    assert mean_embedding_loss(feats, feats.flip(1)).item() == pytest.approx(0.0, abs=1e-10)
+    real = torch.zeros(2, 4, 3)
+    syn = torch.ones(2, 1, 3)
+    assert mean_embedding_loss(real, syn).item() == pytest.approx(6.0)
+
+
+def test_dm_batched_step_equals_per_class_reference(digits):
+    """One batched DM step equals the paper's per-class loop (same net, batches, DSA)."""
+    from datadistill.models import reset_parameters
+
+    m = create_method("dm", **SMOKE_HPARAMS["dm"])
+    g = torch.Generator().manual_seed(0)
+    m.setup(digits, 2, g, torch.device("cpu"))
+    before = m.synthetic().images.detach().clone()
+    state = g.get_state()
+    m.step()
+    after = m.synthetic().images.detach()
+
+    g.set_state(state)  # replay the same draws: network, real batches, DSA parameters
+    reset_parameters(m.net, g)
+    real = digits.sample_per_class(SMOKE_HPARAMS["dm"]["batch_real"], g)
+    params = m.dsa.sample(10, g)
+    syn = before.clone().requires_grad_(True)
+    real_aug = m.dsa(real, params)  # group c = class c, the same draw for real and synthetic
+    syn_aug = m.dsa(syn.view(10, 2, 1, 8, 8), params)
+    total = torch.zeros(())
+    for c in range(10):  # the reference: one class at a time
+        diff = m.net.embed(real_aug[c]).mean(0) - m.net.embed(syn_aug[c]).mean(0)
+        total = total + (diff**2).sum()
+    total.backward()
+    expected = before - 1.0 * syn.grad  # first SGD step: momentum buffer = gradient
+    assert torch.allclose(after, expected, atol=1e-5)
+
+
+def test_herding_picks_mean_matching_points():
+    # two clusters: herding alternates so the running mean stays near the global mean
+    feats = torch.tensor([[0.0], [0.1], [10.0], [10.1], [5.0]])
+    assert herding(feats, 1).tolist() == [4]  # the point nearest the mean (5.04)
+    chosen = herding(feats, 3).tolist()
+    assert len(set(chosen)) == 3
+    assert abs(feats[chosen].mean() - feats.mean()) < 0.5
+
+
+def test_kcenter_covers_far_points():
+    feats = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [0.0, 9.0]])
+    assert kcenter(feats, 3, first=0).tolist() == [0, 3, 2]

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import datadistill as dd
+from datadistill.errors import DataError
+
+
+def _distilled(digits, soft=False, lr=None):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(20, 1, 8, 8, generator=g)
+    labels = torch.arange(10).repeat_interleave(2)
+    return dd.Distilled(
+        images=images,
+        labels=labels,
+        info=digits.info,
+        soft_labels=torch.randn(20, 10, generator=g) if soft else None,
+        lr=lr,
+        manifest={"method": "dm", "hparams": {"lr_img": 1.0}, "seed": 3},
+    )
+
+
+@pytest.mark.parametrize("soft,lr", [(False, None), (True, 0.01)])
+def test_round_trip(tmp_path, digits, soft, lr):
+    d = _distilled(digits, soft, lr)
+    path = d.save(tmp_path / "x.safetensors")
+    back = dd.load(path)
+    assert torch.equal(back.images, d.images) and torch.equal(back.labels, d.labels)
+    assert back.info == d.info
+    assert back.ipc == 2
+    if soft:
+        assert torch.equal(back.soft_labels, d.soft_labels)
+    else:
+        assert back.soft_labels is None
+    assert back.lr == pytest.approx(lr) if lr else back.lr is None
+    assert back.manifest["method"] == "dm" and back.manifest["seed"] == 3
+    assert back.manifest["format_version"] == 1
+    assert back.manifest["package_version"] == dd.__version__
+    # the manifest is plain JSON in the safetensors header: no pickle anywhere
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["manifest"])["dataset"]["name"] == "digits"
+    assert len(back.as_dataset()) == 20
+    assert len(back.as_dataset()[0]) == (3 if soft else 2)
+
+
+def test_pixels_undo_normalisation(digits):
+    pixels = digits.denormalize(digits.train_x[:20])
+    d = dd.Distilled(images=digits.train_x[:20], labels=digits.train_y[:20], info=digits.info)
+    assert torch.allclose(d.pixels(), pixels, atol=1e-5)
+
+
+def test_export_png_and_npz(tmp_path, digits):
+    d = _distilled(digits)
+    out = dd.export(d, tmp_path / "png", "png")
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == 20 and len({f.parent for f in files}) == 10
+    npz = dd.export(d, tmp_path / "set.npz", "npz")
+    arr = np.load(npz)
+    assert arr["x"].shape == (20, 8, 8, 1) and arr["x"].dtype == np.uint8
+    assert list(arr["y"]) == d.labels.tolist()
+
+
+def test_load_rejects_bad_files(tmp_path):
+    with pytest.raises(DataError, match="No distilled set"):
+        dd.load(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(DataError, match="bad.safetensors"):
+        dd.load(bad)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(DataError, match="not a datadistill artefact"):
+        dd.load(other)

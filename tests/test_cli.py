@@ -1,0 +1,127 @@
+"""The CLI end to end on digits, and the one-line errors of bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import datadistill as dd
+
+
+def cli(*args, env=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "datadistill.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_distill_evaluate_show_export_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cli(
+        "distill",
+        "--dataset",
+        "digits",
+        "--method",
+        "dm",
+        "--ipc",
+        "1",
+        "--out",
+        str(out),
+        "--iterations",
+        "3",
+        "--protocol",
+        "fast",
+        "--eval-seeds",
+        "1",
+        "--eval-arch",
+        "convnetw32",
+        "--hp",
+        "width=32",
+        "--hp",
+        "batch_real=32",
+        "--quiet",
+    )
+    for name in (
+        "distilled.safetensors",
+        "config.json",
+        "report.json",
+        "report.md",
+        "grid.png",
+        "curves.png",
+        "checkpoint.pt",
+    ):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert (report["dataset"], report["method"], report["ipc"], report["protocol"]) == (
+        "digits",
+        "dm",
+        1,
+        "fast",
+    )
+    for kind in ("distilled", "random", "full"):
+        r = report["results"][kind]
+        assert set(r) >= {"accs", "mean", "std"} and 0 <= r["mean"] <= 1
+    assert report["distill_seconds"] > 0 and report["peak_memory_bytes"] > 0
+    assert report["artefact_bytes"] == (out / "distilled.safetensors").stat().st_size
+    art = dd.load(out / "distilled.safetensors")
+    assert art.manifest["evaluation"]["protocol"] == "fast"
+    assert art.manifest["hparams"]["width"] == 32
+
+    cli(
+        "evaluate",
+        str(out / "distilled.safetensors"),
+        "--arch",
+        "mlp",
+        "--seeds",
+        "1",
+        "--no-full",
+        "--json",
+        str(tmp_path / "ev.json"),
+    )
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert list(ev["results"]) == ["mlp"] and "random" in ev["results"]["mlp"]
+    cli("show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").stat().st_size > 0
+    cli("export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"))
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 10
+    listed = cli("list").stdout
+    for name in ("dm", "herding", "mnist", "convnet", "resnet18", "dc", "imagefolder:PATH"):
+        assert name in listed
+    assert "--ipc" in cli("distill", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["distill", "--dataset", "mnsit", "--out", "X"], "Did you mean 'mnist'"),
+        (["distill", "--dataset", "digits", "--method", "dn", "--out", "X"], "Did you mean 'dm'"),
+        (["distill", "--dataset", "digits", "--ipc", "0", "--out", "X"], "IPC"),
+        (["distill", "--dataset", "digits", "--ipc", "500", "--out", "X"], "IPC 500 exceeds"),
+        (["distill", "--dataset", "digits", "--protocol", "dcc", "--out", "X"], "Unknown protocol"),
+        (
+            ["distill", "--dataset", "digits", "--eval-arch", "resnet81", "--out", "X"],
+            "Did you mean 'resnet18'",
+        ),
+        (["distill", "--dataset", "digits", "--hp", "lr_img=-2", "--out", "X"], "'lr_img'"),
+        (["distill", "--dataset", "mnist", "--out", "X"], "mnist"),
+        (["evaluate", "missing.safetensors"], "No distilled set"),
+        (["list", "things"], "Cannot list"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):
+    import os
+
+    env = {**os.environ, "DATADISTILL_DATA": str(tmp_path / "nodata")}
+    args = [str(tmp_path / a) if a == "X" else a for a in args]
+    proc = cli(*args, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert expected in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err

@@ -1,0 +1,34 @@
+import pytest
+
+from datadistill.errors import UnknownNameError
+from datadistill.registry import Registry
+
+
+def test_register_get_and_names():
+    reg: Registry[int] = Registry("thing")
+    reg.register("Alpha-One", summary="first")(1)
+    reg.register("beta")(2)
+    assert reg.get("alpha_one") == 1  # case-insensitive, - and _ interchangeable
+    assert reg.names() == ["Alpha-One", "beta"]
+    assert reg.names("b*") == ["beta"]
+    assert "ALPHA-ONE" in reg and "gamma" not in reg
+    assert reg.meta("beta")["name"] == "beta"
+
+
+def test_unknown_name_lists_valid_names_and_closest():
+    reg: Registry[int] = Registry("dataset")
+    for n in ("mnist", "fashion-mnist", "cifar10"):
+        reg.register(n)(0)
+    with pytest.raises(UnknownNameError) as err:
+        reg.get("mnsit")
+    msg = str(err.value)
+    assert "Did you mean 'mnist'?" in msg
+    assert "cifar10, fashion-mnist, mnist" in msg
+    assert "\n" not in msg
+
+
+def test_double_registration_is_a_bug():
+    reg: Registry[int] = Registry("thing")
+    reg.register("a")(1)
+    with pytest.raises(ValueError):
+        reg.register("A")(2)

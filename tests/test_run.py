@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.errors import ConfigError, RunError
+from datadistill.methods import METHODS
+from datadistill.methods.dm import DM
+from tests.conftest import SMOKE_HPARAMS
+
+HP = SMOKE_HPARAMS["dm"]
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path, digits):
+    straight = dd.distill(digits, "dm", 2, seed=1, iterations=8, device="cpu", **HP)
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(
+        digits,
+        "dm",
+        2,
+        seed=1,
+        iterations=4,
+        device="cpu",
+        checkpoint=ckpt,
+        checkpoint_every=2,
+        **HP,
+    )
+    resumed = dd.distill(
+        digits, "dm", 2, seed=1, iterations=8, device="cpu", checkpoint=ckpt, resume=True, **HP
+    )
+    assert resumed.manifest["iterations"] == 8
+    assert torch.equal(straight.images, resumed.images)
+
+
+def test_resume_refuses_another_runs_checkpoint(tmp_path, digits):
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, "dm", 2, seed=1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
+    with pytest.raises(ConfigError, match="belongs to another run"):
+        dd.distill(
+            digits, "dm", 3, seed=1, iterations=4, device="cpu", checkpoint=ckpt, resume=True, **HP
+        )
+    with pytest.raises(ConfigError, match="Nothing to resume"):
+        dd.distill(
+            digits,
+            "dm",
+            2,
+            iterations=4,
+            device="cpu",
+            checkpoint=tmp_path / "no.pt",
+            resume=True,
+            **HP,
+        )
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
+    ckpt = tmp_path / "ckpt.pt"
+    original = DM.step
+
+    def step(self):
+        out = original(self)
+        return {"loss": float("nan")} if self.iteration == 5 else out
+
+    monkeypatch.setattr(DM, "step", step)
+    with pytest.raises(RunError, match="iteration 5.*last good checkpoint"):
+        dd.distill(
+            digits, "dm", 1, iterations=10, device="cpu", checkpoint=ckpt, checkpoint_every=2, **HP
+        )
+    state = torch.load(ckpt, weights_only=True)
+    assert state["method"]["iteration"] == 4
+
+
+def test_interrupt_leaves_resumable_checkpoint(tmp_path, digits, monkeypatch):
+    import signal
+
+    ckpt = tmp_path / "ckpt.pt"
+    original = DM.step
+
+    def step(self):
+        out = original(self)
+        if self.iteration == 3:
+            signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C mid-run
+        return out
+
+    monkeypatch.setattr(DM, "step", step)
+    with pytest.raises(RunError, match="Interrupted at iteration 3.*--resume"):
+        dd.distill(
+            digits,
+            "dm",
+            1,
+            iterations=10,
+            device="cpu",
+            checkpoint=ckpt,
+            checkpoint_every=100,
+            **HP,
+        )
+    assert torch.load(ckpt, weights_only=True)["method"]["iteration"] == 3
+    monkeypatch.setattr(DM, "step", original)
+    done = dd.distill(
+        digits, "dm", 1, iterations=6, device="cpu", checkpoint=ckpt, resume=True, **HP
+    )
+    assert done.manifest["iterations"] == 6
+
+
+def test_time_budget_stops_the_loop(digits):
+    d = dd.distill(digits, "dm", 1, time_budget=0.5, device="cpu", **HP)
+    assert d.manifest["stopped_by"] == "time"
+    assert d.manifest["iterations"] >= 1
+
+
+def test_validation_selects_on_val_split(digits):
+    d = dd.distill(
+        digits, "dm", 1, iterations=4, device="cpu", validate_every=2, select="best-val", **HP
+    )
+    val = d.manifest["validation"]
+    assert [h[0] for h in val["history"]] == [0, 2, 4]
+    assert val["best_acc"] == max(h[1] for h in val["history"])
+    assert d.manifest["selected"].startswith("best-val")
+
+
+def test_coresets_need_no_steps(digits):
+    assert not METHODS.get("random").needs_steps
+    d = dd.distill(digits, "random", 3, seed=0, device="cpu")
+    assert d.manifest["iterations"] == 0
+    # selected images are real training images of the right class
+    for img, y in zip(d.images, d.labels, strict=True):
+        match = (digits.train_x == img).flatten(1).all(1).nonzero()
+        assert match.numel() >= 1 and int(digits.train_y[match[0, 0]]) == int(y)
