@@ -1,0 +1,106 @@
+"""The model registry, ``create_model`` and ``list_models`` (timm-style)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from datadistill.errors import ConfigError
+from datadistill.models._validate import check_int, image_hw
+from datadistill.models.init import reset_parameters
+from datadistill.registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
+
+MODELS: Registry[ModelFactory] = Registry("model")
+"""Registered model factories, called as ``factory(channels=, num_classes=, image_size=, **kw)``.
+
+Metadata: ``family`` (``convnet``, ``resnet``, ...); variants also carry ``base`` (the model
+they specialise) and ``fixed`` (the keyword arguments they pin).
+"""
+
+_REQUIRED = ("channels", "num_classes", "image_size")
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered model names, optionally filtered by a shell pattern (``"convnet*"``)."""
+    return MODELS.names(pattern)
+
+
+def _accepted_kwargs(factory: ModelFactory) -> list[str]:
+    params = inspect.signature(factory).parameters.values()
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _REQUIRED
+    ]
+
+
+def create_model(
+    name: str,
+    *,
+    channels: int,
+    num_classes: int,
+    image_size: int | tuple[int, int],
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model for (B, ``channels``, H, W) inputs and ``num_classes`` logits.
+
+    Args:
+        name: a registered name (case-insensitive; see :func:`list_models`).
+        channels: input channels C (1 or 3 for the builtin datasets).
+        num_classes: number of logits K.
+        image_size: H = W as an int, or (H, W).
+        generator: CPU ``torch.Generator`` for the initial weights. When given, the model
+            is built on the meta device and initialised by :func:`reset_parameters` from
+            this generator only (PyTorch's default init distributions, and the global RNG
+            is not touched), so equal seeds give equal models. When ``None``, PyTorch's
+            default initialisation draws from the global RNG.
+        **kwargs: architecture options (e.g. ``width``, ``depth``, ``norm`` for ConvNet).
+
+    Returns:
+        an :class:`~datadistill.models.ImageClassifier` on the CPU, in training mode, with
+        ``embed(x) -> (B, feature_dim)`` and ``forward(x) -> (B, K)``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message names the closest match).
+        ConfigError: an invalid or unknown option.
+    """
+    factory = MODELS.get(name)
+    meta = MODELS.meta(name)
+    canonical = str(meta["name"])
+    check_int(channels, "channels", "create_model")
+    check_int(num_classes, "num_classes", "create_model")
+    hw = image_hw(image_size)
+    fixed: dict[str, Any] = meta.get("fixed", {})
+    for key, value in kwargs.items():
+        if key in fixed and value != fixed[key]:
+            raise ConfigError(
+                f"Model {canonical!r} fixes {key}={fixed[key]!r}; use {meta['base']!r} with "
+                f"{key}={value!r} instead."
+            )
+    accepted = _accepted_kwargs(factory)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        options = ", ".join(accepted) if accepted else "none"
+        raise ConfigError(
+            f"Model {canonical!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"its options are: {options}."
+        )
+    if generator is None:
+        return factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ConfigError(
+            f"The 'generator' parameter of create_model must be a CPU torch.Generator or None; "
+            f"got {generator!r}."
+        )
+    with torch.device("meta"):
+        model = factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
+    model = model.to_empty(device="cpu")
+    reset_parameters(model, generator)
+    return model
