@@ -37,6 +37,7 @@ class DMParams(HParams):
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" images or "noise"
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
+    real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on GPU
 
     def validate(self) -> None:
         positive("DM", "lr_img", self.lr_img)
@@ -48,6 +49,13 @@ class DMParams(HParams):
         positive("DM", "width", self.width, int)
         one_of("DM", "init", self.init, ("real", "noise"))
         one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
+        require(
+            "DM",
+            "real_chunk",
+            self.real_chunk,
+            isinstance(self.real_chunk, int) and self.real_chunk >= 0,
+            "an int >= 0",
+        )
 
 
 @register_method("dm")
@@ -73,6 +81,9 @@ class DM(Method):
         n_pixels = real.info.num_classes * hp.batch_real * real.info.channels
         n_pixels *= real.info.image_size[0] * real.info.image_size[1]
         self.embed = maybe_compile(self.net.embed, hp.compile, device, n_pixels)
+        # On CPU the first layers' activations of a whole real batch (2560 x 128 x 32 x 32
+        # floats for MNIST) do not fit in cache; small chunks run about twice as fast.
+        self.real_chunk = hp.real_chunk or (16 if device.type == "cpu" else 1 << 30)
         cfg = DSAConfig(strategy=hp.dsa_strategy)
         self.dsa = DSA(cfg if real.info.allow_flip else cfg.without_flip()) if hp.dsa else None
 
@@ -86,7 +97,8 @@ class DM(Method):
             params = self.dsa.sample(k, self.generator, self.device)
             real, syn = self.dsa(real, params), self.dsa(syn, params)
         with torch.no_grad():
-            real_feat = self.embed(real.flatten(0, 1)).view(k, real.shape[1], -1)
+            chunks = real.flatten(0, 1).split(self.real_chunk)
+            real_feat = torch.cat([self.embed(c) for c in chunks]).view(k, real.shape[1], -1)
         syn_feat = self.embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1)
         loss = mean_embedding_loss(real_feat, syn_feat)
         self.optimizer.zero_grad(set_to_none=True)
