@@ -101,3 +101,32 @@ def test_soft_labels_are_used(digits):
     )
     frac0 = float((digits.test_y == 0).float().mean())
     assert rep.results["convnetw32"]["distilled"].mean == pytest.approx(frac0, abs=0.02)
+
+
+def test_micro_batches_give_the_same_update():
+    import dataclasses as _dc  # noqa: F401
+
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(10, (40,))
+    nets = [
+        dd.create_model(
+            "convnetw32",
+            channels=1,
+            num_classes=10,
+            image_size=8,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for _ in range(2)
+    ]
+    for net, mb in zip(nets, (0, 16), strict=True):
+        train_network(
+            net,
+            x,
+            y,
+            epochs=2,
+            lr=0.1,
+            batch_size=40,
+            micro_batch=mb,
+            generator=torch.Generator().manual_seed(1),
+        )
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -31,16 +31,22 @@ def train_network(
     decay_at: float = 0.5,
     dsa: DSA | None = None,
     max_steps: int | None = None,
+    micro_batch: int | None = None,
 ) -> nn.Module:
     """SGD on ``images`` (N, C, H, W) / ``labels`` (N,), lr x0.1 after ``decay_at`` of the epochs.
 
     Shuffling and augmentation draw only from ``generator``; tensors stay on their device.
     ``max_steps`` caps the number of optimiser steps (brief training for feature networks).
+    ``micro_batch`` splits each batch into chunks whose gradients are accumulated: the same
+    update for networks without batch norm (every sample is normalised on its own), and
+    about 1.5x faster on CPU, where a chunk's activations stay in cache. Default: 16 on
+    CPU for such networks, off otherwise.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     n = images.shape[0]
     decay_epoch = int(epochs * decay_at)
     steps = 0
+    chunk = micro_batch if micro_batch is not None else default_micro_batch(model, images.device)
     model.train()
     for epoch in range(epochs):
         if epoch == decay_epoch and epoch > 0:
@@ -53,9 +59,10 @@ def train_network(
             if dsa is not None:
                 x = dsa(x, dsa.sample(x.shape[0], generator, x.device))
             soft = soft_labels[idx] if soft_labels is not None else None
-            loss = label_loss(model(x), labels[idx], soft)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for xc, yc, sc in _chunks(x, labels[idx], soft, chunk):
+                loss = label_loss(model(xc), yc, sc) * (xc.shape[0] / x.shape[0])
+                loss.backward()
             opt.step()
             steps += 1
             if max_steps is not None and steps >= max_steps:
@@ -63,9 +70,25 @@ def train_network(
     return model
 
 
+def default_micro_batch(model: nn.Module, device: torch.device) -> int:
+    """16 on CPU for networks without batch norm, else 0 (no splitting)."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return 16 if device.type == "cpu" and not has_bn else 0
+
+
+def _chunks(
+    x: Tensor, y: Tensor, soft: Tensor | None, size: int
+) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+    if size <= 0 or x.shape[0] <= size:
+        return [(x, y, soft)]
+    softs = soft.split(size) if soft is not None else [None] * len(x.split(size))
+    return list(zip(x.split(size), y.split(size), softs, strict=True))
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy as a fraction in [0, 1], in eval mode."""
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 0) -> float:
+    """Top-1 accuracy as a fraction in [0, 1], in eval mode (batches of 50 on CPU)."""
+    batch_size = batch_size or (50 if images.device.type == "cpu" else 1000)
     model.eval()
     correct = 0
     for start in range(0, images.shape[0], batch_size):

@@ -17,7 +17,7 @@ from torch import Tensor
 from datadistill.data import RealData
 from datadistill.methods.base import HParams, Method, positive, register_method
 from datadistill.methods.common import check_ipc
-from datadistill.methods.features import class_features, train_feature_network
+from datadistill.methods.features import all_class_features
 from datadistill.synthetic import PixelSet
 
 
@@ -121,10 +121,9 @@ class _FeatureCoreset(_Coreset):
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> Tensor:
         hp: FeatureCoresetParams = self.hparams  # type: ignore[assignment]
-        net = train_feature_network(real, hp.arch, hp.width, hp.train_steps, generator, device)
+        per_class = all_class_features(real, hp.arch, hp.width, hp.train_steps, generator, device)
         rows = []
-        for c in range(real.info.num_classes):
-            feats, idx = class_features(net, real, c, device)
+        for feats, idx in per_class:
             rows.append(idx.cpu()[self.pick(feats.float(), ipc, generator).cpu()])
         return torch.stack(rows)
 
