@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from datadistill._device import peak_memory_bytes, resolve_device
+from datadistill._device import peak_memory_bytes, reset_peak_memory, resolve_device
 from datadistill.artefact import Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
@@ -223,8 +223,7 @@ def distill(
     method, hyperparameters, seed, iterations, seconds and peak memory.
     """
     dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    reset_peak_memory(dev)
     m = create_method(method, **hparams)
     generator = torch.Generator().manual_seed(seed)
     ckpt = Path(checkpoint) if checkpoint is not None else None
