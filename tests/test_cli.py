@@ -113,6 +113,8 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
         (["distill", "--dataset", "mnist", "--out", "X"], "mnist"),
         (["evaluate", "missing.safetensors"], "No distilled set"),
         (["list", "things"], "Cannot list"),
+        (["distill", "--dataset", "npz:X", "--out", "X"], "X"),
+        (["distill", "--dataset", "digits", "--select", "best-val", "--out", "X"], "--validate"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):

@@ -124,3 +124,17 @@ def test_coresets_need_no_steps(digits):
     for img, y in zip(d.images, d.labels, strict=True):
         match = (digits.train_x == img).flatten(1).all(1).nonzero()
         assert match.numel() >= 1 and int(digits.train_y[match[0, 0]]) == int(y)
+
+
+def test_run_folder_is_never_overwritten_and_resumes(tmp_path, digits):
+    import json
+
+    cfg = dd.RunConfig(dataset="digits", method="dm", ipc=1, iterations=2, hparams=HP,
+                       evaluate=False, progress=False, device="cpu")
+    dd.run(cfg, tmp_path / "r")
+    with pytest.raises(ConfigError, match="--resume"):
+        dd.run(cfg, tmp_path / "r")
+    longer = dd.RunConfig(**{**cfg.__dict__, "iterations": 4})
+    report = dd.run(longer, tmp_path / "r", resume=True)
+    assert report["iterations"] == 4
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["iterations"] == 4

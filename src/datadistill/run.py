@@ -308,6 +308,11 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     from datadistill.report import write_report
 
     out = Path(out)
+    if (out / CHECKPOINT_NAME).exists() and not resume:
+        raise ConfigError(
+            f"{out} already holds a run's checkpoint; pass --resume to continue it, or choose "
+            "another --out (nothing there is overwritten)."
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     real = load_dataset(

@@ -1,0 +1,120 @@
+"""Build BENCHMARKS.md from benchmarks/results/*.json (run after the benchmark scripts).
+
+.venv/bin/python -m benchmarks.write_md
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from benchmarks._common import RESULTS, ROOT
+
+# Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
+# the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
+PUBLISHED: dict[tuple[str, str], dict[int, float]] = {
+    ("mnist", "random"): {1: 64.9, 10: 95.1},
+    ("mnist", "herding"): {1: 89.2, 10: 93.7},
+    ("mnist", "kcenter"): {1: 89.3, 10: 84.4},
+    ("fashion-mnist", "random"): {1: 51.4, 10: 73.8},
+    ("fashion-mnist", "herding"): {1: 67.0, 10: 71.1},
+    ("fashion-mnist", "kcenter"): {1: 66.9, 10: 54.7},
+    ("mnist", "dc"): {1: 91.7, 10: 97.4},
+    ("fashion-mnist", "dc"): {1: 70.5, 10: 82.3},
+    ("mnist", "dsa"): {1: 88.7, 10: 97.8},
+    ("fashion-mnist", "dsa"): {1: 70.6, 10: 84.6},
+}
+METHOD_ORDER = ["random", "herding", "kcenter", "dm", "dc", "dsa", "mtt"]
+
+
+def pct(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}"
+
+
+def load() -> list[dict[str, Any]]:
+    rows = []
+    for p in sorted(RESULTS.glob("*-ipc*.json")):
+        rows.append(json.loads(p.read_text()))
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| dataset | IPC | method | ours (test %, 3 seeds) | random subset, same protocol | "
+        "full data | published | iterations | distill s | peak MiB | artefact bytes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        m = r["method"]
+        return (r["dataset"], r["ipc"], METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+
+    for r in sorted(rows, key=key):
+        res = r["results"]
+        pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
+        out.append(
+            f"| {r['dataset']} | {r['ipc']} | {r['method']} | **{pct(res.get('distilled'))}** | "
+            f"{pct(res.get('random'))} | {pct(res.get('full'))} | "
+            f"{pub if pub is not None else '-'} | {r.get('iterations', '-')} | "
+            f"{r['distill_seconds']:.0f} | {r['peak_memory_bytes'] / 2**20:.0f} | "
+            f"{r['artefact_bytes']} |"
+        )
+    return out
+
+
+def main() -> None:
+    rows = load()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every figure here was produced by a script under `benchmarks/`; each result file in",
+        "`benchmarks/results/` records its exact command, machine and date. Regenerate this",
+        "page with `.venv/bin/python -m benchmarks.write_md`.",
+        "",
+    ]
+    tp = RESULTS / "dm-throughput.json"
+    if tp.exists():
+        t = json.loads(tp.read_text())
+        lines += [
+            "## DM step time",
+            "",
+            f"One DM iteration at MNIST IPC 10 with the paper's settings ({t['settings']}):",
+            f"**{t['s_per_iteration']:.2f} s** (mean of {t['iterations_timed']} iterations after "
+            f"warm-up; compile={t['compile']}). The issue's reference figure for the original",
+            "implementation on this machine class is about 3.4 s; the target is 1.2 s.",
+            "",
+            f"- command: `{t['command']}`",
+            f"- machine: {t['machine']}",
+            f"- date: {t['date']}",
+            "",
+        ]
+    if rows:
+        first = rows[0]
+        lines += [
+            "## MNIST and Fashion-MNIST, IPC 1 and 10",
+            "",
+            "Protocol: distillation with a wall-clock budget of "
+            f"{first.get('budget_seconds') or 600:.0f} s per cell on the machine below "
+            "(coresets need no iterations), then fresh ConvNet-3 networks (width 128, instance",
+            "norm, average pooling) trained under the `dc` protocol (SGD lr 0.01, momentum 0.9,",
+            "weight decay 5e-4, batch 256, 300 epochs, lr x0.1 at half, no augmentation), 3 seeds,",
+            "tested once on the test split. The random real subset is trained the same way with",
+            "the same seeds. The full-data reference is "
+            f"{first.get('full_reference', '-')} of the same optimiser (CPU cost).",
+            "`published` is the paper's figure (ConvNet, DC protocol; see ../shared/PROTOCOL.md).",
+            "",
+            *table(rows),
+            "",
+            f"- command: `{first['command']}`",
+            f"- machine: {first['machine']}",
+            f"- dates: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
+            "",
+        ]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    print(f"wrote {ROOT / 'BENCHMARKS.md'} ({len(rows)} cells)")
+
+
+if __name__ == "__main__":
+    main()
