@@ -103,7 +103,7 @@ def write_report(
     m = distilled.manifest
     ev = evaluation.to_dict() if evaluation is not None else None
     by_arch = ev["results"] if ev else {}
-    first = next(iter(by_arch.values()), {})
+    first: dict[str, Any] = next(iter(by_arch.values()), {})
     report: dict[str, Any] = {
         "dataset": distilled.info.name,
         "method": m.get("method"),

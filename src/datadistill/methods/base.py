@@ -66,7 +66,7 @@ class Method:
     """Base class of distillation methods (and coreset baselines)."""
 
     name: ClassVar[str] = ""
-    HParams: ClassVar[type[HParams]] = HParams
+    hparams_class: ClassVar[type[HParams]] = HParams  # the frozen hyperparameter dataclass
     needs_steps: ClassVar[bool] = True  # False for coreset selection
     default_iterations: ClassVar[int] = 1000
 
@@ -101,7 +101,7 @@ class Method:
 def create_method(name: str, **hparams: Any) -> Method:
     """Create a registered method; unknown or invalid hyperparameters raise ConfigError."""
     cls = METHODS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls.HParams)}
+    fields = {f.name for f in dataclasses.fields(cls.hparams_class)}
     unknown = sorted(set(hparams) - fields)
     if unknown:
         valid = ", ".join(sorted(fields)) or "none"
@@ -110,7 +110,7 @@ def create_method(name: str, **hparams: Any) -> Method:
             f"valid: {valid}."
         )
     try:
-        hp = cls.HParams(**hparams)
+        hp = cls.hparams_class(**hparams)
     except TypeError as exc:  # wrong types that dataclasses itself rejects
         raise ConfigError(f"Invalid hyperparameters for {cls.name!r}: {exc}.") from None
     return cls(hp)

@@ -99,7 +99,7 @@ class _Coreset(Method):
 class RandomCoreset(_Coreset):
     """Random real images per class (the baseline every method must beat)."""
 
-    HParams = RandomParams
+    hparams_class = RandomParams
 
     def select(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
@@ -112,7 +112,7 @@ class RandomCoreset(_Coreset):
 
 
 class _FeatureCoreset(_Coreset):
-    HParams = FeatureCoresetParams
+    hparams_class = FeatureCoresetParams
 
     def pick(self, features: Tensor, ipc: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError

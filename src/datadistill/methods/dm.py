@@ -14,9 +14,11 @@ the real half without autograd.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
+from torch import Tensor
 
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
@@ -62,7 +64,7 @@ class DMParams(HParams):
 class DM(Method):
     """Distribution Matching: match mean embeddings of random networks (Zhao & Bilen 2023)."""
 
-    HParams = DMParams
+    hparams_class = DMParams
     default_iterations = 20000
 
     def setup(
@@ -80,7 +82,8 @@ class DM(Method):
         self.net.train()
         n_pixels = real.info.num_classes * hp.batch_real * real.info.channels
         n_pixels *= real.info.image_size[0] * real.info.image_size[1]
-        self.embed = maybe_compile(self.net.embed, hp.compile, device, n_pixels)
+        embed = cast(Callable[[Tensor], Tensor], self.net.embed)
+        self.embed = maybe_compile(embed, hp.compile, device, n_pixels)
         # On CPU the first layers' activations of a whole real batch (2560 x 128 x 32 x 32
         # floats for MNIST) do not fit in cache; small chunks run about twice as fast.
         self.real_chunk = hp.real_chunk or (16 if device.type == "cpu" else 1 << 30)

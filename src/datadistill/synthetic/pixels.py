@@ -23,6 +23,8 @@ class PixelSet(SyntheticSet):
         lr: optional initial training learning rate, learned in log space when given.
     """
 
+    labels: Tensor  # (K * ipc,) int64 hard labels, a buffer
+
     def __init__(
         self,
         images: Tensor,
