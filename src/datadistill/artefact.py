@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from datadistill.data import DatasetInfo
+from datadistill.data.real import to_pixels
 from datadistill.data.zca import ZCA
 from datadistill.errors import ConfigError, DataError
 
@@ -64,16 +65,11 @@ class Distilled:
 
     def pixels(self) -> Tensor:
         """Images mapped back to displayable pixels in [0, 1] (un-whitened, un-normalised)."""
-        x = self.images.detach().float().cpu()
-        if self.zca is not None:
-            x = self.zca.inverse_transform(x)
-        mean = torch.tensor(self.info.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.info.std).view(1, -1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
+        return to_pixels(self.images.detach().float().cpu(), self.info, self.zca)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        """Write the artefact; returns its path. The manifest records its size in bytes."""
+        """Write the artefact (atomically) and return its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, Tensor] = {
@@ -117,14 +113,17 @@ def load(path: str | Path) -> Distilled:
         raise DataError(f"{path} is not a readable safetensors artefact ({exc}).") from None
     if "manifest" not in metadata or "images" not in tensors or "labels" not in tensors:
         raise DataError(f"{path} is a safetensors file but not a datadistill artefact.")
-    manifest = json.loads(metadata["manifest"])
+    try:
+        manifest = json.loads(metadata["manifest"])
+        info = DatasetInfo.from_dict(manifest["dataset"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} has a damaged manifest ({exc}).") from None
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise DataError(
             f"{path} has artefact format {version}; this datadistill reads format "
             f"{FORMAT_VERSION}, so upgrade the package."
         )
-    info = DatasetInfo.from_dict(manifest["dataset"])
     zca = None
     if "zca_matrix" in tensors:
         state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}

@@ -60,7 +60,9 @@ def distill(
     time_budget: Annotated[float | None, typer.Option(help="Seconds of distillation.")] = None,
     hp: Annotated[list[str] | None, typer.Option(help="Method hyperparameter KEY=VALUE.")] = None,
     data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
-    val_size: float = 0.1,
+    val_size: Annotated[
+        float, typer.Option(help="Fraction (<1) or count of train for validation.")
+    ] = 0.1,
     zca: bool = False,
     max_train: int | None = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
@@ -86,6 +88,8 @@ def distill(
     get_protocol(protocol)
     for a in _split(eval_arch):
         MODELS.canonical(a)
+    if val_size >= 1:  # a count of images rather than a fraction
+        val_size = int(val_size)
     config = RunConfig(
         dataset=dataset,
         method=method,
@@ -176,6 +180,7 @@ def evaluate(
         )
     console.print(table)
     if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
 
 
@@ -212,7 +217,11 @@ def show(
     from datadistill.artefact import load
     from datadistill.report import save_grid
 
+    if per_class < 1:
+        raise ConfigError(f"--per-class must be >= 1; got {per_class}.")
     distilled = load(artefact)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
     path = save_grid(distilled, out or artefact.with_suffix(".png"), per_class)
     typer.echo(str(path))
 
@@ -272,23 +281,23 @@ def list_(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
+    import click
+
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except DatadistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except OSError as exc:  # an output folder that cannot be written, a full disk, ...
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        sys.exit(2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
         print("error: interrupted.", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except click.exceptions.ClickException as exc:  # usage errors: bad or missing flags
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -56,12 +56,26 @@ def main(argv: list[str] | None = None) -> None:
         for ipc in args.ipc:
             t0 = time.perf_counter()
             distilled = dd.distill(
-                real, "dm", ipc, seed=0, iterations=args.iterations, device="cpu", progress=True
+                real,
+                "dm",
+                ipc,
+                seed=0,
+                iterations=args.iterations,
+                device="cpu",
+                progress=True,
+                batch_real=DEMO_BATCH_REAL,
             )
             seconds = time.perf_counter() - t0
             path = distilled.save(f"{tmp}/digits-dm-{ipc}.safetensors")
             report = dd.evaluate(
-                distilled, real, "dc", seeds=args.seeds, device="cpu", cache_dir=f"{tmp}/cache"
+                distilled,
+                real,
+                "dc",
+                seeds=args.seeds,
+                device="cpu",
+                cache_dir=f"{tmp}/cache",
+                full_epochs=FULL_EPOCHS,
+                full_seeds=1,
             )
             rows = report.results["convnet"]
             table.add_row(

@@ -27,6 +27,8 @@ from datadistill.errors import ConfigError, RunError
 from datadistill.methods import Method, create_method
 
 CHECKPOINT_NAME = "checkpoint.pt"
+ARTEFACT_NAME = "distilled.safetensors"
+MAX_HISTORY_ROWS = 500  # loss rows kept in the manifest (evenly spaced)
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,18 @@ class RunConfig:
             raise ConfigError("--select best-val needs --validate-every > 0.")
         if self.iterations is not None and self.iterations < 0:
             raise ConfigError(f"--iterations must be >= 0; got {self.iterations}.")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ConfigError(f"--time-budget must be > 0 seconds; got {self.time_budget}.")
+        if self.time_budget is not None and not (
+            math.isfinite(self.time_budget) and self.time_budget > 0
+        ):
+            raise ConfigError(
+                f"--time-budget must be a number of seconds > 0; got {self.time_budget}."
+            )
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be >= 1; got {self.checkpoint_every}.")
+        if self.eval_seeds is not None and self.eval_seeds < 1:
+            raise ConfigError(f"--eval-seeds must be >= 1; got {self.eval_seeds}.")
+        if self.validate_every < 0:
+            raise ConfigError(f"--validate-every must be >= 0; got {self.validate_every}.")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -137,8 +149,10 @@ def run_loop(
         method.load_state_dict(resume_state["method"])
         generator.set_state(resume_state["generator"])
         seconds = float(resume_state["seconds"])
-        for cb, st in zip(callbacks, resume_state["callbacks"], strict=True):
-            cb.load_state_dict(st)
+        saved = resume_state["callbacks"]
+        for cb in callbacks:
+            if type(cb).__name__ in saved:
+                cb.load_state_dict(saved[type(cb).__name__])
     if not method.needs_steps:
         return LoopResult(method, 0, seconds, "no-steps")
     total = (
@@ -152,13 +166,19 @@ def run_loop(
             "method": method.state_dict(),
             "generator": generator.get_state(),
             "seconds": seconds,
-            "callbacks": [cb.state_dict() for cb in callbacks],
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks},
             "fingerprint": fingerprint or {},
         }
 
     def save() -> None:
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, snapshot())
+        if checkpoint is None:
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in method.synthetic().parameters()):
+            raise RunError(
+                f"The synthetic set became non-finite at iteration {method.iteration}; the last "
+                f"good checkpoint is kept at {checkpoint}. Lower the learning rate and resume."
+            )
+        _save_checkpoint(checkpoint, snapshot())
 
     stopped_by = "iterations"
     for cb in callbacks:
@@ -222,6 +242,8 @@ def distill(
     Returns the :class:`~datadistill.artefact.Distilled` set; its manifest records the
     method, hyperparameters, seed, iterations, seconds and peak memory.
     """
+    if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
+        raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
     dev = resolve_device(device)
     reset_peak_memory(dev)
     m = create_method(method, **hparams)
@@ -231,7 +253,8 @@ def distill(
         "method": m.name,
         "ipc": ipc,
         "seed": seed,
-        "dataset": real.info.name,
+        "dataset": real.info.to_dict(),
+        "splits": [list(real.train_x.shape), list(real.val_x.shape)],
         "hparams": m.hparams.to_dict(),
     }
     resume_state = None
@@ -289,7 +312,8 @@ def distill(
         "selected": chosen,
         "peak_memory_bytes": peak_memory_bytes(dev),
         "device": str(dev),
-        "loss_history": history.rows,
+        "loss_history": history.rows[:: max(1, len(history.rows) // MAX_HISTORY_ROWS)],
+        "protocol": m.expected_protocol,
     }
     return Distilled(
         images=images.detach().cpu().float(),
@@ -308,13 +332,17 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     from datadistill.report import write_report
 
     out = Path(out)
-    if (out / CHECKPOINT_NAME).exists() and not resume:
+    if ((out / CHECKPOINT_NAME).exists() or (out / ARTEFACT_NAME).exists()) and not resume:
         raise ConfigError(
-            f"{out} already holds a run's checkpoint; pass --resume to continue it, or choose "
-            "another --out (nothing there is overwritten)."
+            f"{out} already holds a run; pass --resume to continue it, or choose another "
+            "--out (nothing there is overwritten)."
         )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    config_json = json.dumps(config.to_dict(), indent=2)
+    if not resume:  # a resumed run writes it once its checkpoint has been accepted
+        (out / "config.json").write_text(config_json)
     real = load_dataset(
         config.dataset,
         config.data_root,
@@ -338,7 +366,8 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         select=config.select,
         **config.hparams,
     )
-    artefact = out / "distilled.safetensors"
+    (out / "config.json").write_text(config_json)
+    artefact = out / ARTEFACT_NAME
     distilled = distilled.with_manifest(
         protocol=config.protocol,
         data={"name": config.dataset, "val_size": config.val_size, "max_train": config.max_train},

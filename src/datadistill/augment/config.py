@@ -86,6 +86,10 @@ class DSAConfig:
         """The strategy's families, in order."""
         return parse_strategy(self.strategy)
 
+    def for_dataset(self, allow_flip: bool) -> DSAConfig:
+        """These settings, without ``flip`` where the dataset forbids mirroring (digits)."""
+        return self if allow_flip else self.without_flip()
+
     def without_flip(self) -> DSAConfig:
         """The same settings with ``flip`` removed from the strategy (digit datasets)."""
         return replace(self, strategy="_".join(f for f in self.families if f != "flip"))

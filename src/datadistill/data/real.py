@@ -136,11 +136,7 @@ class RealData:
 
         ``x`` is (N, C, H, W) or (C, H, W); the result has the same shape.
         """
-        if self.zca is not None:
-            z = self.zca
-            x = z.inverse_transform(x[None])[0] if x.dim() == 3 else z.inverse_transform(x)
-        mean, std = self._stats(x)
-        return (x * std + mean).clamp(0.0, 1.0)
+        return to_pixels(x, self.info, self.zca)
 
     def normalize(self, pixels: Tensor) -> Tensor:
         """Pixels in [0, 1] -> model-input space; the inverse of :meth:`denormalize`
@@ -174,3 +170,13 @@ class RealData:
             f"train={len(self.train_y)}, val={len(self.val_y)}, test={len(self.test_y)}, "
             f"zca={i.zca}, device={self.device})"
         )
+
+
+def to_pixels(x: Tensor, info: DatasetInfo, zca: ZCA | None) -> Tensor:
+    """Model-input space -> pixels in [0, 1] for data described by ``info`` / ``zca``:
+    undo ZCA, then the normalisation; clamped. (N, C, H, W) or (C, H, W) -> same shape."""
+    if zca is not None:
+        x = zca.inverse_transform(x[None])[0] if x.dim() == 3 else zca.inverse_transform(x)
+    mean = torch.tensor(info.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(info.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x * std + mean).clamp(0.0, 1.0)

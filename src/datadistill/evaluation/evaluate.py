@@ -24,6 +24,7 @@ from datadistill._device import resolve_device
 from datadistill.artefact import Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
+from datadistill.errors import ConfigError
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, train_network
 from datadistill.models import MODELS, create_model
@@ -78,8 +79,7 @@ class EvalReport:
 
 
 def _dsa_for(info: DatasetInfo) -> DSA:
-    cfg = DSAConfig()
-    return DSA(cfg if info.allow_flip else cfg.without_flip())
+    return DSA(DSAConfig().for_dataset(info.allow_flip))
 
 
 def train_and_test(
@@ -121,8 +121,7 @@ def train_and_test(
         dsa=_dsa_for(info) if protocol.dsa else None,
         generator=g,
     )
-    x = real.val_x if split == "val" else real.test_x
-    y = real.val_y if split == "val" else real.test_y
+    x, y = real.split(split)
     return accuracy(model, x.to(device), y.to(device))
 
 
@@ -135,8 +134,9 @@ def random_subset(real: RealData, ipc: int, seed: int) -> tuple[Tensor, Tensor]:
     """``ipc`` random training images per class, ``((K*ipc, C, H, W), (K*ipc,))``."""
     g = torch.Generator().manual_seed(seed + RANDOM_SUBSET_SEED_OFFSET)
     k = real.info.num_classes
-    images = torch.cat([real.sample(c, ipc, g) for c in range(k)])
-    return images, torch.arange(k).repeat_interleave(ipc)
+    per_class = [real.sample(c, ipc, g) for c in range(k)]
+    labels = torch.cat([torch.full((x.shape[0],), c) for c, x in enumerate(per_class)])
+    return torch.cat(per_class), labels
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path | None:
@@ -162,6 +162,9 @@ def _fingerprint(real: RealData) -> str:
 def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float]) -> float:
     if cache is None:
         return compute()
+    from datadistill import __version__
+
+    key = {**key, "version": __version__}  # training code may change between releases
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = cache / f"{digest}.json"
     if path.is_file():
@@ -212,6 +215,8 @@ def evaluate(
     for a in archs:
         MODELS.canonical(a)
     n_seeds = seeds if seeds is not None else proto.seeds
+    if n_seeds < 1 or (full_seeds is not None and full_seeds < 1):
+        raise ConfigError(f"seeds must be >= 1; got {n_seeds if n_seeds < 1 else full_seeds}.")
     n_full = full_seeds if full_seeds is not None else n_seeds
     f_epochs = full_epochs if full_epochs is not None else proto.full_epochs
     ipc = distilled.ipc

@@ -69,6 +69,7 @@ class Method:
     hparams_class: ClassVar[type[HParams]] = HParams  # the frozen hyperparameter dataclass
     needs_steps: ClassVar[bool] = True  # False for coreset selection
     default_iterations: ClassVar[int] = 1000
+    expected_protocol: ClassVar[str] = "dc"  # the evaluation protocol its sets are made for
 
     def __init__(self, hparams: HParams) -> None:
         self.hparams = hparams

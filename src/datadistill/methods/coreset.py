@@ -9,7 +9,6 @@ Savarese 2018). Herding and k-center work in the embedding of a briefly trained 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -86,13 +85,6 @@ class _Coreset(Method):
         self.indices = self.select(real, ipc, generator, device)  # (K, ipc)
         images = real.train_x[self.indices.flatten().to(real.train_x.device)].cpu()
         self.synset = PixelSet(images, real.info.num_classes).to(device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "indices": self.indices}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.indices = state["indices"]
 
 
 @register_method("random")

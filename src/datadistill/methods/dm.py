@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
@@ -86,9 +86,13 @@ class DM(Method):
         self.embed = maybe_compile(embed, hp.compile, device, n_pixels)
         # On CPU the first layers' activations of a whole real batch (2560 x 128 x 32 x 32
         # floats for MNIST) do not fit in cache; small chunks run about twice as fast.
-        self.real_chunk = hp.real_chunk or (16 if device.type == "cpu" else 1 << 30)
-        cfg = DSAConfig(strategy=hp.dsa_strategy)
-        self.dsa = DSA(cfg if real.info.allow_flip else cfg.without_flip()) if hp.dsa else None
+        # Batch norm would see per-chunk statistics, so such networks take the batch whole.
+        whole = device.type != "cpu" or any(
+            isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.net.modules()
+        )
+        self.real_chunk = hp.real_chunk or (1 << 30 if whole else 16)
+        cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
+        self.dsa = DSA(cfg) if hp.dsa else None
 
     def step(self) -> dict[str, float]:
         hp: DMParams = self.hparams  # type: ignore[assignment]

@@ -7,6 +7,7 @@ As in the DC paper's herding and k-center baselines, selection happens in the em
 from __future__ import annotations
 
 import hashlib
+import weakref
 from typing import Any
 
 import torch
@@ -71,20 +72,23 @@ def all_class_features(
 ) -> list[tuple[Tensor, Tensor]]:
     """Per class, the embeddings and indices of its training images in the feature space
     of a freshly trained network; ``generator`` advances as if the network were trained."""
+    # The data are identified by the tensor object itself (a weak reference, so a freed
+    # tensor whose address is reused can never match).
     key = (
-        id(real),
-        real.train_x.data_ptr(),
         arch,
         width,
         steps,
         str(device),
         hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest(),
     )
-    if _LAST.get("key") == key:
+    ref = _LAST.get("data")
+    if ref is not None and ref() is real.train_x and _LAST.get("key") == key:
         generator.set_state(_LAST["state"])
         return list(_LAST["features"])
     net = train_feature_network(real, arch, width, steps, generator, device)
     features = [class_features(net, real, c, device) for c in range(real.info.num_classes)]
     _LAST.clear()
-    _LAST.update(key=key, state=generator.get_state(), features=features)
+    _LAST.update(
+        data=weakref.ref(real.train_x), key=key, state=generator.get_state(), features=features
+    )
     return features

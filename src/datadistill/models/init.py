@@ -17,13 +17,17 @@ def _reset_weight_and_bias(module: nn.Linear | _ConvNd, generator: torch.Generat
     # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias. The weight is
     # drawn into a contiguous buffer so channels_last weights get the same values.
     weight = module.weight
-    tmp = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+    # Values are drawn on the generator's device (the CPU) and copied, so that a model on
+    # CUDA gets the same values as on the CPU.
+    tmp = torch.empty(weight.shape, dtype=weight.dtype, device=generator.device)
     nn.init.kaiming_uniform_(tmp, a=math.sqrt(5), generator=generator)
     weight.copy_(tmp)
     if module.bias is not None:
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+        tmp_b = torch.empty(module.bias.shape, dtype=module.bias.dtype, device=generator.device)
+        nn.init.uniform_(tmp_b, -bound, bound, generator=generator)
+        module.bias.copy_(tmp_b)
 
 
 def _reset_affine(module: nn.Module) -> None:
