@@ -106,9 +106,10 @@ def main() -> None:
         method, kv = item.split(":", 1)
         hps.setdefault(method, {}).update(_parse_hparams([kv]))
     datasets = {d: dd.load_dataset(d, root=DATA) for d in args.datasets}
-    for method in args.methods:
-        for ipc in args.ipcs:
-            for real in datasets.values():
+    # dataset -> method -> IPC: herding and k-center share one feature network per dataset
+    for real in datasets.values():
+        for method in args.methods:
+            for ipc in args.ipcs:
                 run_cell(real, method, ipc, args, hps.get(method, {}))
 
 
