@@ -281,8 +281,6 @@ def list_(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
-    import click
-
     try:
         code = app(standalone_mode=False)
     except DatadistillError as exc:
@@ -291,11 +289,15 @@ def main() -> None:
     except OSError as exc:  # an output folder that cannot be written, a full disk, ...
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted.", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:  # usage errors: bad or missing flags
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: bad or missing flags
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"Error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
