@@ -42,13 +42,13 @@ def train_network(
     ``micro_batch`` splits each batch into chunks whose gradients are accumulated: the same
     update for networks without batch norm (every sample is normalised on its own), and
     about 1.5x faster on CPU, where a chunk's activations stay in cache. Default: 16 on
-    CPU for such networks, off otherwise.
+    CPU for such networks on images of at least 16x16 pixels, off otherwise.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     n = images.shape[0]
     decay_epoch = int(epochs * decay_at)
     steps = 0
-    chunk = micro_batch if micro_batch is not None else default_micro_batch(model, images.device)
+    chunk = micro_batch if micro_batch is not None else default_micro_batch(model, images)
     model.train()
     for epoch in range(epochs):
         if epoch == decay_epoch and epoch > 0:
@@ -80,10 +80,13 @@ def one_family_per_batch(params: DSAParams) -> DSAParams:
     return dataclasses.replace(params, choice=params.choice[:1].expand_as(params.choice).clone())
 
 
-def default_micro_batch(model: nn.Module, device: torch.device) -> int:
-    """16 on CPU for networks without batch norm, else 0 (no splitting)."""
+def default_micro_batch(model: nn.Module, images: Tensor) -> int:
+    """16 on CPU for networks without batch norm on images of 16x16 pixels or more, else 0
+    (no splitting: small images' activations fit in cache whole, and chunks only add
+    per-call overhead; measured 1.3x slower on 8x8 digits)."""
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return 16 if device.type == "cpu" and not has_bn else 0
+    large = images.dim() == 4 and images.shape[-1] * images.shape[-2] >= 256
+    return 16 if images.device.type == "cpu" and large and not has_bn else 0
 
 
 def _chunks(
