@@ -21,7 +21,7 @@ import datadistill as dd
 DEMO_ITERATIONS = 200  # DM steps per IPC
 DEMO_SEEDS = 3  # fresh evaluation networks per number
 DEMO_BATCH_REAL = 64  # real images per class per DM step (digits has about 130 per class)
-FULL_EPOCHS = 50  # the full-data reference: 50 epochs (250 SGD steps), one seed
+FULL_EPOCHS = 100  # the full-data reference: 100 epochs (500 SGD steps), one seed
 
 
 def main(argv: list[str] | None = None) -> None:
