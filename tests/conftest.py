@@ -16,6 +16,19 @@ SMOKE_HPARAMS: dict[str, dict[str, object]] = {
     "herding": {"width": 32, "train_steps": 30},
     "kcenter": {"width": 32, "train_steps": 30},
     "dm": {"width": 32, "batch_real": 64, "lr_img": 1.0, "compile": "no"},
+    "dc": {"width": 32, "batch_real": 32, "outer_loop": 2, "inner_loop": 2, "lr_img": 0.01},
+    "dsa": {"width": 32, "batch_real": 32, "outer_loop": 2, "inner_loop": 2, "lr_img": 0.01},
+    # "buffer" is filled in from the expert_buffer fixture
+    "mtt": {"syn_steps": 4, "expert_epochs": 1, "max_start_epoch": 2, "lr_img": 10.0},
+}
+
+EXPERT_RECIPE = {
+    "arch": "convnet",
+    "width": 16,
+    "epochs": 3,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "batch_size": 32,
 }
 
 
@@ -32,3 +45,21 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DATADISTILL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DATADISTILL_DATA", str(tmp_path / "data"))
     os.environ.pop("DATADISTILL_NO_PROGRESS", None)
+
+
+@pytest.fixture(scope="session")
+def expert_buffer(digits, tmp_path_factory):
+    """Two small ConvNet experts on digits, 3 epochs each (a few seconds)."""
+    from datadistill.experts import ExpertRecipe, train_experts
+
+    root = tmp_path_factory.mktemp("experts") / "digits-convnet"
+    train_experts(digits, root, 2, ExpertRecipe(**EXPERT_RECIPE), device="cpu", log=lambda m: None)
+    return root
+
+
+def smoke_hparams(name: str, request: pytest.FixtureRequest) -> dict[str, object]:
+    """The smoke settings of a method, with an expert buffer for trajectory methods."""
+    hp = dict(SMOKE_HPARAMS[name])
+    if name == "mtt":
+        hp["buffer"] = str(request.getfixturevalue("expert_buffer"))
+    return hp

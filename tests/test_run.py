@@ -129,8 +129,16 @@ def test_coresets_need_no_steps(digits):
 def test_run_folder_is_never_overwritten_and_resumes(tmp_path, digits):
     import json
 
-    cfg = dd.RunConfig(dataset="digits", method="dm", ipc=1, iterations=2, hparams=HP,
-                       evaluate=False, progress=False, device="cpu")
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="dm",
+        ipc=1,
+        iterations=2,
+        hparams=HP,
+        evaluate=False,
+        progress=False,
+        device="cpu",
+    )
     dd.run(cfg, tmp_path / "r")
     with pytest.raises(ConfigError, match="--resume"):
         dd.run(cfg, tmp_path / "r")

@@ -206,6 +206,56 @@ def _real_for(distilled: Any, data_root: str | None) -> Any:
 
 
 @app.command()
+def experts(
+    dataset: Annotated[str, typer.Option(help="Builtin name, imagefolder:PATH or npz:PATH.")],
+    out: Annotated[Path, typer.Option(help="Buffer folder (created, or resumed).")],
+    arch: Annotated[str, typer.Option(help="Expert architecture.")] = "convnet",
+    width: Annotated[int, typer.Option(help="ConvNet width.")] = 128,
+    num: Annotated[int, typer.Option(help="Number of experts.")] = 20,
+    epochs: Annotated[int, typer.Option(help="Epochs per expert (parameters kept each).")] = 50,
+    lr: Annotated[float, typer.Option(help="Expert SGD learning rate (lr_teacher).")] = 0.01,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    batch_size: int = 256,
+    dsa: Annotated[bool, typer.Option(help="Train experts with DSA augmentation.")] = True,
+    zca: bool = False,
+    seed: int = 0,
+    workers: Annotated[int, typer.Option(help="Parallel processes (one per GPU).")] = 1,
+    data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
+    val_size: float = 0.1,
+    max_train: int | None = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Train expert trajectories for trajectory matching (resumable: run it again)."""
+    from datadistill.data import load_dataset
+    from datadistill.experts import ExpertRecipe, train_experts
+    from datadistill.models import MODELS
+
+    MODELS.canonical(arch)
+    recipe = ExpertRecipe(
+        arch=arch,
+        width=width,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        dsa=dsa,
+    )
+    real = load_dataset(
+        dataset,
+        data_root,
+        val_size=int(val_size) if val_size >= 1 else val_size,
+        zca=zca,
+        max_train=max_train,
+    )
+    buf = train_experts(real, out, num, recipe, seed=seed, workers=workers, device=device)
+    accs = [a for a in buf.val_accs()]
+    mean = 100 * sum(accs) / len(accs)
+    typer.echo(f"{len(buf)} experts in {out} (mean validation accuracy {mean:.2f}%)")
+
+
+@app.command()
 def show(
     artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
     out: Annotated[

@@ -9,7 +9,7 @@ from datadistill.evaluation import get_protocol, train_and_test
 from datadistill.functional import mean_embedding_loss
 from datadistill.methods import METHODS, create_method
 from datadistill.methods.coreset import herding, kcenter
-from tests.conftest import SMOKE_HPARAMS
+from tests.conftest import SMOKE_HPARAMS, smoke_hparams
 
 
 def test_every_method_has_smoke_settings():
@@ -17,8 +17,9 @@ def test_every_method_has_smoke_settings():
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_runs_and_beats_chance(digits, name):
-    d = dd.distill(digits, name, ipc=2, seed=0, iterations=5, device="cpu", **SMOKE_HPARAMS[name])
+def test_method_runs_and_beats_chance(digits, name, request):
+    hp = smoke_hparams(name, request)
+    d = dd.distill(digits, name, ipc=2, seed=0, iterations=5, device="cpu", **hp)
     assert d.images.shape == (20, 1, 8, 8)
     assert torch.isfinite(d.images).all()
     assert d.labels.tolist() == torch.arange(10).repeat_interleave(2).tolist()

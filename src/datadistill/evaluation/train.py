@@ -34,6 +34,7 @@ def train_network(
     dsa: DSA | None = None,
     max_steps: int | None = None,
     micro_batch: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> nn.Module:
     """SGD on ``images`` (N, C, H, W) / ``labels`` (N,), lr x0.1 after ``decay_at`` of the epochs.
 
@@ -43,8 +44,11 @@ def train_network(
     update for networks without batch norm (every sample is normalised on its own), and
     about 1.5x faster on CPU, where a chunk's activations stay in cache. Default: 16 on
     CPU for such networks on images of at least 16x16 pixels, off otherwise.
+    ``optimizer`` continues an existing optimiser (its lr as it stands) instead of a new one.
     """
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = optimizer or torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
     n = images.shape[0]
     decay_epoch = int(epochs * decay_at)
     steps = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor
 
 
@@ -15,3 +18,47 @@ def mean_embedding_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
         scalar: sum over the K classes of the squared distance between the class means.
     """
     return ((real_feat.mean(1) - syn_feat.mean(1)) ** 2).sum()
+
+
+GRADIENT_DISTANCES = ("ours", "mse", "cos")
+
+
+def gradient_distance(
+    real_grads: Sequence[Tensor], syn_grads: Sequence[Tensor], metric: str = "ours"
+) -> Tensor:
+    """Gradient matching's distance (DC, Zhao et al. 2021), summed over a leading batch dim.
+
+    Each list holds one tensor per parameter of the network, with a leading dimension of
+    independent matches (the classes): ``(K, *param.shape)``. The result is the sum over
+    the K matches of
+
+    - ``"ours"`` (the paper's): per layer and per output channel, ``1 - cos`` between the
+      real and the synthetic gradient, where a channel's gradient is the flattened slice
+      ``grad[o]`` of a weight with 2 or more dimensions; one-dimensional parameters
+      (biases, normalisation scales) are ignored, as in the paper;
+    - ``"mse"``: the squared Euclidean distance between all gradients concatenated;
+    - ``"cos"``: ``1 - cos`` between all gradients concatenated.
+    """
+    if len(real_grads) != len(syn_grads):
+        raise ValueError(f"{len(real_grads)} real but {len(syn_grads)} synthetic gradients")
+    if metric == "ours":
+        total = syn_grads[0].new_zeros(())
+        for gr, gs in zip(real_grads, syn_grads, strict=True):
+            if gr.dim() <= 2:  # (K,) or (K, n): biases and norm parameters are not matched
+                continue
+            gr = gr.flatten(2)  # (K, out, rest)
+            gs = gs.flatten(2)
+            dot = (gr * gs).sum(-1)
+            norms = gr.norm(dim=-1) * gs.norm(dim=-1)
+            total = total + (1 - dot / (norms + 1e-6)).sum()
+        return total
+    gr = torch.cat([g.flatten(1) for g in real_grads], dim=1)  # (K, P)
+    gs = torch.cat([g.flatten(1) for g in syn_grads], dim=1)
+    if metric == "mse":
+        return ((gs - gr) ** 2).sum()
+    if metric == "cos":
+        dot = (gr * gs).sum(-1)
+        return (1 - dot / (gr.norm(dim=-1) * gs.norm(dim=-1) + 1e-6)).sum()
+    raise ValueError(
+        f"unknown gradient distance {metric!r}; valid: {', '.join(GRADIENT_DISTANCES)}"
+    )

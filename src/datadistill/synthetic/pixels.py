@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -20,7 +19,8 @@ class PixelSet(SyntheticSet):
         images: initial images in model-input space, class-major, ``(K * ipc, C, H, W)``.
         num_classes: K.
         soft_labels: optional initial logits ``(K * ipc, K)``; learned when given.
-        lr: optional initial training learning rate, learned in log space when given.
+        lr: optional initial training learning rate, learned (as is, like the MTT paper's
+            ``syn_lr``) when given.
     """
 
     labels: Tensor  # (K * ipc,) int64 hard labels, a buffer
@@ -48,7 +48,7 @@ class PixelSet(SyntheticSet):
         self.soft_labels = (
             nn.Parameter(soft_labels.detach().clone()) if soft_labels is not None else None
         )
-        self.log_lr = nn.Parameter(torch.tensor(math.log(lr))) if lr is not None else None
+        self.lr = nn.Parameter(torch.tensor(float(lr))) if lr is not None else None
 
     @classmethod
     def from_real(cls, class_images: Tensor, **kwargs: Any) -> PixelSet:
@@ -77,12 +77,12 @@ class PixelSet(SyntheticSet):
         return self.images.view(self.num_classes, self.ipc, *self.image_shape)
 
     def learned_lr(self) -> float | None:
-        return float(self.log_lr.exp()) if self.log_lr is not None else None
+        return float(self.lr.detach()) if self.lr is not None else None
 
     def config(self) -> dict[str, Any]:
         return {
             **super().config(),
             "name": "pixels",
             "soft_labels": self.soft_labels is not None,
-            "learned_lr": self.log_lr is not None,
+            "learned_lr": self.lr is not None,
         }

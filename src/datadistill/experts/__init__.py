@@ -1,0 +1,365 @@
+"""Expert trajectories: networks trained on real data, their parameters kept every epoch.
+
+Trajectory matching (MTT, TESLA, DATM) trains students to reproduce stretches of these
+trajectories. A buffer is a folder::
+
+    manifest.json              architecture, dataset, normalisation, recipe, parameter layout
+    expert_0000.safetensors    "trajectory": (epochs + 1, P) flat parameters, epoch 0 = init
+    expert_0001.safetensors
+    expert_0002.partial.safetensors   an interrupted expert: finished epochs and RNG state
+
+Experts are independent, so ``train_experts`` runs them in parallel processes (one per
+device when several GPUs are present), skips finished ones and continues partial ones
+from their last finished epoch: an interrupted ``datadistill experts`` is resumed by
+running it again. :class:`ExpertBuffer` reads single epochs of single experts lazily
+(safetensors slices), so a buffer never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from datadistill._device import resolve_device
+from datadistill.augment import DSA, DSAConfig
+from datadistill.data import DatasetInfo, RealData
+from datadistill.errors import ConfigError, DataError
+from datadistill.evaluation.train import accuracy, train_network
+from datadistill.models import create_model
+
+FORMAT = "datadistill-experts/1"
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertRecipe:
+    """How each expert is trained (the MTT paper's buffer recipe by default)."""
+
+    arch: str = "convnet"
+    width: int = 128  # ConvNet width (ignored by other architectures)
+    epochs: int = 50
+    lr: float = 0.01  # lr_teacher
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    dsa: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "width"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"The expert {name} must be an int >= 1; got {v!r}.")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"The expert lr must be a number > 0; got {self.lr!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_network(arch: str, info: DatasetInfo, width: int, generator: torch.Generator) -> nn.Module:
+    """An expert network; ``width`` applies to the ConvNet family only."""
+    kwargs = {"width": width} if arch.lower() == "convnet" else {}
+    return create_model(
+        arch,
+        channels=info.channels,
+        num_classes=info.num_classes,
+        image_size=info.image_size,
+        generator=generator,
+        **kwargs,
+    )
+
+
+def data_fingerprint(real: RealData) -> dict[str, Any]:
+    """What must agree between a buffer and the data a method distils."""
+    return {
+        "dataset": real.info.name,
+        "channels": real.info.channels,
+        "image_size": list(real.info.image_size),
+        "num_classes": real.info.num_classes,
+        "mean": list(real.info.mean),
+        "std": list(real.info.std),
+        "zca": bool(real.info.zca),
+    }
+
+
+def expert_file(root: Path, index: int, partial: bool = False) -> Path:
+    return root / f"expert_{index:04d}{'.partial' if partial else ''}.safetensors"
+
+
+def _layout(net: nn.Module) -> dict[str, Any]:
+    return {
+        "names": [n for n, _ in net.named_parameters()],
+        "shapes": [list(p.shape) for _, p in net.named_parameters()],
+    }
+
+
+def _flat(net: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu()
+
+
+def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int) -> None:
+    net = make_network(recipe.arch, real.info, recipe.width, torch.Generator().manual_seed(0))
+    manifest = {
+        "format": FORMAT,
+        "data": data_fingerprint(real),
+        "info": real.info.to_dict(),
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "layout": _layout(net),
+        "num_params": sum(p.numel() for p in net.parameters()),
+    }
+    path = root / MANIFEST
+    if path.is_file():
+        old = json.loads(path.read_text())
+        for key in ("data", "recipe", "seed"):
+            if old.get(key) != manifest[key]:
+                raise ConfigError(
+                    f"{root} already holds experts with another {key} ({old.get(key)}); "
+                    f"choose another --out folder or the same settings to add to it."
+                )
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path)
+
+
+def _save_atomic(tensors: dict[str, Tensor], path: Path, meta: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def train_expert(
+    real: RealData,
+    recipe: ExpertRecipe,
+    root: Path,
+    index: int,
+    seed: int,
+    device: torch.device,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Path:
+    """Train (or finish) expert ``index``; returns its finished file."""
+    final = expert_file(root, index)
+    if final.is_file():
+        return final
+    partial = expert_file(root, index, partial=True)
+    g = torch.Generator().manual_seed(seed * 100_003 + index)
+    net = make_network(recipe.arch, real.info, recipe.width, g).to(device)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    snapshots = [_flat(net)]
+    if partial.is_file():  # continue an interrupted expert from its last finished epoch
+        with safe_open(str(partial), "pt") as f:
+            traj = f.get_tensor("trajectory")
+            g.set_state(f.get_tensor("generator"))
+            opt_state = f.get_tensor("momentum") if "momentum" in f.keys() else None
+        snapshots = [t.clone() for t in traj.unbind(0)]
+        # (vector_to_parameters would alias the snapshot's storage: copy instead)
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(snapshots[-1].clone().to(device), net.parameters())
+        if opt_state is not None:
+            _set_momentum(opt, net, opt_state.to(device))
+    dsa = DSA(DSAConfig().for_dataset(real.info.allow_flip)) if recipe.dsa else None
+    x, y = real.train_x.to(device), real.train_y.to(device)
+    while len(snapshots) <= recipe.epochs:
+        train_network(
+            net,
+            x,
+            y,
+            epochs=1,
+            lr=recipe.lr,
+            generator=g,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            batch_size=recipe.batch_size,
+            decay_at=2.0,  # constant lr: one epoch at a time
+            dsa=dsa,
+            optimizer=opt,
+        )
+        snapshots.append(_flat(net))
+        epoch = len(snapshots) - 1
+        tensors = {"trajectory": torch.stack(snapshots), "generator": g.get_state()}
+        if recipe.momentum:
+            tensors["momentum"] = _get_momentum(opt, net)
+        _save_atomic(tensors, partial, {"epochs_done": str(epoch)})
+        log(f"expert {index}: epoch {epoch}/{recipe.epochs}")
+    val_acc = accuracy(net, real.val_x.to(device), real.val_y.to(device))
+    _save_atomic(
+        {"trajectory": torch.stack(snapshots)},
+        final,
+        {"index": str(index), "val_acc": f"{val_acc:.6f}", "epochs": str(recipe.epochs)},
+    )
+    partial.unlink(missing_ok=True)
+    log(f"expert {index}: done, validation accuracy {100 * val_acc:.2f}%")
+    return final
+
+
+def _get_momentum(opt: torch.optim.Optimizer, net: nn.Module) -> Tensor:
+    bufs = []
+    for p in net.parameters():
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        bufs.append((buf if buf is not None else torch.zeros_like(p)).detach().reshape(-1))
+    return torch.cat(bufs).cpu()
+
+
+def _set_momentum(opt: torch.optim.Optimizer, net: nn.Module, flat: Tensor) -> None:
+    start = 0
+    for p in net.parameters():
+        n = p.numel()
+        opt.state[p]["momentum_buffer"] = flat[start : start + n].view_as(p).clone()
+        start += n
+
+
+def _worker(args: tuple[Any, ...]) -> list[str]:
+    real, recipe, root, indices, seed, device, threads = args
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    done = []
+    for i in indices:
+        done.append(str(train_expert(real, recipe, Path(root), i, seed, dev, log=print)))
+    return done
+
+
+def train_experts(
+    real: RealData,
+    out: str | Path,
+    num: int,
+    recipe: ExpertRecipe = ExpertRecipe(),
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    device: str | torch.device = "auto",
+    log: Callable[[str], None] = print,
+) -> ExpertBuffer:
+    """Train ``num`` experts into ``out`` (resuming whatever is there) and open the buffer.
+
+    ``workers`` > 1 trains experts in that many processes; on several GPUs, worker w uses
+    ``cuda:w % count``; on the CPU the threads are shared out between the workers.
+    """
+    if not isinstance(num, int) or num < 1:
+        raise ConfigError(f"The number of experts must be an int >= 1; got {num!r}.")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an int >= 1; got {workers!r}.")
+    root = Path(out)
+    _write_manifest(root, real, recipe, seed)
+    todo = [i for i in range(num) if not expert_file(root, i).is_file()]
+    dev = resolve_device(device)
+    workers = min(workers, max(1, len(todo)))
+    if workers == 1 or not todo:
+        for i in todo:
+            train_expert(real, recipe, root, i, seed, dev, log=log)
+    else:
+        import multiprocessing as mp
+
+        n_gpu = torch.cuda.device_count() if dev.type == "cuda" else 0
+        threads = 0 if n_gpu else max(1, torch.get_num_threads() // workers)
+        jobs = []
+        cpu_real = real.to("cpu")
+        for w in range(workers):
+            d = f"cuda:{w % n_gpu}" if n_gpu else str(dev)
+            jobs.append((cpu_real, recipe, str(root), todo[w::workers], seed, d, threads))
+        with mp.get_context("spawn").Pool(workers) as pool:
+            pool.map(_worker, jobs)
+    return ExpertBuffer(root)
+
+
+class ExpertBuffer:
+    """A folder of expert trajectories, read lazily one (expert, epoch) at a time."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        path = self.root / MANIFEST
+        if not path.is_file():
+            raise DataError(
+                f"No expert buffer at {self.root} (no {MANIFEST}); create one with "
+                f"`datadistill experts --dataset ... --out {self.root}`."
+            )
+        try:
+            self.manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"Cannot read the expert manifest {path}: {exc}.") from None
+        if self.manifest.get("format") != FORMAT:
+            raise DataError(f"{path} is not a datadistill expert buffer ({FORMAT}).")
+        self.files = sorted(self.root.glob("expert_[0-9][0-9][0-9][0-9].safetensors"))
+        if not self.files:
+            raise DataError(
+                f"The expert buffer {self.root} holds no finished expert yet; finish it by "
+                f"running the same `datadistill experts` command again."
+            )
+        self.recipe = ExpertRecipe(**self.manifest["recipe"])
+        self.epochs = self.recipe.epochs
+        self.num_params = int(self.manifest["num_params"])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DatasetInfo.from_dict(self.manifest["info"])
+
+    def check(self, real: RealData, arch: str | None = None, width: int | None = None) -> None:
+        """One clear error if the buffer was trained on other data or another network."""
+        mine = self.manifest["data"]
+        theirs = data_fingerprint(real)
+        for key in theirs:
+            if mine.get(key) != theirs[key]:
+                raise ConfigError(
+                    f"The expert buffer {self.root} was trained with {key}={mine.get(key)!r}, "
+                    f"but the data has {key}={theirs[key]!r}; train experts for this data."
+                )
+        if arch is not None and arch.lower() != self.recipe.arch.lower():
+            raise ConfigError(
+                f"The expert buffer {self.root} holds {self.recipe.arch!r} experts, not "
+                f"{arch!r}; use arch={self.recipe.arch} or train experts for {arch}."
+            )
+        if (
+            width is not None
+            and self.recipe.arch.lower() == "convnet"
+            and width != self.recipe.width
+        ):
+            raise ConfigError(
+                f"The expert buffer {self.root} holds ConvNets of width {self.recipe.width}, "
+                f"not {width}."
+            )
+
+    def network(self, generator: torch.Generator | None = None) -> nn.Module:
+        """A network of the experts' architecture (its values are replaced by epochs)."""
+        g = generator or torch.Generator().manual_seed(0)
+        net = make_network(self.recipe.arch, self.info, self.recipe.width, g)
+        if _layout(net) != self.manifest["layout"]:
+            raise DataError(
+                f"The expert buffer {self.root} does not fit this version's "
+                f"{self.recipe.arch}; retrain it."
+            )
+        return net
+
+    def epoch(self, expert: int, epoch: int) -> Tensor:
+        """Flat parameters of ``expert`` after ``epoch`` epochs (0: initialisation)."""
+        if not 0 <= epoch <= self.epochs:
+            raise ConfigError(f"Epoch {epoch} is outside the experts' 0..{self.epochs}.")
+        path = self.files[expert]
+        try:
+            with safe_open(str(path), "pt") as f:
+                return f.get_slice("trajectory")[epoch : epoch + 1].reshape(-1)
+        except Exception as exc:  # truncated or corrupt file
+            raise DataError(f"Cannot read expert {path}: {exc}.") from None
+
+    def val_accs(self) -> list[float]:
+        out = []
+        for path in self.files:
+            with safe_open(str(path), "pt") as f:
+                out.append(float((f.metadata() or {}).get("val_acc", math.nan)))
+        return out

@@ -1,0 +1,195 @@
+"""Gradient matching: Dataset Condensation (DC; Zhao, Mopuri & Bilen, ICLR 2021) and its
+Siamese-augmented variant (DSA; Zhao & Bilen, ICML 2021).
+
+One step is one outer iteration of the paper: a freshly initialised network, then
+``outer_loop`` times: match, class by class, the gradient of the loss on a real batch with
+the gradient on the class's synthetic images, update the synthetic images, and (except after
+the last match) train the network for ``inner_loop`` epochs on the synthetic set, so the
+matches follow the network along a training trajectory:
+
+    loss = sum_c D(grad_theta CE(theta; A_c(x_real_c)), grad_theta CE(theta; A_c(s_c)))
+
+D sums, per layer and per output channel, ``1 - cos`` (``distance="ours"``; ``mse`` and
+``cos`` are the paper's alternatives). The K per-class gradients of each side come from one
+vectorised call (:func:`datadistill.functional.grads.per_class_grads`), not K backward
+passes. Batch norm, as in the paper: its statistics are set by a forward pass of a few real
+images per class, then frozen while matching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datadistill.augment import DSA, DSAConfig
+from datadistill.data import RealData
+from datadistill.evaluation.train import one_family_per_batch
+from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
+from datadistill.functional.grads import detached_params, per_class_grads
+from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
+from datadistill.methods.common import init_synset, make_network
+from datadistill.models import reset_parameters
+
+# (outer_loop, inner_loop) by IPC, from the DC paper / reference code.
+LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+BN_IMAGES_PER_CLASS = 16  # real images per class that set batch-norm statistics
+
+
+def default_loops(ipc: int) -> tuple[int, int]:
+    """The paper's (outer_loop, inner_loop) for ``ipc``; between two tabulated IPCs the
+    next larger one, above 50 the schedule of 50."""
+    for key in sorted(LOOPS):
+        if ipc <= key:
+            return LOOPS[key]
+    return LOOPS[50]
+
+
+@dataclasses.dataclass(frozen=True)
+class DCParams(HParams):
+    lr_img: float = 0.1  # SGD learning rate of the synthetic pixels (momentum 0.5)
+    momentum: float = 0.5  # SGD momentum of the synthetic pixels
+    lr_net: float = 0.01  # SGD learning rate of the network trained between matches
+    batch_real: int = 256  # real images per class per match
+    batch_train: int = 256  # batch size of the network's training on the synthetic set
+    outer_loop: int = 0  # matches per iteration; 0: the paper's schedule by IPC
+    inner_loop: int = 0  # network epochs on the synthetic set between matches; 0: by IPC
+    distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse" or "cos"
+    arch: str = "convnet"  # the matching network, re-initialised every iteration
+    width: int = 128  # ConvNet width (ignored by other architectures)
+    dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
+    init: str = "real"  # "real" images or "noise"
+
+    def validate(self) -> None:
+        for name in ("lr_img", "lr_net"):
+            positive("DC", name, getattr(self, name))
+        m = self.momentum
+        require(
+            "DC", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
+        )
+        for name in ("batch_real", "batch_train", "width"):
+            positive("DC", name, getattr(self, name), int)
+        for name in ("outer_loop", "inner_loop"):
+            v = getattr(self, name)
+            require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
+        one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
+        one_of("DC", "init", self.init, ("real", "noise"))
+
+
+@register_method("dc")
+class DC(Method):
+    """Dataset Condensation: per-class gradient matching (Zhao et al. 2021)."""
+
+    hparams_class = DCParams
+    default_iterations = 1000
+
+    def setup(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        self.real, self.generator, self.device = real, generator, device
+        self.synset = init_synset(real, ipc, hp.init, generator).to(device)
+        self.optimizer = torch.optim.SGD(
+            self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
+        )
+        outer, inner = default_loops(ipc)
+        self.outer_loop = hp.outer_loop or outer
+        self.inner_loop = hp.inner_loop or inner
+        self.net = make_network(hp.arch, real.info, hp.width, generator).to(device)
+        self.bn = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
+        self.dsa = DSA(cfg) if hp.dsa else None
+
+    # ------------------------------------------------------------------ one outer iteration
+    def step(self) -> dict[str, float]:
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        reset_parameters(self.net, self.generator)  # a fresh network every iteration
+        net_opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr_net)
+        total = 0.0
+        for ol in range(self.outer_loop):
+            total += self._match()
+            if ol == self.outer_loop - 1:
+                break
+            self._train_net(net_opt)
+        self.iteration += 1
+        k = self.real.info.num_classes
+        return {"loss": total / (self.outer_loop * k)}
+
+    def _match(self) -> float:
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        k = self.real.info.num_classes
+        if self.bn:  # batch statistics from a few real images per class, then frozen
+            x_bn = self.real.sample_per_class(BN_IMAGES_PER_CLASS, self.generator)
+            self.net.train()
+            with torch.no_grad():
+                self.net(x_bn.flatten(0, 1).to(self.device))
+            for m in self.bn:
+                m.eval()
+        real = self.real.sample_per_class(hp.batch_real, self.generator).to(self.device)
+        syn = self.synthetic().class_images()  # (K, ipc, C, H, W)
+        if self.dsa is not None:  # one parameter draw per class, shared by both sides
+            params = self.dsa.sample(k, self.generator, self.device)
+            real, syn = self.dsa(real, params), self.dsa(syn, params)
+        labels = torch.arange(k, device=self.device)
+        y_real = labels[:, None].expand(k, real.shape[1])
+        y_syn = labels[:, None].expand(k, syn.shape[1])
+        theta = detached_params(self.net)
+        with torch.no_grad():
+            g_real = per_class_grads(self.net, theta, real, y_real)
+        g_syn = per_class_grads(self.net, theta, syn, y_syn)
+        loss = gradient_distance(g_real, g_syn, hp.distance)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.net.train()
+        return float(loss.detach())
+
+    def _train_net(self, net_opt: torch.optim.Optimizer) -> None:
+        """``inner_loop`` epochs of plain SGD on (a detached copy of) the synthetic set."""
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        images, labels, soft = self.synthetic().materialize()
+        images, labels = images.detach(), labels
+        n = images.shape[0]
+        self.net.train()
+        for _ in range(self.inner_loop):
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+            for start in range(0, n, hp.batch_train):
+                idx = order[start : start + hp.batch_train]
+                x = images[idx]
+                if self.dsa is not None:  # per-image parameters, as when training networks
+                    params = self.dsa.sample(x.shape[0], self.generator, self.device)
+                    x = self.dsa(x, one_family_per_batch(params))
+                loss = _ce(
+                    self.net(x), labels[idx], soft[idx].detach() if soft is not None else None
+                )
+                net_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                net_opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _ce(logits: Tensor, labels: Tensor, soft: Tensor | None) -> Tensor:
+    return F.cross_entropy(logits, soft.softmax(1) if soft is not None else labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class DSAParamsHP(DCParams):
+    dsa: bool = True
+
+
+@register_method("dsa")
+class DSAMethod(DC):
+    """Gradient matching with differentiable Siamese augmentation (Zhao & Bilen 2021)."""
+
+    hparams_class = DSAParamsHP
+    expected_protocol = "dsa"

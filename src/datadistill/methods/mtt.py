@@ -1,0 +1,225 @@
+"""Matching Training Trajectories (MTT; Cazenavette et al., CVPR 2022), with TESLA's
+constant-memory gradient (Cui et al., ICML 2023) and DATM's learned soft labels and
+difficulty-aligned start epochs (Guo et al., ICLR 2024) as options.
+
+Each iteration picks an expert from a buffer (:mod:`datadistill.experts`) and a start epoch
+``t`` below ``max_start_epoch``, trains a student from the expert's parameters at ``t`` for
+``syn_steps`` SGD steps on mini-batches of the synthetic set with a learnable learning rate,
+and minimises
+
+    ||theta_student_end - theta_expert_(t+M)||^2 / ||theta_expert_t - theta_expert_(t+M)||^2
+
+with M = ``expert_epochs``, updating the images, the learning rate (and the soft labels).
+The student is a flat parameter vector run through ``torch.func.functional_call``; the
+gradient comes from :mod:`datadistill.functional.unroll`, through the whole unroll
+(``unroll="full"``, the reference's way) or step by step with the same result and memory
+that does not grow with ``syn_steps`` (``unroll="constant"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from datadistill.augment import DSA, DSAConfig
+from datadistill.data import RealData
+from datadistill.errors import ConfigError
+from datadistill.evaluation.train import one_family_per_batch
+from datadistill.experts import ExpertBuffer
+from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
+from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
+from datadistill.methods.common import init_synset
+from datadistill.synthetic import PixelSet
+
+
+@dataclasses.dataclass(frozen=True)
+class MTTParams(HParams):
+    buffer: str = ""  # expert buffer folder (from `datadistill experts`)
+    syn_steps: int = 20  # student SGD steps per iteration
+    expert_epochs: int = 2  # M: how far along the expert trajectory the target lies
+    max_start_epoch: int = 10  # start epochs are drawn from [min_start_epoch, max_start_epoch)
+    min_start_epoch: int = 0
+    lr_img: float = 100.0  # SGD learning rate of the synthetic pixels (momentum 0.5)
+    lr_lr: float = 1e-5  # SGD learning rate of the learned student lr
+    lr_teacher: float = 0.01  # initial student lr (the experts' lr)
+    momentum: float = 0.5
+    batch_syn: int = 0  # synthetic images per student step; 0: the whole set
+    dsa: bool = True  # augment the student's batches (per-image DSA)
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    unroll: str = "full"  # "full" backpropagation or "constant" memory (same gradient)
+    soft_labels: bool = False  # DATM: learn soft labels initialised from expert logits
+    lr_label: float = 5.0  # SGD learning rate of the soft-label logits
+    window_grow_to: int = 0  # DATM: let max_start_epoch grow linearly to this; 0: fixed
+    window_grow_iterations: int = 1000  # iterations over which the window grows
+    init: str = "real"  # "real" images or "noise"
+
+    def validate(self) -> None:
+        require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
+        for name in ("syn_steps", "expert_epochs", "max_start_epoch", "window_grow_iterations"):
+            positive("MTT", name, getattr(self, name), int)
+        for name in ("min_start_epoch", "batch_syn", "window_grow_to"):
+            v = getattr(self, name)
+            require("MTT", name, v, isinstance(v, int) and v >= 0, "an int >= 0")
+        require(
+            "MTT",
+            "min_start_epoch",
+            self.min_start_epoch,
+            self.min_start_epoch < self.max_start_epoch,
+            f"below max_start_epoch ({self.max_start_epoch})",
+        )
+        for name in ("lr_img", "lr_lr", "lr_teacher", "lr_label"):
+            positive("MTT", name, getattr(self, name))
+        m = self.momentum
+        require(
+            "MTT", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
+        )
+        one_of("MTT", "unroll", self.unroll, ("full", "constant"))
+        one_of("MTT", "init", self.init, ("real", "noise"))
+
+
+@register_method("mtt")
+class MTT(Method):
+    """Matching Training Trajectories: match expert parameter trajectories (Cazenavette 2022)."""
+
+    hparams_class = MTTParams
+    default_iterations = 5000
+    expected_protocol = "mtt"
+
+    def setup(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        hp: MTTParams = self.hparams  # type: ignore[assignment]
+        if not hp.buffer:
+            raise ConfigError(
+                "MTT needs an expert buffer: train one with `datadistill experts` and pass "
+                "--hp buffer=FOLDER."
+            )
+        self.buffer = ExpertBuffer(hp.buffer)
+        self.buffer.check(real)
+        top = max(hp.max_start_epoch, hp.window_grow_to)
+        if top + hp.expert_epochs > self.buffer.epochs:
+            raise ConfigError(
+                f"max_start_epoch {top} + expert_epochs {hp.expert_epochs} exceeds the "
+                f"{self.buffer.epochs} epochs of the experts in {hp.buffer}; lower them or "
+                f"train longer experts."
+            )
+        self.real, self.generator, self.device = real, generator, device
+        self.net = self.buffer.network(generator).to(device)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.train()
+        self.layout = FlatParams.of(self.net)
+        base = init_synset(real, ipc, hp.init, generator)
+        soft = self._initial_soft_labels(base.images) if hp.soft_labels else None
+        self.synset = PixelSet(base.images, real.info.num_classes, soft, lr=hp.lr_teacher)
+        self.synset = self.synset.to(device)
+        s = self.synset
+        self.opt_img = torch.optim.SGD([s.images], lr=hp.lr_img, momentum=hp.momentum)
+        assert s.lr is not None
+        self.opt_lr = torch.optim.SGD([s.lr], lr=hp.lr_lr, momentum=hp.momentum)
+        self.opt_label = (
+            torch.optim.SGD([s.soft_labels], lr=hp.lr_label, momentum=hp.momentum)
+            if s.soft_labels is not None
+            else None
+        )
+        cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
+        self.dsa = DSA(cfg) if hp.dsa else None
+
+    def _initial_soft_labels(self, images: Tensor) -> Tensor:
+        """DATM: the logits of an expert at ``max_start_epoch`` on the initial images."""
+        hp: MTTParams = self.hparams  # type: ignore[assignment]
+        theta = self.buffer.epoch(0, hp.max_start_epoch).to(self.device)
+        from torch.func import functional_call
+
+        with torch.no_grad():
+            self.net.eval()
+            logits = functional_call(
+                self.net, self.layout.unflatten(theta), (images.to(self.device),)
+            )
+            self.net.train()
+        return logits.cpu()
+
+    def _max_start(self) -> int:
+        hp: MTTParams = self.hparams  # type: ignore[assignment]
+        if hp.window_grow_to <= hp.max_start_epoch:
+            return hp.max_start_epoch
+        frac = min(1.0, self.iteration / hp.window_grow_iterations)
+        return int(round(hp.max_start_epoch + frac * (hp.window_grow_to - hp.max_start_epoch)))
+
+    def step(self) -> dict[str, float]:
+        hp: MTTParams = self.hparams  # type: ignore[assignment]
+        g = self.generator
+        expert = int(torch.randint(len(self.buffer), (1,), generator=g))
+        start_epoch = int(torch.randint(hp.min_start_epoch, self._max_start(), (1,), generator=g))
+        start = self.buffer.epoch(expert, start_epoch).to(self.device)
+        target = self.buffer.epoch(expert, start_epoch + hp.expert_epochs).to(self.device)
+        s = self.synset
+        assert isinstance(s, PixelSet) and s.lr is not None
+        n = s.images.shape[0]
+        batch = hp.batch_syn or n
+        # Every mini-batch and augmentation of the unroll is drawn up front, so that a
+        # recomputed step sees exactly the same inputs.
+        plan: list[tuple[Tensor, Any]] = []
+        order: list[Tensor] = []
+        for _ in range(hp.syn_steps):
+            if not order:
+                order = list(torch.randperm(n, generator=g).split(batch))
+            idx = order.pop(0).to(self.device)
+            params = None
+            if self.dsa is not None:
+                params = one_family_per_batch(self.dsa.sample(idx.shape[0], g, self.device))
+            plan.append((idx, params))
+        labels = s.labels
+
+        def batch_fn(i: int, images: Tensor, soft: Tensor | None) -> tuple[Tensor, Tensor]:
+            idx, params = plan[i]
+            x = images[idx]
+            if params is not None:
+                x = self.dsa(x, params)  # type: ignore[misc]
+            y = soft[idx].softmax(1) if soft is not None else labels[idx]
+            return x, y
+
+        fn = unroll_constant_memory if hp.unroll == "constant" else unroll_full
+        res = fn(
+            self.net,
+            self.layout,
+            start,
+            target,
+            s.images,
+            s.soft_labels,
+            s.lr,
+            hp.syn_steps,
+            batch_fn,
+        )
+        for opt in (self.opt_img, self.opt_lr, self.opt_label):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+        s.images.grad = res.grad_images
+        s.lr.grad = res.grad_lr.reshape(s.lr.shape)
+        if s.soft_labels is not None:
+            s.soft_labels.grad = res.grad_soft
+        for opt in (self.opt_img, self.opt_lr, self.opt_label):
+            if opt is not None:
+                opt.step()
+        self.iteration += 1
+        return {"loss": res.loss, "syn_lr": float(s.lr.detach()), "start_epoch": start_epoch}
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {
+            **super().state_dict(),
+            "opt_img": self.opt_img.state_dict(),
+            "opt_lr": self.opt_lr.state_dict(),
+        }
+        if self.opt_label is not None:
+            out["opt_label"] = self.opt_label.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.opt_img.load_state_dict(state["opt_img"])
+        self.opt_lr.load_state_dict(state["opt_lr"])
+        if self.opt_label is not None:
+            self.opt_label.load_state_dict(state["opt_label"])

@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datadistill.functional import gradient_distance
+from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
+from datadistill.methods import create_method
+from datadistill.methods.dc import default_loops
+from datadistill.models import create_model
+from tests.conftest import SMOKE_HPARAMS
+
+
+def test_distance_ours_by_hand():
+    # one match (K=1); a conv weight grad (2 out channels, 1x1x2) and an ignored bias
+    gr = torch.tensor([[[[[1.0, 0.0]]], [[[1.0, 1.0]]]]])  # (1, 2, 1, 1, 2)
+    gs = torch.tensor([[[[[0.0, 1.0]]], [[[2.0, 2.0]]]]])
+    bias_r, bias_s = torch.tensor([[5.0, 5.0]]), torch.tensor([[-5.0, 1.0]])
+    d = gradient_distance([gr, bias_r], [gs, bias_s], "ours")
+    # channel 0: orthogonal -> 1 - 0; channel 1: parallel -> 1 - 1 (up to the 1e-6 guard)
+    assert d.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_distance_linear_rows_and_sum_over_matches():
+    gr = torch.tensor([[[3.0, 4.0]], [[1.0, 0.0]]])  # (K=2, out=1, in=2)
+    gs = torch.tensor([[[4.0, 3.0]], [[-1.0, 0.0]]])
+    d = gradient_distance([gr], [gs], "ours")
+    assert d.item() == pytest.approx((1 - 24 / 25) + 2, abs=1e-5)
+
+
+def test_distance_mse_and_cos_by_hand():
+    gr = [torch.tensor([[1.0, 2.0]]), torch.tensor([[[0.0, 2.0]]])]
+    gs = [torch.tensor([[0.0, 2.0]]), torch.tensor([[[1.0, 0.0]]])]
+    assert gradient_distance(gr, gs, "mse").item() == pytest.approx(1 + 0 + 1 + 4)
+    # concatenated: r = (1, 2, 0, 2), s = (0, 2, 1, 0): dot 4, |r| = 3, |s| = sqrt(5)
+    assert gradient_distance(gr, gs, "cos").item() == pytest.approx(
+        1 - 4 / (3 * math.sqrt(5)), abs=1e-5
+    )
+    with pytest.raises(ValueError, match="unknown gradient distance"):
+        gradient_distance(gr, gs, "l1")
+
+
+def test_paper_loop_schedule():
+    assert default_loops(1) == (1, 1)
+    assert default_loops(10) == (10, 50)
+    assert default_loops(50) == (50, 10)
+    assert default_loops(5) == (10, 50)
+    assert default_loops(100) == (50, 10)
+
+
+@pytest.mark.parametrize("arch", ["convnetw32", "convnet_bn"])
+def test_vmapped_grads_equal_per_class_loop(arch):
+    """The batched per-class gradients, and their derivative with respect to the images,
+    equal the reference's loop of one backward per class."""
+    g = torch.Generator().manual_seed(0)
+    net = create_model(arch, channels=1, num_classes=3, image_size=(28, 28), generator=g)
+    net.eval()  # batch norm frozen, as while matching
+    x = torch.randn(3, 4, 1, 28, 28, generator=g, requires_grad=True)
+    y = torch.arange(3)[:, None].expand(3, 4)
+    ours = per_class_grads(net, detached_params(net), x, y)
+    ref = loop_class_grads(net, x, y, create_graph=True)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    w = [torch.randn(t.shape, generator=g) for t in ours]
+    (gx_ours,) = torch.autograd.grad(sum((a * v).sum() for a, v in zip(ours, w, strict=True)), x)
+    (gx_ref,) = torch.autograd.grad(sum((b * v).sum() for b, v in zip(ref, w, strict=True)), x)
+    assert torch.allclose(gx_ours, gx_ref, atol=1e-5, rtol=1e-4)
+
+
+def test_soft_label_grads_match_a_loop():
+    g = torch.Generator().manual_seed(1)
+    net = create_model("mlp", channels=1, num_classes=3, image_size=(8, 8), generator=g)
+    x = torch.randn(3, 2, 1, 8, 8, generator=g)
+    y = torch.arange(3)[:, None].expand(3, 2)
+    t = torch.softmax(torch.randn(3, 2, 3, generator=g), -1)
+    ours = per_class_grads(net, detached_params(net), x, y, soft_labels=t)
+    params = list(net.parameters())
+    for c in range(3):
+        ref = torch.autograd.grad(F.cross_entropy(net(x[c]), t[c]), params)
+        for a, b in zip(ours, ref, strict=True):
+            assert torch.allclose(a[c], b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dc", "dsa"])
+def test_outer_iteration_runs_the_schedule(digits, name):
+    m = create_method(name, **SMOKE_HPARAMS[name])
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert (m.outer_loop, m.inner_loop) == (2, 2)
+    before = m.synthetic().images.detach().clone()
+    metrics = m.step()
+    assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
+    assert not torch.equal(before, m.synthetic().images.detach())
+    assert (m.dsa is not None) == (name == "dsa")
+
+
+def test_dc_defaults_follow_ipc(digits):
+    m = create_method("dc", width=32)
+    m.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert (m.outer_loop, m.inner_loop) == (10, 50)

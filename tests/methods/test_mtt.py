@@ -1,0 +1,133 @@
+import math
+
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.errors import ConfigError, DataError
+from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
+from datadistill.methods import create_method
+from datadistill.models import create_model
+from tests.conftest import SMOKE_HPARAMS
+
+
+def _case(soft: bool, batch: int = 4):
+    g = torch.Generator().manual_seed(0)
+    net = create_model("convnetw32", channels=1, num_classes=3, image_size=(8, 8), generator=g)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    layout = FlatParams.of(net)
+    start = torch.cat([p.reshape(-1) for p in net.parameters()])
+    target = start + 0.01 * torch.randn(start.shape, generator=g)
+    images = torch.randn(6, 1, 8, 8, generator=g, requires_grad=True)
+    labels = torch.arange(3).repeat_interleave(2)
+    logits = torch.randn(6, 3, generator=g, requires_grad=True) if soft else None
+    lr = torch.tensor(0.05, requires_grad=True)
+    orders = [torch.randperm(6, generator=g)[:batch] for _ in range(8)]
+
+    def batch_fn(i, x, s):
+        idx = orders[i]
+        xi = x[idx].flip(-1) * 1.1  # a differentiable "augmentation"
+        return xi, (s[idx].softmax(1) if s is not None else labels[idx])
+
+    return net, layout, start, target, images, logits, lr, batch_fn
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_constant_memory_gradient_equals_full_unroll(soft):
+    torch.set_default_dtype(torch.float64)
+    try:
+        args = _case(soft)
+        full = unroll_full(*args[:7], 8, args[7])
+        const = unroll_constant_memory(*args[:7], 8, args[7])
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert full.loss == pytest.approx(const.loss, rel=1e-12)
+    assert full.grad_images.abs().max() > 0
+    assert torch.allclose(full.grad_images, const.grad_images, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(full.grad_lr, const.grad_lr, rtol=1e-9, atol=1e-12)
+    if soft:
+        assert torch.allclose(full.grad_soft, const.grad_soft, rtol=1e-9, atol=1e-12)
+
+
+def test_unroll_is_sgd_on_flat_parameters():
+    net, layout, start, target, images, _, lr, batch_fn = _case(False)
+    res = unroll_full(net, layout, start, target, images, None, lr, 1, batch_fn)
+    # one step by hand with the module itself
+    ref = create_model("convnetw32", channels=1, num_classes=3, image_size=(8, 8))
+    torch.nn.utils.vector_to_parameters(start.clone(), ref.parameters())
+    x, y = batch_fn(0, images.detach(), None)
+    loss = torch.nn.functional.cross_entropy(ref(x), y)
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    end = start - 0.05 * torch.cat([g.reshape(-1) for g in grads])
+    expected = ((end - target) ** 2).sum() / ((start - target) ** 2).sum()
+    assert res.loss == pytest.approx(float(expected), rel=1e-5)
+    assert layout.numel == start.numel()
+
+
+def test_mtt_step_learns_images_and_lr(digits, expert_buffer):
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
+    m = create_method("mtt", **hp)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    before = m.synthetic().images.detach().clone()
+    lr0 = m.synthetic().learned_lr()
+    out = m.step()
+    assert math.isfinite(out["loss"]) and out["loss"] > 0
+    assert not torch.equal(before, m.synthetic().images.detach())
+    assert m.synthetic().learned_lr() != lr0
+
+
+@pytest.mark.parametrize("unroll", ["full", "constant"])
+def test_mtt_soft_labels_and_window(digits, expert_buffer, unroll):
+    hp = {
+        **SMOKE_HPARAMS["mtt"],
+        "buffer": str(expert_buffer),
+        "soft_labels": True,
+        "max_start_epoch": 1,
+        "window_grow_to": 2,
+        "window_grow_iterations": 2,
+        "unroll": unroll,
+    }
+    d = dd.distill(digits, "mtt", ipc=1, seed=0, iterations=3, device="cpu", **hp)
+    assert d.soft_labels is not None and d.soft_labels.shape == (10, 10)
+    assert d.lr is not None and d.lr > 0
+
+
+def test_initial_soft_labels_are_expert_logits(digits, expert_buffer):
+    from datadistill.experts import ExpertBuffer
+
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
+    m = create_method("mtt", **hp)
+    m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    s = m.synthetic()
+    buf = ExpertBuffer(expert_buffer)
+    net = buf.network()
+    torch.nn.utils.vector_to_parameters(buf.epoch(0, hp["max_start_epoch"]), net.parameters())
+    with torch.no_grad():
+        expected = net(s.images.detach())
+    assert torch.allclose(s.soft_labels.detach(), expected, atol=1e-5)
+
+
+def test_mtt_same_result_with_either_unroll(digits, expert_buffer):
+    common = dict(ipc=1, seed=0, iterations=2, device="cpu")
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
+    a = dd.distill(digits, "mtt", unroll="full", **common, **hp)
+    b = dd.distill(digits, "mtt", unroll="constant", **common, **hp)
+    assert torch.allclose(a.images, b.images, atol=1e-4)
+    assert a.lr == pytest.approx(b.lr, rel=1e-4)
+
+
+def test_mtt_bad_buffers(digits, expert_buffer, tmp_path):
+    with pytest.raises(ConfigError, match="expert buffer"):
+        create_method("mtt").setup(digits, 1, torch.Generator(), torch.device("cpu"))
+    with pytest.raises(DataError, match="No expert buffer"):
+        create_method("mtt", buffer=str(tmp_path / "none")).setup(
+            digits, 1, torch.Generator(), torch.device("cpu")
+        )
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "max_start_epoch": 3}
+    with pytest.raises(ConfigError, match="exceeds"):
+        create_method("mtt", **hp).setup(digits, 1, torch.Generator(), torch.device("cpu"))
+    other = dd.load_dataset("digits", zca=True)
+    hp["max_start_epoch"] = 2
+    with pytest.raises(ConfigError, match="zca"):
+        create_method("mtt", **hp).setup(other, 1, torch.Generator(), torch.device("cpu"))

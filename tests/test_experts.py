@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from datadistill.errors import ConfigError, DataError
+from datadistill.experts import ExpertBuffer, ExpertRecipe, expert_file, train_experts
+from tests.conftest import EXPERT_RECIPE
+
+
+def test_buffer_layout_and_lazy_read(expert_buffer):
+    buf = ExpertBuffer(expert_buffer)
+    assert len(buf) == 2
+    manifest = json.loads((expert_buffer / "manifest.json").read_text())
+    assert manifest["recipe"]["arch"] == "convnet" and manifest["data"]["dataset"] == "digits"
+    traj = load_file(str(expert_file(expert_buffer, 1)))["trajectory"]
+    assert traj.shape == (4, buf.num_params)
+    assert torch.equal(buf.epoch(1, 2), traj[2])
+    assert not torch.equal(buf.epoch(1, 0), buf.epoch(1, 3))  # it trained
+    assert not torch.equal(buf.epoch(0, 0), buf.epoch(1, 0))  # independent inits
+    assert all(a > 0.2 for a in buf.val_accs()), buf.val_accs()  # chance is 0.1
+    with pytest.raises(ConfigError, match="outside"):
+        buf.epoch(0, 4)
+
+
+def test_interrupted_expert_resumes_to_the_same_trajectory(digits, tmp_path, expert_buffer):
+    recipe = ExpertRecipe(**EXPERT_RECIPE)
+    uninterrupted = load_file(str(expert_file(expert_buffer, 0)))["trajectory"]
+
+    def interrupt(msg: str) -> None:
+        if msg.startswith("expert 0: epoch 1/"):
+            raise KeyboardInterrupt
+
+    root = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(digits, root, 2, recipe, device="cpu", log=interrupt)
+    assert expert_file(root, 0, partial=True).is_file()
+    assert not expert_file(root, 0).exists()
+    with pytest.raises(DataError, match="no finished expert"):
+        ExpertBuffer(root)
+    buf = train_experts(digits, root, 2, recipe, device="cpu", log=lambda m: None)
+    assert len(buf) == 2
+    assert not expert_file(root, 0, partial=True).exists()
+    resumed = load_file(str(expert_file(root, 0)))["trajectory"]
+    assert torch.equal(resumed, uninterrupted)
+    # the same folder with another recipe is refused
+    with pytest.raises(ConfigError, match="another recipe"):
+        train_experts(digits, root, 2, ExpertRecipe(**{**EXPERT_RECIPE, "epochs": 5}))
+
+
+def test_buffer_errors(tmp_path, expert_buffer, digits):
+    with pytest.raises(DataError, match="No expert buffer"):
+        ExpertBuffer(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(DataError, match="not a datadistill expert buffer"):
+        ExpertBuffer(tmp_path)
+    buf = ExpertBuffer(expert_buffer)
+    with pytest.raises(ConfigError, match="'resnet18'"):
+        buf.check(digits, arch="resnet18")
+    with pytest.raises(ConfigError, match="width"):
+        buf.check(digits, arch="convnet", width=128)
+    with pytest.raises(ConfigError, match="number of experts"):
+        train_experts(digits, tmp_path / "x", 0)
