@@ -3,7 +3,7 @@
 256 real images per class, DSA on both sides, ConvNet-3 width 128 with instance norm.
 Writes benchmarks/results/dm-throughput.json. Usage:
 
-    .venv/bin/python benchmarks/dm_throughput.py [--iterations 10] [--compile auto]
+    .venv/bin/python -m benchmarks.dm_throughput [--iterations 10] [--compile auto]
 """
 
 from __future__ import annotations

@@ -112,6 +112,9 @@ def main() -> None:
             f"- dates: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
             "",
         ]
+    notes = ROOT / "benchmarks" / "NOTES.md"
+    if notes.exists():  # hand-written analysis of the figures above, with its own commands
+        lines += [notes.read_text().rstrip(), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'BENCHMARKS.md'} ({len(rows)} cells)")
 
