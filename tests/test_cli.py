@@ -115,6 +115,13 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
         (["list", "things"], "Cannot list"),
         (["distill", "--dataset", "npz:X", "--out", "X"], "X"),
         (["distill", "--dataset", "digits", "--select", "best-val", "--out", "X"], "--validate"),
+        (["distill", "--dataset", "digits", "--method", "mtt", "--out", "X"], "expert buffer"),
+        (
+            ["distill", "--dataset", "digits", "--method", "mtt", "--hp", "buffer=nobuf"]
+            + ["--out", "X"],
+            "No expert buffer",
+        ),
+        (["experts", "--dataset", "digits", "--num", "0", "--out", "X"], "number of experts"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):
