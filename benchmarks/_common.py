@@ -35,7 +35,7 @@ def machine() -> str:
 
 def stamp() -> dict[str, str]:
     return {
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": command(),
         "machine": machine(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -46,3 +46,14 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps({**payload, **stamp()}, indent=2) + "\n")
     return path
+
+
+def command() -> str:
+    """How this script was run, as ``python -m benchmarks.NAME ARGS`` from the repository."""
+    script = Path(sys.argv[0])
+    head = (
+        ["python", "-m", f"benchmarks.{script.stem}"]
+        if script.parent.name == "benchmarks"
+        else ["python", script.name]
+    )
+    return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])
