@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from benchmarks._common import write
+from benchmarks._common import RESULTS, write
 
 
 def measure(mode: str, steps: int, device: str) -> dict[str, float]:
@@ -95,20 +95,17 @@ def main() -> None:
                 per_step = res["peak"] / steps
         rows.append(row)
         print(row, flush=True)
-    path = write(
-        "mtt-memory.json",
+    # the result file is the plain list of rows; its command, machine and date go beside it
+    path = RESULTS / "mtt-memory.json"
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    write(
+        "mtt-memory.meta.json",
         {
-            "rows": rows,
             "settings": "MNIST-shaped inputs, ConvNet-3 w128 instancenorm, IPC 10 (100 images "
             "per student step), one MTT gradient",
             "device": args.device,
         },
     )
-    # the format: a list of rows
-    data = json.loads(path.read_text())
-    path.write_text(json.dumps(data["rows"], indent=2) + "\n")
-    meta = {k: v for k, v in data.items() if k != "rows"}
-    path.with_name("mtt-memory.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {path}")
 
 

@@ -250,7 +250,7 @@ def experts(
         max_train=max_train,
     )
     buf = train_experts(real, out, num, recipe, seed=seed, workers=workers, device=device)
-    accs = [a for a in buf.val_accs()]
+    accs = buf.val_accs()
     mean = 100 * sum(accs) / len(accs)
     typer.echo(f"{len(buf)} experts in {out} (mean validation accuracy {mean:.2f}%)")
 

@@ -1,20 +1,3 @@
-"""Augmentation tests run many tiny tensor ops. On a small shared CPU, two OpenMP
-threads are up to 15x slower than one for such tiny ops when another process holds a core
-(threads wait for each other at every barrier), so these tests use one thread."""
+"""Augmentation tests run many tiny tensor ops: one thread (see tests/_threads.py)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from tests._threads import one_thread  # noqa: F401  (autouse fixture)

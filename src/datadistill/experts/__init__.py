@@ -35,7 +35,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.errors import ConfigError, DataError
 from datadistill.evaluation.train import accuracy, train_network
-from datadistill.models import create_model
+from datadistill.models import create_model_for
 
 FORMAT = "datadistill-experts/1"
 MANIFEST = "manifest.json"
@@ -64,19 +64,6 @@ class ExpertRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def make_network(arch: str, info: DatasetInfo, width: int, generator: torch.Generator) -> nn.Module:
-    """An expert network; ``width`` applies to the ConvNet family only."""
-    kwargs = {"width": width} if arch.lower() == "convnet" else {}
-    return create_model(
-        arch,
-        channels=info.channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-        generator=generator,
-        **kwargs,
-    )
 
 
 def data_fingerprint(real: RealData) -> dict[str, Any]:
@@ -108,7 +95,7 @@ def _flat(net: nn.Module) -> Tensor:
 
 
 def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int) -> None:
-    net = make_network(recipe.arch, real.info, recipe.width, torch.Generator().manual_seed(0))
+    net = create_model_for(recipe.arch, real.info, recipe.width, torch.Generator().manual_seed(0))
     manifest = {
         "format": FORMAT,
         "data": data_fingerprint(real),
@@ -155,7 +142,7 @@ def train_expert(
         return final
     partial = expert_file(root, index, partial=True)
     g = torch.Generator().manual_seed(seed * 100_003 + index)
-    net = make_network(recipe.arch, real.info, recipe.width, g).to(device)
+    net = create_model_for(recipe.arch, real.info, recipe.width, g).to(device)
     opt = torch.optim.SGD(
         net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
@@ -338,7 +325,7 @@ class ExpertBuffer:
     def network(self, generator: torch.Generator | None = None) -> nn.Module:
         """A network of the experts' architecture (its values are replaced by epochs)."""
         g = generator or torch.Generator().manual_seed(0)
-        net = make_network(self.recipe.arch, self.info, self.recipe.width, g)
+        net = create_model_for(self.recipe.arch, self.info, self.recipe.width, g)
         if _layout(net) != self.manifest["layout"]:
             raise DataError(
                 f"The expert buffer {self.root} does not fit this version's "

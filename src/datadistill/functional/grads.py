@@ -60,7 +60,7 @@ def loop_class_grads(
 ) -> list[Tensor]:
     """The reference code's way: one forward and backward per class (for tests and the
     throughput benchmark). Same output layout as :func:`per_class_grads`."""
-    params = [p for p in net.parameters()]
+    params = list(net.parameters())
     per_class = []
     for c in range(images.shape[0]):
         out = net(images[c])

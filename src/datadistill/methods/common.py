@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from datadistill.data import DatasetInfo, RealData
+from datadistill.data import RealData
 from datadistill.errors import ConfigError
-from datadistill.models import create_model
 from datadistill.synthetic import PixelSet
 
 # Above this many input pixels per call, compiling the embedding pays for its start-up.
@@ -39,19 +37,6 @@ def init_synset(real: RealData, ipc: int, init: str, generator: torch.Generator)
         [real.sample(c, ipc, generator) for c in range(real.info.num_classes)]
     ).cpu()
     return PixelSet.from_real(images)
-
-
-def make_network(arch: str, info: DatasetInfo, width: int, generator: torch.Generator) -> nn.Module:
-    """A network for ``info``'s images; ``width`` applies to the ConvNet family only."""
-    kwargs = {"width": width} if arch.lower() == "convnet" else {}
-    return create_model(
-        arch,
-        channels=info.channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-        generator=generator,
-        **kwargs,
-    )
 
 
 def maybe_compile(

@@ -22,17 +22,16 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
-from datadistill.evaluation.train import one_family_per_batch
+from datadistill.evaluation.train import label_loss, one_family_per_batch
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
 from datadistill.functional.grads import detached_params, per_class_grads
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import init_synset, make_network
-from datadistill.models import reset_parameters
+from datadistill.methods.common import init_synset
+from datadistill.models import create_model_for, reset_parameters
 
 # (outer_loop, inner_loop) by IPC, from the DC paper / reference code.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -99,7 +98,7 @@ class DC(Method):
         outer, inner = default_loops(ipc)
         self.outer_loop = hp.outer_loop or outer
         self.inner_loop = hp.inner_loop or inner
-        self.net = make_network(hp.arch, real.info, hp.width, generator).to(device)
+        self.net = create_model_for(hp.arch, real.info, hp.width, generator).to(device)
         self.bn = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
@@ -152,7 +151,7 @@ class DC(Method):
         """``inner_loop`` epochs of plain SGD on (a detached copy of) the synthetic set."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
         images, labels, soft = self.synthetic().materialize()
-        images, labels = images.detach(), labels
+        images = images.detach()
         n = images.shape[0]
         self.net.train()
         for _ in range(self.inner_loop):
@@ -163,9 +162,8 @@ class DC(Method):
                 if self.dsa is not None:  # per-image parameters, as when training networks
                     params = self.dsa.sample(x.shape[0], self.generator, self.device)
                     x = self.dsa(x, one_family_per_batch(params))
-                loss = _ce(
-                    self.net(x), labels[idx], soft[idx].detach() if soft is not None else None
-                )
+                sft = soft[idx].detach() if soft is not None else None
+                loss = label_loss(self.net(x), labels[idx], sft)
                 net_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 net_opt.step()
@@ -176,10 +174,6 @@ class DC(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-def _ce(logits: Tensor, labels: Tensor, soft: Tensor | None) -> Tensor:
-    return F.cross_entropy(logits, soft.softmax(1) if soft is not None else labels)
 
 
 @dataclasses.dataclass(frozen=True)

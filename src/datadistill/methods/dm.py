@@ -24,8 +24,8 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.functional import mean_embedding_loss
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import init_synset, make_network, maybe_compile
-from datadistill.models import reset_parameters
+from datadistill.methods.common import init_synset, maybe_compile
+from datadistill.models import create_model_for, reset_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class DM(Method):
         self.optimizer = torch.optim.SGD(
             self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
         )
-        self.net = make_network(hp.arch, real.info, hp.width, generator).to(device)
+        self.net = create_model_for(hp.arch, real.info, hp.width, generator).to(device)
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.net.train()

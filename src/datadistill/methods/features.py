@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from datadistill.data import RealData
 from datadistill.evaluation.train import train_network
-from datadistill.methods.common import make_network
+from datadistill.models import create_model_for
 
 
 def train_feature_network(
@@ -27,7 +27,7 @@ def train_feature_network(
     device: torch.device,
 ) -> nn.Module:
     """A network trained for ``steps`` SGD steps (batch 256, lr 0.01) on the training split."""
-    net = make_network(arch, real.info, width, generator).to(device)
+    net = create_model_for(arch, real.info, width, generator).to(device)
     n = real.train_x.shape[0]
     epochs = max(1, -(-steps * 256 // n))  # enough epochs to reach `steps`
     train_network(

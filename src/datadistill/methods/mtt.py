@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.func import functional_call
 
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
@@ -133,8 +134,6 @@ class MTT(Method):
         """DATM: the logits of an expert at ``max_start_epoch`` on the initial images."""
         hp: MTTParams = self.hparams  # type: ignore[assignment]
         theta = self.buffer.epoch(0, hp.max_start_epoch).to(self.device)
-        from torch.func import functional_call
-
         with torch.no_grad():
             self.net.eval()
             logits = functional_call(

@@ -11,7 +11,7 @@ the final linear layer ``classifier`` and ``forward(x) = classifier(embed(x))``.
 
 from datadistill.models import alexnet, convnet, lenet, mlp, resnet, vgg  # noqa: F401  (register)
 from datadistill.models._base import ImageClassifier
-from datadistill.models._factory import MODELS, create_model, list_models
+from datadistill.models._factory import MODELS, create_model, create_model_for, list_models
 from datadistill.models.alexnet import AlexNet
 from datadistill.models.convnet import ConvNet, default_depth
 from datadistill.models.init import reset_parameters
@@ -30,6 +30,7 @@ __all__ = [
     "ResNet18",
     "VGG11",
     "create_model",
+    "create_model_for",
     "default_depth",
     "list_models",
     "reset_parameters",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from datadistill.errors import ConfigError
 from datadistill.models._validate import check_int, image_hw
 from datadistill.models.init import reset_parameters
 from datadistill.registry import Registry
+
+if TYPE_CHECKING:
+    from datadistill.data import DatasetInfo
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -104,3 +107,19 @@ def create_model(
     model = model.to_empty(device="cpu")
     reset_parameters(model, generator)
     return model
+
+
+def create_model_for(
+    name: str, info: DatasetInfo, width: int, generator: torch.Generator | None = None
+) -> nn.Module:
+    """A registered model for ``info``'s images and classes; ``width`` applies to the
+    ConvNet family only (how methods and expert buffers build their networks)."""
+    kwargs = {"width": width} if name.lower() == "convnet" else {}
+    return create_model(
+        name,
+        channels=info.channels,
+        num_classes=info.num_classes,
+        image_size=info.image_size,
+        generator=generator,
+        **kwargs,
+    )
