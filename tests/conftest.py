@@ -16,8 +16,22 @@ SMOKE_HPARAMS: dict[str, dict[str, object]] = {
     "herding": {"width": 32, "train_steps": 30},
     "kcenter": {"width": 32, "train_steps": 30},
     "dm": {"width": 32, "batch_real": 64, "lr_img": 1.0, "compile": "no"},
-    "dc": {"width": 32, "batch_real": 32, "outer_loop": 2, "inner_loop": 2, "lr_img": 0.01},
-    "dsa": {"width": 32, "batch_real": 32, "outer_loop": 2, "inner_loop": 2, "lr_img": 0.01},
+    "dc": {
+        "width": 32,
+        "batch_real": 32,
+        "outer_loop": 2,
+        "inner_loop": 2,
+        "lr_img": 0.01,
+        "compile": "no",
+    },
+    "dsa": {
+        "width": 32,
+        "batch_real": 32,
+        "outer_loop": 2,
+        "inner_loop": 2,
+        "lr_img": 0.01,
+        "compile": "no",
+    },
     # "buffer" is filled in from the expert_buffer fixture
     "mtt": {"syn_steps": 4, "expert_epochs": 1, "max_start_epoch": 2, "lr_img": 10.0},
 }

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from datadistill.functional import gradient_distance
+from datadistill.functional.class_grads import class_grads, supports
 from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
 from datadistill.methods import create_method
 from datadistill.methods.dc import default_loops
@@ -67,6 +68,61 @@ def test_vmapped_grads_equal_per_class_loop(arch):
     (gx_ours,) = torch.autograd.grad(sum((a * v).sum() for a, v in zip(ours, w, strict=True)), x)
     (gx_ref,) = torch.autograd.grad(sum((b * v).sum() for b, v in zip(ref, w, strict=True)), x)
     assert torch.allclose(gx_ours, gx_ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"norm": "instancenorm"},
+        {"norm": "batchnorm"},
+        {"norm": "layernorm", "pooling": "maxpool"},
+        {"norm": "none", "act": "leakyrelu"},
+    ],
+)
+def test_one_pass_class_grads_equal_per_class_loop(kw):
+    """One forward / backward over all classes with per-class weight copies gives each
+    class's gradient, and the same derivative with respect to the images (float64)."""
+    g = torch.Generator().manual_seed(0)
+    net = create_model(
+        "convnet", channels=1, num_classes=3, image_size=(28, 28), width=8, generator=g, **kw
+    ).double()
+    net.eval()
+    assert supports(net)
+    x = torch.randn(3, 4, 1, 28, 28, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.arange(3)[:, None].expand(3, 4)
+    ours = class_grads(net, detached_params(net), x, y, create_graph=True)
+    ref = loop_class_grads(net, x, y, create_graph=True)
+    assert ours is not None
+    for a, b in zip(ours, ref, strict=True):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-12)
+    w = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in ours]
+    (gx_ours,) = torch.autograd.grad(sum((a * v).sum() for a, v in zip(ours, w, strict=True)), x)
+    (gx_ref,) = torch.autograd.grad(sum((b * v).sum() for b, v in zip(ref, w, strict=True)), x)
+    assert torch.allclose(gx_ours, gx_ref, atol=1e-12)
+
+
+def test_one_pass_declines_unsupported_networks():
+    g = torch.Generator().manual_seed(0)
+    mlp = create_model("mlp", channels=1, num_classes=3, image_size=(8, 8), generator=g)
+    bn = create_model("convnet_bn", channels=1, num_classes=3, image_size=(8, 8), generator=g)
+    bn.train()  # batch statistics couple the images of a batch
+    x, y = torch.randn(3, 2, 1, 8, 8), torch.arange(3)[:, None].expand(3, 2)
+    assert class_grads(mlp, detached_params(mlp), x, y) is None
+    assert not supports(bn)
+
+
+def test_dc_real_side_chunks_sum_to_the_batch_gradient(digits):
+    """Chunks of the real batch, weighted, give the gradient of the whole batch."""
+    m = create_method("dc", width=16, batch_real=12, real_chunk=5, compile="no")
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    x = torch.randn(10, 12, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(10)[:, None].expand(10, 12)
+    theta = detached_params(m.net)
+    ours = m._real_grads(theta, x, y)
+    ref = loop_class_grads(m.net, x, y)
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_soft_label_grads_match_a_loop():

@@ -11,9 +11,12 @@ matches follow the network along a training trajectory:
 
 D sums, per layer and per output channel, ``1 - cos`` (``distance="ours"``; ``mse`` and
 ``cos`` are the paper's alternatives). The K per-class gradients of each side come from one
-vectorised call (:func:`datadistill.functional.grads.per_class_grads`), not K backward
-passes. Batch norm, as in the paper: its statistics are set by a forward pass of a few real
-images per class, then frozen while matching.
+pass, not K backward passes: for ConvNets, one forward / backward over all classes with
+per-class weight copies (:mod:`datadistill.functional.class_grads`; the real side in
+chunks of ``real_chunk`` images per class, compiled), otherwise ``vmap`` over classes
+(:func:`datadistill.functional.grads.per_class_grads`). Batch norm, as in the paper: its
+statistics are set by a forward pass of a few real images per class, then frozen while
+matching.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.evaluation.train import label_loss, one_family_per_batch
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
+from datadistill.functional.class_grads import class_grads, class_loss, supports
 from datadistill.functional.grads import detached_params, per_class_grads
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import init_synset
+from datadistill.methods.common import init_synset, maybe_compile
 from datadistill.models import create_model_for, reset_parameters
 
 # (outer_loop, inner_loop) by IPC, from the DC paper / reference code.
@@ -62,6 +66,8 @@ class DCParams(HParams):
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" images or "noise"
+    real_chunk: int = 16  # real images per class per pass (same gradient, cache-sized work)
+    compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
 
     def validate(self) -> None:
         for name in ("lr_img", "lr_net"):
@@ -70,13 +76,14 @@ class DCParams(HParams):
         require(
             "DC", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
         )
-        for name in ("batch_real", "batch_train", "width"):
+        for name in ("batch_real", "batch_train", "width", "real_chunk"):
             positive("DC", name, getattr(self, name), int)
         for name in ("outer_loop", "inner_loop"):
             v = getattr(self, name)
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
         one_of("DC", "init", self.init, ("real", "noise"))
+        one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
 
 
 @register_method("dc")
@@ -102,6 +109,10 @@ class DC(Method):
         self.bn = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
+        # "auto" compiles on CPU too: one DC iteration trains the network hundreds of times
+        mode = "yes" if hp.compile == "auto" else hp.compile
+        self.real_loss = maybe_compile(class_loss, mode, device, 0)
+        self.train_forward = maybe_compile(self.net, mode, device, 0)
 
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
@@ -137,8 +148,7 @@ class DC(Method):
         y_real = labels[:, None].expand(k, real.shape[1])
         y_syn = labels[:, None].expand(k, syn.shape[1])
         theta = detached_params(self.net)
-        with torch.no_grad():
-            g_real = per_class_grads(self.net, theta, real, y_real)
+        g_real = self._real_grads(theta, real, y_real)
         g_syn = per_class_grads(self.net, theta, syn, y_syn)
         loss = gradient_distance(g_real, g_syn, hp.distance)
         self.optimizer.zero_grad(set_to_none=True)
@@ -146,6 +156,29 @@ class DC(Method):
         self.optimizer.step()
         self.net.train()
         return float(loss.detach())
+
+    def _real_grads(self, theta: dict[str, torch.Tensor], real: torch.Tensor, y: torch.Tensor):
+        """Per-class gradients on the real batch (no graph): one pass per chunk of
+        ``real_chunk`` images per class, weighted so the sum is each class's batch mean."""
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        if not supports(self.net):
+            with torch.no_grad():
+                return per_class_grads(self.net, theta, real, y)
+        b = real.shape[1]
+        total: list[torch.Tensor] | None = None
+        for start in range(0, b, hp.real_chunk):
+            stop = min(start + hp.real_chunk, b)
+            g = class_grads(
+                self.net, theta, real[:, start:stop], y[:, start:stop], loss_fn=self.real_loss
+            )
+            assert g is not None
+            w = (stop - start) / b
+            if total is None:
+                total = [gi * w for gi in g]
+            else:
+                total = [t + gi * w for t, gi in zip(total, g, strict=True)]
+        assert total is not None
+        return total
 
     def _train_net(self, net_opt: torch.optim.Optimizer) -> None:
         """``inner_loop`` epochs of plain SGD on (a detached copy of) the synthetic set."""
@@ -163,7 +196,7 @@ class DC(Method):
                     params = self.dsa.sample(x.shape[0], self.generator, self.device)
                     x = self.dsa(x, one_family_per_batch(params))
                 sft = soft[idx].detach() if soft is not None else None
-                loss = label_loss(self.net(x), labels[idx], sft)
+                loss = label_loss(self.train_forward(x), labels[idx], sft)
                 net_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 net_opt.step()

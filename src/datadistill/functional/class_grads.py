@@ -1,0 +1,180 @@
+"""Per-class gradients from ONE forward and ONE backward pass over all classes (ConvNet family).
+
+Gradient matching needs, for every class c, the gradient of that class's loss with respect
+to the same network weights theta. ``vmap`` over classes (:mod:`datadistill.functional.grads`)
+is exact but lowers convolutions to grouped convolutions, which oneDNN runs several times
+slower than plain ones on CPU. Here the classes share every activation computation:
+
+* each weight enters the graph as K equal per-class copies ``theta_k`` (shape (K, ...));
+* a convolution runs once on all K * B images with ``theta_k[0]`` (:class:`_ClassConv2d`);
+  its backward computes the input gradient for the whole batch at once and the weight
+  gradient once per class slice, which is exactly d loss_c / d theta for class c;
+* affine parameters of the norms and the final linear layer act per class through
+  broadcasting / ``bmm`` on a (K, B, ...) view, so autograd returns per-class gradients
+  without any custom code.
+
+So the per-class gradients come from one ``autograd.grad`` call on the sum of the class
+losses. Everything stays differentiable with respect to the images (the synthetic side
+differentiates through it with ``create_graph=True``).
+
+Supported: :class:`~datadistill.models.convnet.ConvNet` with any norm (batch norm in eval
+mode), activation and pooling. :func:`class_grads` returns ``None`` for anything else, and
+callers fall back to ``vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datadistill.models.convnet import ConvNet
+
+_PARAMLESS = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Sigmoid,
+    nn.AvgPool2d,
+    nn.MaxPool2d,
+    nn.Identity,
+    nn.Flatten,
+)
+_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d)
+
+
+class _ClassConv2d(torch.autograd.Function):
+    """conv2d of (K*B, I, H, W) images with per-class weight copies (K, O, I, kh, kw).
+
+    Forward uses copy 0 for the whole batch (all copies are equal). Backward returns the
+    input gradient of the whole batch and, for copy c, the weight gradient of slice c only.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, w_k: Tensor, b_k: Tensor | None, stride: Any, padding: Any
+    ) -> Tensor:
+        ctx.save_for_backward(x, w_k)
+        ctx.has_bias, ctx.stride, ctx.padding = b_k is not None, stride, padding
+        return F.conv2d(x, w_k[0], None if b_k is None else b_k[0], stride, padding)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, w_k = ctx.saved_tensors
+        k = w_k.shape[0]
+        w = w_k[0]
+        args = (ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.convolution_backward(dy, x, w, None, *args, [True, False, False])[0]
+        dxs, dys = x.unflatten(0, (k, -1)), dy.unflatten(0, (k, -1))
+        dw = torch.stack(
+            [
+                torch.ops.aten.convolution_backward(
+                    dys[c], dxs[c], w, None, *args, [False, True, False]
+                )[1]
+                for c in range(k)
+            ]
+        )
+        db = dys.sum(dim=(1, 3, 4)) if ctx.has_bias else None
+        return dx, dw, db, None, None
+
+
+def supports(net: nn.Module) -> bool:
+    """Whether :func:`class_grads` handles ``net`` (else use ``vmap``)."""
+    if not isinstance(net, ConvNet):
+        return False
+    for m in net.features:
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1 or m.dilation != (1, 1) or isinstance(m.padding, str):
+                return False
+        elif isinstance(m, nn.BatchNorm2d):
+            if m.training or not m.track_running_stats:
+                return False
+        elif not isinstance(m, _PARAMLESS + _NORMS):
+            return False
+    return True
+
+
+def _affine(x: Tensor, w: Tensor | None, b: Tensor | None, k: int, ndim: int) -> Tensor:
+    """x * w + b with per-class copies (K, *shape); ``ndim`` trailing dims of x carry them."""
+    if w is None and b is None:
+        return x
+    xs = x.unflatten(0, (k, -1))
+    view = lambda t: t.reshape(k, 1, *t.shape[1:], *([1] * (ndim - t.dim() + 1)))  # noqa: E731
+    if w is not None:
+        xs = xs * view(w)
+    if b is not None:
+        xs = xs + view(b)
+    return xs.flatten(0, 1)
+
+
+def class_logits(net: ConvNet, theta_k: dict[str, Tensor], images: Tensor) -> Tensor:
+    """Logits (K, B, classes) of ``images`` (K, B, C, H, W), class c through copy c."""
+    k = images.shape[0]
+    x = images.flatten(0, 1)
+    for i, m in enumerate(net.features):
+        w, b = theta_k.get(f"features.{i}.weight"), theta_k.get(f"features.{i}.bias")
+        if isinstance(m, nn.Conv2d):
+            x = _ClassConv2d.apply(x, w, b, m.stride, m.padding)
+        elif isinstance(m, nn.GroupNorm):
+            x = _affine(F.group_norm(x, m.num_groups, None, None, m.eps), w, b, k, 3)
+        elif isinstance(m, nn.BatchNorm2d):
+            x = F.batch_norm(x, m.running_mean, m.running_var, None, None, False, 0.0, m.eps)
+            x = _affine(x, w, b, k, 3)
+        elif isinstance(m, nn.LayerNorm):
+            x = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
+            x = _affine(x, w, b, k, len(m.normalized_shape))
+        else:
+            x = m(x)
+    feats = x.flatten(1).unflatten(0, (k, -1))  # (K, B, D)
+    w, b = theta_k["classifier.weight"], theta_k["classifier.bias"]
+    return torch.baddbmm(b[:, None, :], feats, w.transpose(1, 2))
+
+
+def class_loss(
+    net: ConvNet,
+    theta_k: dict[str, Tensor],
+    images: Tensor,
+    labels: Tensor,
+    soft_labels: Tensor | None = None,
+) -> Tensor:
+    """Sum over classes of each class's mean cross-entropy (hard or soft targets)."""
+    logits = class_logits(net, theta_k, images)
+    if soft_labels is None:
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    else:
+        ce = -(soft_labels.flatten(0, 1) * F.log_softmax(logits.flatten(0, 1), -1)).sum(-1)
+    return ce.view(labels.shape).mean(dim=1).sum()
+
+
+def expand_params(params: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    """K per-class copies of each parameter, as fresh leaves that require grad."""
+    return {n: p.detach().expand(k, *p.shape).clone().requires_grad_() for n, p in params.items()}
+
+
+def class_grads(
+    net: nn.Module,
+    params: dict[str, Tensor],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    soft_labels: Tensor | None = None,
+    create_graph: bool = False,
+    loss_fn: Any = None,
+) -> list[Tensor] | None:
+    """Per-class gradients, same layout as :func:`~datadistill.functional.grads.per_class_grads`.
+
+    Returns ``None`` when ``net`` is not supported (see :func:`supports`). ``loss_fn``
+    replaces :func:`class_loss` (e.g. a compiled version of it).
+    """
+    if not isinstance(net, ConvNet) or not supports(net):
+        return None
+    k = images.shape[0]
+    theta_k = expand_params(params, k)
+    fn = loss_fn if loss_fn is not None else class_loss
+    loss = fn(net, theta_k, images, labels, soft_labels)
+    names = list(params)
+    grads = torch.autograd.grad(loss, [theta_k[n] for n in names], create_graph=create_graph)
+    return list(grads)
