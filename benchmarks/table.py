@@ -18,9 +18,20 @@ import torch
 
 import datadistill as dd
 from benchmarks._common import DATA, RESULTS, WORK, write
+from benchmarks.experts import buffer_dir, expert_seconds
 
 FULL_EPOCHS = 1  # full-data reference: 1 epoch, 1 seed (CPU cost); the report says so
 FULL_SEEDS = 1
+
+# CPU defaults of the parameter-matching methods on this 2-core machine (BENCHMARKS.md):
+# a ConvNet-3 of width 32 for matching (the evaluation network stays width 128). At width
+# 128 one DC outer iteration at IPC 10 takes minutes on 2 cores, so a 10-minute budget would
+# hold a handful; at width 32 it holds ~30 (IPC 10) or ~600 (IPC 1).
+CPU_DEFAULTS: dict[str, dict[str, object]] = {
+    "dc": {"width": 32},
+    "dsa": {"width": 32},
+    "mtt": {"max_start_epoch": 6, "expert_epochs": 2, "syn_steps": 20},
+}
 
 
 def run_cell(
@@ -31,6 +42,14 @@ def run_cell(
         print(f"skip {name} (exists)")
         return
     needs_steps = dd.METHODS.get(method).needs_steps
+    hparams = {**CPU_DEFAULTS.get(method, {}), **hparams}
+    expert_s = None
+    if method == "mtt":
+        hparams.setdefault("buffer", buffer_dir(real.info.name))
+        expert_s = expert_seconds(real.info.name)
+        if expert_s is None:
+            print(f"skip {name}: no expert buffer (run python -m benchmarks.experts first)")
+            return
     t0 = time.perf_counter()
     distilled = dd.distill(
         real,
@@ -72,6 +91,7 @@ def run_cell(
             "wall_seconds": wall,
             "budget_seconds": args.budget if needs_steps else None,
             "iterations": m["iterations"],
+            "expert_seconds": expert_s,
             "hparams": m["hparams"],
             "peak_memory_bytes": m["peak_memory_bytes"],
             "artefact_bytes": artefact.stat().st_size,

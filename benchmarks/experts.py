@@ -1,0 +1,63 @@
+"""Expert trajectories for the trajectory-matching cells of the benchmark table.
+
+Trains (or resumes) an expert buffer per dataset under benchmarks/work/experts/ and writes
+benchmarks/results/<dataset>-experts.json with the recipe and the wall-clock seconds, which
+the table reports in its own column (paid once, reused by every IPC). Usage:
+
+    .venv/bin/python -m benchmarks.experts --datasets mnist fashion-mnist \
+        --num 4 --epochs 8 --width 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import datadistill as dd
+from benchmarks._common import DATA, RESULTS, WORK, write
+from datadistill.experts import ExpertRecipe, train_experts
+
+
+def buffer_dir(dataset: str) -> str:
+    return str(WORK / "experts" / dataset)
+
+
+def expert_seconds(dataset: str) -> float | None:
+    path = RESULTS / f"{dataset}-experts.json"
+    if not path.exists():
+        return None
+    return float(json.loads(path.read_text())["seconds"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
+    ap.add_argument("--num", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    recipe = ExpertRecipe(width=args.width, epochs=args.epochs, lr=args.lr)
+    for name in args.datasets:
+        real = dd.load_dataset(name, root=DATA)
+        t0 = time.perf_counter()
+        buf = train_experts(real, buffer_dir(name), args.num, recipe, seed=args.seed)
+        seconds = time.perf_counter() - t0
+        write(
+            f"{name}-experts.json",
+            {
+                "dataset": name,
+                "num_experts": args.num,
+                "recipe": recipe.to_dict(),
+                "seconds": seconds,
+                "final_val_accs": buf.val_accs(),
+                "buffer": buffer_dir(name),
+            },
+        )
+        print(f"{name}: {args.num} experts in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
