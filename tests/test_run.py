@@ -146,3 +146,22 @@ def test_run_folder_is_never_overwritten_and_resumes(tmp_path, digits):
     report = dd.run(longer, tmp_path / "r", resume=True)
     assert report["iterations"] == 4
     assert json.loads((tmp_path / "r" / "config.json").read_text())["iterations"] == 4
+
+
+@pytest.mark.parametrize(("method", "protocol"), [("dm", "dc"), ("dsa", "dsa")])
+def test_run_evaluates_with_the_methods_protocol_by_default(tmp_path, method, protocol):
+    import json
+
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method=method,
+        ipc=1,
+        iterations=1,
+        hparams=SMOKE_HPARAMS[method],
+        evaluate=False,
+        progress=False,
+        device="cpu",
+    )
+    report = dd.run(cfg, tmp_path / "r")
+    assert report["protocol"] == protocol
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["protocol"] == protocol

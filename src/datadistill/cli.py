@@ -69,7 +69,9 @@ def distill(
     checkpoint_every: int = 100,
     validate_every: Annotated[int, typer.Option(help="Steps between validation scores.")] = 0,
     select: Annotated[str, typer.Option(help="Keep the 'last' or the 'best-val' state.")] = "last",
-    protocol: str = "dc",
+    protocol: Annotated[
+        str | None, typer.Option(help="Evaluation protocol. Default: the method's own.")
+    ] = None,
     eval_arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
     eval_seeds: int | None = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate after distilling.")] = True,
@@ -85,7 +87,8 @@ def distill(
     from datadistill.models import MODELS
     from datadistill.run import RunConfig, run
 
-    get_protocol(protocol)
+    if protocol is not None:
+        get_protocol(protocol)
     for a in _split(eval_arch):
         MODELS.canonical(a)
     if val_size >= 1:  # a count of images rather than a fraction

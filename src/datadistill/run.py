@@ -24,7 +24,7 @@ from datadistill.artefact import Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.errors import ConfigError, RunError
-from datadistill.methods import Method, create_method
+from datadistill.methods import METHODS, Method, create_method
 
 CHECKPOINT_NAME = "checkpoint.pt"
 ARTEFACT_NAME = "distilled.safetensors"
@@ -50,7 +50,7 @@ class RunConfig:
     checkpoint_every: int = 100  # steps between checkpoints
     validate_every: int = 0  # steps between validation scores (0: never)
     select: str = "last"  # "last" or "best-val": which synthetic state is kept
-    protocol: str = "dc"  # evaluation protocol
+    protocol: str | None = None  # evaluation protocol; None: the one the method expects
     eval_archs: tuple[str, ...] = ()  # default: the protocol's architecture
     eval_seeds: int | None = None
     evaluate: bool = True
@@ -332,6 +332,10 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     from datadistill.report import write_report
 
     out = Path(out)
+    if config.protocol is None:  # dc / dm -> "dc", dsa -> "dsa", mtt -> "mtt"
+        expected = METHODS.get(config.method).expected_protocol
+        config = dataclasses.replace(config, protocol=expected)
+    assert config.protocol is not None
     if ((out / CHECKPOINT_NAME).exists() or (out / ARTEFACT_NAME).exists()) and not resume:
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it, or choose another "
