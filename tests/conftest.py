@@ -11,27 +11,21 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small settings that let every registered method run a few steps in seconds. A new
 # method must add its entry here (tests/methods/test_methods.py checks the coverage).
+_DC_SMOKE: dict[str, object] = {
+    "width": 32,
+    "batch_real": 32,
+    "outer_loop": 2,
+    "inner_loop": 2,
+    "lr_img": 0.01,
+    "compile": "no",
+}
 SMOKE_HPARAMS: dict[str, dict[str, object]] = {
     "random": {},
     "herding": {"width": 32, "train_steps": 30},
     "kcenter": {"width": 32, "train_steps": 30},
     "dm": {"width": 32, "batch_real": 64, "lr_img": 1.0, "compile": "no"},
-    "dc": {
-        "width": 32,
-        "batch_real": 32,
-        "outer_loop": 2,
-        "inner_loop": 2,
-        "lr_img": 0.01,
-        "compile": "no",
-    },
-    "dsa": {
-        "width": 32,
-        "batch_real": 32,
-        "outer_loop": 2,
-        "inner_loop": 2,
-        "lr_img": 0.01,
-        "compile": "no",
-    },
+    "dc": dict(_DC_SMOKE),
+    "dsa": dict(_DC_SMOKE),  # DC with Siamese augmentation: the same smoke settings
     # "buffer" is filled in from the expert_buffer fixture
     "mtt": {"syn_steps": 4, "expert_epochs": 1, "max_start_epoch": 2, "lr_img": 10.0},
 }

@@ -58,8 +58,8 @@ def per_class_grads(
 def loop_class_grads(
     net: nn.Module, images: Tensor, labels: Tensor, *, create_graph: bool = False
 ) -> list[Tensor]:
-    """The reference code's way: one forward and backward per class (for tests and the
-    throughput benchmark). Same output layout as :func:`per_class_grads`."""
+    """The reference code's way: one forward and backward per class (the tests' yardstick).
+    Same output layout as :func:`per_class_grads`."""
     params = list(net.parameters())
     per_class = []
     for c in range(images.shape[0]):
