@@ -13,12 +13,13 @@ matches), 256 real images per class, ConvNet-3, the per-channel cosine distance.
 Writes benchmarks/results/dc-throughput.json (``ours_s_per_outer``, ``loop_s_per_outer``).
 Usage:
 
-    .venv/bin/python -m benchmarks.dc_throughput [--width 128] [--iterations 1] [--dsa]
+    .venv/bin/python -m benchmarks.dc_throughput [--width 128] [--iterations 3] [--dsa]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -84,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--ipc", type=int, default=10)
-    ap.add_argument("--iterations", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--dsa", action="store_true")
     ap.add_argument("--out", default="dc-throughput.json")
     args = ap.parse_args()
@@ -92,20 +93,24 @@ def main() -> None:
     name = "dsa" if args.dsa else "dc"
     m = create_method(name, width=args.width)
     gen = torch.Generator().manual_seed(0)
-    m.setup(real, args.ipc, gen, torch.device("cpu"))
+    # Both sides run in this process, so both get the library's CPU allocator setting.
+    m.setup(real, args.ipc, gen, dd._device.prepare_device(torch.device("cpu")))
     t0 = time.perf_counter()
     m.step()  # warm-up: compilation happens here
     warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    # Interleaved, so that both see the same machine state (a shared 2-core machine's
+    # speed drifts by tens of percent over minutes); medians of the timed iterations.
+    ours_t, loop_t = [], []
     for _ in range(args.iterations):
+        t0 = time.perf_counter()
         m.step()
-    ours = (time.perf_counter() - t0) / args.iterations
-    print(f"ours {ours:.2f} s per outer iteration (warm-up {warmup:.1f} s)")
-    t0 = time.perf_counter()
-    for _ in range(args.iterations):
+        ours_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
         reference_outer_iteration(m, real, gen)
-    loop = (time.perf_counter() - t0) / args.iterations
-    print(f"loop {loop:.2f} s per outer iteration; speed-up {loop / ours:.2f}x")
+        loop_t.append(time.perf_counter() - t0)
+    ours, loop = statistics.median(ours_t), statistics.median(loop_t)
+    print(f"ours {ours:.2f} s per outer iteration (warm-up {warmup:.1f} s): {ours_t}")
+    print(f"loop {loop:.2f} s per outer iteration: {loop_t}; speed-up {loop / ours:.2f}x")
     write(
         args.out,
         {
@@ -114,6 +119,9 @@ def main() -> None:
             "speedup": loop / ours,
             "ours_warmup_seconds": warmup,
             "iterations_timed": args.iterations,
+            "ours_s_each": ours_t,
+            "loop_s_each": loop_t,
+            "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
             "settings": (
                 f"{name}, MNIST IPC {args.ipc}, (outer, inner) = ({m.outer_loop}, "
                 f"{m.inner_loop}), batch_real 256 per class, ConvNet-3 w{args.width} "

@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--compile", default="auto")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    dev = dd._device.resolve_device(args.device)
+    dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
     real = dd.load_dataset("mnist", root=DATA)
     m = create_method("dm", compile=args.compile)
     m.setup(real.to(dev), 10, torch.Generator().manual_seed(0), dev)
@@ -50,6 +50,7 @@ def main() -> None:
             "settings": "MNIST IPC 10, batch_real 256 per class, DSA, ConvNet-3 w128 instancenorm",
             "compile": args.compile,
             "device": str(dev),
+            "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
         },
     )
     print(f"{s:.3f} s per DM iteration ({path})")

@@ -32,6 +32,17 @@ CPU_DEFAULTS: dict[str, dict[str, object]] = {
     "dsa": {"width": 32},
     "mtt": {"max_start_epoch": 6, "expert_epochs": 2, "syn_steps": 20},
 }
+# Per-IPC overrides, chosen on the validation split with benchmarks/sweep.py: at IPC 1
+# MTT draws start epochs from [0, 2), as the paper does for IPC 1 (validation accuracy
+# after 120 s on MNIST: 82.7% against 62.6% with [0, 6)).
+CPU_DEFAULTS_BY_IPC: dict[tuple[str, int], dict[str, object]] = {
+    ("mtt", 1): {"max_start_epoch": 2},
+}
+
+
+def cpu_defaults(method: str, ipc: int) -> dict[str, object]:
+    """The table's CPU hyperparameters for ``method`` at ``ipc`` (beyond the paper's)."""
+    return {**CPU_DEFAULTS.get(method, {}), **CPU_DEFAULTS_BY_IPC.get((method, ipc), {})}
 
 
 def run_cell(
@@ -42,7 +53,7 @@ def run_cell(
         print(f"skip {name} (exists)")
         return
     needs_steps = dd.METHODS.get(method).needs_steps
-    hparams = {**CPU_DEFAULTS.get(method, {}), **hparams}
+    hparams = {**cpu_defaults(method, ipc), **hparams}
     expert_s = None
     if method == "mtt":
         hparams.setdefault("buffer", buffer_dir(real.info.name))

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from datadistill._device import peak_memory_bytes, reset_peak_memory, resolve_device
+from datadistill._device import (
+    peak_memory_bytes,
+    prepare_device,
+    reset_peak_memory,
+    resolve_device,
+)
 from datadistill.artefact import Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
@@ -244,7 +249,7 @@ def distill(
     """
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
-    dev = resolve_device(device)
+    dev = prepare_device(resolve_device(device))
     reset_peak_memory(dev)
     m = create_method(method, **hparams)
     generator = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from datadistill._device import resolve_device
+from datadistill._device import prepare_device, resolve_device
 from datadistill.artefact import Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
@@ -210,7 +210,7 @@ def evaluate(
         cache_dir: where baseline results are cached (``False`` disables caching).
     """
     proto = get_protocol(protocol)
-    dev = resolve_device(device)
+    dev = prepare_device(resolve_device(device))
     archs = list(archs) if archs else [proto.arch]
     for a in archs:
         MODELS.canonical(a)

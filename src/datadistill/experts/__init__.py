@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from datadistill._device import resolve_device
+from datadistill._device import prepare_device, resolve_device
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.errors import ConfigError, DataError
@@ -213,7 +213,7 @@ def _worker(args: tuple[Any, ...]) -> list[str]:
     real, recipe, root, indices, seed, device, threads = args
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device(device)
+    dev = prepare_device(torch.device(device))
     done = []
     for i in indices:
         done.append(str(train_expert(real, recipe, Path(root), i, seed, dev, log=print)))
@@ -243,7 +243,7 @@ def train_experts(
     root = Path(out)
     _write_manifest(root, real, recipe, seed)
     todo = [i for i in range(num) if not expert_file(root, i).is_file()]
-    dev = resolve_device(device)
+    dev = prepare_device(resolve_device(device))
     workers = min(workers, max(1, len(todo)))
     if workers == 1 or not todo:
         for i in todo:

@@ -1,0 +1,46 @@
+"""Device preparation: the opt-in CPU allocator setting and the peak-memory window."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from datadistill import _device
+
+
+def test_prepare_device_leaves_the_allocator_alone_by_default(monkeypatch):
+    monkeypatch.delenv("DATADISTILL_CPU_MALLOC", raising=False)
+    monkeypatch.setattr(_device, "_tuned", False)
+    called = []
+    monkeypatch.setattr(_device, "tune_cpu_allocator", lambda: called.append(1) or True)
+    assert _device.prepare_device(torch.device("cpu")) == torch.device("cpu")
+    assert called == []
+
+
+def test_prepare_device_tunes_the_cpu_allocator_on_request(monkeypatch):
+    monkeypatch.setenv("DATADISTILL_CPU_MALLOC", "tuned")
+    called = []
+    monkeypatch.setattr(_device, "tune_cpu_allocator", lambda: called.append(1) or True)
+    _device.prepare_device(torch.device("cpu"))
+    assert called == [1]
+    _device.prepare_device(torch.device("meta"))  # not a CPU: nothing to do
+    assert called == [1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_tuned_allocator_keeps_results_and_peak_window_working():
+    if _device._glibc() is None:
+        pytest.skip("not glibc")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, 32, 32, generator=g)
+    w = torch.randn(128, 8, 3, 3, generator=g)
+    before = torch.nn.functional.conv2d(x, w, padding=1)  # 32 MiB out: mmap-sized
+    assert _device.tune_cpu_allocator() and _device.cpu_allocator_tuned()
+    assert _device.tune_cpu_allocator()  # idempotent
+    assert torch.equal(torch.nn.functional.conv2d(x, w, padding=1), before)
+    del before
+    _device.reset_peak_memory(torch.device("cpu"))  # trims retained memory first
+    y = torch.ones(64, 128, 32, 32)
+    assert _device.peak_memory_bytes(torch.device("cpu")) >= y.numel() * 4
