@@ -44,3 +44,9 @@ def test_tuned_allocator_keeps_results_and_peak_window_working():
     _device.reset_peak_memory(torch.device("cpu"))  # trims retained memory first
     y = torch.ones(64, 128, 32, 32)
     assert _device.peak_memory_bytes(torch.device("cpu")) >= y.numel() * 4
+
+
+def test_unknown_allocator_setting_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("DATADISTILL_CPU_MALLOC", "tunned")
+    with pytest.raises(_device.ConfigError, match="'default' or 'tuned'"):
+        _device.prepare_device(torch.device("cpu"))

@@ -60,7 +60,8 @@ def tune_cpu_allocator() -> bool:
     Opt-in, because it is not a uniform win. Measured on the 2-core reference machine
     (BENCHMARKS.md): a first convolution over 100 MNIST images 10.9 -> 1.7 ms, 60 epochs
     of the ``dc`` evaluation protocol on 100 images 28 -> 20 s, a DM iteration unchanged,
-    but one compiled DC outer iteration 18.3 -> 20.3 s. Enable it with
+    but one compiled DC outer iteration not faster (18.3 s default, 20.3 s tuned, in
+    separate runs on a machine whose speed drifts by 10-30%). Enable it with
     ``DATADISTILL_CPU_MALLOC=tuned`` (read by :func:`prepare_device`) or by calling this
     function; Linux with glibc only, once per process. Returns whether it is active.
     """
@@ -83,7 +84,13 @@ def cpu_allocator_tuned() -> bool:
 def prepare_device(device: torch.device) -> torch.device:
     """Per-process settings for ``device`` before heavy work: the CPU allocator when
     ``DATADISTILL_CPU_MALLOC=tuned``."""
-    if device.type == "cpu" and os.environ.get("DATADISTILL_CPU_MALLOC", "default") == "tuned":
+    mode = os.environ.get("DATADISTILL_CPU_MALLOC", "default")
+    if mode not in ("default", "tuned"):
+        raise ConfigError(
+            f"DATADISTILL_CPU_MALLOC must be 'default' or 'tuned'; got {mode!r}. "
+            "Unset it or pick one of the two."
+        )
+    if device.type == "cpu" and mode == "tuned":
         tune_cpu_allocator()
     return device
 
