@@ -1,7 +1,13 @@
 """Seconds per DM iteration at MNIST IPC 10 with the paper's settings.
 
 256 real images per class, DSA on both sides, ConvNet-3 width 128 with instance norm.
-Writes benchmarks/results/dm-throughput.json. Usage:
+On CPU the same process also times a reference-style step (``--reference``, on by default
+there): written the way the reference code does it, one eager forward per class of the
+class's 256 real and its synthetic images, each with its own DSA draw, the squared
+distance of the mean embeddings summed over classes, one backward. The two are
+interleaved iteration by iteration (a shared machine's speed drifts) and medians are
+reported, so the speed-up is a same-machine figure. Writes
+benchmarks/results/dm-throughput.json (``s_per_iteration`` is ours). Usage:
 
     .venv/bin/python -m benchmarks.dm_throughput [--iterations 10] [--compile auto]
 """
@@ -9,13 +15,37 @@ Writes benchmarks/results/dm-throughput.json. Usage:
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
 import datadistill as dd
 from benchmarks._common import DATA, write
+from datadistill.augment import DSA, DSAConfig
 from datadistill.methods import create_method
+from datadistill.models import reset_parameters
+
+
+def reference_step(m, real: dd.RealData, gen: torch.Generator) -> None:
+    """One DM iteration the reference way, on the method's own network and set."""
+    hp = m.hparams
+    net, k = m.net, real.info.num_classes
+    dsa = DSA(DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip))
+    reset_parameters(net, gen)
+    syn_all = m.synthetic().class_images()
+    loss = torch.zeros((), device=syn_all.device)
+    for c in range(k):
+        x_real = real.sample(c, hp.batch_real, gen).to(syn_all.device)
+        x_syn = syn_all[c]
+        p = dsa.sample(1, gen, x_syn.device)
+        x_real, x_syn = dsa(x_real[None], p)[0], dsa(x_syn[None], p)[0]
+        out_real = net.embed(x_real).detach()
+        out_syn = net.embed(x_syn)
+        loss = loss + ((out_real.mean(0) - out_syn.mean(0)) ** 2).sum()
+    m.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    m.optimizer.step()
 
 
 def main() -> None:
@@ -24,29 +54,48 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", default="auto")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--reference", choices=["auto", "yes", "no"], default="auto")
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
+    with_ref = args.reference == "yes" or (args.reference == "auto" and dev.type == "cpu")
     real = dd.load_dataset("mnist", root=DATA)
     m = create_method("dm", compile=args.compile)
-    m.setup(real.to(dev), 10, torch.Generator().manual_seed(0), dev)
+    gen = torch.Generator().manual_seed(0)
+    m.setup(real.to(dev), 10, gen, dev)
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         m.step()
     warmup = time.perf_counter() - t0
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
+
+    def timed(fn) -> float:  # type: ignore[no-untyped-def]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ours_t, ref_t = [], []
     for _ in range(args.iterations):
-        m.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    s = (time.perf_counter() - t0) / args.iterations
+        ours_t.append(timed(m.step))
+        if with_ref:
+            ref_t.append(timed(lambda: reference_step(m, real, gen)))
+    s = statistics.median(ours_t)
+    out: dict[str, object] = {
+        "s_per_iteration": s,
+        "warmup_seconds": warmup,
+        "iterations_timed": args.iterations,
+        "ours_s_each": ours_t,
+    }
+    if with_ref:
+        ref = statistics.median(ref_t)
+        out |= {"reference_s_per_iteration": ref, "speedup": ref / s, "reference_s_each": ref_t}
+        print(f"reference-style step {ref:.3f} s: speed-up {ref / s:.2f}x")
     path = write(
         "dm-throughput.json" if dev.type == "cpu" else "dm-throughput-gpu.json",
         {
-            "s_per_iteration": s,
-            "warmup_seconds": warmup,
-            "iterations_timed": args.iterations,
+            **out,
             "settings": "MNIST IPC 10, batch_real 256 per class, DSA, ConvNet-3 w128 instancenorm",
             "compile": args.compile,
             "device": str(dev),
