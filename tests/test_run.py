@@ -114,6 +114,18 @@ def test_validation_selects_on_val_split(digits):
     assert [h[0] for h in val["history"]] == [0, 2, 4]
     assert val["best_acc"] == max(h[1] for h in val["history"])
     assert d.manifest["selected"].startswith("best-val")
+    assert val["protocol"] == "fast"  # DM's sets are made for the plain dc recipe
+
+
+def test_validation_trains_with_the_methods_recipe():
+    from datadistill.evaluation.protocols import get_protocol, validation_protocol
+
+    fast = get_protocol("fast")
+    assert validation_protocol("dc") is fast
+    v = validation_protocol("mtt")  # MTT's sets are judged with their learned lr and DSA
+    assert v.learned_lr and v.dsa and (v.epochs, v.seeds) == (fast.epochs, fast.seeds)
+    d = validation_protocol("dsa")
+    assert d.dsa and not d.learned_lr
 
 
 def test_coresets_need_no_steps(digits):

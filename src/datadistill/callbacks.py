@@ -15,7 +15,7 @@ import torch
 
 from datadistill.data import RealData
 from datadistill.evaluation.evaluate import train_and_test
-from datadistill.evaluation.protocols import get_protocol
+from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.methods.base import Method
 
 
@@ -54,7 +54,10 @@ class History(Callback):
 
 class Validation(Callback):
     """Every ``every`` steps, trains a fresh network on the current synthetic set with the
-    ``protocol`` (``fast`` by default) and scores it on the VALIDATION split.
+    ``protocol`` (``fast`` by default; :func:`~datadistill.run.distill` passes
+    :func:`~datadistill.evaluation.protocols.validation_protocol` of the method's own
+    protocol, e.g. with the learned lr and DSA for ``mtt``) and scores it on the
+    VALIDATION split.
 
     Keeps the best-scoring synthetic state, so that model selection never sees the test
     split. ``history`` holds ``(iteration, accuracy)`` pairs.
@@ -64,7 +67,7 @@ class Validation(Callback):
         self,
         real: RealData,
         every: int,
-        protocol: str = "fast",
+        protocol: str | Protocol = "fast",
         arch: str = "convnet",
         seed: int = 0,
         device: torch.device | None = None,

@@ -29,6 +29,7 @@ from datadistill.artefact import Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.errors import ConfigError, RunError
+from datadistill.evaluation.protocols import validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -272,7 +273,13 @@ def distill(
                 f"The checkpoint at {ckpt} belongs to another run "
                 f"({resume_state.get('fingerprint')}); resume with the same options or start over."
             )
-    val = Validation(real, validate_every, seed=seed, device=dev) if validate_every > 0 else None
+    val = (
+        Validation(
+            real, validate_every, validation_protocol(m.expected_protocol), seed=seed, device=dev
+        )
+        if validate_every > 0
+        else None
+    )
     cbs: list[Callback] = [History(), *([val] if val else []), *callbacks]
     if progress:
         cbs.append(Progress(f"{m.name} ipc={ipc}"))
@@ -308,6 +315,7 @@ def distill(
         "distill_seconds": result.seconds + setup_seconds,
         "validation_seconds": val.seconds if val else 0.0,
         "validation": {
+            "protocol": val.protocol.name,
             "history": val.history,
             "best_acc": val.best_acc,
             "best_iteration": val.best_iteration,

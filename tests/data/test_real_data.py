@@ -57,6 +57,29 @@ def test_sample_per_class_shape_membership_determinism(real):
     assert real.sample_per_class(100, torch.Generator()).shape == (10, 9, 1, 28, 28)
 
 
+def test_sample_per_class_is_not_capped_by_the_smallest_class(real):
+    keep = torch.ones(len(real.train_y), dtype=torch.bool)
+    keep[real.class_indices()[2][2:]] = False  # class 2 keeps 2 of its 9 images
+    small = RealData(
+        real.info,
+        real.train_x[keep],
+        real.train_y[keep],
+        real.val_x,
+        real.val_y,
+        real.test_x,
+        real.test_y,
+    )
+    out = small.sample_per_class(6, torch.Generator().manual_seed(0))
+    assert out.shape == (10, 6, 1, 28, 28)  # not (10, 2, ...)
+    for c in range(10):
+        rows = _rows_of(small, out[c])
+        assert all(small.train_y[r] == c for r in rows)
+        assert len(set(rows)) == (2 if c == 2 else 6)
+    # the small class's two images fill its slots alternately (3 times each)
+    rows = _rows_of(small, out[2])
+    assert sorted(rows.count(r) for r in set(rows)) == [3, 3]
+
+
 def test_class_indices_and_counts(real):
     idx = real.class_indices("train")
     assert len(idx) == 10 and all((real.train_y[i] == c).all() for c, i in enumerate(idx))

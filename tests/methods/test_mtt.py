@@ -102,10 +102,40 @@ def test_initial_soft_labels_are_expert_logits(digits, expert_buffer):
     s = m.synthetic()
     buf = ExpertBuffer(expert_buffer)
     net = buf.network()
-    torch.nn.utils.vector_to_parameters(buf.epoch(0, hp["max_start_epoch"]), net.parameters())
+    # DATM's label expert: the last epoch (label_epoch=-1)
+    torch.nn.utils.vector_to_parameters(buf.epoch(0, buf.epochs), net.parameters())
+    net.eval()
     with torch.no_grad():
         expected = net(s.images.detach())
     assert torch.allclose(s.soft_labels.detach(), expected, atol=1e-5)
+    # and the initial images are ones that expert classifies correctly, wherever the
+    # (deliberately weak, 3-epoch) expert recognises a fair share of a class at all
+    with torch.no_grad():
+        hit = net(digits.train_x).argmax(1) == digits.train_y
+    for c in range(10):
+        if hit[digits.train_y == c].float().mean() >= 0.2:
+            assert (expected.argmax(1)[s.labels == c] == c).all(), c
+    # the labels' own momentum (DATM: 0.9), not the images'
+    assert m.opt_label.param_groups[0]["momentum"] == 0.9
+
+
+def test_soft_label_epoch_is_selectable(digits, expert_buffer):
+    from datadistill.experts import ExpertBuffer
+
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
+    m = create_method("mtt", **hp, label_epoch=1)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    buf = ExpertBuffer(expert_buffer)
+    net = buf.network()
+    torch.nn.utils.vector_to_parameters(buf.epoch(0, 1), net.parameters())
+    net.eval()
+    with torch.no_grad():
+        expected = net(m.synthetic().images.detach())
+    assert torch.allclose(m.synthetic().soft_labels.detach(), expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="label_epoch"):
+        create_method("mtt", **hp, label_epoch=9).setup(
+            digits, 1, torch.Generator(), torch.device("cpu")
+        )
 
 
 def test_mtt_same_result_with_either_unroll(digits, expert_buffer):
@@ -124,7 +154,11 @@ def test_mtt_bad_buffers(digits, expert_buffer, tmp_path):
         create_method("mtt", buffer=str(tmp_path / "none")).setup(
             digits, 1, torch.Generator(), torch.device("cpu")
         )
+    # 3-epoch experts, expert_epochs 1: starts 0..2 reach epoch 3 at most, so 3 is the
+    # largest valid max_start_epoch (exclusive) and 4 is one too many
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "max_start_epoch": 3}
+    create_method("mtt", **hp).setup(digits, 1, torch.Generator(), torch.device("cpu"))
+    hp["max_start_epoch"] = 4
     with pytest.raises(ConfigError, match="exceeds"):
         create_method("mtt", **hp).setup(digits, 1, torch.Generator(), torch.device("cpu"))
     other = dd.load_dataset("digits", zca=True)

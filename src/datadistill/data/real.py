@@ -110,16 +110,23 @@ class RealData:
         return self._padded
 
     def sample_per_class(self, n: int, generator: torch.Generator) -> Tensor:
-        """One random draw per class, batched: (K, m, C, H, W) with m = min(n, smallest
-        class count), without replacement within a class. Uses only ``generator``."""
+        """One random draw per class, batched: (K, m, C, H, W) with m = min(n, largest
+        class count). Within a class the draw is without replacement; a class smaller than
+        m contributes all its images in random order, cycled to fill its m slots (so each
+        of its images appears m // count or m // count + 1 times), instead of capping every
+        class at the smallest one. Uses only ``generator``."""
         if n < 0:
             raise ConfigError(f"The number of images to sample must be >= 0. Got {n!r} instead.")
         padded, counts = self._padded_train()  # (K, L), (K,)
         k, length = padded.shape
-        m = min(n, int(counts.min()))
+        m = min(n, length)
         keys = torch.rand(k, length, generator=generator, device=generator.device).cpu()
         keys.masked_fill_(torch.arange(length) >= counts[:, None], 2.0)  # padding sorts last
-        pos = keys.topk(m, dim=1, largest=False).indices  # (K, m), random order per row
+        if m <= int(counts.min()):  # every class has m images: a partial sort suffices
+            pos = keys.topk(m, dim=1, largest=False).indices  # (K, m), random order per row
+        else:
+            order = keys.argsort(dim=1)  # (K, L): each class's positions, shuffled, first
+            pos = order.gather(1, torch.arange(m)[None, :] % counts.clamp(min=1)[:, None])
         idx = padded.gather(1, pos).reshape(-1).to(self.device)  # (K*m,)
         return self.train_x[idx].reshape(k, m, *self.train_x.shape[1:])
 

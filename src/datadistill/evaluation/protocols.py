@@ -62,3 +62,20 @@ _add(
 
 def get_protocol(name: str | Protocol) -> Protocol:
     return name if isinstance(name, Protocol) else PROTOCOLS.get(name)
+
+
+def validation_protocol(expected: str | Protocol) -> Protocol:
+    """What validation during distillation trains with: the ``fast`` protocol's budget
+    (100 epochs, 2 seeds) with the training recipe of ``expected``, the protocol the
+    method's sets are made for (its DSA and learned lr), so that best-val selection
+    judges a set the way it will be evaluated."""
+    fast, exp = get_protocol("fast"), get_protocol(expected)
+    if not (exp.dsa or exp.learned_lr):
+        return fast
+    return dataclasses.replace(
+        fast,
+        name=f"fast-{exp.name}",
+        dsa=exp.dsa,
+        learned_lr=exp.learned_lr,
+        description=f"validation during distillation: fast's budget, {exp.name}'s recipe",
+    )

@@ -32,7 +32,7 @@ from datadistill.evaluation.train import one_family_per_batch
 from datadistill.experts import ExpertBuffer
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import init_synset
+from datadistill.methods.common import check_ipc, init_synset
 from datadistill.synthetic import PixelSet
 
 
@@ -54,6 +54,8 @@ class MTTParams(HParams):
     # constant measured 1.4x faster on CPU and flat in memory, BENCHMARKS.md)
     soft_labels: bool = False  # DATM: learn soft labels initialised from expert logits
     lr_label: float = 5.0  # SGD learning rate of the soft-label logits
+    momentum_label: float = 0.9  # SGD momentum of the soft-label logits (DATM's value)
+    label_epoch: int = -1  # DATM: expert epoch whose logits initialise the labels; -1: last
     window_grow_to: int = 0  # DATM: let max_start_epoch grow linearly to this; 0: fixed
     window_grow_iterations: int = 1000  # iterations over which the window grows
     init: str = "real"  # "real" images or "noise"
@@ -74,10 +76,13 @@ class MTTParams(HParams):
         )
         for name in ("lr_img", "lr_lr", "lr_teacher", "lr_label"):
             positive("MTT", name, getattr(self, name))
-        m = self.momentum
-        require(
-            "MTT", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
-        )
+        for name in ("momentum", "momentum_label"):
+            m = getattr(self, name)
+            require(
+                "MTT", name, m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
+            )
+        e = self.label_epoch
+        require("MTT", "label_epoch", e, isinstance(e, int) and e >= -1, "an int >= -1")
         one_of("MTT", "unroll", self.unroll, ("full", "constant"))
         one_of("MTT", "init", self.init, ("real", "noise"))
 
@@ -102,11 +107,17 @@ class MTT(Method):
         self.buffer = ExpertBuffer(hp.buffer)
         self.buffer.check(real)
         top = max(hp.max_start_epoch, hp.window_grow_to)
-        if top + hp.expert_epochs > self.buffer.epochs:
+        # start epochs are drawn below ``top``, so the latest target is top - 1 + M
+        if top - 1 + hp.expert_epochs > self.buffer.epochs:
             raise ConfigError(
-                f"max_start_epoch {top} + expert_epochs {hp.expert_epochs} exceeds the "
-                f"{self.buffer.epochs} epochs of the experts in {hp.buffer}; lower them or "
-                f"train longer experts."
+                f"A start epoch up to {top - 1} (max_start_epoch {top} excluded) plus "
+                f"expert_epochs {hp.expert_epochs} exceeds the {self.buffer.epochs} epochs of "
+                f"the experts in {hp.buffer}; lower them or train longer experts."
+            )
+        if hp.label_epoch > self.buffer.epochs:
+            raise ConfigError(
+                f"label_epoch {hp.label_epoch} is beyond the {self.buffer.epochs} epochs of the "
+                f"experts in {hp.buffer}; use -1 (the last) or a smaller epoch."
             )
         self.real, self.generator, self.device = real, generator, device
         self.net = self.buffer.network(generator).to(device)
@@ -114,7 +125,10 @@ class MTT(Method):
             p.requires_grad_(False)
         self.net.train()
         self.layout = FlatParams.of(self.net)
-        base = init_synset(real, ipc, hp.init, generator)
+        if hp.soft_labels and hp.init == "real":
+            base = PixelSet.from_real(self._correctly_classified(real, ipc))
+        else:
+            base = init_synset(real, ipc, hp.init, generator)
         soft = self._initial_soft_labels(base.images) if hp.soft_labels else None
         self.synset = PixelSet(base.images, real.info.num_classes, soft, lr=hp.lr_teacher)
         self.synset = self.synset.to(device)
@@ -123,17 +137,18 @@ class MTT(Method):
         assert s.lr is not None
         self.opt_lr = torch.optim.SGD([s.lr], lr=hp.lr_lr, momentum=hp.momentum)
         self.opt_label = (
-            torch.optim.SGD([s.soft_labels], lr=hp.lr_label, momentum=hp.momentum)
+            torch.optim.SGD([s.soft_labels], lr=hp.lr_label, momentum=hp.momentum_label)
             if s.soft_labels is not None
             else None
         )
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
 
-    def _initial_soft_labels(self, images: Tensor) -> Tensor:
-        """DATM: the logits of an expert at ``max_start_epoch`` on the initial images."""
+    def _label_logits(self, images: Tensor) -> Tensor:
+        """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``."""
         hp: MTTParams = self.hparams  # type: ignore[assignment]
-        theta = self.buffer.epoch(0, hp.max_start_epoch).to(self.device)
+        epoch = self.buffer.epochs if hp.label_epoch < 0 else hp.label_epoch
+        theta = self.buffer.epoch(0, epoch).to(self.device)
         with torch.no_grad():
             self.net.eval()
             logits = functional_call(
@@ -141,6 +156,27 @@ class MTT(Method):
             )
             self.net.train()
         return logits.cpu()
+
+    def _correctly_classified(self, real: RealData, ipc: int) -> Tensor:
+        """DATM's initialisation with soft labels: per class, ``ipc`` random real images
+        that the label expert classifies correctly (so no label starts on a wrong class).
+        Candidates are drawn in random order; if a class has too few correct ones, its most
+        confident remaining candidates fill the gap."""
+        check_ipc(real, ipc)
+        per_class = []
+        for c in range(real.info.num_classes):
+            n = min(len(real.class_indices("train")[c]), max(8 * ipc, 64))
+            cand = real.sample(c, n, self.generator).cpu()
+            logits = self._label_logits(cand)
+            correct = logits.argmax(1) == c
+            right, wrong = correct.nonzero()[:, 0], (~correct).nonzero()[:, 0]
+            wrong = wrong[logits[wrong, c].argsort(descending=True)]  # most confident first
+            per_class.append(cand[torch.cat([right, wrong])[:ipc]])
+        return torch.stack(per_class)
+
+    def _initial_soft_labels(self, images: Tensor) -> Tensor:
+        """DATM: the label expert's logits on the initial images."""
+        return self._label_logits(images)
 
     def _max_start(self) -> int:
         hp: MTTParams = self.hparams  # type: ignore[assignment]
