@@ -111,8 +111,11 @@ def main() -> None:
         )
         print(f"{name}={value!r}: val {100 * mean:.2f}% ({rows[-1]['iterations']} it)", flush=True)
     best = max(rows, key=lambda r: float(r["val_mean"]))  # type: ignore[arg-type]
+    # --set overrides name the file too, so that sweeps of one parameter under different
+    # fixed settings do not overwrite each other
+    suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
     path = write(
-        f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}.json",
+        f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}{suffix}.json",
         {
             "dataset": args.dataset,
             "method": args.method,
