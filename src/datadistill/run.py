@@ -327,6 +327,7 @@ def distill(
         "device": str(dev),
         "loss_history": history.rows[:: max(1, len(history.rows) // MAX_HISTORY_ROWS)],
         "protocol": m.expected_protocol,
+        **m.manifest_extra(),
     }
     return Distilled(
         images=images.detach().cpu().float(),

@@ -165,3 +165,25 @@ def test_mtt_bad_buffers(digits, expert_buffer, tmp_path):
     hp["max_start_epoch"] = 2
     with pytest.raises(ConfigError, match="zca"):
         create_method("mtt", **hp).setup(other, 1, torch.Generator(), torch.device("cpu"))
+
+
+def test_artefact_records_expert_recipe_and_evaluation_warns_on_other_network(
+    digits, expert_buffer
+):
+    import dataclasses
+    import warnings
+
+    from datadistill.evaluation.evaluate import _warn_if_lr_learned_elsewhere
+
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
+    d = dd.distill(digits, "mtt", ipc=1, seed=0, iterations=1, device="cpu", **hp)
+    recipe = d.manifest["expert_recipe"]
+    assert (recipe["arch"], recipe["width"]) == ("convnet", 16)
+    with pytest.warns(UserWarning, match="learned for the experts' convnet"):
+        _warn_if_lr_learned_elsewhere(d, ["convnet"])  # evaluation's width 128
+    same = dataclasses.replace(
+        d, manifest={**d.manifest, "expert_recipe": {**recipe, "width": 128}}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_lr_learned_elsewhere(same, ["convnet"])

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,27 @@ def _random_acc(train: Callable[..., float], real: RealData, ipc: int, seed: int
     return train(x, y, seed=seed)
 
 
+def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) -> None:
+    """A learned lr belongs to the network its experts had: say so when evaluation trains
+    another one (e.g. width-32 CPU experts, width-128 evaluation)."""
+    recipe = distilled.manifest.get("expert_recipe")
+    if not recipe:
+        return
+    info = distilled.info
+    kw = dict(channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
+    extra = {"width": recipe["width"]} if MODELS.canonical(recipe["arch"]) == "convnet" else {}
+    shapes = [p.shape for p in create_model(recipe["arch"], **kw, **extra).parameters()]  # type: ignore[arg-type]
+    for arch in archs:
+        if [p.shape for p in create_model(arch, **kw).parameters()] != shapes:  # type: ignore[arg-type]
+            warnings.warn(
+                f"The learned lr {distilled.lr:.4g} was learned for the experts' {recipe['arch']} "
+                f"(width {recipe['width']}), but {arch} is evaluated with its defaults; pass "
+                "lr-free protocols (e.g. dc) or experts of the evaluated network for a "
+                "faithful comparison.",
+                stacklevel=3,
+            )
+
+
 def random_subset(real: RealData, ipc: int, seed: int) -> tuple[Tensor, Tensor]:
     """``ipc`` random training images per class, ``((K*ipc, C, H, W), (K*ipc,))``."""
     g = torch.Generator().manual_seed(seed + RANDOM_SUBSET_SEED_OFFSET)
@@ -221,6 +243,8 @@ def evaluate(
     f_epochs = full_epochs if full_epochs is not None else proto.full_epochs
     ipc = distilled.ipc
     lr = distilled.lr if (proto.learned_lr and distilled.lr is not None) else None
+    if lr is not None:
+        _warn_if_lr_learned_elsewhere(distilled, archs)
     cache = _cache_dir(cache_dir)
     fp = _fingerprint(real)
     say = progress or (lambda _msg: None)

@@ -90,6 +90,10 @@ class Method:
             raise RuntimeError("call setup() before synthetic()")
         return self.synset
 
+    def manifest_extra(self) -> dict[str, Any]:
+        """What the artefact's manifest records beyond the hyperparameters (after setup)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-for-bit; subclasses extend it."""
         return {"iteration": self.iteration, "synset": self.synthetic().state_dict()}

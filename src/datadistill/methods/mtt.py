@@ -144,6 +144,10 @@ class MTT(Method):
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
 
+    def manifest_extra(self) -> dict[str, Any]:
+        """The experts' recipe: the learned lr was learned for their network."""
+        return {"expert_recipe": dataclasses.asdict(self.buffer.recipe)}
+
     def _label_logits(self, images: Tensor) -> Tensor:
         """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``."""
         hp: MTTParams = self.hparams  # type: ignore[assignment]
