@@ -88,7 +88,13 @@ def machines(rows: list[dict]) -> list[str]:
         by.setdefault(r["machine"], []).append(f"{r['dataset']} {r['method']} {r['ipc']}")
     if len(by) == 1:
         return [f"- machine: {next(iter(by))}"]
-    return [f"- machine: {m} ({len(c)} cells: {', '.join(c)})" for m, c in by.items()]
+    most = max(by, key=lambda m: len(by[m]))
+    return [
+        f"- machine: {m} ({len(c)} cells: all others)"
+        if m == most
+        else f"- machine: {m} ({len(c)} cells: {', '.join(c)})"
+        for m, c in by.items()
+    ]
 
 
 def main() -> None:
