@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 import datadistill as dd
 from benchmarks._common import DATA, write
-from datadistill.augment import DSA, DSAConfig
 from datadistill.evaluation.train import one_family_per_batch
 from datadistill.functional import gradient_distance
 from datadistill.methods import create_method
@@ -38,7 +37,7 @@ def reference_outer_iteration(m, real: dd.RealData, gen: torch.Generator) -> Non
     """One outer iteration the reference way, on the method's own network and set."""
     hp = m.hparams
     net, k = m.net, real.info.num_classes
-    dsa = DSA(DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip))
+    dsa = m.dsa  # the method's own augmentation (None without --dsa, then unused)
     reset_parameters(net, gen)
     net_opt = torch.optim.SGD(net.parameters(), lr=hp.lr_net)
     params = list(net.parameters())

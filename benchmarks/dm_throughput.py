@@ -22,7 +22,6 @@ import torch
 
 import datadistill as dd
 from benchmarks._common import DATA, write
-from datadistill.augment import DSA, DSAConfig
 from datadistill.methods import create_method
 from datadistill.models import reset_parameters
 
@@ -31,7 +30,7 @@ def reference_step(m, real: dd.RealData, gen: torch.Generator) -> None:
     """One DM iteration the reference way, on the method's own network and set."""
     hp = m.hparams
     net, k = m.net, real.info.num_classes
-    dsa = DSA(DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip))
+    dsa = m.dsa  # the method's own augmentation (the paper's DSA settings)
     reset_parameters(net, gen)
     syn_all = m.synthetic().class_images()
     loss = torch.zeros((), device=syn_all.device)

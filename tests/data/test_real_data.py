@@ -78,6 +78,18 @@ def test_sample_per_class_is_not_capped_by_the_smallest_class(real):
     # the small class's two images fill its slots alternately (3 times each)
     rows = _rows_of(small, out[2])
     assert sorted(rows.count(r) for r in set(rows)) == [3, 3]
+    keep[real.class_indices()[2]] = False  # class 2 now has no training images
+    empty = RealData(
+        real.info,
+        real.train_x[keep],
+        real.train_y[keep],
+        real.val_x,
+        real.val_y,
+        real.test_x,
+        real.test_y,
+    )
+    with pytest.raises(DataError, match="Class 2 has no training images"):
+        empty.sample_per_class(6, torch.Generator())
 
 
 def test_class_indices_and_counts(real):

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from datadistill.data.info import DatasetInfo
 from datadistill.data.zca import ZCA
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -122,11 +122,17 @@ class RealData:
         m = min(n, length)
         keys = torch.rand(k, length, generator=generator, device=generator.device).cpu()
         keys.masked_fill_(torch.arange(length) >= counts[:, None], 2.0)  # padding sorts last
+        if m > 0 and int(counts.min()) == 0:
+            empty = int((counts == 0).nonzero()[0])
+            raise DataError(
+                f"Class {empty} has no training images to sample from; every class needs "
+                "at least one."
+            )
         if m <= int(counts.min()):  # every class has m images: a partial sort suffices
             pos = keys.topk(m, dim=1, largest=False).indices  # (K, m), random order per row
         else:
             order = keys.argsort(dim=1)  # (K, L): each class's positions, shuffled, first
-            pos = order.gather(1, torch.arange(m)[None, :] % counts.clamp(min=1)[:, None])
+            pos = order.gather(1, torch.arange(m)[None, :] % counts[:, None])
         idx = padded.gather(1, pos).reshape(-1).to(self.device)  # (K*m,)
         return self.train_x[idx].reshape(k, m, *self.train_x.shape[1:])
 

@@ -28,7 +28,7 @@ from datadistill.data import DatasetInfo, RealData
 from datadistill.errors import ConfigError
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, train_network
-from datadistill.models import MODELS, create_model
+from datadistill.models import MODELS, create_model, create_model_for
 
 # Seeds of the random real subsets differ from the network seeds by this offset.
 RANDOM_SUBSET_SEED_OFFSET = 1_000_003
@@ -138,11 +138,13 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
     if not recipe:
         return
     info = distilled.info
-    kw = dict(channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
-    extra = {"width": recipe["width"]} if MODELS.canonical(recipe["arch"]) == "convnet" else {}
-    shapes = [p.shape for p in create_model(recipe["arch"], **kw, **extra).parameters()]  # type: ignore[arg-type]
+    experts_net = create_model_for(recipe["arch"], info, recipe["width"])  # as the buffer does
+    shapes = [p.shape for p in experts_net.parameters()]
     for arch in archs:
-        if [p.shape for p in create_model(arch, **kw).parameters()] != shapes:  # type: ignore[arg-type]
+        net = create_model(  # as train_and_test builds it
+            arch, channels=info.channels, num_classes=info.num_classes, image_size=info.image_size
+        )
+        if [p.shape for p in net.parameters()] != shapes:
             warnings.warn(
                 f"The learned lr {distilled.lr:.4g} was learned for the experts' {recipe['arch']} "
                 f"(width {recipe['width']}), but {arch} is evaluated with its defaults; pass "

@@ -129,7 +129,8 @@ class MTT(Method):
             base = PixelSet.from_real(self._correctly_classified(real, ipc))
         else:
             base = init_synset(real, ipc, hp.init, generator)
-        soft = self._initial_soft_labels(base.images) if hp.soft_labels else None
+        # DATM: the labels start as the label expert's logits on the initial images
+        soft = self._label_logits(base.images) if hp.soft_labels else None
         self.synset = PixelSet(base.images, real.info.num_classes, soft, lr=hp.lr_teacher)
         self.synset = self.synset.to(device)
         s = self.synset
@@ -177,10 +178,6 @@ class MTT(Method):
             wrong = wrong[logits[wrong, c].argsort(descending=True)]  # most confident first
             per_class.append(cand[torch.cat([right, wrong])[:ipc]])
         return torch.stack(per_class)
-
-    def _initial_soft_labels(self, images: Tensor) -> Tensor:
-        """DATM: the label expert's logits on the initial images."""
-        return self._label_logits(images)
 
     def _max_start(self) -> int:
         hp: MTTParams = self.hparams  # type: ignore[assignment]
