@@ -1,0 +1,24 @@
+"""`make demo`'s entry point, shrunk to a few steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from datadistill import demo
+
+
+def test_demo_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    demo.main(["--iterations", "2", "--seeds", "1", "--ipc", "1", "--full-epochs", "1"])
+    out = capsys.readouterr().out
+    assert "protocol fast: 100 epochs, 1 seeds" in out
+    row = next(line for line in out.splitlines() if line.startswith("│ dm "))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[:2] == ["dm", "1"]
+    assert all("±" in c for c in cells[2:5])  # distilled, random subset, full data
+
+
+def test_demo_rejects_an_unknown_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--protocol", "dcc"])
+    assert exc.value.code == 2
+    assert "dc" in capsys.readouterr().err
