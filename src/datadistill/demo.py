@@ -21,11 +21,11 @@ from rich.table import Table
 import datadistill as dd
 from datadistill.evaluation import get_protocol
 
-DEMO_ITERATIONS = 200  # DM steps per IPC
+DEMO_ITERATIONS = 150  # DM steps per IPC
 DEMO_SEEDS = 3  # fresh evaluation networks per number
 DEMO_BATCH_REAL = 32  # real images per class per DM step (digits has about 130 per class)
 DEMO_PROTOCOL = "fast"  # dc's optimiser for 100 epochs: training is most of the demo's time
-FULL_EPOCHS = 60  # the full-data reference: 60 epochs (360 SGD steps), one seed
+FULL_EPOCHS = 50  # the full-data reference: 50 epochs (300 SGD steps), one seed
 
 
 def main(argv: list[str] | None = None) -> None:
