@@ -5,7 +5,8 @@ figures). Every accuracy is the test accuracy of fresh ConvNets, mean ± std ove
 beside a random real subset of the same size trained under the same protocol and the
 full training split trained with the same optimiser. The default protocol is `fast`
 (the `dc` protocol's SGD for 100 epochs instead of 300) so that the demo fits its time
-budget on 2 cores; `--protocol dc` gives the papers' 300 epochs (about 1.5 minutes more).
+budget on 2 cores; `--protocol dc` gives the papers' 300 epochs
+(about a minute more on 2 cores, from the per-step times in BENCHMARKS.md).
 """
 
 from __future__ import annotations
