@@ -57,18 +57,16 @@ def test_sample_per_class_shape_membership_determinism(real):
     assert real.sample_per_class(100, torch.Generator()).shape == (10, 9, 1, 28, 28)
 
 
+def _keep_train(real: RealData, keep: torch.Tensor) -> RealData:
+    """``real`` with only the training images where ``keep`` is true."""
+    x, y = real.train_x[keep], real.train_y[keep]
+    return RealData(real.info, x, y, real.val_x, real.val_y, real.test_x, real.test_y, real.zca)
+
+
 def test_sample_per_class_is_not_capped_by_the_smallest_class(real):
     keep = torch.ones(len(real.train_y), dtype=torch.bool)
     keep[real.class_indices()[2][2:]] = False  # class 2 keeps 2 of its 9 images
-    small = RealData(
-        real.info,
-        real.train_x[keep],
-        real.train_y[keep],
-        real.val_x,
-        real.val_y,
-        real.test_x,
-        real.test_y,
-    )
+    small = _keep_train(real, keep)
     out = small.sample_per_class(6, torch.Generator().manual_seed(0))
     assert out.shape == (10, 6, 1, 28, 28)  # not (10, 2, ...)
     for c in range(10):
@@ -79,15 +77,7 @@ def test_sample_per_class_is_not_capped_by_the_smallest_class(real):
     rows = _rows_of(small, out[2])
     assert sorted(rows.count(r) for r in set(rows)) == [3, 3]
     keep[real.class_indices()[2]] = False  # class 2 now has no training images
-    empty = RealData(
-        real.info,
-        real.train_x[keep],
-        real.train_y[keep],
-        real.val_x,
-        real.val_y,
-        real.test_x,
-        real.test_y,
-    )
+    empty = _keep_train(real, keep)
     with pytest.raises(DataError, match="Class 2 has no training images"):
         empty.sample_per_class(6, torch.Generator())
 
