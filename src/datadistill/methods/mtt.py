@@ -125,6 +125,9 @@ class MTT(Method):
             p.requires_grad_(False)
         self.net.train()
         self.layout = FlatParams.of(self.net)
+        if hp.soft_labels:  # DATM's label expert: expert 0 at label_epoch, read once
+            epoch = self.buffer.epochs if hp.label_epoch < 0 else hp.label_epoch
+            self.label_theta = self.buffer.epoch(0, epoch).to(device)
         if hp.soft_labels and hp.init == "real":
             base = PixelSet.from_real(self._correctly_classified(real, ipc))
         else:
@@ -151,13 +154,10 @@ class MTT(Method):
 
     def _label_logits(self, images: Tensor) -> Tensor:
         """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``."""
-        hp: MTTParams = self.hparams  # type: ignore[assignment]
-        epoch = self.buffer.epochs if hp.label_epoch < 0 else hp.label_epoch
-        theta = self.buffer.epoch(0, epoch).to(self.device)
         with torch.no_grad():
             self.net.eval()
             logits = functional_call(
-                self.net, self.layout.unflatten(theta), (images.to(self.device),)
+                self.net, self.layout.unflatten(self.label_theta), (images.to(self.device),)
             )
             self.net.train()
         return logits.cpu()
@@ -169,8 +169,8 @@ class MTT(Method):
         confident remaining candidates fill the gap."""
         check_ipc(real, ipc)
         per_class = []
-        for c in range(real.info.num_classes):
-            n = min(len(real.class_indices("train")[c]), max(8 * ipc, 64))
+        for c, count in enumerate(real.class_counts()):
+            n = min(count, max(8 * ipc, 64))
             cand = real.sample(c, n, self.generator).cpu()
             logits = self._label_logits(cand)
             correct = logits.argmax(1) == c
