@@ -8,6 +8,8 @@ import os
 import platform
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +59,23 @@ def command() -> str:
         else ["python", script.name]
     )
     return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])
+
+
+def time_interleaved(
+    fns: list[Callable[[], object]], iterations: int, device: torch.device | None = None
+) -> list[list[float]]:
+    """Seconds of each of ``fns`` per round, run in turn within each of ``iterations``
+    rounds: interleaved, so that all see the same machine state (a shared 2-core machine's
+    speed drifts by tens of percent over minutes). CUDA work is synchronised."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(iterations):
+        for fn, out in zip(fns, times, strict=True):
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            out.append(time.perf_counter() - t0)
+    return times

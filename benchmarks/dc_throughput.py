@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import datadistill as dd
-from benchmarks._common import DATA, write
+from benchmarks._common import DATA, time_interleaved, write
 from datadistill.evaluation.train import one_family_per_batch
 from datadistill.functional import gradient_distance
 from datadistill.methods import create_method
@@ -97,16 +97,10 @@ def main() -> None:
     t0 = time.perf_counter()
     m.step()  # warm-up: compilation happens here
     warmup = time.perf_counter() - t0
-    # Interleaved, so that both see the same machine state (a shared 2-core machine's
-    # speed drifts by tens of percent over minutes); medians of the timed iterations.
-    ours_t, loop_t = [], []
-    for _ in range(args.iterations):
-        t0 = time.perf_counter()
-        m.step()
-        ours_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        reference_outer_iteration(m, real, gen)
-        loop_t.append(time.perf_counter() - t0)
+    # interleaved iteration by iteration; medians of the timed iterations
+    ours_t, loop_t = time_interleaved(
+        [m.step, lambda: reference_outer_iteration(m, real, gen)], args.iterations
+    )
     ours, loop = statistics.median(ours_t), statistics.median(loop_t)
     print(f"ours {ours:.2f} s per outer iteration (warm-up {warmup:.1f} s): {ours_t}")
     print(f"loop {loop:.2f} s per outer iteration: {loop_t}; speed-up {loop / ours:.2f}x")

@@ -21,7 +21,7 @@ import time
 import torch
 
 import datadistill as dd
-from benchmarks._common import DATA, write
+from benchmarks._common import DATA, time_interleaved, write
 from datadistill.methods import create_method
 from datadistill.models import reset_parameters
 
@@ -66,20 +66,8 @@ def main() -> None:
         m.step()
     warmup = time.perf_counter() - t0
 
-    def timed(fn) -> float:  # type: ignore[no-untyped-def]
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    ours_t, ref_t = [], []
-    for _ in range(args.iterations):
-        ours_t.append(timed(m.step))
-        if with_ref:
-            ref_t.append(timed(lambda: reference_step(m, real, gen)))
+    fns = [m.step, *([lambda: reference_step(m, real, gen)] if with_ref else [])]
+    ours_t, *rest = time_interleaved(fns, args.iterations, dev)
     s = statistics.median(ours_t)
     out: dict[str, object] = {
         "s_per_iteration": s,
@@ -88,6 +76,7 @@ def main() -> None:
         "ours_s_each": ours_t,
     }
     if with_ref:
+        ref_t = rest[0]
         ref = statistics.median(ref_t)
         out |= {"reference_s_per_iteration": ref, "speedup": ref / s, "reference_s_each": ref_t}
         print(f"reference-style step {ref:.3f} s: speed-up {ref / s:.2f}x")
