@@ -50,7 +50,7 @@ def main() -> None:
     grid = [parse_value(v) for v in values.split(",") if v]
     if not name or not grid:
         ap.error("--grid needs NAME=V1,V2,...")
-    fixed: dict[str, object] = cpu_defaults(args.method, args.ipc)
+    fixed: dict[str, object] = cpu_defaults(args.method, args.ipc, args.dataset)
     for item in args.set:
         k, _, v = item.partition("=")
         fixed[k] = parse_value(v)

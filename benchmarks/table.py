@@ -46,9 +46,22 @@ CPU_DEFAULTS_BY_IPC: dict[tuple[str, int], dict[str, object]] = {
 }
 
 
-def cpu_defaults(method: str, ipc: int) -> dict[str, object]:
-    """The table's CPU hyperparameters for ``method`` at ``ipc`` (beyond the paper's)."""
-    return {**CPU_DEFAULTS.get(method, {}), **CPU_DEFAULTS_BY_IPC.get((method, ipc), {})}
+# Per-dataset overrides, as the papers tune per dataset, also chosen on the validation split.
+# Fashion-MNIST MTT IPC 1 keeps hard labels: after 240 s (AMD machine, lr_img 300) soft
+# labels off / on -> 73.71 / 72.77% (MNIST: 84.27 / 84.67%, so MNIST keeps them).
+CPU_DEFAULTS_BY_DATASET: dict[tuple[str, str, int], dict[str, object]] = {
+    ("fashion-mnist", "mtt", 1): {"soft_labels": False},
+}
+
+
+def cpu_defaults(method: str, ipc: int, dataset: str | None = None) -> dict[str, object]:
+    """The table's CPU hyperparameters for ``method`` at ``ipc`` (beyond the paper's), with
+    ``dataset``'s own overrides when given."""
+    return {
+        **CPU_DEFAULTS.get(method, {}),
+        **CPU_DEFAULTS_BY_IPC.get((method, ipc), {}),
+        **CPU_DEFAULTS_BY_DATASET.get((dataset or "", method, ipc), {}),
+    }
 
 
 def run_cell(
@@ -59,7 +72,7 @@ def run_cell(
         print(f"skip {name} (exists)")
         return
     needs_steps = dd.METHODS.get(method).needs_steps
-    hparams = {**cpu_defaults(method, ipc), **hparams}
+    hparams = {**cpu_defaults(method, ipc, real.info.name), **hparams}
     expert_s = None
     if method == "mtt":
         hparams.setdefault("buffer", buffer_dir(real.info.name))

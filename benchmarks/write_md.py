@@ -28,11 +28,11 @@ PUBLISHED: dict[tuple[str, str], dict[int, float]] = {
 METHOD_ORDER = ["random", "herding", "kcenter", "dm", "dc", "dsa", "mtt"]
 
 
-def table_value(method: str, ipc: int, param: str) -> object:
-    """The value of ``param`` the table's cells use for ``method`` at ``ipc``."""
+def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
+    """The value of ``param`` the table's cells use for ``method`` at ``ipc`` on ``dataset``."""
     from benchmarks.table import cpu_defaults
 
-    defaults = cpu_defaults(method, ipc)
+    defaults = cpu_defaults(method, ipc, dataset)
     if param in defaults:
         return defaults[param]
     return getattr(dd.METHODS.get(method).hparams_class(), param, None)
@@ -253,7 +253,7 @@ def main() -> None:
             if where == "demo":
                 used = demo_value(sw["method"], sw["ipc"], sw["param"])
             else:
-                used = table_value(sw["method"], sw["ipc"], sw["param"])
+                used = table_value(sw["dataset"], sw["method"], sw["ipc"], sw["param"])
             for r in sw["rows"]:
                 tags = [
                     t
