@@ -57,13 +57,13 @@ CPU_DEFAULTS_BY_DATASET: dict[tuple[str, str, int], dict[str, object]] = {
 }
 
 
-def cpu_defaults(method: str, ipc: int, dataset: str | None = None) -> dict[str, object]:
-    """The table's CPU hyperparameters for ``method`` at ``ipc`` (beyond the paper's), with
-    ``dataset``'s own overrides when given."""
+def cpu_defaults(method: str, ipc: int, dataset: str) -> dict[str, object]:
+    """The table's CPU hyperparameters for ``method`` at ``ipc`` on ``dataset`` (beyond the
+    paper's)."""
     return {
         **CPU_DEFAULTS.get(method, {}),
         **CPU_DEFAULTS_BY_IPC.get((method, ipc), {}),
-        **CPU_DEFAULTS_BY_DATASET.get((dataset or "", method, ipc), {}),
+        **CPU_DEFAULTS_BY_DATASET.get((dataset, method, ipc), {}),
     }
 
 
