@@ -6,6 +6,8 @@ the table reports in its own column (paid once, reused by every IPC). Usage:
 
     .venv/bin/python -m benchmarks.experts --datasets mnist fashion-mnist \
         --num 4 --epochs 8 --width 32
+
+``--tag gpu`` keeps a second buffer (and record) beside the CPU one, for the GPU cells.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from benchmarks._common import DATA, RESULTS, WORK, write
 from datadistill.experts import ExpertRecipe, train_experts
 
 
-def buffer_dir(dataset: str) -> str:
-    return str(WORK / "experts" / dataset)
+def _suffix(tag: str) -> str:
+    return f"-{tag}" if tag else ""
 
 
-def expert_seconds(dataset: str) -> float | None:
-    path = RESULTS / f"{dataset}-experts.json"
+def buffer_dir(dataset: str, tag: str = "") -> str:
+    return str(WORK / "experts" / f"{dataset}{_suffix(tag)}")
+
+
+def expert_seconds(dataset: str, tag: str = "") -> float | None:
+    path = RESULTS / f"{dataset}-experts{_suffix(tag)}.json"
     if not path.exists():
         return None
     return float(json.loads(path.read_text())["seconds"])
@@ -38,22 +44,29 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=1, help="experts trained in parallel")
+    ap.add_argument("--tag", default="", help="suffix of the buffer and record, e.g. gpu")
     args = ap.parse_args()
     recipe = ExpertRecipe(width=args.width, epochs=args.epochs, lr=args.lr)
     for name in args.datasets:
         real = dd.load_dataset(name, root=DATA)
         t0 = time.perf_counter()
-        buf = train_experts(real, buffer_dir(name), args.num, recipe, seed=args.seed)
+        out = buffer_dir(name, args.tag)
+        buf = train_experts(
+            real, out, args.num, recipe, seed=args.seed, workers=args.workers, device=args.device
+        )
         seconds = time.perf_counter() - t0
         write(
-            f"{name}-experts.json",
+            f"{name}-experts{_suffix(args.tag)}.json",
             {
                 "dataset": name,
                 "num_experts": args.num,
                 "recipe": recipe.to_dict(),
                 "seconds": seconds,
                 "final_val_accs": buf.val_accs(),
-                "buffer": buffer_dir(name),
+                "buffer": out,
+                "device": args.device,
             },
         )
         print(f"{name}: {args.num} experts in {seconds:.0f} s")

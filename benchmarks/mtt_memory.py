@@ -5,7 +5,7 @@ step, DSA off (so both runs see identical inputs), at syn_steps 10 / 20 / 40 / 8
 measurement runs in its own process so that peak RSS (CPU) or the allocator peak (CUDA)
 covers that measurement only; the figure is the peak minus the process's memory just
 before the unroll (data, network, expert parameters). Writes
-benchmarks/results/mtt-memory.json as a list of
+benchmarks/results/mtt-memory.json (mtt-memory-gpu.json on a GPU) as a list of
 ``{"syn_steps", "full_unroll_peak_bytes", "constant_peak_bytes"}``. Usage:
 
     .venv/bin/python -m benchmarks.mtt_memory [--steps 10 20 40 80] [--device auto]
@@ -70,7 +70,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args.device)))
         return
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    from datadistill._device import resolve_device
+
+    dev = resolve_device(args.device)
+    total = (
+        torch.cuda.get_device_properties(dev).total_memory
+        if dev.type == "cuda"
+        else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    )
     rows = []
     per_step: float | None = None
     for steps in sorted(args.steps):
@@ -96,10 +103,11 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     # the result file is the plain list of rows; its command, machine and date go beside it
-    path = RESULTS / "mtt-memory.json"
+    stem = "mtt-memory" if dev.type == "cpu" else "mtt-memory-gpu"
+    path = RESULTS / f"{stem}.json"
     path.write_text(json.dumps(rows, indent=2) + "\n")
     write(
-        "mtt-memory.meta.json",
+        f"{stem}.meta.json",
         {
             "settings": "MNIST-shaped inputs, ConvNet-3 w128 instancenorm, IPC 10 (100 images "
             "per student step), one MTT gradient",

@@ -108,8 +108,85 @@ def machines(rows: list[dict]) -> list[str]:
     ]
 
 
+def gib(v: Any) -> str:
+    return f"{v / 2**30:.2f}" if v else "-"
+
+
+def mtt_memory_section(stem: str) -> list[str]:
+    """The MTT memory table of ``<stem>.json`` (CPU: process RSS; GPU: allocator peak)."""
+    mm = RESULTS / f"{stem}.json"
+    if not mm.exists():
+        return []
+    mem = json.loads(mm.read_text())
+    meta_path = RESULTS / f"{stem}.meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    gpu = stem.endswith("-gpu")
+    lines = [
+        "## MTT: peak memory of one gradient, full unroll against constant memory"
+        + (" (GPU)" if gpu else ""),
+        "",
+        f"{meta.get('settings', '')}; peak "
+        + ("allocated GPU memory" if gpu else "process memory")
+        + " above the state before the",
+        "unroll, each figure from its own process. Both give the same gradient (tested to",
+        "1e-9 in float64). A full unroll projected above 80% of this machine's memory is",
+        "not run.",
+        "",
+        "| syn_steps | full unroll GiB | constant memory GiB | full s | constant s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in mem:
+        fs = r.get("full_unroll_seconds")
+        lines.append(
+            f"| {r['syn_steps']} | {gib(r.get('full_unroll_peak_bytes'))} "
+            f"{'(' + r['full_unroll_note'] + ')' if r.get('full_unroll_note') else ''} | "
+            f"{gib(r['constant_peak_bytes'])} | {f'{fs:.1f}' if fs else '-'} | "
+            f"{r['constant_seconds']:.1f} |"
+        )
+    return lines + [
+        "",
+        f"- command: `{meta.get('command', '-')}`",
+        f"- machine: {meta.get('machine', '-')}",
+        f"- date: {meta.get('date', '-')}",
+        "",
+    ]
+
+
+def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Cells run with ``--tag`` (e.g. the papers' recipes on a GPU), in their own table:
+    their protocol, iterations and hyperparameters differ from the CPU table's."""
+    out: list[str] = []
+    for tag in sorted({r["tag"] for r in rows}):
+        sel = [r for r in rows if r["tag"] == tag]
+        out += [
+            f"## Tagged runs: {tag}",
+            "",
+            "Each row names its protocol and hyperparameter defaults (`paper`: the paper's",
+            "own, no CPU defaults); seeds and the random subset as in the main table.",
+            "",
+            "| dataset | IPC | method | defaults | protocol | ours (test %) | random subset | "
+            "full data | published | iterations | distill s | peak MiB | machine |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in sorted(sel, key=lambda r: (r["dataset"], r["ipc"], r["method"])):
+            res = r["results"]
+            pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
+            out.append(
+                f"| {r['dataset']} | {r['ipc']} | {r['method']} | {r.get('defaults', '-')} | "
+                f"{r['protocol']} | **{pct(res.get('distilled'))}** | {pct(res.get('random'))} "
+                f"| {pct(res.get('full'))} ({r.get('full_reference', '-')}) | "
+                f"{pub if pub is not None else '-'} | {r.get('iterations', '-')} | "
+                f"{r['distill_seconds']:.0f} | {r['peak_memory_bytes'] / 2**20:.0f} | "
+                f"{r['machine']} |"
+            )
+        out += ["", *[f"- `{r['command']}` ({r['date']})" for r in sel], ""]
+    return out
+
+
 def main() -> None:
-    rows = load()
+    every = load()
+    rows = [r for r in every if not r.get("tag")]
+    tagged = [r for r in every if r.get("tag")]
     lines = [
         "# Benchmarks",
         "",
@@ -145,6 +222,14 @@ def main() -> None:
             f"- date: {t['date']}",
             "",
         ]
+    gp = RESULTS / "dm-throughput-gpu.json"
+    if gp.exists():
+        t = json.loads(gp.read_text())
+        lines += [
+            f"On a GPU ({t['machine']}, {t['date']}): **{t['s_per_iteration'] * 1000:.1f} ms** "
+            f"per iteration, same settings (`{t['command']}`).",
+            "",
+        ]
     dct = RESULTS / "dc-throughput.json"
     if dct.exists():
         lines += ["## DC / DSA outer iteration: ours against a reference-style per-class loop", ""]
@@ -172,41 +257,8 @@ def main() -> None:
         for t in runs:
             lines.append(f"- `{t['command']}` ({t['machine']}, {t['date']})")
         lines += [""]
-    mm = RESULTS / "mtt-memory.json"
-    if mm.exists():
-        mem = json.loads(mm.read_text())
-        meta_path = RESULTS / "mtt-memory.meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-
-        def gib(v: Any) -> str:
-            return f"{v / 2**30:.2f}" if v else "-"
-
-        lines += [
-            "## MTT: peak memory of one gradient, full unroll against constant memory",
-            "",
-            f"{meta.get('settings', '')}; peak process memory above the state before the",
-            "unroll, each figure from its own process. Both give the same gradient (tested to",
-            "1e-9 in float64). A full unroll projected above 80% of this machine's memory is",
-            "not run.",
-            "",
-            "| syn_steps | full unroll GiB | constant memory GiB | full s | constant s |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for r in mem:
-            fs = r.get("full_unroll_seconds")
-            lines.append(
-                f"| {r['syn_steps']} | {gib(r.get('full_unroll_peak_bytes'))} "
-                f"{'(' + r['full_unroll_note'] + ')' if r.get('full_unroll_note') else ''} | "
-                f"{gib(r['constant_peak_bytes'])} | {f'{fs:.1f}' if fs else '-'} | "
-                f"{r['constant_seconds']:.1f} |"
-            )
-        lines += [
-            "",
-            f"- command: `{meta.get('command', '-')}`",
-            f"- machine: {meta.get('machine', '-')}",
-            f"- date: {meta.get('date', '-')}",
-            "",
-        ]
+    for stem in ("mtt-memory", "mtt-memory-gpu"):
+        lines += mtt_memory_section(stem)
     if rows:
         first = rows[0]
         lines += [
@@ -229,6 +281,7 @@ def main() -> None:
             f"- dates: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
             "",
         ]
+    lines += tagged_section(tagged)
     sweeps = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("sweep-*.json"))]
     if sweeps:
         lines += [
