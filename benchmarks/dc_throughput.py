@@ -13,7 +13,10 @@ matches), 256 real images per class, ConvNet-3, the per-channel cosine distance.
 Writes benchmarks/results/dc-throughput.json (``ours_s_per_outer``, ``loop_s_per_outer``).
 Usage:
 
-    .venv/bin/python -m benchmarks.dc_throughput [--width 128] [--iterations 3] [--dsa]
+    .venv/bin/python -m benchmarks.dc_throughput [--width 128] [--iterations 3] [--dsa] \
+        [--device cuda]
+
+On a GPU the figures go to dc-throughput-gpu.json instead.
 """
 
 from __future__ import annotations
@@ -36,22 +39,23 @@ from datadistill.models import reset_parameters
 def reference_outer_iteration(m, real: dd.RealData, gen: torch.Generator) -> None:
     """One outer iteration the reference way, on the method's own network and set."""
     hp = m.hparams
+    dev = m.device
     net, k = m.net, real.info.num_classes
     dsa = m.dsa  # the method's own augmentation (None without --dsa, then unused)
     reset_parameters(net, gen)
     net_opt = torch.optim.SGD(net.parameters(), lr=hp.lr_net)
     params = list(net.parameters())
     for ol in range(m.outer_loop):
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=dev)
         syn_all = m.synthetic().class_images()
         for c in range(k):
             x_real = real.sample(c, hp.batch_real, gen)
             x_syn = syn_all[c]
             if hp.dsa:
-                p = dsa.sample(1, gen, torch.device("cpu"))
+                p = dsa.sample(1, gen, dev)
                 x_real, x_syn = dsa(x_real[None], p)[0], dsa(x_syn[None], p)[0]
-            y_real = torch.full((x_real.shape[0],), c)
-            y_syn = torch.full((x_syn.shape[0],), c)
+            y_real = torch.full((x_real.shape[0],), c, device=dev)
+            y_syn = torch.full((x_syn.shape[0],), c, device=dev)
             g_real = torch.autograd.grad(F.cross_entropy(net(x_real), y_real), params)
             g_real = [g.detach() for g in g_real]
             g_syn = torch.autograd.grad(
@@ -68,7 +72,7 @@ def reference_outer_iteration(m, real: dd.RealData, gen: torch.Generator) -> Non
         images, labels, _ = m.synthetic().materialize()
         images = images.detach()
         for _ in range(m.inner_loop):
-            order = torch.randperm(images.shape[0], generator=gen)
+            order = torch.randperm(images.shape[0], generator=gen).to(dev)
             for s in range(0, images.shape[0], hp.batch_train):
                 idx = order[s : s + hp.batch_train]
                 x = images[idx]
@@ -86,26 +90,29 @@ def main() -> None:
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--dsa", action="store_true")
-    ap.add_argument("--out", default="dc-throughput.json")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="result file (default by device)")
     args = ap.parse_args()
-    real = dd.load_dataset("mnist", root=DATA)
+    dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
+    real = dd.load_dataset("mnist", root=DATA).to(dev)
     name = "dsa" if args.dsa else "dc"
     m = create_method(name, width=args.width)
     gen = torch.Generator().manual_seed(0)
     # Both sides run in this process, so both get the library's CPU allocator setting.
-    m.setup(real, args.ipc, gen, dd._device.prepare_device(torch.device("cpu")))
+    m.setup(real, args.ipc, gen, dev)
     t0 = time.perf_counter()
     m.step()  # warm-up: compilation happens here
     warmup = time.perf_counter() - t0
     # interleaved iteration by iteration; medians of the timed iterations
     ours_t, loop_t = time_interleaved(
-        [m.step, lambda: reference_outer_iteration(m, real, gen)], args.iterations
+        [m.step, lambda: reference_outer_iteration(m, real, gen)], args.iterations, dev
     )
     ours, loop = statistics.median(ours_t), statistics.median(loop_t)
     print(f"ours {ours:.2f} s per outer iteration (warm-up {warmup:.1f} s): {ours_t}")
     print(f"loop {loop:.2f} s per outer iteration: {loop_t}; speed-up {loop / ours:.2f}x")
+    out = args.out or ("dc-throughput.json" if dev.type == "cpu" else "dc-throughput-gpu.json")
     write(
-        args.out,
+        out,
         {
             "ours_s_per_outer": ours,
             "loop_s_per_outer": loop,
@@ -118,7 +125,7 @@ def main() -> None:
             "settings": (
                 f"{name}, MNIST IPC {args.ipc}, (outer, inner) = ({m.outer_loop}, "
                 f"{m.inner_loop}), batch_real 256 per class, ConvNet-3 w{args.width} "
-                "instancenorm, distance ours, CPU"
+                f"instancenorm, distance ours, {dev.type.upper()}"
             ),
         },
     )

@@ -30,7 +30,7 @@ def test_plan_skips_parts_that_do_not_fit_and_caps_the_rest():
     ps = gpu_checks.parts(4, 25, 20000)
     planned = gpu_checks.plan(ps, 500.0)
     assert sum(s for _, s in planned) <= 500.0
-    assert [p.name for p, _ in planned][:2] == ["memory", "dm-mnist"]  # asked-for checks first
+    assert [p.name for p, _ in planned][:2] == ["memory", "dc-step"]  # asked-for checks first
     for p, s in planned:
         assert p.minimum <= s <= p.cap
     assert gpu_checks.plan(ps, 10.0) == []
