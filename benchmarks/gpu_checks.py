@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -61,6 +62,7 @@ MTT_RECIPE = {
     10: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "lr_lr": 1e-5},
 }
 MTT_COMMON = {"lr_img": 100.0, "lr_teacher": 0.01}
+EXPERTS, EXPERT_EPOCHS, DM_ITERATIONS = 4, 25, 20000  # the defaults of --experts etc.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +108,9 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
             "experts",
             ("experts", "--datasets", "fashion-mnist", "--device", "cuda", "--tag", "gpu")
             + ("--num", str(experts), "--epochs", str(expert_epochs), "--width", "128")
-            + ("--workers", str(min(experts, 4))),
+            # one process: the multi-process path ships the dataset through shared memory,
+            # whose size on the device machine is unknown, and one GPU gains little from it
+            + ("--workers", "1"),
             300,
             90,
             ("fashion-mnist-experts-gpu.json",),
@@ -147,40 +151,69 @@ def command(part: Part, seconds: float) -> list[str]:
     return cmd
 
 
+def fit(part: Part, left: float) -> float | None:
+    """Seconds ``part`` may run with ``left`` seconds of the budget, or None to skip it."""
+    return None if left < part.minimum else min(part.cap, left)
+
+
 def plan(selected: list[Part], budget: float) -> list[tuple[Part, float]]:
-    """(part, seconds) for the parts that fit ``budget`` in order if each uses its whole cap;
-    the run itself re-plans as parts finish early."""
+    """(part, seconds) for the parts that fit ``budget`` in order if each uses its whole cap
+    (the worst case; the run itself re-fits each part to what is actually left)."""
     out, left = [], budget
     for p in selected:
-        if left < p.minimum:
-            continue
-        s = min(p.cap, left)
-        out.append((p, s))
-        left -= s
+        s = fit(p, left)
+        if s is not None:
+            out.append((p, s))
+            left -= s
     return out
 
 
-def pack(copy_to: Path | None, names: list[str], log: list[str]) -> None:
+def fresh_outputs(part: Part, since: float) -> list[Path]:
+    """The part's result files (and their .meta.json) written at or after ``since``
+    (a wall-clock time), so that a file left from an earlier run is never reported."""
+    paths = []
+    for name in part.outputs:
+        for path in (RESULTS / name, RESULTS / name.replace(".json", ".meta.json")):
+            if path.exists() and path.stat().st_mtime >= since:
+                paths.append(path)
+    return paths
+
+
+def run_part(cmd: list[str], seconds: float, log_path: Path) -> str:
+    """Run ``cmd`` in its own process group, output to ``log_path`` (and echoed at the end
+    if it failed); at the cap the whole group is killed, worker processes included."""
+    with open(log_path, "w") as f:
+        proc = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+        )
+        try:
+            rc = proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return "cut off at its cap"
+    return "exit 0" if rc == 0 else f"exit {rc}"
+
+
+def pack(copy_to: Path | None, files: list[Path], log: list[str]) -> None:
     if copy_to is None:
         return
     copy_to.mkdir(parents=True, exist_ok=True)
     with tarfile.open(copy_to / "gpu-results.tar", "w") as tar:
-        for name in names:
-            for path in (RESULTS / name, RESULTS / name.replace(".json", ".meta.json")):
-                if path.exists():
-                    tar.add(path, arcname=path.name)
+        for path in files:
+            tar.add(path, arcname=path.name)
     (copy_to / "gpu-checks.log").write_text("\n".join(log) + "\n")
 
 
 def main() -> None:
-    every = parts(4, 25, 20000)
+    every = parts(EXPERTS, EXPERT_EPOCHS, DM_ITERATIONS)
     names = [p.name for p in every]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for all parts together")
     ap.add_argument("--parts", nargs="+", default=names, help=f"some of: {' '.join(names)}")
-    ap.add_argument("--experts", type=int, default=4, help="Fashion-MNIST experts to train")
-    ap.add_argument("--expert-epochs", type=int, default=25)
-    ap.add_argument("--dm-iterations", type=int, default=20000)
+    ap.add_argument("--experts", type=int, default=EXPERTS, help="Fashion-MNIST experts to train")
+    ap.add_argument("--expert-epochs", type=int, default=EXPERT_EPOCHS)
+    ap.add_argument("--dm-iterations", type=int, default=DM_ITERATIONS)
     ap.add_argument("--copy-to", type=Path, default=None, help="folder for the packed results")
     ap.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = ap.parse_args()
@@ -201,27 +234,29 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         sys.exit("gpu_checks: no CUDA device here; run it on the device machine, or --dry-run.")
-    t_start, log, done = time.perf_counter(), [], []
+    logs = RESULTS.parent / "work" / "gpu-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    t_start, log, files = time.perf_counter(), [], []
     for p in chosen:
         left = args.budget - (time.perf_counter() - t_start)
-        if left < p.minimum:
+        seconds = fit(p, left)
+        if seconds is None:
             log.append(f"{p.name}: skipped, {left:.0f} s left < {p.minimum:.0f} s needed")
             print(log[-1], flush=True)
             continue
-        seconds = min(p.cap, left)
         cmd = command(p, seconds)
         print(f"== {p.name} (up to {seconds:.0f} s): {' '.join(cmd)}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            rc = subprocess.run(cmd, timeout=seconds, env=os.environ.copy()).returncode
-            status = "ok" if rc == 0 else f"exit {rc}"
-        except subprocess.TimeoutExpired:
-            status = "cut off at its cap"
+        t0, since = time.perf_counter(), time.time() - 1.0
+        part_log = logs / f"{p.name}.log"
+        status = run_part(cmd, seconds, part_log)
+        new = fresh_outputs(p, since)
+        if not new:
+            status += ", no result file"
+            print(part_log.read_text()[-3000:], flush=True)  # the end of its output
         log.append(f"{p.name}: {status} in {time.perf_counter() - t0:.0f} s")
         print(log[-1], flush=True)
-        done += list(p.outputs)
-        pack(args.copy_to, done, log)
-    pack(args.copy_to, done, log)
+        files += [*new, part_log]
+        pack(args.copy_to, files, log)
     print("\n".join(["== summary", *log]))
 
 

@@ -92,8 +92,9 @@ def main() -> None:
                 + ["--child", mode, str(steps)],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if out.returncode != 0:
+                sys.exit(f"mtt_memory: the {mode} run at syn_steps {steps} failed:\n{out.stderr}")
             res = json.loads(out.stdout.strip().splitlines()[-1])
             key = "full_unroll_peak_bytes" if mode == "full" else "constant_peak_bytes"
             row[key] = int(res["peak"])
@@ -102,7 +103,11 @@ def main() -> None:
                 per_step = res["peak"] / steps
         rows.append(row)
         print(row, flush=True)
-    # the result file is the plain list of rows; its command, machine and date go beside it
+        save(rows, dev, args.device)  # after every row, so a cut-off run keeps what it has
+
+
+def save(rows: list[dict[str, object]], dev: torch.device, device_arg: str) -> None:
+    """The result file is the plain list of rows; its command, machine and date go beside it."""
     stem = "mtt-memory" if dev.type == "cpu" else "mtt-memory-gpu"
     path = RESULTS / f"{stem}.json"
     path.write_text(json.dumps(rows, indent=2) + "\n")
@@ -111,7 +116,7 @@ def main() -> None:
         {
             "settings": "MNIST-shaped inputs, ConvNet-3 w128 instancenorm, IPC 10 (100 images "
             "per student step), one MTT gradient",
-            "device": args.device,
+            "device": device_arg,
         },
     )
     print(f"wrote {path}")

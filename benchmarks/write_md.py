@@ -225,9 +225,15 @@ def main() -> None:
     gp = RESULTS / "dm-throughput-gpu.json"
     if gp.exists():
         t = json.loads(gp.read_text())
+        ref = (
+            f"; the reference-style step {t['reference_s_per_iteration'] * 1000:.1f} ms, "
+            f"**{t['speedup']:.2f}x**"
+            if "reference_s_per_iteration" in t
+            else ""
+        )
         lines += [
             f"On a GPU ({t['machine']}, {t['date']}): **{t['s_per_iteration'] * 1000:.1f} ms** "
-            f"per iteration, same settings (`{t['command']}`).",
+            f"per iteration, same settings{ref} (`{t['command']}`).",
             "",
         ]
     dct = RESULTS / "dc-throughput.json"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 
 import pytest
 
@@ -10,39 +13,106 @@ from benchmarks import gpu_checks, write_md
 from benchmarks.table import cell_name
 
 
-def test_gpu_parts_are_unique_and_write_distinct_files():
-    ps = gpu_checks.parts(4, 25, 20000)
+def _values(args: tuple[str, ...], flag: str) -> list[str]:
+    """The values after ``flag`` in an argparse-style argument tuple."""
+    i = args.index(flag) + 1
+    out = []
+    while i < len(args) and not args[i].startswith("--"):
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def test_gpu_parts_run_on_cuda_and_write_only_gpu_files():
+    ps = gpu_checks.parts(gpu_checks.EXPERTS, gpu_checks.EXPERT_EPOCHS, 20000)
     names = [p.name for p in ps]
     assert len(set(names)) == len(names)
+    for p in ps:
+        assert _values(p.args, "--device") == ["cuda"], p.name
+        assert p.minimum <= p.cap
+        if p.args[0] == "table":  # the files the table will write, from its own arguments
+            (tag,) = _values(p.args, "--tag")
+            expected = {
+                cell_name(d, m, int(k), tag)
+                for d in _values(p.args, "--datasets")
+                for m in _values(p.args, "--methods")
+                for k in _values(p.args, "--ipcs")
+            }
+            assert set(p.outputs) == expected, p.name
+        if p.args[0] == "experts":
+            assert _values(p.args, "--tag") == ["gpu"]
     outputs = [o for p in ps for o in p.outputs]
     assert len(set(outputs)) == len(outputs)
-    assert all(o.endswith("-gpu.json") for o in outputs)  # never overwrite the CPU figures
-    assert all(p.minimum <= p.cap for p in ps)
+    assert all(o.endswith("-gpu.json") for o in outputs)  # never the CPU figures
 
 
 @pytest.mark.parametrize("ipc", [1, 10])
 def test_mtt_recipe_fits_the_gpu_expert_buffer(ipc):
     r = gpu_checks.MTT_RECIPE[ipc]
-    assert r["max_start_epoch"] + r["expert_epochs"] <= 25  # the experts part's default epochs
+    # MTT's own check: the latest target epoch is max_start_epoch - 1 + expert_epochs
+    assert r["max_start_epoch"] - 1 + r["expert_epochs"] <= gpu_checks.EXPERT_EPOCHS
 
 
-def test_plan_skips_parts_that_do_not_fit_and_caps_the_rest():
-    ps = gpu_checks.parts(4, 25, 20000)
+def test_parts_are_fitted_to_the_budget_left():
+    ps = gpu_checks.parts(gpu_checks.EXPERTS, gpu_checks.EXPERT_EPOCHS, 20000)
+    memory = ps[0]
+    assert gpu_checks.fit(memory, memory.minimum - 1) is None
+    assert gpu_checks.fit(memory, memory.cap + 100) == memory.cap
+    assert gpu_checks.fit(memory, memory.minimum + 1) == memory.minimum + 1
     planned = gpu_checks.plan(ps, 500.0)
     assert sum(s for _, s in planned) <= 500.0
     assert [p.name for p, _ in planned][:2] == ["memory", "dc-step"]  # asked-for checks first
-    for p, s in planned:
-        assert p.minimum <= s <= p.cap
     assert gpu_checks.plan(ps, 10.0) == []
 
 
 def test_distillation_parts_keep_time_for_evaluation():
-    dm = next(p for p in gpu_checks.parts(4, 25, 20000) if p.name == "dm-mnist")
+    ps = gpu_checks.parts(gpu_checks.EXPERTS, gpu_checks.EXPERT_EPOCHS, 20000)
+    dm = next(p for p in ps if p.name == "dm-mnist")
     cmd = gpu_checks.command(dm, 300.0)
     assert cmd[cmd.index("--budget") + 1] == "200"  # 300 s minus the evaluation allowance
-    assert "--iterations" in cmd and "--tag" in cmd and "--paper" in cmd
-    memory = next(p for p in gpu_checks.parts(4, 25, 20000) if p.name == "memory")
+    assert "--iterations" in cmd and "--paper" in cmd
+    memory = next(p for p in ps if p.name == "memory")
     assert "--budget" not in gpu_checks.command(memory, 100.0)
+
+
+def test_only_files_written_by_this_run_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_checks, "RESULTS", tmp_path)
+    part = gpu_checks.Part("x", ("table",), 10, 1, ("a-gpu.json", "b-gpu.json"))
+    old = tmp_path / "a-gpu.json"
+    old.write_text("{}")
+    os.utime(old, (1000.0, 1000.0))  # left from an earlier run
+    since = time.time() - 1.0
+    (tmp_path / "b-gpu.json").write_text("{}")
+    (tmp_path / "b-gpu.meta.json").write_text("{}")
+    got = {p.name for p in gpu_checks.fresh_outputs(part, since)}
+    assert got == {"b-gpu.json", "b-gpu.meta.json"}
+
+
+def test_a_part_cut_off_at_its_cap_takes_its_workers_with_it(tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(w.pid))\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "part.log"
+    t0 = time.perf_counter()
+    status = gpu_checks.run_part([sys.executable, "-c", script], 5.0, log)
+    assert status == "cut off at its cap"
+    assert time.perf_counter() - t0 < 30
+    worker = int(pid_file.read_text())
+    for _ in range(50):  # the killed worker is reaped by init shortly after
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        with open(f"/proc/{worker}/stat") as f:  # still listed: it must at least be a zombie
+            assert f.read().split()[2] == "Z"
+    assert gpu_checks.run_part([sys.executable, "-c", "print('hi')"], 30.0, log) == "exit 0"
+    assert log.read_text().strip() == "hi"
 
 
 def test_tagged_cells_get_their_own_files_and_table(tmp_path, monkeypatch):
