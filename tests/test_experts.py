@@ -62,3 +62,25 @@ def test_buffer_errors(tmp_path, expert_buffer, digits):
         buf.check(digits, arch="convnet", width=128)
     with pytest.raises(ConfigError, match="number of experts"):
         train_experts(digits, tmp_path / "x", 0)
+
+
+def test_parallel_workers_train_the_same_experts(digits, tmp_path):
+    """Experts trained in two worker processes equal, bit for bit, those trained one after
+    another with the same threads per expert (each expert is seeded by its index, whichever
+    worker trains it)."""
+    recipe = ExpertRecipe(**EXPERT_RECIPE)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # two workers of one thread each
+        par = train_experts(
+            digits, tmp_path / "par", 2, recipe, device="cpu", workers=2, log=lambda m: None
+        )
+        torch.set_num_threads(1)
+        seq = train_experts(digits, tmp_path / "seq", 2, recipe, device="cpu", log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(par) == len(seq) == 2
+    for i in range(2):
+        got = load_file(str(expert_file(tmp_path / "par", i)))["trajectory"]
+        want = load_file(str(expert_file(tmp_path / "seq", i)))["trajectory"]
+        assert torch.equal(got, want)
