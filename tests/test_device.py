@@ -50,3 +50,13 @@ def test_unknown_allocator_setting_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("DATADISTILL_CPU_MALLOC", "tunned")
     with pytest.raises(_device.ConfigError, match="'default' or 'tuned'"):
         _device.prepare_device(torch.device("cpu"))
+
+
+def test_cuda_peak_window_starts_cuda_before_resetting(monkeypatch):
+    """The CUDA peak reset raises in a process that has not started CUDA yet, so the
+    window must start CUDA first (a fresh `distill(..., device="cuda")` does exactly that)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "init", lambda: calls.append("init"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append("reset"))
+    _device.reset_peak_memory(torch.device("cuda"))
+    assert calls == ["init", "reset"]

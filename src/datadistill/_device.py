@@ -98,6 +98,9 @@ def prepare_device(device: torch.device) -> torch.device:
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory window (CUDA allocator stats; Linux peak RSS via clear_refs)."""
     if device.type == "cuda":
+        # unlike the stats readers, the reset does not start CUDA itself, and before start-up
+        # it raises ("did you call init?"): a fresh process may not have touched CUDA yet
+        torch.cuda.init()
         torch.cuda.reset_peak_memory_stats(device)
         return
     lib = _glibc()

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from datadistill.errors import ConfigError
 from datadistill.functional import gradient_distance
 from datadistill.functional.class_grads import class_grads, supports
 from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
@@ -123,6 +124,22 @@ def test_dc_real_side_chunks_sum_to_the_batch_gradient(digits):
     ref = loop_class_grads(m.net, x, y)
     for a, b in zip(ours, ref, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [0, 12])  # 0: auto (16 per pass on CPU); 12: whole batch
+def test_dc_real_chunk_auto_and_whole_give_the_batch_gradient(digits, chunk):
+    m = create_method("dc", width=16, batch_real=20, real_chunk=chunk, compile="no")
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    x = torch.randn(10, 20, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(10)[:, None].expand(10, 20)
+    ours = m._real_grads(detached_params(m.net), x, y)
+    for a, b in zip(ours, loop_class_grads(m.net, x, y), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_dc_real_chunk_must_be_a_non_negative_int():
+    with pytest.raises(ConfigError, match="real_chunk"):
+        create_method("dc", real_chunk=-1)
 
 
 def test_soft_label_grads_match_a_loop():

@@ -12,11 +12,11 @@ matches follow the network along a training trajectory:
 D sums, per layer and per output channel, ``1 - cos`` (``distance="ours"``; ``mse`` and
 ``cos`` are the paper's alternatives). The K per-class gradients of each side come from one
 pass, not K backward passes: for ConvNets, one forward / backward over all classes with
-per-class weight copies (:mod:`datadistill.functional.class_grads`; the real side in
-chunks of ``real_chunk`` images per class, compiled), otherwise ``vmap`` over classes
-(:func:`datadistill.functional.grads.per_class_grads`). Batch norm, as in the paper: its
-statistics are set by a forward pass of a few real images per class, then frozen while
-matching.
+per-class weight copies (:mod:`datadistill.functional.class_grads`; the real side
+compiled, on CPU in cache-sized chunks of ``real_chunk`` images per class), otherwise
+``vmap`` over classes (:func:`datadistill.functional.grads.per_class_grads`). Batch norm,
+as in the paper: its statistics are set by a forward pass of a few real images per class,
+then frozen while matching.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class DCParams(HParams):
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" images or "noise"
-    real_chunk: int = 16  # real images per class per pass (same gradient, cache-sized work)
+    real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
+    # (cache-sized work), the whole batch on GPU
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
 
     def validate(self) -> None:
@@ -76,8 +77,10 @@ class DCParams(HParams):
         require(
             "DC", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
         )
-        for name in ("batch_real", "batch_train", "width", "real_chunk"):
+        for name in ("batch_real", "batch_train", "width"):
             positive("DC", name, getattr(self, name), int)
+        c = self.real_chunk
+        require("DC", "real_chunk", c, isinstance(c, int) and c >= 0, "an int >= 0 (0: auto)")
         for name in ("outer_loop", "inner_loop"):
             v = getattr(self, name)
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
@@ -165,9 +168,10 @@ class DC(Method):
             with torch.no_grad():
                 return per_class_grads(self.net, theta, real, y)
         b = real.shape[1]
+        chunk = hp.real_chunk or (16 if self.device.type == "cpu" else b)
         total: list[torch.Tensor] | None = None
-        for start in range(0, b, hp.real_chunk):
-            stop = min(start + hp.real_chunk, b)
+        for start in range(0, b, chunk):
+            stop = min(start + chunk, b)
             g = class_grads(
                 self.net, theta, real[:, start:stop], y[:, start:stop], loss_fn=self.real_loss
             )
