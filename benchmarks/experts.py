@@ -21,16 +21,17 @@ from benchmarks._common import DATA, RESULTS, WORK, write
 from datadistill.experts import ExpertRecipe, train_experts
 
 
-def _suffix(tag: str) -> str:
+def tag_suffix(tag: str) -> str:
+    """The suffix of tagged result files and buffers: "-gpu" for tag "gpu", none untagged."""
     return f"-{tag}" if tag else ""
 
 
 def buffer_dir(dataset: str, tag: str = "") -> str:
-    return str(WORK / "experts" / f"{dataset}{_suffix(tag)}")
+    return str(WORK / "experts" / f"{dataset}{tag_suffix(tag)}")
 
 
 def expert_seconds(dataset: str, tag: str = "") -> float | None:
-    path = RESULTS / f"{dataset}-experts{_suffix(tag)}.json"
+    path = RESULTS / f"{dataset}-experts{tag_suffix(tag)}.json"
     if not path.exists():
         return None
     return float(json.loads(path.read_text())["seconds"])
@@ -58,7 +59,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - t0
         write(
-            f"{name}-experts{_suffix(args.tag)}.json",
+            f"{name}-experts{tag_suffix(args.tag)}.json",
             {
                 "dataset": name,
                 "num_experts": args.num,

@@ -25,7 +25,7 @@ import torch
 
 import datadistill as dd
 from benchmarks._common import DATA, RESULTS, WORK, write
-from benchmarks.experts import buffer_dir, expert_seconds
+from benchmarks.experts import buffer_dir, expert_seconds, tag_suffix
 
 FULL_EPOCHS = 1  # full-data reference: 1 epoch, 1 seed (CPU cost); the report says so
 FULL_SEEDS = 1
@@ -79,7 +79,7 @@ def cpu_defaults(method: str, ipc: int, dataset: str) -> dict[str, object]:
 
 def cell_name(dataset: str, method: str, ipc: int, tag: str = "") -> str:
     """Result file of one cell; tagged cells (e.g. "gpu") get their own files."""
-    return f"{dataset}-{method}-ipc{ipc}{'-' + tag if tag else ''}.json"
+    return f"{dataset}-{method}-ipc{ipc}{tag_suffix(tag)}.json"
 
 
 def run_cell(

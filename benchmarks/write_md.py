@@ -64,30 +64,67 @@ def load() -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    out = [
-        "| dataset | IPC | method | ours (test %, 3 seeds) | random subset, same protocol | "
-        "full data | published | iterations | distill s | experts s | peak MiB | "
-        "artefact bytes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+def _published(r: dict[str, Any]) -> str:
+    pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
+    return "-" if pub is None else str(pub)
+
+
+def _seconds(v: Any) -> str:
+    return f"{v:.0f}" if v else "-"
+
+
+def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
+    """The cell table. ``tagged`` cells (e.g. the papers' recipes on a GPU) also name
+    their hyperparameter defaults, protocol, full-data budget and machine, as these vary
+    from row to row there."""
+    cols: list[tuple[str, Any]] = [
+        ("dataset", lambda r: r["dataset"]),
+        ("IPC", lambda r: r["ipc"]),
+        ("method", lambda r: r["method"]),
     ]
+    if tagged:
+        cols += [
+            ("defaults", lambda r: r.get("defaults", "-")),
+            ("protocol", lambda r: r["protocol"]),
+        ]
+    cols += [
+        (
+            "ours (test %)" if tagged else "ours (test %, 3 seeds)",
+            lambda r: f"**{pct(r['results'].get('distilled'))}**",
+        ),
+        (
+            "random subset" if tagged else "random subset, same protocol",
+            lambda r: pct(r["results"].get("random")),
+        ),
+        (
+            "full data",
+            lambda r: (
+                pct(r["results"].get("full"))
+                + (f" ({r.get('full_reference', '-')})" if tagged else "")
+            ),
+        ),
+        ("published", _published),
+        ("iterations", lambda r: r.get("iterations", "-")),
+        ("distill s", lambda r: f"{r['distill_seconds']:.0f}"),
+        ("experts s", lambda r: _seconds(r.get("expert_seconds"))),
+        ("peak MiB", lambda r: f"{r['peak_memory_bytes'] / 2**20:.0f}"),
+    ]
+    cols += (
+        [("machine", lambda r: r["machine"])]
+        if tagged
+        else [("artefact bytes", lambda r: r["artefact_bytes"])]
+    )
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         m = r["method"]
         return (r["dataset"], r["ipc"], METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
 
+    out = [
+        "| " + " | ".join(h for h, _ in cols) + " |",
+        "| " + " | ".join("---" for _ in cols) + " |",
+    ]
     for r in sorted(rows, key=key):
-        res = r["results"]
-        pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
-        out.append(
-            f"| {r['dataset']} | {r['ipc']} | {r['method']} | **{pct(res.get('distilled'))}** | "
-            f"{pct(res.get('random'))} | {pct(res.get('full'))} | "
-            f"{pub if pub is not None else '-'} | {r.get('iterations', '-')} | "
-            f"{r['distill_seconds']:.0f} | "
-            f"{f'{es:.0f}' if (es := r.get('expert_seconds')) else '-'} | "
-            f"{r['peak_memory_bytes'] / 2**20:.0f} | "
-            f"{r['artefact_bytes']} |"
-        )
+        out.append("| " + " | ".join(str(f(r)) for _, f in cols) + " |")
     return out
 
 
@@ -164,21 +201,8 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
             "Each row names its protocol and hyperparameter defaults (`paper`: the paper's",
             "own, no CPU defaults); seeds and the random subset as in the main table.",
             "",
-            "| dataset | IPC | method | defaults | protocol | ours (test %) | random subset | "
-            "full data | published | iterations | distill s | peak MiB | machine |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *table(sel, tagged=True),
         ]
-        for r in sorted(sel, key=lambda r: (r["dataset"], r["ipc"], r["method"])):
-            res = r["results"]
-            pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
-            out.append(
-                f"| {r['dataset']} | {r['ipc']} | {r['method']} | {r.get('defaults', '-')} | "
-                f"{r['protocol']} | **{pct(res.get('distilled'))}** | {pct(res.get('random'))} "
-                f"| {pct(res.get('full'))} ({r.get('full_reference', '-')}) | "
-                f"{pub if pub is not None else '-'} | {r.get('iterations', '-')} | "
-                f"{r['distill_seconds']:.0f} | {r['peak_memory_bytes'] / 2**20:.0f} | "
-                f"{r['machine']} |"
-            )
         out += ["", *[f"- `{r['command']}` ({r['date']})" for r in sel], ""]
     return out
 
