@@ -35,7 +35,12 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(digits, tmp_path, exp
     root = tmp_path / "b"
     with pytest.raises(KeyboardInterrupt):
         train_experts(digits, root, 2, recipe, device="cpu", log=interrupt)
-    assert expert_file(root, 0, partial=True).is_file()
+    folder = expert_file(root, 0, partial=True)
+    # one file per finished epoch (init and epoch 1), each written once
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "epoch_0000.safetensors",
+        "epoch_0001.safetensors",
+    ]
     assert not expert_file(root, 0).exists()
     with pytest.raises(DataError, match="no finished expert"):
         ExpertBuffer(root)
@@ -84,3 +89,37 @@ def test_parallel_workers_train_the_same_experts(digits, tmp_path):
         got = load_file(str(expert_file(tmp_path / "par", i)))["trajectory"]
         want = load_file(str(expert_file(tmp_path / "seq", i)))["trajectory"]
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_resume_from_an_earlier_versions_partial_file(digits, tmp_path, momentum):
+    """An unfinished expert written by an earlier version (one file rewritten every epoch)
+    still resumes, with its momentum, to the uninterrupted trajectory."""
+    from safetensors.torch import save_file
+
+    recipe = ExpertRecipe(**{**EXPERT_RECIPE, "momentum": momentum})
+    full = tmp_path / "full"
+    train_experts(digits, full, 1, recipe, device="cpu", log=lambda m: None)
+    uninterrupted = load_file(str(expert_file(full, 0)))["trajectory"]
+
+    def interrupt(msg: str) -> None:
+        if msg.startswith("expert 0: epoch 2/"):
+            raise KeyboardInterrupt
+
+    root = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(digits, root, 1, recipe, device="cpu", log=interrupt)
+    folder = expert_file(root, 0, partial=True)
+    shards = [load_file(str(folder / f"epoch_{e:04d}.safetensors")) for e in range(3)]
+    legacy = {"trajectory": torch.stack([s["params"] for s in shards])}
+    legacy["generator"] = shards[-1]["generator"]
+    if momentum:
+        legacy["momentum"] = shards[-1]["momentum"]
+    save_file(legacy, str(root / "expert_0000.partial.safetensors"), metadata={"epochs_done": "2"})
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()
+    train_experts(digits, root, 1, recipe, device="cpu", log=lambda m: None)
+    assert not (root / "expert_0000.partial.safetensors").exists()
+    assert not folder.exists()
+    assert torch.equal(load_file(str(expert_file(root, 0)))["trajectory"], uninterrupted)

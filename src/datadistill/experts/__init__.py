@@ -6,7 +6,8 @@ trajectories. A buffer is a folder::
     manifest.json              architecture, dataset, normalisation, recipe, parameter layout
     expert_0000.safetensors    "trajectory": (epochs + 1, P) flat parameters, epoch 0 = init
     expert_0001.safetensors
-    expert_0002.partial.safetensors   an interrupted expert: finished epochs and RNG state
+    expert_0002.partial/       an interrupted expert, one file per finished epoch:
+        epoch_0000.safetensors     its parameters, the generator's state (and SGD momentum)
 
 Experts are independent, so ``train_experts`` runs them in parallel processes (one per
 device when several GPUs are present), skips finished ones and continues partial ones
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,39 @@ def data_fingerprint(real: RealData) -> dict[str, Any]:
 
 
 def expert_file(root: Path, index: int, partial: bool = False) -> Path:
-    return root / f"expert_{index:04d}{'.partial' if partial else ''}.safetensors"
+    """The finished expert's file, or (``partial``) the folder of an unfinished one."""
+    if partial:
+        return root / f"expert_{index:04d}.partial"
+    return root / f"expert_{index:04d}.safetensors"
+
+
+def _epoch_file(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch_{epoch:04d}.safetensors"
+
+
+def _finished_epochs(folder: Path) -> int:
+    """How many epochs of an unfinished expert are on disk (-1: not even its init)."""
+    done = -1
+    while _epoch_file(folder, done + 1).is_file():
+        done += 1
+    return done
+
+
+def _convert_legacy_partial(root: Path, index: int, folder: Path) -> None:
+    """Earlier versions kept an unfinished expert as one file rewritten every epoch
+    (``expert_0002.partial.safetensors``); split it into per-epoch files to resume it."""
+    legacy = root / f"expert_{index:04d}.partial.safetensors"
+    if not legacy.is_file():
+        return
+    with safe_open(str(legacy), "pt") as f:
+        traj = f.get_tensor("trajectory")
+        extra = {k: f.get_tensor(k) for k in ("generator", "momentum") if k in f.keys()}
+    folder.mkdir(parents=True, exist_ok=True)
+    last = traj.shape[0] - 1
+    for e in range(last + 1):
+        tensors = {"params": traj[e], **(extra if e == last else {})}
+        _save_atomic(tensors, _epoch_file(folder, e), {})
+    legacy.unlink()
 
 
 def _layout(net: nn.Module) -> dict[str, Any]:
@@ -136,31 +170,48 @@ def train_expert(
     device: torch.device,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Path:
-    """Train (or finish) expert ``index``; returns its finished file."""
+    """Train (or finish) expert ``index``; returns its finished file.
+
+    Each finished epoch is written once, to its own file in the expert's ``.partial``
+    folder (with the generator's state and the SGD momentum needed to continue), so the
+    disk traffic grows linearly with the epochs and only the current parameters stay in
+    memory; the finished expert is assembled into one file at the end.
+    """
     final = expert_file(root, index)
     if final.is_file():
         return final
-    partial = expert_file(root, index, partial=True)
+    folder = expert_file(root, index, partial=True)
+    _convert_legacy_partial(root, index, folder)
     g = torch.Generator().manual_seed(seed * 100_003 + index)
     net = create_model_for(recipe.arch, real.info, recipe.width, g).to(device)
     opt = torch.optim.SGD(
         net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    snapshots = [_flat(net)]
-    if partial.is_file():  # continue an interrupted expert from its last finished epoch
-        with safe_open(str(partial), "pt") as f:
-            traj = f.get_tensor("trajectory")
-            g.set_state(f.get_tensor("generator"))
-            opt_state = f.get_tensor("momentum") if "momentum" in f.keys() else None
-        snapshots = [t.clone() for t in traj.unbind(0)]
-        # (vector_to_parameters would alias the snapshot's storage: copy instead)
+    epoch = _finished_epochs(folder)
+    if epoch < 0:  # a fresh expert: its initialisation is epoch 0
+        folder.mkdir(parents=True, exist_ok=True)
+        epoch = 0
+        _save_atomic({"params": _flat(net)}, _epoch_file(folder, 0), {})
+    else:  # continue an interrupted expert from its last finished epoch
+        path = _epoch_file(folder, epoch)
+        try:
+            with safe_open(str(path), "pt") as f:
+                params = f.get_tensor("params")
+                if epoch > 0:
+                    g.set_state(f.get_tensor("generator"))
+                opt_state = f.get_tensor("momentum") if "momentum" in f.keys() else None
+        except Exception as exc:  # truncated or corrupt file
+            raise DataError(
+                f"Cannot resume expert {index} from {path} ({exc}); delete that file to "
+                f"redo its epoch."
+            ) from None
         with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(snapshots[-1].clone().to(device), net.parameters())
+            torch.nn.utils.vector_to_parameters(params.to(device), net.parameters())
         if opt_state is not None:
             _set_momentum(opt, net, opt_state.to(device))
     dsa = DSA(DSAConfig().for_dataset(real.info.allow_flip)) if recipe.dsa else None
     x, y = real.train_x.to(device), real.train_y.to(device)
-    while len(snapshots) <= recipe.epochs:
+    while epoch < recipe.epochs:
         train_network(
             net,
             x,
@@ -175,20 +226,23 @@ def train_expert(
             dsa=dsa,
             optimizer=opt,
         )
-        snapshots.append(_flat(net))
-        epoch = len(snapshots) - 1
-        tensors = {"trajectory": torch.stack(snapshots), "generator": g.get_state()}
+        epoch += 1
+        tensors = {"params": _flat(net), "generator": g.get_state()}
         if recipe.momentum:
             tensors["momentum"] = _get_momentum(opt, net)
-        _save_atomic(tensors, partial, {"epochs_done": str(epoch)})
+        _save_atomic(tensors, _epoch_file(folder, epoch), {})
         log(f"expert {index}: epoch {epoch}/{recipe.epochs}")
     val_acc = accuracy(net, real.val_x.to(device), real.val_y.to(device))
+    snapshots = []
+    for e in range(recipe.epochs + 1):
+        with safe_open(str(_epoch_file(folder, e)), "pt") as f:
+            snapshots.append(f.get_tensor("params"))
     _save_atomic(
         {"trajectory": torch.stack(snapshots)},
         final,
         {"index": str(index), "val_acc": f"{val_acc:.6f}", "epochs": str(recipe.epochs)},
     )
-    partial.unlink(missing_ok=True)
+    shutil.rmtree(folder)
     log(f"expert {index}: done, validation accuracy {100 * val_acc:.2f}%")
     return final
 
