@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from datadistill._device import native_bf16
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"  # artefacts and caches (git-ignored)
@@ -28,9 +30,14 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    # the vector instructions tell apart machines that share a model name (our 2-core
+    # "AMD EPYC" machines were AVX2-only in stops 8-11 and AVX-512 with bf16 in stop 12)
+    isa = torch.backends.cpu.get_cpu_capability()
+    if native_bf16(torch.device("cpu")):
+        isa += ", bf16"
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{os.cpu_count()} cores {cpu}, {dev}, torch {torch.__version__}, "
+        f"{os.cpu_count()} cores {cpu} ({isa}), {dev}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
 

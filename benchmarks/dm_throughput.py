@@ -6,7 +6,9 @@ there): written the way the reference code does it, one eager forward per class 
 class's 256 real and its synthetic images, each with its own DSA draw, the squared
 distance of the mean embeddings summed over classes, one backward. The two are
 interleaved iteration by iteration (a shared machine's speed drifts) and medians are
-reported, so the speed-up is a same-machine figure. Writes
+reported, so the speed-up is a same-machine figure. Where the device computes bfloat16
+natively (``--bf16 auto``) it also times DM with ``real_precision="bfloat16"`` (the real
+half's forward in bf16, everything with a gradient in float32). Writes
 benchmarks/results/dm-throughput.json (``s_per_iteration`` is ours). Usage:
 
     .venv/bin/python -m benchmarks.dm_throughput [--iterations 10] [--compile auto]
@@ -54,9 +56,16 @@ def main() -> None:
     ap.add_argument("--compile", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reference", choices=["auto", "yes", "no"], default="auto")
+    ap.add_argument(
+        "--bf16",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="also time real_precision=bfloat16 (auto: where the device has native bf16)",
+    )
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
     with_ref = args.reference == "yes" or (args.reference == "auto" and dev.type == "cpu")
+    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and dd._device.native_bf16(dev))
     # both sides sample from the same data on the same device (no host-to-device copies
     # in the reference's timing that ours does not pay)
     real = dd.load_dataset("mnist", root=DATA).to(dev)
@@ -67,8 +76,16 @@ def main() -> None:
     for _ in range(args.warmup):
         m.step()
     warmup = time.perf_counter() - t0
+    fns = [m.step]
+    if with_bf16:  # the same step with the real half in bfloat16, its own set and generator
+        m16 = create_method("dm", compile=args.compile, real_precision="bfloat16")
+        m16.setup(real, 10, torch.Generator().manual_seed(0), dev)
+        for _ in range(args.warmup):
+            m16.step()
+        fns.append(m16.step)
+    if with_ref:
+        fns.append(lambda: reference_step(m, real, gen))
 
-    fns = [m.step, *([lambda: reference_step(m, real, gen)] if with_ref else [])]
     ours_t, *rest = time_interleaved(fns, args.iterations, dev)
     s = statistics.median(ours_t)
     out: dict[str, object] = {
@@ -77,6 +94,11 @@ def main() -> None:
         "iterations_timed": args.iterations,
         "ours_s_each": ours_t,
     }
+    if with_bf16:
+        bf16_t = rest.pop(0)
+        b = statistics.median(bf16_t)
+        out |= {"bf16_real_s_per_iteration": b, "bf16_real_s_each": bf16_t}
+        print(f"real half in bfloat16: {b:.3f} s per DM iteration")
     if with_ref:
         ref_t = rest[0]
         ref = statistics.median(ref_t)

@@ -44,6 +44,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="networks trained per value")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--experts-tag",
+        default="",
+        help="mtt: the expert buffer of this tag (benchmarks.experts --tag)",
+    )
     args = ap.parse_args()
 
     name, _, values = args.grid.partition("=")
@@ -55,7 +60,7 @@ def main() -> None:
         k, _, v = item.partition("=")
         fixed[k] = parse_value(v)
     if args.method == "mtt":
-        fixed.setdefault("buffer", buffer_dir(args.dataset))
+        fixed.setdefault("buffer", buffer_dir(args.dataset, args.experts_tag))
 
     real = dd.load_dataset(args.dataset, root=DATA)
     protocol = get_protocol(args.protocol)
@@ -114,6 +119,7 @@ def main() -> None:
     # --set overrides name the file too, so that sweeps of one parameter under different
     # fixed settings do not overwrite each other
     suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
+    suffix += f"-experts{args.experts_tag}" if args.experts_tag else ""
     path = write(
         f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}{suffix}.json",
         {

@@ -95,6 +95,19 @@ def prepare_device(device: torch.device) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (faster than float32): a CUDA GPU
+    with bf16 support, or a CPU with AVX512-BF16 or AMX instructions (elsewhere oneDNN
+    emulates bf16, which is slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory window (CUDA allocator stats; Linux peak RSS via clear_refs)."""
     if device.type == "cuda":

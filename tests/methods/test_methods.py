@@ -83,6 +83,39 @@ def test_dm_batched_step_equals_per_class_reference(digits):
     assert torch.allclose(after, expected, atol=1e-5)
 
 
+def test_dm_real_half_in_bfloat16_follows_float32(digits):
+    """``real_precision="bfloat16"`` only changes the real half's forward: the same draws
+    give a loss and a pixel update within bf16 rounding of float32's, all tensors with a
+    gradient stay float32."""
+    steps = {}
+    for precision in ("float32", "bfloat16"):
+        m = create_method("dm", **SMOKE_HPARAMS["dm"], real_precision=precision)
+        m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        before = m.synthetic().images.detach().clone()
+        loss = m.step()["loss"]
+        after = m.synthetic().images.detach()
+        assert after.dtype == torch.float32
+        steps[precision] = (loss, after - before)
+    (loss32, delta32), (loss16, delta16) = steps["float32"], steps["bfloat16"]
+    assert loss16 == pytest.approx(loss32, rel=0.05)
+    assert not torch.equal(delta16, delta32)  # it did compute in bf16
+    cos = torch.nn.functional.cosine_similarity(delta16.flatten(), delta32.flatten(), dim=0)
+    assert cos > 0.99, cos
+
+
+def test_precision_choices():
+    from datadistill._device import native_bf16
+    from datadistill.methods.common import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    expected = torch.bfloat16 if native_bf16(cpu) else torch.float32
+    assert resolve_precision("auto", cpu) == expected
+    with pytest.raises(ConfigError, match="real_precision"):
+        create_method("dm", real_precision="float16")
+
+
 def test_herding_picks_mean_matching_points():
     # two clusters: herding alternates so the running mean stays near the global mean
     feats = torch.tensor([[0.0], [0.1], [10.0], [10.1], [5.0]])

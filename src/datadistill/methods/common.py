@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 
+from datadistill._device import native_bf16
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.synthetic import PixelSet
+
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 # Above this many input pixels per call, compiling the embedding pays for its start-up.
 COMPILE_MIN_PIXELS = 1_000_000
@@ -49,3 +53,18 @@ def maybe_compile(
     if not use:
         return fn
     return torch.compile(fn, dynamic=False)  # type: ignore[return-value]
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype of a no-grad real-data pass: "auto" is bfloat16 where ``device``
+    computes it natively (see :func:`datadistill._device.native_bf16`), else float32."""
+    if precision == "bfloat16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast_to(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device`` (a no-op context for float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -8,7 +8,9 @@ synthetic images, with the same Siamese augmentation applied to both:
 
 The synthetic pixels are updated with SGD (lr 1.0, momentum 0.5 in the paper). All
 classes go through the network in one batch (instance norm keeps samples independent),
-the real half without autograd.
+the real half without autograd (optionally in bfloat16, ``real_precision``: on CPUs with
+native bf16 it runs about twice as fast, and its mean embeddings differ from float32's by
+about 0.2%).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.functional import mean_embedding_loss
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import init_synset, maybe_compile
+from datadistill.methods.common import (
+    PRECISIONS,
+    autocast_to,
+    init_synset,
+    maybe_compile,
+    resolve_precision,
+)
 from datadistill.models import create_model_for, reset_parameters
 
 
@@ -40,6 +48,10 @@ class DMParams(HParams):
     init: str = "real"  # "real" images or "noise"
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
     real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on GPU
+    # compute dtype of the real half's forward (no gradient flows through it); the
+    # synthetic half, its gradient and the loss stay float32. "auto": bfloat16 where the
+    # device computes it natively (CPUs with AVX512-BF16 / AMX, recent GPUs), else float32
+    real_precision: str = "float32"
 
     def validate(self) -> None:
         positive("DM", "lr_img", self.lr_img)
@@ -51,6 +63,7 @@ class DMParams(HParams):
         positive("DM", "width", self.width, int)
         one_of("DM", "init", self.init, ("real", "noise"))
         one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
+        one_of("DM", "real_precision", self.real_precision, PRECISIONS)
         require(
             "DM",
             "real_chunk",
@@ -93,6 +106,7 @@ class DM(Method):
         self.real_chunk = hp.real_chunk or (1 << 30 if whole else 16)
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
+        self.real_dtype = resolve_precision(hp.real_precision, device)
 
     def step(self) -> dict[str, float]:
         hp: DMParams = self.hparams  # type: ignore[assignment]
@@ -103,9 +117,10 @@ class DM(Method):
         if self.dsa is not None:
             params = self.dsa.sample(k, self.generator, self.device)
             real, syn = self.dsa(real, params), self.dsa(syn, params)
-        with torch.no_grad():
+        with torch.no_grad(), autocast_to(self.real_dtype, self.device):
             chunks = real.flatten(0, 1).split(self.real_chunk)
             real_feat = torch.cat([self.embed(c) for c in chunks]).view(k, real.shape[1], -1)
+        real_feat = real_feat.float()
         syn_feat = self.embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1)
         loss = mean_embedding_loss(real_feat, syn_feat)
         self.optimizer.zero_grad(set_to_none=True)
