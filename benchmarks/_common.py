@@ -34,7 +34,7 @@ def machine() -> str:
     # "AMD EPYC" machines were AVX2-only in stops 8-11 and AVX-512 with bf16 in stop 12)
     isa = torch.backends.cpu.get_cpu_capability()
     if native_bf16(torch.device("cpu")):
-        isa += ", bf16"
+        isa += " + bf16"
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{os.cpu_count()} cores {cpu} ({isa}), {dev}, torch {torch.__version__}, "

@@ -246,21 +246,27 @@ def main() -> None:
                 if "reference_s_per_iteration" in t
                 else ""
             )
+            native = "bf16" in t["machine"]
             lines += [
                 "The same step with the real half's forward in bfloat16 (`real_precision=",
-                '"bfloat16"`, or `"auto"` where the device has native bf16 instructions, as this',
-                "CPU does; the synthetic half, its gradient and the loss stay float32), timed in",
+                '"bfloat16"`, or `"auto"` where the device has native bf16 instructions'
+                + (", as this" if native else "; this CPU has none, so bf16 is emulated"),
+                ("CPU does; " if native else "here; ")
+                + "the synthetic half, its gradient and the loss stay float32), timed in",
                 f"the same interleaving: **{b:.2f} s**{ratio}.",
             ]
             sweep = RESULTS / "sweep-mnist-dm-ipc10-real_precision.json"
             if sweep.exists():
+                sw = json.loads(sweep.read_text())
                 got = ", ".join(
                     f"{r['real_precision']} {100 * r['val_mean']:.2f}% ({r['iterations']} it)"
-                    for r in json.loads(sweep.read_text())["rows"]
+                    for r in sw["rows"]
                 )
+                budget, seeds = sw["budget_seconds"], len(sw["rows"][0]["val_accs"])
                 lines += [
-                    "Its accuracy, distilling MNIST IPC 10 for the same 240 s on the validation",
-                    f"split (`dc` protocol, 2 seeds): {got}.",
+                    f"Its accuracy, distilling MNIST IPC 10 for the same {budget:.0f} s on the",
+                    f"validation split (`{sw['protocol']}` protocol, {seeds} seeds, "
+                    f"{sw['date'][:10]}): {got}.",
                 ]
         lines += [
             "",

@@ -123,3 +123,31 @@ def test_resume_from_an_earlier_versions_partial_file(digits, tmp_path, momentum
     assert not (root / "expert_0000.partial.safetensors").exists()
     assert not folder.exists()
     assert torch.equal(load_file(str(expert_file(root, 0)))["trajectory"], uninterrupted)
+
+
+def test_unreadable_epoch_file_and_leftovers(digits, tmp_path, expert_buffer):
+    """A truncated epoch file stops the resume with one clear error naming what to delete;
+    what an unfinished expert left beside a finished one is cleaned up."""
+    recipe = ExpertRecipe(**EXPERT_RECIPE)
+
+    def interrupt(msg: str) -> None:
+        if msg.startswith("expert 0: epoch 1/"):
+            raise KeyboardInterrupt
+
+    root = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(digits, root, 1, recipe, device="cpu", log=interrupt)
+    folder = expert_file(root, 0, partial=True)
+    last = folder / "epoch_0001.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(DataError, match="Cannot resume expert 0 .* delete the folder"):
+        train_experts(digits, root, 1, recipe, device="cpu", log=lambda m: None)
+    last.unlink()  # one epoch back (from the initialisation): the same trajectory
+    train_experts(digits, root, 1, recipe, device="cpu", log=lambda m: None)
+    assert not folder.exists()
+    resumed = load_file(str(expert_file(root, 0)))["trajectory"]
+    assert torch.equal(resumed, load_file(str(expert_file(expert_buffer, 0)))["trajectory"])
+    folder.mkdir()  # a crash between the finished file and the clean-up
+    (folder / "epoch_0000.safetensors").write_bytes(b"x")
+    train_experts(digits, root, 1, recipe, device="cpu", log=lambda m: None)
+    assert not folder.exists()

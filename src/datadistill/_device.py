@@ -99,8 +99,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 natively (faster than float32): a CUDA GPU
     with bf16 support, or a CPU with AVX512-BF16 or AMX instructions (elsewhere oneDNN
     emulates bf16, which is slower than float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (compute capability 8) on
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         cpu = torch.cpu
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

@@ -107,8 +107,8 @@ def _convert_legacy_partial(root: Path, index: int, folder: Path) -> None:
     if not legacy.is_file():
         return
     with safe_open(str(legacy), "pt") as f:
-        traj = f.get_tensor("trajectory")
-        extra = {k: f.get_tensor(k) for k in ("generator", "momentum") if k in f.keys()}
+        traj = f.get_tensor("trajectory").clone()  # (a copy: the file is deleted below)
+        extra = {k: f.get_tensor(k).clone() for k in ("generator", "momentum") if k in f.keys()}
     folder.mkdir(parents=True, exist_ok=True)
     last = traj.shape[0] - 1
     for e in range(last + 1):
@@ -156,9 +156,29 @@ def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int)
 
 
 def _save_atomic(tensors: dict[str, Tensor], path: Path, meta: dict[str, str]) -> None:
+    """Write ``path`` so that it is either absent or complete, also after a power loss (the
+    data reaches the disk before the rename, and the rename before the caller goes on)."""
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # no directory handles (e.g. Windows): the rename is all we can do
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_partial(root: Path, index: int) -> None:
+    """Drop what an unfinished expert left behind once its finished file exists."""
+    shutil.rmtree(expert_file(root, index, partial=True), ignore_errors=True)
+    (root / f"expert_{index:04d}.partial.safetensors").unlink(missing_ok=True)
 
 
 def train_expert(
@@ -179,6 +199,7 @@ def train_expert(
     """
     final = expert_file(root, index)
     if final.is_file():
+        _remove_partial(root, index)  # left by a crash after the final file was written
         return final
     folder = expert_file(root, index, partial=True)
     _convert_legacy_partial(root, index, folder)
@@ -191,21 +212,23 @@ def train_expert(
     if epoch < 0:  # a fresh expert: its initialisation is epoch 0
         folder.mkdir(parents=True, exist_ok=True)
         epoch = 0
-        _save_atomic({"params": _flat(net)}, _epoch_file(folder, 0), {})
+        tensors = {"params": _flat(net), "generator": g.get_state()}
+        _save_atomic(tensors, _epoch_file(folder, 0), {})
     else:  # continue an interrupted expert from its last finished epoch
         path = _epoch_file(folder, epoch)
         try:
             with safe_open(str(path), "pt") as f:
-                params = f.get_tensor("params")
-                if epoch > 0:
-                    g.set_state(f.get_tensor("generator"))
-                opt_state = f.get_tensor("momentum") if "momentum" in f.keys() else None
-        except Exception as exc:  # truncated or corrupt file
+                # (safetensors maps the file: copy what outlives it)
+                params = f.get_tensor("params").clone()
+                state = f.get_tensor("generator").clone()
+                opt_state = f.get_tensor("momentum").clone() if "momentum" in f.keys() else None
+        except Exception as exc:  # truncated or corrupt file, or one without a generator
             raise DataError(
-                f"Cannot resume expert {index} from {path} ({exc}); delete that file to "
-                f"redo its epoch."
+                f"Cannot resume expert {index} from {path} ({exc}); delete the folder "
+                f"{folder} to train this expert from the start."
             ) from None
-        with torch.no_grad():
+        g.set_state(state)
+        with torch.no_grad():  # (params is a fresh copy: the parameters may alias it)
             torch.nn.utils.vector_to_parameters(params.to(device), net.parameters())
         if opt_state is not None:
             _set_momentum(opt, net, opt_state.to(device))
@@ -233,16 +256,23 @@ def train_expert(
         _save_atomic(tensors, _epoch_file(folder, epoch), {})
         log(f"expert {index}: epoch {epoch}/{recipe.epochs}")
     val_acc = accuracy(net, real.val_x.to(device), real.val_y.to(device))
-    snapshots = []
+    trajectory = torch.empty(recipe.epochs + 1, sum(p.numel() for p in net.parameters()))
     for e in range(recipe.epochs + 1):
-        with safe_open(str(_epoch_file(folder, e)), "pt") as f:
-            snapshots.append(f.get_tensor("params"))
+        path = _epoch_file(folder, e)
+        try:
+            with safe_open(str(path), "pt") as f:
+                trajectory[e].copy_(f.get_tensor("params"))
+        except Exception as exc:  # truncated or corrupt file
+            raise DataError(
+                f"Cannot assemble expert {index}: {path} is unreadable ({exc}); delete the "
+                f"folder {folder} to train this expert again."
+            ) from None
     _save_atomic(
-        {"trajectory": torch.stack(snapshots)},
+        {"trajectory": trajectory},
         final,
         {"index": str(index), "val_acc": f"{val_acc:.6f}", "epochs": str(recipe.epochs)},
     )
-    shutil.rmtree(folder)
+    _remove_partial(root, index)
     log(f"expert {index}: done, validation accuracy {100 * val_acc:.2f}%")
     return final
 
