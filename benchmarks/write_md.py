@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import datadistill as dd
@@ -38,6 +39,14 @@ def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
     return getattr(dd.METHODS.get(method).hparams_class(), param, None)
 
 
+def table_buffer(dataset: str, ipc: int) -> str:
+    """The expert buffer the table's MTT cell at ``ipc`` on ``dataset`` uses."""
+    from benchmarks.experts import buffer_dir
+    from benchmarks.table import CPU_EXPERTS_BY_CELL
+
+    return buffer_dir(dataset, CPU_EXPERTS_BY_CELL.get((dataset, ipc), ""))
+
+
 def demo_value(method: str, ipc: int, param: str) -> object:
     """The value of ``param`` `make demo` uses for ``method`` at ``ipc`` (DM on digits)."""
     from datadistill import demo
@@ -58,8 +67,8 @@ def pct(r: dict[str, Any] | None) -> str:
 def load() -> list[dict[str, Any]]:
     rows = []
     for p in sorted(RESULTS.glob("*-ipc*.json")):
-        if p.name.startswith("sweep-"):
-            continue  # validation sweeps have their own section
+        if p.name.startswith("sweep-") or "-experts" in p.name:
+            continue  # validation sweeps have their own section; expert records are no cells
         rows.append(json.loads(p.read_text()))
     return rows
 
@@ -352,12 +361,14 @@ def main() -> None:
             "`table` marks the value the table's cells use (`demo`: `make demo`'s, for digits);",
             "`fixed` lists the other settings the sweep held.",
             "",
-            "| dataset | method | IPC | fixed | budget s | value | iterations | val % |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| dataset | method | IPC | fixed | budget s | value | iterations | val % | date |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for sw in sweeps:
             fixed = ", ".join(
-                f"{k}={v}" for k, v in sw["fixed"].items() if k not in ("buffer", sw["param"])
+                f"{k}={Path(str(v)).name if k == 'buffer' else v}"
+                for k, v in sw["fixed"].items()
+                if k != sw["param"]
             )
             best = max(float(r["val_mean"]) for r in sw["rows"])
             # digits sweeps choose the demo's settings, the others the table's
@@ -366,6 +377,12 @@ def main() -> None:
                 used = demo_value(sw["method"], sw["ipc"], sw["param"])
             else:
                 used = table_value(sw["dataset"], sw["method"], sw["ipc"], sw["param"])
+                if (
+                    "buffer" in sw["fixed"]
+                    and Path(str(sw["fixed"]["buffer"])).name
+                    != Path(table_buffer(sw["dataset"], sw["ipc"])).name
+                ):
+                    used = None  # swept on another expert buffer than the table's cell uses
             for r in sw["rows"]:
                 tags = [
                     t
@@ -379,7 +396,7 @@ def main() -> None:
                 lines.append(
                     f"| {sw['dataset']} | {sw['method']} | {sw['ipc']} | {fixed} | "
                     f"{sw['budget_seconds']:.0f} | {sw['param']}={r[sw['param']]}{mark} | "
-                    f"{r['iterations']} | {100 * r['val_mean']:.2f} |"
+                    f"{r['iterations']} | {100 * r['val_mean']:.2f} | {sw['date'][:10]} |"
                 )
         lines += [""]
         for sw in sweeps:
