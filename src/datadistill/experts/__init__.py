@@ -327,6 +327,8 @@ def train_experts(
     root = Path(out)
     _write_manifest(root, real, recipe, seed)
     todo = [i for i in range(num) if not expert_file(root, i).is_file()]
+    for i in set(range(num)) - set(todo):  # leftovers of a crash after an expert finished
+        _remove_partial(root, i)
     dev = prepare_device(resolve_device(device))
     workers = min(workers, max(1, len(todo)))
     if workers == 1 or not todo:
