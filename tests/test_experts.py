@@ -9,6 +9,18 @@ from datadistill.experts import ExpertBuffer, ExpertRecipe, expert_file, train_e
 from tests.conftest import EXPERT_RECIPE
 
 
+def _interrupt_after_epoch(digits, root, num, recipe, epoch):
+    """Start training ``num`` experts into ``root`` and stop (as Ctrl-C would) once expert
+    0 has finished ``epoch`` epochs."""
+
+    def interrupt(msg: str) -> None:
+        if msg.startswith(f"expert 0: epoch {epoch}/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(digits, root, num, recipe, device="cpu", log=interrupt)
+
+
 def test_buffer_layout_and_lazy_read(expert_buffer):
     buf = ExpertBuffer(expert_buffer)
     assert len(buf) == 2
@@ -28,13 +40,8 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(digits, tmp_path, exp
     recipe = ExpertRecipe(**EXPERT_RECIPE)
     uninterrupted = load_file(str(expert_file(expert_buffer, 0)))["trajectory"]
 
-    def interrupt(msg: str) -> None:
-        if msg.startswith("expert 0: epoch 1/"):
-            raise KeyboardInterrupt
-
     root = tmp_path / "b"
-    with pytest.raises(KeyboardInterrupt):
-        train_experts(digits, root, 2, recipe, device="cpu", log=interrupt)
+    _interrupt_after_epoch(digits, root, 2, recipe, epoch=1)
     folder = expert_file(root, 0, partial=True)
     # one file per finished epoch (init and epoch 1), each written once
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -102,13 +109,8 @@ def test_resume_from_an_earlier_versions_partial_file(digits, tmp_path, momentum
     train_experts(digits, full, 1, recipe, device="cpu", log=lambda m: None)
     uninterrupted = load_file(str(expert_file(full, 0)))["trajectory"]
 
-    def interrupt(msg: str) -> None:
-        if msg.startswith("expert 0: epoch 2/"):
-            raise KeyboardInterrupt
-
     root = tmp_path / "b"
-    with pytest.raises(KeyboardInterrupt):
-        train_experts(digits, root, 1, recipe, device="cpu", log=interrupt)
+    _interrupt_after_epoch(digits, root, 1, recipe, epoch=2)
     folder = expert_file(root, 0, partial=True)
     shards = [load_file(str(folder / f"epoch_{e:04d}.safetensors")) for e in range(3)]
     legacy = {"trajectory": torch.stack([s["params"] for s in shards])}
@@ -130,13 +132,8 @@ def test_unreadable_epoch_file_and_leftovers(digits, tmp_path, expert_buffer):
     what an unfinished expert left beside a finished one is cleaned up."""
     recipe = ExpertRecipe(**EXPERT_RECIPE)
 
-    def interrupt(msg: str) -> None:
-        if msg.startswith("expert 0: epoch 1/"):
-            raise KeyboardInterrupt
-
     root = tmp_path / "b"
-    with pytest.raises(KeyboardInterrupt):
-        train_experts(digits, root, 1, recipe, device="cpu", log=interrupt)
+    _interrupt_after_epoch(digits, root, 1, recipe, epoch=1)
     folder = expert_file(root, 0, partial=True)
     last = folder / "epoch_0001.safetensors"
     last.write_bytes(last.read_bytes()[:100])

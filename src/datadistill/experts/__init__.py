@@ -100,10 +100,15 @@ def _finished_epochs(folder: Path) -> int:
     return done
 
 
+def _legacy_partial(root: Path, index: int) -> Path:
+    """Where earlier versions kept an unfinished expert (one file rewritten every epoch)."""
+    return root / f"expert_{index:04d}.partial.safetensors"
+
+
 def _convert_legacy_partial(root: Path, index: int, folder: Path) -> None:
     """Earlier versions kept an unfinished expert as one file rewritten every epoch
     (``expert_0002.partial.safetensors``); split it into per-epoch files to resume it."""
-    legacy = root / f"expert_{index:04d}.partial.safetensors"
+    legacy = _legacy_partial(root, index)
     if not legacy.is_file():
         return
     with safe_open(str(legacy), "pt") as f:
@@ -178,7 +183,7 @@ def _save_atomic(tensors: dict[str, Tensor], path: Path, meta: dict[str, str]) -
 def _remove_partial(root: Path, index: int) -> None:
     """Drop what an unfinished expert left behind once its finished file exists."""
     shutil.rmtree(expert_file(root, index, partial=True), ignore_errors=True)
-    (root / f"expert_{index:04d}.partial.safetensors").unlink(missing_ok=True)
+    _legacy_partial(root, index).unlink(missing_ok=True)
 
 
 def train_expert(
