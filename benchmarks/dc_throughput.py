@@ -92,6 +92,12 @@ def main() -> None:
     ap.add_argument("--dsa", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="result file (default by device)")
+    ap.add_argument(
+        "--bf16",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="also time precision=bfloat16 (auto: where the device has native bf16)",
+    )
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
     real = dd.load_dataset("mnist", root=DATA).to(dev)
@@ -103,13 +109,23 @@ def main() -> None:
     t0 = time.perf_counter()
     m.step()  # warm-up: compilation happens here
     warmup = time.perf_counter() - t0
+    fns = [m.step, lambda: reference_outer_iteration(m, real, gen)]
+    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and dd._device.native_bf16(dev))
+    if with_bf16:  # the same iteration in bfloat16, its own synthetic set and generator
+        m16 = create_method(name, width=args.width, precision="bfloat16")
+        m16.setup(real, args.ipc, torch.Generator().manual_seed(0), dev)
+        m16.step()
+        fns.append(m16.step)
     # interleaved iteration by iteration; medians of the timed iterations
-    ours_t, loop_t = time_interleaved(
-        [m.step, lambda: reference_outer_iteration(m, real, gen)], args.iterations, dev
-    )
+    ours_t, loop_t, *rest = time_interleaved(fns, args.iterations, dev)
     ours, loop = statistics.median(ours_t), statistics.median(loop_t)
     print(f"ours {ours:.2f} s per outer iteration (warm-up {warmup:.1f} s): {ours_t}")
     print(f"loop {loop:.2f} s per outer iteration: {loop_t}; speed-up {loop / ours:.2f}x")
+    extra: dict[str, object] = {}
+    if with_bf16:
+        b = statistics.median(rest[0])
+        extra = {"bf16_s_per_outer": b, "bf16_speedup": loop / b, "bf16_s_each": rest[0]}
+        print(f"ours in bfloat16 {b:.2f} s per outer iteration: speed-up {loop / b:.2f}x")
     out = args.out or ("dc-throughput.json" if dev.type == "cpu" else "dc-throughput-gpu.json")
     write(
         out,
@@ -121,6 +137,7 @@ def main() -> None:
             "iterations_timed": args.iterations,
             "ours_s_each": ours_t,
             "loop_s_each": loop_t,
+            **extra,
             "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
             "settings": (
                 f"{name}, MNIST IPC {args.ipc}, (outer, inner) = ({m.outer_loop}, "

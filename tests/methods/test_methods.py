@@ -103,6 +103,27 @@ def test_dm_real_half_in_bfloat16_follows_float32(digits):
     assert cos > 0.99, cos
 
 
+def test_dc_in_bfloat16_follows_float32(digits):
+    """``precision="bfloat16"`` computes the real-side gradients and the network's training
+    in bf16: the same draws give a loss and a pixel update close to float32's, while the
+    pixels, the network's parameters and their gradients stay float32."""
+    steps = {}
+    for precision in ("float32", "bfloat16"):
+        m = create_method("dc", **SMOKE_HPARAMS["dc"], precision=precision)
+        m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        before = m.synthetic().images.detach().clone()
+        loss = m.step()["loss"]
+        after = m.synthetic().images.detach()
+        assert after.dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in m.net.parameters())
+        steps[precision] = (loss, after - before)
+    (loss32, delta32), (loss16, delta16) = steps["float32"], steps["bfloat16"]
+    assert loss16 == pytest.approx(loss32, rel=0.1)
+    assert not torch.equal(delta16, delta32)  # it did compute in bf16
+    cos = torch.nn.functional.cosine_similarity(delta16.flatten(), delta32.flatten(), dim=0)
+    assert cos > 0.95, cos
+
+
 def test_precision_choices():
     from datadistill._device import native_bf16
     from datadistill.methods.common import resolve_precision
@@ -114,6 +135,8 @@ def test_precision_choices():
     assert resolve_precision("auto", cpu) == expected
     with pytest.raises(ConfigError, match="real_precision"):
         create_method("dm", real_precision="float16")
+    with pytest.raises(ConfigError, match="precision"):
+        create_method("dc", precision="half")
 
 
 def test_herding_picks_mean_matching_points():

@@ -49,25 +49,34 @@ class _ClassConv2d(torch.autograd.Function):
 
     Forward uses copy 0 for the whole batch (all copies are equal). Backward returns the
     input gradient of the whole batch and, for copy c, the weight gradient of slice c only.
+    Under autocast the convolution runs in the autocast dtype, as ``F.conv2d`` would, and
+    the gradients come back in the dtypes of the inputs.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, w_k: Tensor, b_k: Tensor | None, stride: Any, padding: Any
     ) -> Tensor:
-        ctx.save_for_backward(x, w_k)
-        ctx.has_bias, ctx.stride, ctx.padding = b_k is not None, stride, padding
-        return F.conv2d(x, w_k[0], None if b_k is None else b_k[0], stride, padding)
+        device = x.device.type
+        dt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        xc, w = x.to(dt), w_k[0].to(dt)
+        b = None if b_k is None else b_k[0].to(dt)
+        ctx.save_for_backward(xc, w)
+        ctx.k, ctx.stride, ctx.padding = w_k.shape[0], stride, padding
+        ctx.dtypes = (x.dtype, w_k.dtype, None if b_k is None else b_k.dtype)
+        with torch.autocast(device, enabled=False):
+            return F.conv2d(xc, w, b, stride, padding)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, w_k = ctx.saved_tensors
-        k = w_k.shape[0]
-        w = w_k[0]
+        x, w = ctx.saved_tensors
+        k, (x_dtype, w_dtype, b_dtype) = ctx.k, ctx.dtypes
+        dy = dy.to(x.dtype)
         args = (ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1)
         dx = None
         if ctx.needs_input_grad[0]:
             dx = torch.ops.aten.convolution_backward(dy, x, w, None, *args, [True, False, False])[0]
+            dx = dx.to(x_dtype)
         dxs, dys = x.unflatten(0, (k, -1)), dy.unflatten(0, (k, -1))
         dw = torch.stack(
             [
@@ -76,8 +85,8 @@ class _ClassConv2d(torch.autograd.Function):
                 )[1]
                 for c in range(k)
             ]
-        )
-        db = dys.sum(dim=(1, 3, 4)) if ctx.has_bias else None
+        ).to(w_dtype)
+        db = dys.sum(dim=(1, 3, 4), dtype=b_dtype) if b_dtype is not None else None
         return dx, dw, db, None, None
 
 

@@ -17,6 +17,11 @@ compiled, on CPU in cache-sized chunks of ``real_chunk`` images per class), othe
 ``vmap`` over classes (:func:`datadistill.functional.grads.per_class_grads`). Batch norm,
 as in the paper: its statistics are set by a forward pass of a few real images per class,
 then frozen while matching.
+
+``precision="bfloat16"`` (or ``"auto"``: bf16 where the device computes it natively)
+autocasts the two parts that need no second-order gradient, the real side's per-class
+gradients and the network's training between matches; the synthetic side, whose gradient
+reaches the pixels through the matching loss, and all parameters stay float32.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
 from datadistill.functional.class_grads import class_grads, class_loss, supports
 from datadistill.functional.grads import detached_params, per_class_grads
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import init_synset, maybe_compile
+from datadistill.methods.common import (
+    PRECISIONS,
+    autocast_to,
+    init_synset,
+    maybe_compile,
+    resolve_precision,
+)
 from datadistill.models import create_model_for, reset_parameters
 
 # (outer_loop, inner_loop) by IPC, from the DC paper / reference code.
@@ -69,6 +80,9 @@ class DCParams(HParams):
     real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
     # (cache-sized work), the whole batch on GPU
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
+    # compute dtype of the real-side gradients and the inner training: "float32" (the
+    # paper's), "bfloat16", or "auto" (bf16 where the device has native bf16)
+    precision: str = "float32"
 
     def validate(self) -> None:
         for name in ("lr_img", "lr_net"):
@@ -87,6 +101,7 @@ class DCParams(HParams):
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
         one_of("DC", "init", self.init, ("real", "noise"))
         one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
+        one_of("DC", "precision", self.precision, PRECISIONS)
 
 
 @register_method("dc")
@@ -116,6 +131,7 @@ class DC(Method):
         mode = "yes" if hp.compile == "auto" else hp.compile
         self.real_loss = maybe_compile(class_loss, mode, device, 0)
         self.train_forward = maybe_compile(self.net, mode, device, 0)
+        self.dtype = resolve_precision(hp.precision, device)
 
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
@@ -165,16 +181,17 @@ class DC(Method):
         ``real_chunk`` images per class, weighted so the sum is each class's batch mean."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
         if not supports(self.net):
-            with torch.no_grad():
+            with torch.no_grad(), autocast_to(self.dtype, self.device):
                 return per_class_grads(self.net, theta, real, y)
         b = real.shape[1]
         chunk = hp.real_chunk or (16 if self.device.type == "cpu" else b)
         total: list[torch.Tensor] | None = None
         for start in range(0, b, chunk):
             stop = min(start + chunk, b)
-            g = class_grads(
-                self.net, theta, real[:, start:stop], y[:, start:stop], loss_fn=self.real_loss
-            )
+            with autocast_to(self.dtype, self.device):
+                g = class_grads(
+                    self.net, theta, real[:, start:stop], y[:, start:stop], loss_fn=self.real_loss
+                )
             assert g is not None
             w = (stop - start) / b
             if total is None:
@@ -200,7 +217,9 @@ class DC(Method):
                     params = self.dsa.sample(x.shape[0], self.generator, self.device)
                     x = self.dsa(x, one_family_per_batch(params))
                 sft = soft[idx].detach() if soft is not None else None
-                loss = label_loss(self.train_forward(x), labels[idx], sft)
+                with autocast_to(self.dtype, self.device):
+                    logits = self.train_forward(x)
+                loss = label_loss(logits.float(), labels[idx], sft)
                 net_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 net_opt.step()
