@@ -103,6 +103,33 @@ def test_one_pass_class_grads_equal_per_class_loop(kw):
     assert torch.allclose(gx_ours, gx_ref, atol=1e-12)
 
 
+def test_one_pass_class_grads_follow_autocast():
+    """Under bf16 autocast the one-pass gradients come back float32, like the parameters,
+    and for the weights the matching distance reads (convolutions, classifier; it ignores
+    biases and norm affines, as the paper does) they are as close to the exact per-class
+    gradients as the per-class loop under the same autocast."""
+    g = torch.Generator().manual_seed(0)
+    net = create_model(
+        "convnet", channels=1, num_classes=3, image_size=(28, 28), width=8, generator=g
+    )
+    net.eval()
+    x = torch.randn(3, 8, 1, 28, 28, generator=g)
+    y = torch.arange(3)[:, None].expand(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = class_grads(net, detached_params(net), x, y)
+        loop = loop_class_grads(net, x, y)
+    assert ours is not None
+    exact = loop_class_grads(net, x, y)
+    assert all(a.dtype == torch.float32 for a in ours)
+    matched = [t for t in zip(ours, loop, exact, strict=True) if t[0].dim() > 2]
+    assert len(matched) == 4  # three convolutions and the classifier
+    cos = lambda a, b: F.cosine_similarity(a.flatten().float(), b.flatten(), dim=0)  # noqa: E731
+    for a, b, e in matched:
+        for c in range(3):
+            assert cos(a[c], e[c]) > 0.98
+            assert cos(a[c], e[c]) > cos(b[c], e[c]) - 0.002
+
+
 def test_one_pass_declines_unsupported_networks():
     g = torch.Generator().manual_seed(0)
     mlp = create_model("mlp", channels=1, num_classes=3, image_size=(8, 8), generator=g)
