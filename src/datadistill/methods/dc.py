@@ -136,7 +136,7 @@ class DC(Method):
         # channels-last tensors; float32 ones did not on our CPUs (figures in NOTES.md)
         self.layout = torch.channels_last if self.dtype == torch.bfloat16 else None
         if self.layout is not None:
-            self.net.to(memory_format=self.layout)
+            self.net.to(memory_format=self.layout)  # type: ignore[call-overload]
 
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
