@@ -116,6 +116,7 @@ def test_dc_in_bfloat16_follows_float32(digits):
         after = m.synthetic().images.detach()
         assert after.dtype == torch.float32
         assert all(p.dtype == torch.float32 for p in m.net.parameters())
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.net.parameters())
         steps[precision] = (loss, after - before)
     (loss32, delta32), (loss16, delta16) = steps["float32"], steps["bfloat16"]
     assert loss16 == pytest.approx(loss32, rel=0.1)

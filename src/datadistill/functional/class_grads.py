@@ -58,25 +58,27 @@ class _ClassConv2d(torch.autograd.Function):
         ctx: Any, x: Tensor, w_k: Tensor, b_k: Tensor | None, stride: Any, padding: Any
     ) -> Tensor:
         device = x.device.type
-        dt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        xc, w = x.to(dt), w_k[0].to(dt)
+        cast = torch.is_autocast_enabled(device) and x.dtype != torch.float64
+        dt = torch.get_autocast_dtype(device) if cast else x.dtype
+        # the inputs themselves are saved (casts are redone in backward), so that a
+        # create_graph backward differentiates through them to x and w_k
+        ctx.save_for_backward(x, w_k)
+        ctx.dt, ctx.stride, ctx.padding = dt, stride, padding
+        ctx.b_dtype = None if b_k is None else b_k.dtype
         b = None if b_k is None else b_k[0].to(dt)
-        ctx.save_for_backward(xc, w)
-        ctx.k, ctx.stride, ctx.padding = w_k.shape[0], stride, padding
-        ctx.dtypes = (x.dtype, w_k.dtype, None if b_k is None else b_k.dtype)
         with torch.autocast(device, enabled=False):
-            return F.conv2d(xc, w, b, stride, padding)
+            return F.conv2d(x.to(dt), w_k[0].to(dt), b, stride, padding)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, w = ctx.saved_tensors
-        k, (x_dtype, w_dtype, b_dtype) = ctx.k, ctx.dtypes
-        dy = dy.to(x.dtype)
+        x_in, w_k = ctx.saved_tensors
+        k, dt = w_k.shape[0], ctx.dt
+        x, w, dy = x_in.to(dt), w_k[0].to(dt), dy.to(dt)  # no-ops without autocast
         args = (ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1)
         dx = None
         if ctx.needs_input_grad[0]:
             dx = torch.ops.aten.convolution_backward(dy, x, w, None, *args, [True, False, False])[0]
-            dx = dx.to(x_dtype)
+            dx = dx.to(x_in.dtype)
         dxs, dys = x.unflatten(0, (k, -1)), dy.unflatten(0, (k, -1))
         dw = torch.stack(
             [
@@ -85,8 +87,8 @@ class _ClassConv2d(torch.autograd.Function):
                 )[1]
                 for c in range(k)
             ]
-        ).to(w_dtype)
-        db = dys.sum(dim=(1, 3, 4), dtype=b_dtype) if b_dtype is not None else None
+        ).to(w_k.dtype)
+        db = None if ctx.b_dtype is None else dys.sum(dim=(1, 3, 4), dtype=ctx.b_dtype)
         return dx, dw, db, None, None
 
 
