@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -86,3 +87,18 @@ def time_interleaved(
                 sync()
             out.append(time.perf_counter() - t0)
     return times
+
+
+def add_bf16_option(ap: argparse.ArgumentParser, what: str) -> None:
+    """``--bf16 auto|yes|no``: whether a throughput script also times ``what``."""
+    ap.add_argument(
+        "--bf16",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help=f"also time {what} (auto: where the device has native bf16)",
+    )
+
+
+def wants_bf16(choice: str, device: torch.device) -> bool:
+    """``--bf16``'s answer on ``device``: "auto" where it computes bf16 natively."""
+    return choice == "yes" or (choice == "auto" and native_bf16(device))

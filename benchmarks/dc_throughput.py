@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import datadistill as dd
-from benchmarks._common import DATA, time_interleaved, write
+from benchmarks._common import DATA, add_bf16_option, time_interleaved, wants_bf16, write
 from datadistill.evaluation.train import one_family_per_batch
 from datadistill.functional import gradient_distance
 from datadistill.methods import create_method
@@ -92,12 +92,7 @@ def main() -> None:
     ap.add_argument("--dsa", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="result file (default by device)")
-    ap.add_argument(
-        "--bf16",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="also time precision=bfloat16 (auto: where the device has native bf16)",
-    )
+    add_bf16_option(ap, "precision=bfloat16")
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
     real = dd.load_dataset("mnist", root=DATA).to(dev)
@@ -110,7 +105,7 @@ def main() -> None:
     m.step()  # warm-up: compilation happens here
     warmup = time.perf_counter() - t0
     fns = [m.step, lambda: reference_outer_iteration(m, real, gen)]
-    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and dd._device.native_bf16(dev))
+    with_bf16 = wants_bf16(args.bf16, dev)
     if with_bf16:  # the same iteration in bfloat16, its own synthetic set and generator
         m16 = create_method(name, width=args.width, precision="bfloat16")
         m16.setup(real, args.ipc, torch.Generator().manual_seed(0), dev)

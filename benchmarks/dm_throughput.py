@@ -23,7 +23,7 @@ import time
 import torch
 
 import datadistill as dd
-from benchmarks._common import DATA, time_interleaved, write
+from benchmarks._common import DATA, add_bf16_option, time_interleaved, wants_bf16, write
 from datadistill.methods import create_method
 from datadistill.models import reset_parameters
 
@@ -56,16 +56,11 @@ def main() -> None:
     ap.add_argument("--compile", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reference", choices=["auto", "yes", "no"], default="auto")
-    ap.add_argument(
-        "--bf16",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="also time real_precision=bfloat16 (auto: where the device has native bf16)",
-    )
+    add_bf16_option(ap, "real_precision=bfloat16")
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
     with_ref = args.reference == "yes" or (args.reference == "auto" and dev.type == "cpu")
-    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and dd._device.native_bf16(dev))
+    with_bf16 = wants_bf16(args.bf16, dev)
     # both sides sample from the same data on the same device (no host-to-device copies
     # in the reference's timing that ours does not pay)
     real = dd.load_dataset("mnist", root=DATA).to(dev)

@@ -83,20 +83,28 @@ def test_dm_batched_step_equals_per_class_reference(digits):
     assert torch.allclose(after, expected, atol=1e-5)
 
 
-def test_dm_real_half_in_bfloat16_follows_float32(digits):
-    """``real_precision="bfloat16"`` only changes the real half's forward: the same draws
-    give a loss and a pixel update within bf16 rounding of float32's, all tensors with a
-    gradient stay float32."""
+def _one_step_per_precision(digits, method: str, key: str):
+    """One step of ``method`` with ``key`` float32 and bfloat16 from the same draws: each
+    precision's loss, pixel update and method, after checking the pixels stay float32."""
     steps = {}
     for precision in ("float32", "bfloat16"):
-        m = create_method("dm", **SMOKE_HPARAMS["dm"], real_precision=precision)
+        m = create_method(method, **SMOKE_HPARAMS[method], **{key: precision})
         m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
         before = m.synthetic().images.detach().clone()
         loss = m.step()["loss"]
         after = m.synthetic().images.detach()
         assert after.dtype == torch.float32
-        steps[precision] = (loss, after - before)
-    (loss32, delta32), (loss16, delta16) = steps["float32"], steps["bfloat16"]
+        steps[precision] = (loss, after - before, m)
+    return steps["float32"], steps["bfloat16"]
+
+
+def test_dm_real_half_in_bfloat16_follows_float32(digits):
+    """``real_precision="bfloat16"`` only changes the real half's forward: the same draws
+    give a loss and a pixel update within bf16 rounding of float32's, all tensors with a
+    gradient stay float32."""
+    (loss32, delta32, _), (loss16, delta16, _) = _one_step_per_precision(
+        digits, "dm", "real_precision"
+    )
     assert loss16 == pytest.approx(loss32, rel=0.05)
     assert not torch.equal(delta16, delta32)  # it did compute in bf16
     cos = torch.nn.functional.cosine_similarity(delta16.flatten(), delta32.flatten(), dim=0)
@@ -107,18 +115,12 @@ def test_dc_in_bfloat16_follows_float32(digits):
     """``precision="bfloat16"`` computes the real-side gradients and the network's training
     in bf16: the same draws give a loss and a pixel update close to float32's, while the
     pixels, the network's parameters and their gradients stay float32."""
-    steps = {}
-    for precision in ("float32", "bfloat16"):
-        m = create_method("dc", **SMOKE_HPARAMS["dc"], precision=precision)
-        m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
-        before = m.synthetic().images.detach().clone()
-        loss = m.step()["loss"]
-        after = m.synthetic().images.detach()
-        assert after.dtype == torch.float32
+    (loss32, delta32, m32), (loss16, delta16, m16) = _one_step_per_precision(
+        digits, "dc", "precision"
+    )
+    for m in (m32, m16):
         assert all(p.dtype == torch.float32 for p in m.net.parameters())
         assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.net.parameters())
-        steps[precision] = (loss, after - before)
-    (loss32, delta32), (loss16, delta16) = steps["float32"], steps["bfloat16"]
     assert loss16 == pytest.approx(loss32, rel=0.1)
     assert not torch.equal(delta16, delta32)  # it did compute in bf16
     cos = torch.nn.functional.cosine_similarity(delta16.flatten(), delta32.flatten(), dim=0)
