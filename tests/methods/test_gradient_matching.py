@@ -6,7 +6,12 @@ import torch.nn.functional as F
 
 from datadistill.errors import ConfigError
 from datadistill.functional import gradient_distance
-from datadistill.functional.class_grads import class_grads, supports
+from datadistill.functional.class_grads import (
+    class_grads,
+    im2col_weight_grads,
+    stem_logits,
+    supports,
+)
 from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
 from datadistill.methods import create_method
 from datadistill.methods.dc import default_loops
@@ -155,6 +160,54 @@ def test_one_pass_image_derivative_under_autocast():
         gx.append(torch.autograd.grad(total, x)[0])
     cos = F.cosine_similarity(gx[0].flatten(), gx[1].flatten(), dim=0)
     assert cos > 0.98, cos
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("shape", [(1, 28, 3, 1), (3, 32, 1, 1), (3, 9, 2, 2)])
+def test_im2col_weight_grads_equal_convolution_backward(shape, layout):
+    """The stem's weight gradient per slice of a batch equals autograd's per slice, for
+    both layouts of the output gradient, strides and paddings (float64)."""
+    c, size, pad, stride = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, c, size, size, generator=g, dtype=torch.float64)
+    w = torch.randn(5, c, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(x, w, stride=stride, padding=pad)
+    dy = torch.randn(y.shape, generator=g, dtype=torch.float64).contiguous(memory_format=layout)
+    ours = im2col_weight_grads(dy, x, w.shape, (stride, stride), (pad, pad), k=2)
+    for s in range(2):
+        part = F.conv2d(x[3 * s : 3 * s + 3], w, stride=stride, padding=pad)
+        (ref,) = torch.autograd.grad(part, w, dy[3 * s : 3 * s + 3])
+        assert torch.allclose(ours[s], ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_stem_logits_equal_the_network(channels, size):
+    """The training forward with the im2col stem gives the network's logits and parameter
+    gradients (float64), and under bf16 autocast stays as close to float32 as the network's
+    own forward does."""
+    g = torch.Generator().manual_seed(0)
+    net = create_model(
+        "convnet", channels=channels, num_classes=4, image_size=(size, size), width=8, generator=g
+    ).double()
+    x = torch.randn(5, channels, size, size, generator=g, dtype=torch.float64)
+    y = torch.arange(5) % 4
+    params = list(net.parameters())
+    out = [fn(x) for fn in (lambda t: stem_logits(net, t), net)]
+    assert torch.allclose(out[0], out[1], atol=1e-12)
+    grads = [torch.autograd.grad(F.cross_entropy(o, y), params) for o in out]
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+    net, x = net.float(), x.float()
+    params = list(net.parameters())
+    (exact,) = torch.autograd.grad(F.cross_entropy(net(x), y), params[0])
+    cos = []
+    for fn in (lambda t: stem_logits(net, t), net):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = fn(x)
+        (gw,) = torch.autograd.grad(F.cross_entropy(logits.float(), y), params[0])
+        assert gw.dtype == torch.float32
+        cos.append(F.cosine_similarity(gw.flatten(), exact.flatten(), dim=0))
+    assert cos[0] > 0.97 and cos[0] > cos[1] - 0.005, cos
 
 
 def test_one_pass_declines_unsupported_networks():

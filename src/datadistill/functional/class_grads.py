@@ -79,17 +79,61 @@ class _ClassConv2d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dx = torch.ops.aten.convolution_backward(dy, x, w, None, *args, [True, False, False])[0]
             dx = dx.to(x_in.dtype)
-        dxs, dys = x.unflatten(0, (k, -1)), dy.unflatten(0, (k, -1))
-        dw = torch.stack(
-            [
-                torch.ops.aten.convolution_backward(
-                    dys[c], dxs[c], w, None, *args, [False, True, False]
-                )[1]
-                for c in range(k)
-            ]
-        ).to(w_k.dtype)
+        dys = dy.unflatten(0, (k, -1))
+        if few_input_channels(w):
+            dw = im2col_weight_grads(dy, x, w.shape, ctx.stride, ctx.padding, k)
+        else:
+            dxs = x.unflatten(0, (k, -1))
+            dw = torch.stack(
+                [
+                    torch.ops.aten.convolution_backward(
+                        dys[c], dxs[c], w, None, *args, [False, True, False]
+                    )[1]
+                    for c in range(k)
+                ]
+            )
         db = None if ctx.b_dtype is None else dys.sum(dim=(1, 3, 4), dtype=ctx.b_dtype)
-        return dx, dw, db, None, None
+        return dx, dw.to(w_k.dtype), db, None, None
+
+
+# A convolution whose input has at most this many values per output position (C * kh * kw)
+# gets its weight gradient from im2col + one matrix product: a 3x3 stem on 1 or 3 channels.
+# oneDNN's weight-gradient kernel runs such layers at a few GFLOP/s on CPU (NOTES.md, stop 14).
+FEW_INPUTS = 27
+
+
+def few_input_channels(w: Tensor) -> bool:
+    """Whether a (O, C, kh, kw) convolution weight takes the im2col weight-gradient path."""
+    return w.shape[1] * w.shape[2] * w.shape[3] <= FEW_INPUTS
+
+
+def im2col_weight_grads(
+    dy: Tensor, x: Tensor, shape: Any, stride: Any, padding: Any, k: int = 1
+) -> Tensor:
+    """Weight gradients (k, O, C, kh, kw) of a convolution, one per consecutive slice of k.
+
+    ``x`` (k*B, C, H, W) and ``dy`` (k*B, O, H', W'): slice c's gradient is the sum over its
+    images and output positions of dy times the input patch, i.e. dy^T @ patches. The patch
+    matrix is C * kh * kw values per position (small here), and the product is read in
+    ``dy``'s own layout, so nothing as large as ``dy`` is copied. Differentiable (a
+    ``create_graph`` backward passes through it).
+    """
+    o, c, kh, kw = shape
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (k*B, C*kh*kw, L)
+    n, q, length = cols.shape
+    # patches @ dy^T, (q, O) per slice: on CPU this orientation of the product ran
+    # 1.5-2x faster than dy @ patches^T
+    if dy.dim() == 4 and dy.is_contiguous(memory_format=torch.channels_last) and o > 1:
+        # channels-last dy: (positions, channels) is a plain (k, B*L, O) view
+        d = dy.permute(0, 2, 3, 1).reshape(k, -1, o)
+        p = cols.transpose(1, 2).reshape(k, -1, q)
+        dw_t = torch.bmm(p.transpose(1, 2), d)
+    else:  # contiguous dy: one (q, L) @ (L, O) product per image, summed per slice
+        per_image = torch.bmm(cols, dy.reshape(n, o, length).transpose(1, 2))
+        acc = torch.promote_types(per_image.dtype, torch.float32)  # bf16 sums in float32
+        dw_t = per_image.view(k, -1, q, o).sum(1, dtype=acc).to(per_image.dtype)
+    dw = dw_t.transpose(1, 2)  # (k, O, q)
+    return dw.reshape(k, o, c, kh, kw)
 
 
 def supports(net: nn.Module) -> bool:
@@ -98,7 +142,7 @@ def supports(net: nn.Module) -> bool:
         return False
     for m in net.features:
         if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.dilation != (1, 1) or isinstance(m.padding, str):
+            if not _plain(m):
                 return False
         elif isinstance(m, nn.BatchNorm2d):
             if m.training or not m.track_running_stats:
@@ -142,6 +186,30 @@ def class_logits(net: ConvNet, theta_k: dict[str, Tensor], images: Tensor) -> Te
     feats = x.flatten(1).unflatten(0, (k, -1))  # (K, B, D)
     w, b = theta_k["classifier.weight"], theta_k["classifier.bias"]
     return torch.baddbmm(b[:, None, :], feats, w.transpose(1, 2))
+
+
+def stem_logits(net: ConvNet, x: Tensor) -> Tensor:
+    """``net(x)``, the same values and gradients, but each convolution with few input values
+    per position (the stem on 1- or 3-channel images) takes the im2col weight gradient of
+    :func:`im2col_weight_grads` rather than oneDNN's. For training a ConvNet on CPU."""
+    for m in net.features:
+        if isinstance(m, nn.Conv2d) and few_input_channels(m.weight) and _plain(m):
+            b = None if m.bias is None else m.bias[None]
+            x = _ClassConv2d.apply(x, m.weight[None], b, m.stride, m.padding)
+        else:
+            x = m(x)
+    logits: Tensor = net.classifier(x.flatten(1))
+    return logits
+
+
+def _plain(m: nn.Conv2d) -> bool:
+    """A convolution :class:`_ClassConv2d` computes: one group, no dilation, zero padding."""
+    return (
+        m.groups == 1
+        and m.dilation == (1, 1)
+        and not isinstance(m.padding, str)
+        and m.padding_mode == "zeros"
+    )
 
 
 def class_loss(

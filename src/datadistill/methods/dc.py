@@ -27,6 +27,7 @@ reaches the pixels through the matching loss, and all parameters stay float32.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.evaluation.train import label_loss, one_family_per_batch
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
-from datadistill.functional.class_grads import class_grads, class_loss, supports
+from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
 from datadistill.methods.common import (
@@ -47,6 +48,7 @@ from datadistill.methods.common import (
     resolve_precision,
 )
 from datadistill.models import create_model_for, reset_parameters
+from datadistill.models.convnet import ConvNet
 
 # (outer_loop, inner_loop) by IPC, from the DC paper / reference code.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -130,7 +132,11 @@ class DC(Method):
         # "auto" compiles on CPU too: one DC iteration trains the network hundreds of times
         mode = "yes" if hp.compile == "auto" else hp.compile
         self.real_loss = maybe_compile(class_loss, mode, device, 0)
-        self.train_forward = maybe_compile(self.net, mode, device, 0)
+        # a ConvNet trains with the im2col weight gradient in its stem (several times
+        # faster than oneDNN's for 1- or 3-channel inputs on CPU; same values)
+        net = self.net
+        fwd = functools.partial(stem_logits, net) if isinstance(net, ConvNet) else net
+        self.train_forward = maybe_compile(fwd, mode, device, 0)
         self.dtype = resolve_precision(hp.precision, device)
         # oneDNN's bf16 convolutions (their weight gradients above all) run faster on
         # channels-last tensors; float32 ones did not on our CPUs (figures in NOTES.md)
