@@ -386,6 +386,9 @@ def main() -> None:
                 used = demo_value(sw["method"], sw["ipc"], sw["param"])
             else:
                 used = table_value(sw["dataset"], sw["method"], sw["ipc"], sw["param"])
+                if used == "auto" and sw["param"].endswith("precision"):
+                    # "auto" is bf16 where the CPU has it natively: the sweep's machine
+                    used = "bfloat16" if "bf16" in sw["machine"] else "float32"
                 if (
                     "buffer" in sw["fixed"]
                     and Path(str(sw["fixed"]["buffer"])).name

@@ -97,14 +97,16 @@ class _ClassConv2d(torch.autograd.Function):
 
 
 # A convolution whose input has at most this many values per output position (C * kh * kw)
-# gets its weight gradient from im2col + one matrix product: a 3x3 stem on 1 or 3 channels.
-# oneDNN's weight-gradient kernel runs such layers at a few GFLOP/s on CPU (NOTES.md, stop 14).
+# gets its weight gradient from im2col + one matrix product on CPU: a 3x3 stem on 1 or 3
+# channels. oneDNN's weight-gradient kernel runs such layers at a few GFLOP/s (NOTES.md,
+# stop 14).
 FEW_INPUTS = 27
 
 
 def few_input_channels(w: Tensor) -> bool:
-    """Whether a (O, C, kh, kw) convolution weight takes the im2col weight-gradient path."""
-    return w.shape[1] * w.shape[2] * w.shape[3] <= FEW_INPUTS
+    """Whether a (O, C, kh, kw) convolution weight takes the im2col weight-gradient path
+    (on CPU only: it works around oneDNN; GPU libraries have their own kernels)."""
+    return w.device.type == "cpu" and w.shape[1] * w.shape[2] * w.shape[3] <= FEW_INPUTS
 
 
 def im2col_weight_grads(
