@@ -163,38 +163,77 @@ def test_one_pass_image_derivative_under_autocast():
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("shape", [(1, 28, 3, 1), (3, 32, 1, 1), (3, 9, 2, 2)])
-def test_im2col_weight_grads_equal_convolution_backward(shape, layout):
+@pytest.mark.parametrize(
+    "c,size,kernel,pad,stride",
+    [
+        (1, 28, (3, 3), (3, 3), (1, 1)),
+        (3, 32, (3, 3), (1, 1), (1, 1)),
+        (3, 9, (3, 3), (2, 2), (2, 2)),
+        (1, 11, (1, 5), (0, 2), (2, 1)),  # each direction its own kernel, padding, stride
+    ],
+)
+def test_im2col_weight_grads_equal_convolution_backward(c, size, kernel, pad, stride, layout):
     """The stem's weight gradient per slice of a batch equals autograd's per slice, for
-    both layouts of the output gradient, strides and paddings (float64)."""
-    c, size, pad, stride = shape
+    both layouts of the output gradient, kernels, strides and paddings (float64)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, c, size, size, generator=g, dtype=torch.float64)
-    w = torch.randn(5, c, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, c, *kernel, generator=g, dtype=torch.float64, requires_grad=True)
     y = F.conv2d(x, w, stride=stride, padding=pad)
     dy = torch.randn(y.shape, generator=g, dtype=torch.float64).contiguous(memory_format=layout)
-    ours = im2col_weight_grads(dy, x, w.shape, (stride, stride), (pad, pad), k=2)
+    ours = im2col_weight_grads(dy, x, w.shape, stride, pad, k=2)
     for s in range(2):
         part = F.conv2d(x[3 * s : 3 * s + 3], w, stride=stride, padding=pad)
         (ref,) = torch.autograd.grad(part, w, dy[3 * s : 3 * s + 3])
         assert torch.allclose(ours[s], ref, atol=1e-10)
 
 
-@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
-def test_stem_logits_equal_the_network(channels, size):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_im2col_weight_grads_in_bfloat16(layout):
+    """In bf16 the weight gradient is as close to the float32 one as oneDNN's bf16 one."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 1, 28, 28, generator=g)
+    w = torch.randn(16, 1, 3, 3, generator=g)
+    dy = torch.randn(32, 16, 32, 32, generator=g)
+    exact = im2col_weight_grads(dy, x, w.shape, (1, 1), (3, 3))[0]
+    xb, dyb = x.bfloat16(), dy.bfloat16().contiguous(memory_format=layout)
+    ours = im2col_weight_grads(dyb, xb, w.shape, (1, 1), (3, 3))[0]
+    args = (None, [1, 1], [3, 3], [1, 1], False, [0, 0], 1, [False, True, False])
+    onednn = torch.ops.aten.convolution_backward(dyb, xb, w.bfloat16(), *args)[1]
+    assert ours.dtype == torch.bfloat16
+    err = [((t.float() - exact).norm() / exact.norm()).item() for t in (ours, onednn)]
+    assert err[0] < 2 * err[1] + 1e-3, err
+
+
+@pytest.mark.parametrize("channels,size,norm", [(1, 28, "instancenorm"), (3, 32, "batchnorm")])
+def test_stem_logits_equal_the_network(channels, size, norm):
     """The training forward with the im2col stem gives the network's logits and parameter
     gradients (float64), and under bf16 autocast stays as close to float32 as the network's
     own forward does."""
     g = torch.Generator().manual_seed(0)
     net = create_model(
-        "convnet", channels=channels, num_classes=4, image_size=(size, size), width=8, generator=g
+        "convnet",
+        channels=channels,
+        num_classes=4,
+        image_size=(size, size),
+        width=8,
+        norm=norm,
+        generator=g,
     ).double()
     x = torch.randn(5, channels, size, size, generator=g, dtype=torch.float64)
     y = torch.arange(5) % 4
     params = list(net.parameters())
-    out = [fn(x) for fn in (lambda t: stem_logits(net, t), net)]
+    start = [b.clone() for b in net.buffers()]
+    out, grads, buffers = [], [], []
+    for fn in (lambda t: stem_logits(net, t), net):  # batch norm in training mode
+        with torch.no_grad():  # both from the same running statistics
+            for b, s0 in zip(net.buffers(), start, strict=True):
+                b.copy_(s0)
+        out.append(fn(x))
+        grads.append(torch.autograd.grad(F.cross_entropy(out[-1], y), params))
+        buffers.append([b.clone() for b in net.buffers()])
     assert torch.allclose(out[0], out[1], atol=1e-12)
-    grads = [torch.autograd.grad(F.cross_entropy(o, y), params) for o in out]
+    for a, b in zip(*buffers, strict=True):  # the same running-statistics updates
+        assert torch.allclose(a.double(), b.double(), atol=1e-12)
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-12)
     net, x = net.float(), x.float()

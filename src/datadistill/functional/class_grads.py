@@ -116,9 +116,9 @@ def im2col_weight_grads(
 
     ``x`` (k*B, C, H, W) and ``dy`` (k*B, O, H', W'): slice c's gradient is the sum over its
     images and output positions of dy times the input patch, i.e. dy^T @ patches. The patch
-    matrix is C * kh * kw values per position (small here), and the product is read in
-    ``dy``'s own layout, so nothing as large as ``dy`` is copied. Differentiable (a
-    ``create_graph`` backward passes through it).
+    matrix is C * kh * kw values per position (at most 27 here), and ``dy`` is read in its
+    own layout, never copied (the patch matrix may be, in the channels-last branch).
+    Differentiable (a ``create_graph`` backward passes through it).
     """
     o, c, kh, kw = shape
     cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (k*B, C*kh*kw, L)
@@ -132,7 +132,8 @@ def im2col_weight_grads(
         dw_t = torch.bmm(p.transpose(1, 2), d)
     else:  # contiguous dy: one (q, L) @ (L, O) product per image, summed per slice
         per_image = torch.bmm(cols, dy.reshape(n, o, length).transpose(1, 2))
-        acc = torch.promote_types(per_image.dtype, torch.float32)  # bf16 sums in float32
+        # each image's product is rounded to its dtype; the sum over images runs in float32
+        acc = torch.promote_types(per_image.dtype, torch.float32)
         dw_t = per_image.view(k, -1, q, o).sum(1, dtype=acc).to(per_image.dtype)
     dw = dw_t.transpose(1, 2)  # (k, O, q)
     return dw.reshape(k, o, c, kh, kw)
