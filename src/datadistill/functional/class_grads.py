@@ -194,7 +194,8 @@ def class_logits(net: ConvNet, theta_k: dict[str, Tensor], images: Tensor) -> Te
 def stem_logits(net: ConvNet, x: Tensor) -> Tensor:
     """``net(x)``, the same values and gradients, but each convolution with few input values
     per position (the stem on 1- or 3-channel images) takes the im2col weight gradient of
-    :func:`im2col_weight_grads` rather than oneDNN's. For training a ConvNet on CPU."""
+    :func:`im2col_weight_grads` rather than oneDNN's (on CPU: :func:`few_input_channels`;
+    elsewhere it is the network's own forward)."""
     for m in net.features:
         if isinstance(m, nn.Conv2d) and few_input_channels(m.weight) and _plain(m):
             b = None if m.bias is None else m.bias[None]

@@ -132,12 +132,11 @@ class DC(Method):
         # "auto" compiles on CPU too: one DC iteration trains the network hundreds of times
         mode = "yes" if hp.compile == "auto" else hp.compile
         self.real_loss = maybe_compile(class_loss, mode, device, 0)
-        # on CPU a ConvNet trains with the im2col weight gradient in its stem (several
-        # times faster than oneDNN's for 1- or 3-channel inputs; same values)
+        # a ConvNet trains with the im2col weight gradient in its stem where that applies
+        # (on CPU, several times faster than oneDNN's for 1- or 3-channel inputs; elsewhere
+        # stem_logits is the network's own forward)
         net = self.net
-        fwd: Any = net
-        if isinstance(net, ConvNet) and device.type == "cpu":
-            fwd = functools.partial(stem_logits, net)
+        fwd: Any = functools.partial(stem_logits, net) if isinstance(net, ConvNet) else net
         self.train_forward = maybe_compile(fwd, mode, device, 0)
         self.dtype = resolve_precision(hp.precision, device)
         # oneDNN's bf16 convolutions (their weight gradients above all) run faster on
