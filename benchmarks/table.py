@@ -88,6 +88,11 @@ CPU_DEFAULTS_BY_DATASET: dict[tuple[str, str, int], dict[str, object]] = {
 CPU_EXPERTS_BY_CELL: dict[tuple[str, int], str] = {("mnist", 1): "ipc1"}
 
 
+def cell_experts_tag(dataset: str, ipc: int) -> str:
+    """The expert buffer tag of the table's MTT cell ("" for the default buffer)."""
+    return CPU_EXPERTS_BY_CELL.get((dataset, ipc), "")
+
+
 def cpu_defaults(method: str, ipc: int, dataset: str) -> dict[str, object]:
     """The table's CPU hyperparameters for ``method`` at ``ipc`` on ``dataset`` (beyond the
     paper's)."""
@@ -117,7 +122,7 @@ def run_cell(
     experts_tag = args.tag
     if method == "mtt":
         if not args.tag and not args.paper:
-            experts_tag = CPU_EXPERTS_BY_CELL.get((real.info.name, ipc), "")
+            experts_tag = cell_experts_tag(real.info.name, ipc)
         hparams.setdefault("buffer", buffer_dir(real.info.name, experts_tag))
         expert_s = expert_seconds(real.info.name, experts_tag)
         if expert_s is None:

@@ -42,9 +42,9 @@ def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
 def table_buffer(dataset: str, ipc: int) -> str:
     """The expert buffer the table's MTT cell at ``ipc`` on ``dataset`` uses."""
     from benchmarks.experts import buffer_dir
-    from benchmarks.table import CPU_EXPERTS_BY_CELL
+    from benchmarks.table import cell_experts_tag
 
-    return buffer_dir(dataset, CPU_EXPERTS_BY_CELL.get((dataset, ipc), ""))
+    return buffer_dir(dataset, cell_experts_tag(dataset, ipc))
 
 
 def demo_value(method: str, ipc: int, param: str) -> object:
