@@ -1,4 +1,5 @@
-"""Pure maths shared by methods: matching distances (and, later, kernels and unrolls)."""
+"""Pure maths shared by methods: matching distances here; per-class gradients
+(:mod:`.grads`, :mod:`.class_grads`) and unrolled SGD (:mod:`.unroll`) in their modules."""
 
 from datadistill.functional.distances import (
     GRADIENT_DISTANCES,

@@ -14,8 +14,8 @@ slower than plain ones on CPU. Here the classes share every activation computati
   without any custom code.
 
 So the per-class gradients come from one ``autograd.grad`` call on the sum of the class
-losses. Everything stays differentiable with respect to the images (the synthetic side
-differentiates through it with ``create_graph=True``).
+losses. Everything stays differentiable with respect to the images (``create_graph=True``
+is supported and tested; DC itself uses this path for its real side, without a graph).
 
 Supported: :class:`~datadistill.models.convnet.ConvNet` with any norm (batch norm in eval
 mode), activation and pooling. :func:`class_grads` returns ``None`` for anything else, and

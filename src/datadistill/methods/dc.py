@@ -11,10 +11,12 @@ matches follow the network along a training trajectory:
 
 D sums, per layer and per output channel, ``1 - cos`` (``distance="ours"``; ``mse`` and
 ``cos`` are the paper's alternatives). The K per-class gradients of each side come from one
-pass, not K backward passes: for ConvNets, one forward / backward over all classes with
-per-class weight copies (:mod:`datadistill.functional.class_grads`; the real side
-compiled, on CPU in cache-sized chunks of ``real_chunk`` images per class), otherwise
-``vmap`` over classes (:func:`datadistill.functional.grads.per_class_grads`). Batch norm,
+pass, not K backward passes. The real side (the large one) for ConvNets: one forward /
+backward over all classes with per-class weight copies
+(:mod:`datadistill.functional.class_grads`; compiled, on CPU in cache-sized chunks of
+``real_chunk`` images per class); for other networks, and for the small synthetic side
+whose gradient must reach the pixels, ``vmap`` over classes
+(:func:`datadistill.functional.grads.per_class_grads`). Batch norm,
 as in the paper: its statistics are set by a forward pass of a few real images per class,
 then frozen while matching.
 

@@ -7,10 +7,11 @@ synthetic images, with the same Siamese augmentation applied to both:
     loss = sum_c || mean_i f(A_c(x_real_ci)) - mean_j f(A_c(s_cj)) ||^2
 
 The synthetic pixels are updated with SGD (lr 1.0, momentum 0.5 in the paper). All
-classes go through the network in one batch (instance norm keeps samples independent),
-the real half without autograd (optionally in bfloat16, ``real_precision``: on CPUs with
-native bf16 it runs about twice as fast, and its mean embeddings differ from float32's by
-about 0.2%).
+classes share each forward call (instance norm keeps samples independent; on CPU the real
+half runs in cache-sized chunks of ``real_chunk`` images, unless the network has batch
+norm, which needs the whole batch), the real half without autograd (optionally in
+bfloat16, ``real_precision``: on CPUs with native bf16 it runs about twice as fast, and its
+mean embeddings differ from float32's by about 0.2%).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class DMParams(HParams):
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" images or "noise"
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
-    real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on GPU
+    real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on
+    # GPU or with batch norm (whose statistics need the whole batch)
     # compute dtype of the real half's forward (no gradient flows through it); the
     # synthetic half, its gradient and the loss stay float32. "auto": bfloat16 where the
     # device computes it natively (CPUs with AVX512-BF16 / AMX, recent GPUs), else float32
