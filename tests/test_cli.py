@@ -102,7 +102,7 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
     [
         (["distill", "--dataset", "mnsit", "--out", "X"], "Did you mean 'mnist'"),
         (["distill", "--dataset", "digits", "--method", "dn", "--out", "X"], "Did you mean 'dm'"),
-        (["distill", "--dataset", "digits", "--ipc", "0", "--out", "X"], "IPC"),
+        (["distill", "--dataset", "digits", "--ipc", "0", "--out", "X"], "IPC must be an integer"),
         (["distill", "--dataset", "digits", "--ipc", "500", "--out", "X"], "IPC 500 exceeds"),
         (["distill", "--dataset", "digits", "--protocol", "dcc", "--out", "X"], "Unknown protocol"),
         (
@@ -110,10 +110,10 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
             "Did you mean 'resnet18'",
         ),
         (["distill", "--dataset", "digits", "--hp", "lr_img=-2", "--out", "X"], "'lr_img'"),
-        (["distill", "--dataset", "mnist", "--out", "X"], "mnist"),
+        (["distill", "--dataset", "mnist", "--out", "X"], "DATADISTILL_DATA"),
         (["evaluate", "missing.safetensors"], "No distilled set"),
         (["list", "things"], "Cannot list"),
-        (["distill", "--dataset", "npz:X", "--out", "X"], "X"),
+        (["distill", "--dataset", "npz:X", "--out", "X"], "does not exist"),
         (["distill", "--dataset", "digits", "--select", "best-val", "--out", "X"], "--validate"),
         (["distill", "--dataset", "digits", "--method", "mtt", "--out", "X"], "expert buffer"),
         (
@@ -133,4 +133,25 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip()
     assert expected in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_mismatched_expert_buffer_is_one_line_and_nonzero(tmp_path, expert_buffer):
+    """A buffer trained on other data (here: without ZCA) is refused before any work."""
+    proc = cli(
+        "distill",
+        "--dataset",
+        "digits",
+        "--zca",
+        "--method",
+        "mtt",
+        "--hp",
+        f"buffer={expert_buffer}",
+        "--out",
+        str(tmp_path / "run"),
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "train experts for this data" in err and str(expert_buffer) in err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err

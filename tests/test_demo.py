@@ -21,4 +21,4 @@ def test_demo_rejects_an_unknown_protocol(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit) as exc:
         demo.main(["--protocol", "dcc"])
     assert exc.value.code == 2
-    assert "dc" in capsys.readouterr().err
+    assert "Did you mean 'dc'" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def _interrupt_after_epoch(digits, root, num, recipe, epoch):
         train_experts(digits, root, num, recipe, device="cpu", log=interrupt)
 
 
-def test_buffer_layout_and_lazy_read(expert_buffer):
+def test_buffer_layout_and_lazy_read(expert_buffer, monkeypatch):
     buf = ExpertBuffer(expert_buffer)
     assert len(buf) == 2
     manifest = json.loads((expert_buffer / "manifest.json").read_text())
@@ -34,6 +34,17 @@ def test_buffer_layout_and_lazy_read(expert_buffer):
     assert all(a > 0.2 for a in buf.val_accs()), buf.val_accs()  # chance is 0.1
     with pytest.raises(ConfigError, match="outside"):
         buf.epoch(0, 4)
+
+    # lazy: one epoch is one slice of the file; the whole trajectory is never loaded
+    def no_whole_file(*args, **kwargs):
+        raise AssertionError("the whole trajectory was loaded")
+
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "load_file", no_whole_file)
+    monkeypatch.setattr(safetensors.torch, "load", no_whole_file)
+    monkeypatch.setattr(torch, "load", no_whole_file)
+    assert torch.equal(ExpertBuffer(expert_buffer).epoch(1, 2), traj[2])
 
 
 def test_interrupted_expert_resumes_to_the_same_trajectory(digits, tmp_path, expert_buffer):

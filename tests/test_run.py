@@ -5,30 +5,41 @@ import datadistill as dd
 from datadistill.errors import ConfigError, RunError
 from datadistill.methods import METHODS
 from datadistill.methods.dm import DM
-from tests.conftest import SMOKE_HPARAMS
+from tests.conftest import SMOKE_HPARAMS, smoke_hparams
 
 HP = SMOKE_HPARAMS["dm"]
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path, digits):
-    straight = dd.distill(digits, "dm", 2, seed=1, iterations=8, device="cpu", **HP)
+# Every iterative method: its checkpoint carries all of its state (DC / DSA: the
+# generator and image optimiser; MTT: the learned lr, soft labels and their optimisers).
+@pytest.mark.parametrize(
+    "method,extra", [("dm", {}), ("dc", {}), ("dsa", {}), ("mtt", {"soft_labels": True})]
+)
+def test_resumed_run_equals_uninterrupted(tmp_path, digits, request, method, extra):
+    hp = {**smoke_hparams(method, request), **extra}
+    n = 4 if method in ("dc", "dsa") else 8
+    straight = dd.distill(digits, method, 2, seed=1, iterations=n, device="cpu", **hp)
     ckpt = tmp_path / "ckpt.pt"
     dd.distill(
         digits,
-        "dm",
+        method,
         2,
         seed=1,
-        iterations=4,
+        iterations=n // 2,
         device="cpu",
         checkpoint=ckpt,
-        checkpoint_every=2,
-        **HP,
+        checkpoint_every=1,
+        **hp,
     )
     resumed = dd.distill(
-        digits, "dm", 2, seed=1, iterations=8, device="cpu", checkpoint=ckpt, resume=True, **HP
+        digits, method, 2, seed=1, iterations=n, device="cpu", checkpoint=ckpt, resume=True, **hp
     )
-    assert resumed.manifest["iterations"] == 8
+    assert resumed.manifest["iterations"] == n
     assert torch.equal(straight.images, resumed.images)
+    assert straight.lr == resumed.lr
+    if straight.soft_labels is not None:
+        assert resumed.soft_labels is not None
+        assert torch.equal(straight.soft_labels, resumed.soft_labels)
 
 
 def test_resume_refuses_another_runs_checkpoint(tmp_path, digits):
@@ -98,6 +109,8 @@ def test_interrupt_leaves_resumable_checkpoint(tmp_path, digits, monkeypatch):
         digits, "dm", 1, iterations=6, device="cpu", checkpoint=ckpt, resume=True, **HP
     )
     assert done.manifest["iterations"] == 6
+    straight = dd.distill(digits, "dm", 1, iterations=6, device="cpu", **HP)
+    assert torch.equal(done.images, straight.images)  # the interruption lost nothing
 
 
 def test_time_budget_stops_the_loop(digits):
@@ -161,19 +174,33 @@ def test_run_folder_is_never_overwritten_and_resumes(tmp_path, digits):
 
 
 @pytest.mark.parametrize(("method", "protocol"), [("dm", "dc"), ("dsa", "dsa")])
-def test_run_evaluates_with_the_methods_protocol_by_default(tmp_path, method, protocol):
+def test_run_evaluates_with_the_methods_protocol_by_default(
+    tmp_path, monkeypatch, method, protocol
+):
     import json
 
+    import datadistill.evaluation
+
+    class Evaluated(Exception):
+        pass
+
+    seen: list[object] = []
+
+    def fake_evaluate(distilled, real, proto, **kwargs):
+        seen.append(proto)
+        raise Evaluated
+
+    monkeypatch.setattr(datadistill.evaluation, "evaluate", fake_evaluate)
     cfg = dd.RunConfig(
         dataset="digits",
         method=method,
         ipc=1,
         iterations=1,
         hparams=SMOKE_HPARAMS[method],
-        evaluate=False,
         progress=False,
         device="cpu",
     )
-    report = dd.run(cfg, tmp_path / "r")
-    assert report["protocol"] == protocol
+    with pytest.raises(Evaluated):
+        dd.run(cfg, tmp_path / "r")
+    assert seen == [protocol]  # what the evaluation was asked to train with
     assert json.loads((tmp_path / "r" / "config.json").read_text())["protocol"] == protocol

@@ -94,6 +94,7 @@ def test_siamese_same_params_same_augmentation(strategy: str, mode: str) -> None
     real_aug, syn_aug = dsa(real, params), dsa(syn, params)
     assert real_aug.shape == real.shape and syn_aug.shape == syn.shape
     torch.testing.assert_close(syn_aug[:, 1], real_aug[:, 3], rtol=0, atol=1e-6)
+    assert not torch.equal(real_aug, real)  # the transform did something
 
 
 def test_group_params_do_not_depend_on_batch_size() -> None:

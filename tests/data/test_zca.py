@@ -50,6 +50,8 @@ def test_load_dataset_zca_whitens_all_splits(tmp_path):
     plain = load_dataset("mnist", tmp_path, download=False)
     assert real.info.zca is True and real.info.zca_eps == 0.1 and real.zca is not None
     assert torch.allclose(real.test_x, real.zca.transform(plain.test_x), atol=1e-4)
+    assert torch.allclose(real.train_x, real.zca.transform(plain.train_x), atol=1e-4)
+    assert not torch.allclose(real.train_x, plain.train_x, atol=1e-2)  # it did whiten
     pixels = real.denormalize(real.val_x)
     assert torch.allclose(pixels, plain.denormalize(plain.val_x), atol=1e-4)
     assert torch.allclose(real.normalize(pixels), real.val_x, atol=1e-3)

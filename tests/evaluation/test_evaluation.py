@@ -1,5 +1,6 @@
 import dataclasses
 import functools
+import importlib
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def test_lr_decays_at_half():
     assert seen == pytest.approx([0.1, 0.1, 0.01, 0.01])
 
 
-def test_evaluate_reports_baselines_and_caches(digits, tmp_path):
+def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
     d = dd.distill(digits, "random", 2, seed=0, device="cpu")
     proto = dataclasses.replace(get_protocol("fast"), epochs=20, full_epochs=1)
     run = functools.partial(
@@ -72,8 +73,20 @@ def test_evaluate_reports_baselines_and_caches(digits, tmp_path):
     )
     cached = sorted((tmp_path / "c").glob("*.json"))
     assert len(cached) == 8  # random and full, 2 seeds, 2 architectures
-    again = run()  # every baseline from the cache
+    # every baseline from the cache: only the distilled set is trained again
+    module = importlib.import_module("datadistill.evaluation.evaluate")
+    trained: list[int] = []
+    original = module.train_and_test
+
+    def counting(images, *args, **kwargs):
+        trained.append(images.shape[0])
+        return original(images, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train_and_test", counting)
+    again = run()
+    assert trained == [d.images.shape[0]] * 4  # 2 architectures x 2 seeds
     assert again.results["mlp"]["full"] == rep.results["mlp"]["full"]
+    assert again.results["convnetw32"]["random"] == rep.results["convnetw32"]["random"]
 
 
 def test_random_subset_is_stratified_and_seeded(digits):

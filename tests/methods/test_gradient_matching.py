@@ -272,7 +272,8 @@ def test_dc_real_side_chunks_sum_to_the_batch_gradient(digits):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("chunk", [0, 12])  # 0: auto (16 per pass on CPU); 12: whole batch
+# 0: auto (16 per pass on CPU: 16 + 4); 12: uneven chunks (12 + 8); 20: the whole batch
+@pytest.mark.parametrize("chunk", [0, 12, 20])
 def test_dc_real_chunk_auto_and_whole_give_the_batch_gradient(digits, chunk):
     m = create_method("dc", width=16, batch_real=20, real_chunk=chunk, compile="no")
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -307,8 +308,17 @@ def test_outer_iteration_runs_the_schedule(digits, name):
     m = create_method(name, **SMOKE_HPARAMS[name])
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert (m.outer_loop, m.inner_loop) == (2, 2)
+    calls: list[str] = []
+    match, train = m._match, m._train_net
+    m._match = lambda: (calls.append("match"), match())[1]  # type: ignore[method-assign]
+    m._train_net = lambda opt: (calls.append("train"), train(opt))[1]  # type: ignore[method-assign]
+    forward = m.train_forward
+    m.train_forward = lambda x: (calls.append("batch"), forward(x))[1]
     before = m.synthetic().images.detach().clone()
     metrics = m.step()
+    # outer_loop matches with the network trained between them (not after the last), for
+    # inner_loop epochs of one batch each (10 images, batch_train 256)
+    assert calls == ["match", "train", "batch", "batch", "match"]
     assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
     assert not torch.equal(before, m.synthetic().images.detach())
     assert (m.dsa is not None) == (name == "dsa")

@@ -26,6 +26,10 @@ def test_method_runs_and_beats_chance(digits, name, request):
     proto = dataclasses.replace(get_protocol("fast"), epochs=60)
     acc = train_and_test(d.images, d.labels, digits, proto, "convnetw32", seed=0)
     assert acc > 0.3  # chance is 0.1
+    if METHODS.get(name).needs_steps:  # the steps changed the set (init="real" alone beats
+        # chance): compare with the same seed's initial set
+        d0 = dd.distill(digits, name, ipc=2, seed=0, iterations=0, device="cpu", **hp)
+        assert not torch.equal(d0.images, d.images)
 
 
 def test_hyperparameters_are_validated():
@@ -41,10 +45,19 @@ def test_hyperparameters_are_validated():
         create_method("dm").hparams.lr_img = 2.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("ipc", [0, 10_000])
-def test_bad_ipc(digits, ipc):
-    with pytest.raises(ConfigError, match="IPC"):
+@pytest.mark.parametrize(
+    "ipc,message",
+    [(0, "IPC must be an integer >= 1"), (10_000, "IPC 10000 exceeds the smallest class")],
+)
+def test_bad_ipc(digits, ipc, message):
+    with pytest.raises(ConfigError, match=message):
         dd.distill(digits, "dm", ipc=ipc, iterations=1, device="cpu")
+
+
+def test_ipc_equal_to_the_smallest_class_is_accepted(digits):
+    smallest = min(digits.class_counts("train"))
+    d = dd.distill(digits, "random", ipc=smallest, seed=0, device="cpu")
+    assert d.images.shape[0] == smallest * 10
 
 
 def test_dm_loss_zero_on_identical_means():

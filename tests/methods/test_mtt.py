@@ -88,9 +88,22 @@ def test_mtt_soft_labels_and_window(digits, expert_buffer, unroll):
         "window_grow_iterations": 2,
         "unroll": unroll,
     }
-    d = dd.distill(digits, "mtt", ipc=1, seed=0, iterations=3, device="cpu", **hp)
-    assert d.soft_labels is not None and d.soft_labels.shape == (10, 10)
-    assert d.lr is not None and d.lr > 0
+    m = create_method("mtt", **hp)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    s = m.synthetic()
+    assert s.soft_labels is not None and s.soft_labels.shape == (10, 10)
+    labels0, lr0 = s.soft_labels.detach().clone(), float(s.lr.detach())
+    windows = []
+    for _ in range(3):
+        windows.append(m._max_start())
+        metrics = m.step()
+        assert 0 <= metrics["start_epoch"] < windows[-1]
+    # DATM's window grows from max_start_epoch to window_grow_to over 2 iterations
+    assert windows == [1, 2, 2]
+    # the labels and the lr are learned with the images
+    assert not torch.equal(labels0, m.synthetic().soft_labels.detach())
+    lr = float(m.synthetic().lr.detach())
+    assert lr != lr0 and lr > 0
 
 
 def test_initial_soft_labels_are_expert_logits(digits, expert_buffer):
