@@ -35,8 +35,14 @@ def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
 
     defaults = cpu_defaults(method, ipc, dataset)
     if param in defaults:
-        return defaults[param]
-    return getattr(dd.METHODS.get(method).hparams_class(), param, None)
+        value = defaults[param]
+    else:
+        value = getattr(dd.METHODS.get(method).hparams_class(), param, None)
+    if method in ("dc", "dsa") and param in ("outer_loop", "inner_loop") and value == 0:
+        from datadistill.methods.dc import default_loops  # 0: the paper's schedule by IPC
+
+        return default_loops(ipc)[param == "inner_loop"]
+    return value
 
 
 def table_buffer(dataset: str, ipc: int) -> str:
