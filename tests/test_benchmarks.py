@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+import datadistill as dd
 from benchmarks import gpu_checks, write_md
 from benchmarks.table import cell_name
 
@@ -148,3 +150,41 @@ def test_tagged_cells_get_their_own_files_and_table(tmp_path, monkeypatch):
     assert "## Tagged runs: gpu" in text
     assert "| mnist | 10 | dm | paper | dsa | **97.50 ± 0.10** | 95.00 ± 0.20 |" in text
     assert write_md.tagged_section([]) == []
+
+
+def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp_path, monkeypatch):
+    from benchmarks import _common, reevaluate
+
+    results, work = tmp_path / "results", tmp_path / "work"
+    results.mkdir()
+    work.mkdir()
+    for mod in (reevaluate, _common):
+        monkeypatch.setattr(mod, "RESULTS", results)
+    monkeypatch.setattr(reevaluate, "WORK", work)
+    distilled = dd.distill(digits, "random", 1, seed=0)
+    distilled.save(work / "digits-random-ipc1.safetensors")
+    cell = {
+        "iterations": 7,
+        "distill_seconds": 1.5,
+        "hparams": {"a": 1},
+        "defaults": "cpu",
+        "peak_memory_bytes": 2**20,
+    }
+    (results / "digits-random-ipc1.json").write_text(json.dumps({**cell, "date": "d"}))
+    args = argparse.Namespace(
+        protocol="fast", seeds=1, full_epochs=1, device="cpu", force=False, quiet=True
+    )
+    reevaluate.reevaluate(digits, "random", 1, args)
+    out = json.loads((results / "digits-random-ipc1-eval-fast.json").read_text())
+    assert out["protocol"] == "fast" and out["tag"] == "eval-fast"
+    assert out["evaluated_from"]["cell"] == "digits-random-ipc1.json"
+    assert {k: out[k] for k in cell} == cell  # the distillation's figures travel along
+    for entry in ("distilled", "random", "full"):
+        assert len(out["results"][entry]["accs"]) == 1
+    # a random subset re-evaluated is a random subset: it beats chance on digits
+    assert out["results"]["distilled"]["mean"] > 0.2
+    text = "\n".join(write_md.tagged_section([out]))
+    assert "## Tagged runs: eval-fast" in text and "under the `fast` protocol" in text
+    # no artefact: one line, nothing written
+    reevaluate.reevaluate(digits, "dm", 1, args)
+    assert not (results / "digits-dm-ipc1-eval-fast.json").exists()
