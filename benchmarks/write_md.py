@@ -214,9 +214,9 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
             intro = [
                 "The main table's own distilled sets (the same artefacts, not distilled again)",
                 f"trained under the `{tag[5:]}` protocol (`python -m benchmarks.reevaluate`),",
-                "beside a random real subset of the same size under that protocol. The papers'",
-                "MNIST / Fashion-MNIST numbers were measured with augmented evaluation (DSA, DM:",
-                "1000 epochs with DSA; DC's code: crop, scale and rotate on MNIST).",
+                "beside a random real subset of the same size under that protocol. DSA's and",
+                "DM's papers evaluate with DSA augmentation for 1000 epochs; DC's code augments",
+                "MNIST (crop, scale, rotate; 1000 epochs), not Fashion-MNIST.",
             ]
         else:
             intro = [
