@@ -20,7 +20,7 @@ import time
 
 import datadistill as dd
 from benchmarks._common import DATA, RESULTS, WORK, write
-from benchmarks.table import FULL_EPOCHS, FULL_SEEDS, cell_name
+from benchmarks.table import FULL_EPOCHS, cell_header, cell_name, evaluate_cell
 
 
 def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespace) -> None:
@@ -37,18 +37,7 @@ def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespac
     cell = json.loads(cell_path.read_text())
     distilled = dd.load(artefact)
     t0 = time.perf_counter()
-    report = dd.evaluate(
-        distilled,
-        real,
-        args.protocol,
-        seeds=args.seeds,
-        full_epochs=args.full_epochs,
-        full_seeds=FULL_SEEDS,
-        cache_dir=WORK / "cache",
-        device=args.device,
-        progress=None if args.quiet else print,
-    )
-    r = report.to_dict()["results"]["convnet"]
+    r = evaluate_cell(distilled, real, args)
     keep = (
         "iterations",
         "distill_seconds",
@@ -62,14 +51,7 @@ def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespac
     path = write(
         name,
         {
-            "dataset": real.info.name,
-            "method": method,
-            "ipc": ipc,
-            "protocol": args.protocol,
-            "arch": "convnet",
-            "seeds": args.seeds,
-            "results": r,
-            "full_reference": f"{args.full_epochs} epoch(s), {FULL_SEEDS} seed(s)",
+            **cell_header(real, method, ipc, args, r),
             "tag": tag,
             "defaults": cell.get("defaults", "cpu"),
             "evaluated_from": {

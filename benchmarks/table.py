@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -122,6 +123,41 @@ def cell_name(dataset: str, method: str, ipc: int, tag: str = "") -> str:
     return f"{dataset}-{method}-ipc{ipc}{tag_suffix(tag)}.json"
 
 
+def evaluate_cell(
+    distilled: dd.Distilled, real: dd.RealData, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The ConvNet-3 results of a cell (distilled, random, full) under ``args.protocol``,
+    baselines cached in ``benchmarks/work/cache``."""
+    report = dd.evaluate(
+        distilled,
+        real,
+        args.protocol,
+        seeds=args.seeds,
+        full_epochs=args.full_epochs,
+        full_seeds=FULL_SEEDS,
+        cache_dir=WORK / "cache",
+        device=args.device,
+        progress=None if args.quiet else print,
+    )
+    return report.to_dict()["results"]["convnet"]
+
+
+def cell_header(
+    real: dd.RealData, method: str, ipc: int, args: argparse.Namespace, results: dict[str, Any]
+) -> dict[str, Any]:
+    """The fields every cell file starts with: what was evaluated, how, and the results."""
+    return {
+        "dataset": real.info.name,
+        "method": method,
+        "ipc": ipc,
+        "protocol": args.protocol,
+        "arch": "convnet",
+        "seeds": args.seeds,
+        "results": results,
+        "full_reference": f"{args.full_epochs} epoch(s), {FULL_SEEDS} seed(s)",
+    }
+
+
 def run_cell(
     real: dd.RealData, method: str, ipc: int, args: argparse.Namespace, hparams: dict[str, object]
 ) -> None:
@@ -156,30 +192,12 @@ def run_cell(
     )
     wall = time.perf_counter() - t0
     artefact = distilled.save(WORK / name.replace(".json", ".safetensors"))
-    report = dd.evaluate(
-        distilled,
-        real,
-        args.protocol,
-        seeds=args.seeds,
-        full_epochs=args.full_epochs,
-        full_seeds=FULL_SEEDS,
-        cache_dir=WORK / "cache",
-        device=args.device,
-        progress=None if args.quiet else print,
-    )
-    ev = report.to_dict()
+    r = evaluate_cell(distilled, real, args)
     m = distilled.manifest
     path = write(
         name,
         {
-            "dataset": real.info.name,
-            "method": method,
-            "ipc": ipc,
-            "protocol": args.protocol,
-            "arch": "convnet",
-            "seeds": args.seeds,
-            "results": ev["results"]["convnet"],
-            "full_reference": f"{args.full_epochs} epoch(s), {FULL_SEEDS} seed(s)",
+            **cell_header(real, method, ipc, args, r),
             "distill_seconds": m["distill_seconds"],
             "wall_seconds": wall,
             "budget_seconds": args.budget if needs_steps else None,
@@ -195,7 +213,6 @@ def run_cell(
             "artefact_bytes": artefact.stat().st_size,
         },
     )
-    r = ev["results"]["convnet"]
     print(
         f"{name}: distilled {100 * r['distilled']['mean']:.2f} random "
         f"{100 * r['random']['mean']:.2f} full {100 * r['full']['mean']:.2f} -> {path}"
