@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -204,3 +206,16 @@ def test_run_evaluates_with_the_methods_protocol_by_default(
         dd.run(cfg, tmp_path / "r")
     assert seen == [protocol]  # what the evaluation was asked to train with
     assert json.loads((tmp_path / "r" / "config.json").read_text())["protocol"] == protocol
+
+
+def test_time_budget_covers_setup(digits, monkeypatch):
+    original = DM.setup
+
+    def slow_setup(self, *args):
+        original(self, *args)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(DM, "setup", slow_setup)
+    d = dd.distill(digits, "dm", 1, time_budget=0.2, device="cpu", **SMOKE_HPARAMS["dm"])
+    assert d.manifest["iterations"] == 0 and d.manifest["stopped_by"] == "time"
+    assert d.manifest["distill_seconds"] >= 0.3

@@ -245,6 +245,7 @@ def distill(
 ) -> Distilled:
     """Distill ``real`` with ``method`` into ``ipc`` images per class.
 
+    ``time_budget`` (seconds) covers the method's set-up and its steps.
     Returns the :class:`~datadistill.artefact.Distilled` set; its manifest records the
     method, hyperparameters, seed, iterations, seconds and peak memory.
     """
@@ -289,7 +290,8 @@ def distill(
     result = run_loop(
         m,
         iterations=iterations,
-        time_budget=time_budget,
+        # a time budget covers the set-up too (e.g. a k-means initialisation)
+        time_budget=None if time_budget is None else max(0.0, time_budget - setup_seconds),
         callbacks=cbs,
         checkpoint=ckpt,
         checkpoint_every=checkpoint_every,

@@ -167,3 +167,34 @@ def test_herding_picks_mean_matching_points():
 def test_kcenter_covers_far_points():
     feats = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [0.0, 9.0]])
     assert kcenter(feats, 3, first=0).tolist() == [0, 3, 2]
+
+
+def test_kmeans_nearest_takes_one_row_per_cluster():
+    from datadistill.methods.common import kmeans_nearest
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = (centres.repeat_interleave(20, 0) + 0.1 * torch.randn(60, 2, generator=g))[
+        torch.randperm(60, generator=g)
+    ]
+    chosen = kmeans_nearest(x, 3, seed=0)
+    cluster = torch.cdist(x[chosen], centres).argmin(1)
+    assert sorted(cluster.tolist()) == [0, 1, 2]
+    # identical rows: still k distinct rows
+    same = kmeans_nearest(torch.ones(5, 4), 3, seed=0)
+    assert len(set(same.tolist())) == 3
+
+
+@pytest.mark.parametrize("name", ["dm", "dc", "mtt"])
+def test_kmeans_init_starts_from_real_images_of_each_class(digits, name, request):
+    hp = {**smoke_hparams(name, request), "init": "kmeans"}
+    d0 = dd.distill(digits, name, ipc=3, seed=0, iterations=0, device="cpu", **hp)
+    again = dd.distill(digits, name, ipc=3, seed=0, iterations=0, device="cpu", **hp)
+    assert torch.equal(d0.images, again.images)  # deterministic for a seed
+    train_x = digits.train_x.flatten(1)
+    for c, idx in enumerate(digits.class_indices("train")):
+        imgs = d0.images[d0.labels == c].flatten(1)
+        match = torch.cdist(imgs, train_x[idx], compute_mode="donot_use_mm_for_euclid_dist")
+        match = match.min(1).values
+        assert (match < 1e-5).all()  # each a training image of its own class
+        assert len({tuple(r.tolist()) for r in imgs}) == 3  # and distinct

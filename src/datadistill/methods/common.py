@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from datadistill._device import native_bf16
 from datadistill.data import RealData
@@ -13,6 +14,7 @@ from datadistill.errors import ConfigError
 from datadistill.synthetic import PixelSet
 
 PRECISIONS = ("float32", "bfloat16", "auto")
+INITS = ("real", "kmeans", "noise")
 
 # Above this many input pixels per call, compiling the embedding pays for its start-up.
 COMPILE_MIN_PIXELS = 1_000_000
@@ -30,16 +32,46 @@ def check_ipc(real: RealData, ipc: int) -> None:
         )
 
 
+def kmeans_nearest(x: Tensor, k: int, seed: int) -> Tensor:
+    """Indices of ``k`` distinct rows of ``x`` (n, D): per centroid of a k-means fit
+    (scikit-learn, k-means++ start), the nearest row not taken by an earlier centroid."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    data = x.detach().cpu().float().flatten(1)
+    with warnings.catch_warnings():  # duplicate rows: fewer distinct clusters, still k rows
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(data.numpy())
+    centres = torch.from_numpy(fit.cluster_centers_).float()
+    dist = torch.cdist(centres, data, compute_mode="donot_use_mm_for_euclid_dist")  # (k, n)
+    taken = torch.zeros(data.shape[0], dtype=torch.bool)
+    chosen = []
+    for row in dist:
+        i = int(row.masked_fill(taken, float("inf")).argmin())
+        taken[i] = True
+        chosen.append(i)
+    return torch.tensor(chosen, dtype=torch.long)
+
+
 def init_synset(real: RealData, ipc: int, init: str, generator: torch.Generator) -> PixelSet:
-    """Synthetic pixels from ``ipc`` random real images per class, or Gaussian noise."""
+    """Synthetic pixels to start from: ``ipc`` random real images per class ("real"), the
+    real images nearest to ``ipc`` k-means centroids of each class in pixel space
+    ("kmeans": spread over the class's modes, as DREAM initialises), or Gaussian noise."""
     check_ipc(real, ipc)
+    info = real.info
     if init == "noise":
-        info = real.info
         shape = (info.channels, *info.image_size)
         return PixelSet.from_noise(info.num_classes, ipc, shape, generator)  # type: ignore[arg-type]
-    images = torch.stack(
-        [real.sample(c, ipc, generator) for c in range(real.info.num_classes)]
-    ).cpu()
+    if init == "kmeans":
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        rows = []
+        for idx in real.class_indices("train"):
+            x = real.train_x[idx.to(real.train_x.device)]
+            rows.append(x[kmeans_nearest(x, ipc, seed).to(x.device)].cpu())
+        return PixelSet.from_real(torch.stack(rows))
+    images = torch.stack([real.sample(c, ipc, generator) for c in range(info.num_classes)]).cpu()
     return PixelSet.from_real(images)
 
 

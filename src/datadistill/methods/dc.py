@@ -43,6 +43,7 @@ from datadistill.functional.class_grads import class_grads, class_loss, stem_log
 from datadistill.functional.grads import detached_params, per_class_grads
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
 from datadistill.methods.common import (
+    INITS,
     PRECISIONS,
     autocast_to,
     init_synset,
@@ -80,7 +81,8 @@ class DCParams(HParams):
     width: int = 128  # ConvNet width (ignored by other architectures)
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
-    init: str = "real"  # "real" images or "noise"
+    init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
+    # per-class k-means centroids, as DREAM starts) or "noise"
     real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
     # (cache-sized work), the whole batch on GPU
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
@@ -103,7 +105,7 @@ class DCParams(HParams):
             v = getattr(self, name)
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
-        one_of("DC", "init", self.init, ("real", "noise"))
+        one_of("DC", "init", self.init, INITS)
         one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DC", "precision", self.precision, PRECISIONS)
 

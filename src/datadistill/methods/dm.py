@@ -28,6 +28,7 @@ from datadistill.data import RealData
 from datadistill.functional import mean_embedding_loss
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
 from datadistill.methods.common import (
+    INITS,
     PRECISIONS,
     autocast_to,
     init_synset,
@@ -46,7 +47,8 @@ class DMParams(HParams):
     width: int = 128  # ConvNet width (ignored by other architectures)
     dsa: bool = True  # Siamese augmentation on both sides
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
-    init: str = "real"  # "real" images or "noise"
+    init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
+    # per-class k-means centroids, as DREAM starts) or "noise"
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
     real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on
     # GPU or with batch norm (whose statistics need the whole batch)
@@ -63,7 +65,7 @@ class DMParams(HParams):
         )
         positive("DM", "batch_real", self.batch_real, int)
         positive("DM", "width", self.width, int)
-        one_of("DM", "init", self.init, ("real", "noise"))
+        one_of("DM", "init", self.init, INITS)
         one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DM", "real_precision", self.real_precision, PRECISIONS)
         require(

@@ -32,7 +32,7 @@ from datadistill.evaluation.train import one_family_per_batch
 from datadistill.experts import ExpertBuffer
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
-from datadistill.methods.common import check_ipc, init_synset
+from datadistill.methods.common import INITS, check_ipc, init_synset
 from datadistill.synthetic import PixelSet
 
 
@@ -58,7 +58,8 @@ class MTTParams(HParams):
     label_epoch: int = -1  # DATM: expert epoch whose logits initialise the labels; -1: last
     window_grow_to: int = 0  # DATM: let max_start_epoch grow linearly to this; 0: fixed
     window_grow_iterations: int = 1000  # iterations over which the window grows
-    init: str = "real"  # "real" images or "noise"
+    init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
+    # per-class k-means centroids, as DREAM starts) or "noise"
 
     def validate(self) -> None:
         require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
@@ -84,7 +85,7 @@ class MTTParams(HParams):
         e = self.label_epoch
         require("MTT", "label_epoch", e, isinstance(e, int) and e >= -1, "an int >= -1")
         one_of("MTT", "unroll", self.unroll, ("full", "constant"))
-        one_of("MTT", "init", self.init, ("real", "noise"))
+        one_of("MTT", "init", self.init, INITS)
 
 
 @register_method("mtt")
