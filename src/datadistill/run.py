@@ -164,7 +164,7 @@ def run_loop(
     total = (
         iterations
         if iterations is not None
-        else (None if time_budget else method.default_iterations)
+        else (None if time_budget is not None else method.default_iterations)
     )
 
     def snapshot() -> dict[str, Any]:

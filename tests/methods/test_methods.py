@@ -185,16 +185,33 @@ def test_kmeans_nearest_takes_one_row_per_cluster():
     assert len(set(same.tolist())) == 3
 
 
-@pytest.mark.parametrize("name", ["dm", "dc", "mtt"])
-def test_kmeans_init_starts_from_real_images_of_each_class(digits, name, request):
-    hp = {**smoke_hparams(name, request), "init": "kmeans"}
-    d0 = dd.distill(digits, name, ipc=3, seed=0, iterations=0, device="cpu", **hp)
-    again = dd.distill(digits, name, ipc=3, seed=0, iterations=0, device="cpu", **hp)
-    assert torch.equal(d0.images, again.images)  # deterministic for a seed
-    train_x = digits.train_x.flatten(1)
+def test_kmeans_init_takes_the_images_nearest_to_each_class_centroids(digits):
+    from datadistill.methods.common import init_synset, kmeans_nearest
+
+    s = init_synset(digits, 3, "kmeans", torch.Generator().manual_seed(0))
+    seed = int(torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(0)))
     for c, idx in enumerate(digits.class_indices("train")):
-        imgs = d0.images[d0.labels == c].flatten(1)
-        match = torch.cdist(imgs, train_x[idx], compute_mode="donot_use_mm_for_euclid_dist")
-        match = match.min(1).values
-        assert (match < 1e-5).all()  # each a training image of its own class
-        assert len({tuple(r.tolist()) for r in imgs}) == 3  # and distinct
+        x = digits.train_x[idx]
+        assert torch.equal(s.images[3 * c : 3 * c + 3].detach(), x[kmeans_nearest(x, 3, seed)])
+    assert s.labels.tolist() == torch.arange(10).repeat_interleave(3).tolist()
+
+
+@pytest.mark.parametrize(
+    "name,extra", [("dm", {}), ("dc", {}), ("mtt", {}), ("mtt", {"soft_labels": True})]
+)
+def test_methods_start_from_kmeans(digits, name, extra, request, monkeypatch):
+    from datadistill.methods import common
+
+    picked = []
+    original = common.kmeans_nearest
+
+    def spy(x, k, seed):
+        rows = original(x, k, seed)
+        picked.append(x[rows])
+        return rows
+
+    monkeypatch.setattr(common, "kmeans_nearest", spy)
+    hp = {**smoke_hparams(name, request), **extra, "init": "kmeans"}
+    d0 = dd.distill(digits, name, ipc=3, seed=0, iterations=0, device="cpu", **hp)
+    assert len(picked) == 10  # one k-means per class
+    assert torch.equal(d0.images, torch.cat(picked))  # the set starts from its picks
