@@ -216,7 +216,9 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 f"trained under the `{tag[5:]}` protocol (`python -m benchmarks.reevaluate`),",
                 "beside a random real subset of the same size under that protocol. DSA's and",
                 "DM's papers evaluate with DSA augmentation for 1000 epochs; DC's code augments",
-                "MNIST (crop, scale, rotate; 1000 epochs), not Fashion-MNIST.",
+                "MNIST (crop, scale, rotate; 1000 epochs), not Fashion-MNIST. A row whose",
+                "iterations differ from its main-table cell was measured on an earlier set of",
+                "that cell, distilled before the cell was re-run (its date below says when).",
             ]
         else:
             intro = [
