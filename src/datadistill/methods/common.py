@@ -58,7 +58,8 @@ def kmeans_nearest(x: Tensor, k: int, seed: int) -> Tensor:
 def init_synset(real: RealData, ipc: int, init: str, generator: torch.Generator) -> PixelSet:
     """Synthetic pixels to start from: ``ipc`` random real images per class ("real"), the
     real images nearest to ``ipc`` k-means centroids of each class in input space
-    ("kmeans": spread over the class's modes, as DREAM initialises), or Gaussian noise."""
+    ("kmeans": spread over the class's modes, a DREAM-style clustering start), or Gaussian
+    noise."""
     check_ipc(real, ipc)
     info = real.info
     if init == "noise":

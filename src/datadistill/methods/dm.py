@@ -48,7 +48,7 @@ class DMParams(HParams):
     dsa: bool = True  # Siamese augmentation on both sides
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
-    # per-class k-means centroids, as DREAM starts) or "noise"
+    # per-class k-means centroids, a DREAM-style clustering start) or "noise"
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
     real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on
     # GPU or with batch norm (whose statistics need the whole batch)

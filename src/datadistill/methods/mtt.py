@@ -59,7 +59,7 @@ class MTTParams(HParams):
     window_grow_to: int = 0  # DATM: let max_start_epoch grow linearly to this; 0: fixed
     window_grow_iterations: int = 1000  # iterations over which the window grows
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
-    # per-class k-means centroids, as DREAM starts) or "noise"
+    # per-class k-means centroids, a DREAM-style clustering start) or "noise"
 
     def validate(self) -> None:
         require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
