@@ -196,6 +196,29 @@ def test_kmeans_init_takes_the_images_nearest_to_each_class_centroids(digits):
     assert s.labels.tolist() == torch.arange(10).repeat_interleave(3).tolist()
 
 
+def test_kmeans_features_init_clusters_each_class_in_a_trained_embedding(digits):
+    from datadistill.methods import common
+    from datadistill.methods.features import all_class_features
+
+    s = common.init_synset(digits, 3, "kmeans-features", torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    per_class = all_class_features(
+        digits,
+        "convnet",
+        common.FEATURE_INIT_WIDTH,
+        common.FEATURE_INIT_STEPS,
+        g,
+        torch.device("cpu"),
+    )
+    seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+    pixel = common.init_synset(digits, 3, "kmeans", torch.Generator().manual_seed(0))
+    for c, (feats, idx) in enumerate(per_class):
+        rows = idx[common.kmeans_nearest(feats, 3, seed)]
+        assert torch.equal(digits.train_y[rows], torch.full((3,), c))
+        assert torch.equal(s.images[3 * c : 3 * c + 3].detach(), digits.train_x[rows])
+    assert not torch.equal(s.images.detach(), pixel.images.detach())  # another space
+
+
 @pytest.mark.parametrize(
     "name,extra", [("dm", {}), ("dc", {}), ("mtt", {}), ("mtt", {"soft_labels": True})]
 )
@@ -215,3 +238,27 @@ def test_methods_start_from_kmeans(digits, name, extra, request, monkeypatch):
     d0 = dd.distill(digits, name, ipc=3, seed=0, iterations=0, device="cpu", **hp)
     assert len(picked) == 10  # one k-means per class
     assert torch.equal(d0.images, torch.cat(picked))  # the set starts from its picks
+
+
+@pytest.mark.parametrize("name", ["dm", "dc", "mtt"])
+def test_methods_start_from_feature_kmeans(digits, name, request, monkeypatch):
+    from datadistill.methods import common, features
+
+    spaces, picks = [], []
+    original_features, original_kmeans = features.all_class_features, common.kmeans_nearest
+
+    def features_spy(*args):
+        spaces.append(original_features(*args))
+        return spaces[-1]
+
+    def kmeans_spy(x, k, seed):
+        picks.append(original_kmeans(x, k, seed))
+        return picks[-1]
+
+    monkeypatch.setattr(features, "all_class_features", features_spy)
+    monkeypatch.setattr(common, "kmeans_nearest", kmeans_spy)
+    hp = {**smoke_hparams(name, request), "init": "kmeans-features"}
+    d0 = dd.distill(digits, name, ipc=2, seed=0, iterations=0, device="cpu", **hp)
+    assert len(spaces) == 1 and len(picks) == 10  # one feature space, one k-means per class
+    rows = torch.cat([idx[p] for (_, idx), p in zip(spaces[0], picks, strict=True)])
+    assert torch.equal(d0.images, digits.train_x[rows])

@@ -14,7 +14,11 @@ from datadistill.errors import ConfigError
 from datadistill.synthetic import PixelSet
 
 PRECISIONS = ("float32", "bfloat16", "auto")
-INITS = ("real", "kmeans", "noise")
+INITS = ("real", "kmeans", "kmeans-features", "noise")
+# The feature space of init="kmeans-features": a width-32 ConvNet after 300 SGD steps
+# (batch 256) on the training split, the herding / k-center baselines' recipe at width 32.
+FEATURE_INIT_WIDTH = 32
+FEATURE_INIT_STEPS = 300
 
 # Above this many input pixels per call, compiling the embedding pays for its start-up.
 COMPILE_MIN_PIXELS = 1_000_000
@@ -55,16 +59,38 @@ def kmeans_nearest(x: Tensor, k: int, seed: int) -> Tensor:
     return torch.tensor(chosen, dtype=torch.long)
 
 
-def init_synset(real: RealData, ipc: int, init: str, generator: torch.Generator) -> PixelSet:
+def init_synset(
+    real: RealData,
+    ipc: int,
+    init: str,
+    generator: torch.Generator,
+    device: torch.device | None = None,
+) -> PixelSet:
     """Synthetic pixels to start from: ``ipc`` random real images per class ("real"), the
     real images nearest to ``ipc`` k-means centroids of each class in input space
-    ("kmeans": spread over the class's modes, a DREAM-style clustering start), or Gaussian
-    noise."""
+    ("kmeans": spread over the class's modes, a DREAM-style clustering start) or in the
+    embedding of a ConvNet trained briefly on the training split ("kmeans-features", the
+    network trained on ``device``), or Gaussian noise."""
     check_ipc(real, ipc)
     info = real.info
     if init == "noise":
         shape = (info.channels, *info.image_size)
         return PixelSet.from_noise(info.num_classes, ipc, shape, generator)  # type: ignore[arg-type]
+    if init == "kmeans-features":
+        from datadistill.methods.features import all_class_features
+
+        per_class = all_class_features(
+            real,
+            "convnet",
+            FEATURE_INIT_WIDTH,
+            FEATURE_INIT_STEPS,
+            generator,
+            device or torch.device("cpu"),
+        )
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        picks = [idx.cpu()[kmeans_nearest(f, ipc, seed)] for f, idx in per_class]
+        rows = real.train_x[torch.cat(picks).to(real.train_x.device)].cpu()
+        return PixelSet.from_real(rows.view(info.num_classes, ipc, *rows.shape[1:]))
     if init == "kmeans":
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         rows = []

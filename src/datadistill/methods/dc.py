@@ -82,7 +82,8 @@ class DCParams(HParams):
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
-    # per-class k-means centroids, a DREAM-style clustering start) or "noise"
+    # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
+    # same in a briefly trained ConvNet's embedding) or "noise"
     real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
     # (cache-sized work), the whole batch on GPU
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
@@ -122,7 +123,7 @@ class DC(Method):
     ) -> None:
         hp: DCParams = self.hparams  # type: ignore[assignment]
         self.real, self.generator, self.device = real, generator, device
-        self.synset = init_synset(real, ipc, hp.init, generator).to(device)
+        self.synset = init_synset(real, ipc, hp.init, generator, device).to(device)
         self.optimizer = torch.optim.SGD(
             self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
         )

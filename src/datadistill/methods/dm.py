@@ -48,7 +48,8 @@ class DMParams(HParams):
     dsa: bool = True  # Siamese augmentation on both sides
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
-    # per-class k-means centroids, a DREAM-style clustering start) or "noise"
+    # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
+    # same in a briefly trained ConvNet's embedding) or "noise"
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
     real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on
     # GPU or with batch norm (whose statistics need the whole batch)
@@ -89,7 +90,7 @@ class DM(Method):
     ) -> None:
         hp: DMParams = self.hparams  # type: ignore[assignment]
         self.real, self.generator, self.device = real, generator, device
-        self.synset = init_synset(real, ipc, hp.init, generator).to(device)
+        self.synset = init_synset(real, ipc, hp.init, generator, device).to(device)
         self.optimizer = torch.optim.SGD(
             self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
         )

@@ -59,7 +59,8 @@ class MTTParams(HParams):
     window_grow_to: int = 0  # DATM: let max_start_epoch grow linearly to this; 0: fixed
     window_grow_iterations: int = 1000  # iterations over which the window grows
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
-    # per-class k-means centroids, a DREAM-style clustering start) or "noise"
+    # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
+    # same in a briefly trained ConvNet's embedding) or "noise"
 
     def validate(self) -> None:
         require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
@@ -132,7 +133,7 @@ class MTT(Method):
         if hp.soft_labels and hp.init == "real":
             base = PixelSet.from_real(self._correctly_classified(real, ipc))
         else:
-            base = init_synset(real, ipc, hp.init, generator)
+            base = init_synset(real, ipc, hp.init, generator, device)
         # DATM: the labels start as the label expert's logits on the initial images
         soft = self._label_logits(base.images) if hp.soft_labels else None
         self.synset = PixelSet(base.images, real.info.num_classes, soft, lr=hp.lr_teacher)
