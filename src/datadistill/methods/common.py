@@ -89,8 +89,8 @@ def init_synset(
         )
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         picks = [idx.cpu()[kmeans_nearest(f, ipc, seed)] for f, idx in per_class]
-        rows = real.train_x[torch.cat(picks).to(real.train_x.device)].cpu()
-        return PixelSet.from_real(rows.view(info.num_classes, ipc, *rows.shape[1:]))
+        chosen = real.train_x[torch.cat(picks).to(real.train_x.device)].cpu()
+        return PixelSet.from_real(chosen.view(info.num_classes, ipc, *chosen.shape[1:]))
     if init == "kmeans":
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         rows = []
