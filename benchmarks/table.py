@@ -92,9 +92,8 @@ CPU_DEFAULTS_BY_IPC: dict[tuple[str, int], dict[str, object]] = {
 # (74 / 60). MNIST MTT (soft labels) keeps random real images: 93.17 / 93.03% (73 / 69).
 # MNIST DM IPC 10 (k-means start) then takes pixel lr 10 (the paper: 1): after 240 s (AVX-512
 # machine, 2 seeds) lr_img 1 / 3 / 10 / 30 -> 94.13 / 94.34 / 94.48 / 94.08% (127 / 132 /
-# 133 / 141); at lr 10,
-# init kmeans / kmeans-features -> 94.51 / 94.31% (129 / 106; the feature network's
-# training costs the latter about 40 s of the budget).
+# 133 / 141); at lr 10, init kmeans / kmeans-features -> 94.51 / 94.31% (129 / 106; the
+# feature network's training costs the latter about 40 s of the budget).
 CPU_DEFAULTS_BY_DATASET: dict[tuple[str, str, int], dict[str, object]] = {
     ("mnist", "dm", 10): {"init": "kmeans", "lr_img": 10.0},
     ("mnist", "mtt", 10): {"soft_labels": True},

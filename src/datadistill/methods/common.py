@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -76,28 +76,26 @@ def init_synset(
     if init == "noise":
         shape = (info.channels, *info.image_size)
         return PixelSet.from_noise(info.num_classes, ipc, shape, generator)  # type: ignore[arg-type]
-    if init == "kmeans-features":
-        from datadistill.methods.features import all_class_features
+    if init in ("kmeans", "kmeans-features"):
+        spaces: Iterable[tuple[Tensor, Tensor]]  # per class: what k-means sees, train indices
+        if init == "kmeans-features":
+            from datadistill.methods.features import all_class_features
 
-        per_class = all_class_features(
-            real,
-            "convnet",
-            FEATURE_INIT_WIDTH,
-            FEATURE_INIT_STEPS,
-            generator,
-            device or torch.device("cpu"),
-        )
+            spaces = all_class_features(
+                real,
+                "convnet",
+                FEATURE_INIT_WIDTH,
+                FEATURE_INIT_STEPS,
+                generator,
+                device or torch.device("cpu"),
+            )
+        else:  # one class's pixels at a time
+            on = real.train_x.device
+            spaces = ((real.train_x[idx.to(on)], idx) for idx in real.class_indices("train"))
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        picks = [idx.cpu()[kmeans_nearest(f, ipc, seed)] for f, idx in per_class]
-        chosen = real.train_x[torch.cat(picks).to(real.train_x.device)].cpu()
+        picks = torch.cat([idx.cpu()[kmeans_nearest(x, ipc, seed)] for x, idx in spaces])
+        chosen = real.train_x[picks.to(real.train_x.device)].cpu()
         return PixelSet.from_real(chosen.view(info.num_classes, ipc, *chosen.shape[1:]))
-    if init == "kmeans":
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        rows = []
-        for idx in real.class_indices("train"):
-            x = real.train_x[idx.to(real.train_x.device)]
-            rows.append(x[kmeans_nearest(x, ipc, seed).to(x.device)].cpu())
-        return PixelSet.from_real(torch.stack(rows))
     images = torch.stack([real.sample(c, ipc, generator) for c in range(info.num_classes)]).cpu()
     return PixelSet.from_real(images)
 
