@@ -122,6 +122,21 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
             "No expert buffer",
         ),
         (["experts", "--dataset", "digits", "--num", "0", "--out", "X"], "number of experts"),
+        (["experts", "--dataset", "digits", "--momentum", "2", "--out", "X"], "expert momentum"),
+        (
+            ["experts", "--dataset", "digits", "--weight-decay", "-1", "--out", "X"],
+            "expert weight decay",
+        ),
+        (["distill", "--dataset", "digits", "--device", "mps", "--out", "X"], "not supported"),
+        (["distill", "--dataset", "digits", "--hp", "dsa=no", "--out", "X"], "true or false"),
+        (["distill", "--dataset", "digits", "--full-epochs", "0", "--out", "X"], "--full-epochs"),
+        (["distill", "--dataset", "digits", "--max-train", "5", "--out", "X"], "--max-train 5"),
+        (
+            ["distill", "--dataset", "digits", "--val-size", "0", "--validate-every", "1"]
+            + ["--out", "X"],
+            "--val-size above 0",
+        ),
+        (["show", "missing.safetensors", "--out", "X.txt"], "a .png name"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):
@@ -134,6 +149,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected
     err = proc.stderr.strip()
     assert expected in err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    if args[0] == "distill":  # bad options fail before the run folder is created
+        assert not (tmp_path / "X").exists()
 
 
 def test_mismatched_expert_buffer_is_one_line_and_nonzero(tmp_path, expert_buffer):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from datadistill import _device
+from datadistill.errors import ConfigError
 
 
 def test_prepare_device_leaves_the_allocator_alone_by_default(monkeypatch):
@@ -60,3 +61,17 @@ def test_cuda_peak_window_starts_cuda_before_resetting(monkeypatch):
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append("reset"))
     _device.reset_peak_memory(torch.device("cuda"))
     assert calls == ["init", "reset"]
+
+
+@pytest.mark.parametrize("name", ["mps", "xpu", "meta"])
+def test_devices_other_than_cpu_and_cuda_are_one_clear_error(name):
+    with pytest.raises(ConfigError, match=f"Device '{name}' is not supported by datadistill"):
+        _device.resolve_device(name)
+
+
+def test_a_cuda_index_beyond_the_devices_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _device.resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match=r"There is no 'cuda:1' here \(1 CUDA device"):
+        _device.resolve_device("cuda:1")

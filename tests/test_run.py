@@ -81,6 +81,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeyp
     assert state["method"]["iteration"] == 4
 
 
+def test_nan_loss_before_the_first_checkpoint_says_so(tmp_path, digits, monkeypatch):
+    ckpt = tmp_path / "ckpt.pt"
+    original = DM.step
+
+    def step(self):
+        out = original(self)
+        return {"loss": float("nan")} if self.iteration == 2 else out
+
+    monkeypatch.setattr(DM, "step", step)
+    with pytest.raises(RunError, match="iteration 2, before any checkpoint was written; start"):
+        dd.distill(
+            digits, "dm", 1, iterations=10, device="cpu", checkpoint=ckpt, checkpoint_every=5, **HP
+        )
+    assert not ckpt.exists()
+
+
 def test_interrupt_leaves_resumable_checkpoint(tmp_path, digits, monkeypatch):
     import signal
 

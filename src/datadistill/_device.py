@@ -22,8 +22,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'.") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(
+            f"Device {device!r} is not supported by datadistill; use 'auto', 'cpu' or 'cuda[:N]'."
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("CUDA was requested but is not available here; use --device cpu or auto.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"There is no {device!r} here ({torch.cuda.device_count()} CUDA device(s)); "
+            "use 'cuda' or an index below the count."
+        )
     return dev
 
 

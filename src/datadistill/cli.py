@@ -272,6 +272,10 @@ def show(
 
     if per_class < 1:
         raise ConfigError(f"--per-class must be >= 1; got {per_class}.")
+    if out is not None and out.suffix == "":
+        out = out.with_suffix(".png")
+    if out is not None and out.suffix.lower() != ".png":
+        raise ConfigError(f"show writes a PNG image; give --out a .png name, not {out.name!r}.")
     distilled = load(artefact)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

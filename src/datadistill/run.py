@@ -31,6 +31,7 @@ from datadistill.data import RealData, load_dataset
 from datadistill.errors import ConfigError, RunError
 from datadistill.evaluation.protocols import validation_protocol
 from datadistill.methods import METHODS, Method, create_method
+from datadistill.methods.common import check_ipc
 
 CHECKPOINT_NAME = "checkpoint.pt"
 ARTEFACT_NAME = "distilled.safetensors"
@@ -81,6 +82,8 @@ class RunConfig:
             raise ConfigError(f"--checkpoint-every must be >= 1; got {self.checkpoint_every}.")
         if self.eval_seeds is not None and self.eval_seeds < 1:
             raise ConfigError(f"--eval-seeds must be >= 1; got {self.eval_seeds}.")
+        if self.full_epochs is not None and self.full_epochs < 1:
+            raise ConfigError(f"--full-epochs must be >= 1; got {self.full_epochs}.")
         if self.validate_every < 0:
             raise ConfigError(f"--validate-every must be >= 0; got {self.validate_every}.")
 
@@ -137,6 +140,25 @@ class LoopResult:
     stopped_by: str  # "iterations", "time", "no-steps"
 
 
+def _check_validation(real: RealData, validate_every: int) -> None:
+    if validate_every > 0 and real.val_x.shape[0] == 0:
+        raise ConfigError(
+            "Validation scores need a validation split, and this dataset was loaded without "
+            "one; set --val-size above 0 or --validate-every to 0."
+        )
+
+
+def _diverged_advice(checkpoint: Path | None) -> str:
+    """The rest of the message of a run that diverged: what was kept, and what to do."""
+    fix = "start a new run with a lower learning rate (for example a smaller --hp lr_img)"
+    if checkpoint is not None and checkpoint.is_file():
+        return (
+            f"; the last good checkpoint is kept at {checkpoint} (resuming it with the same "
+            f"settings would diverge again): {fix}."
+        )
+    return f", before any checkpoint was written; {fix}."
+
+
 def run_loop(
     method: Method,
     *,
@@ -181,8 +203,8 @@ def run_loop(
             return
         if not all(bool(torch.isfinite(p).all()) for p in method.synthetic().parameters()):
             raise RunError(
-                f"The synthetic set became non-finite at iteration {method.iteration}; the last "
-                f"good checkpoint is kept at {checkpoint}. Lower the learning rate and resume."
+                f"The synthetic set became non-finite at iteration {method.iteration}"
+                f"{_diverged_advice(checkpoint)}"
             )
         _save_checkpoint(checkpoint, snapshot())
 
@@ -202,10 +224,9 @@ def run_loop(
                 seconds += time.perf_counter() - t0
                 loss = metrics.get("loss", 0.0)
                 if not math.isfinite(loss):
-                    where = f" at {checkpoint}" if checkpoint is not None else ""
                     raise RunError(
-                        f"The loss became {loss} at iteration {method.iteration}; the last good "
-                        f"checkpoint is kept{where}. Lower the learning rate and resume."
+                        f"The loss became {loss} at iteration {method.iteration}"
+                        f"{_diverged_advice(checkpoint)}"
                     )
                 for cb in callbacks:
                     cb.on_step(method, method.iteration, metrics)
@@ -251,6 +272,7 @@ def distill(
     """
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
+    _check_validation(real, validate_every)
     dev = prepare_device(resolve_device(device))
     reset_peak_memory(dev)
     m = create_method(method, **hparams)
@@ -319,7 +341,7 @@ def distill(
         "validation": {
             "protocol": val.protocol.name,
             "history": val.history,
-            "best_acc": val.best_acc,
+            "best_acc": val.best_acc if math.isfinite(val.best_acc) else None,
             "best_iteration": val.best_iteration,
         }
         if val
@@ -342,6 +364,15 @@ def distill(
     )
 
 
+def _absolute_user_path(dataset: str) -> str:
+    """``npz:PATH`` / ``imagefolder:PATH`` with PATH made absolute, so that an artefact can
+    find its data from any working directory; builtin names unchanged."""
+    kind, sep, path = dataset.partition(":")
+    if sep and kind in ("npz", "imagefolder"):
+        return f"{kind}:{Path(path).expanduser().resolve()}"
+    return dataset
+
+
 def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Run ``config`` end to end and fill the folder ``out``; returns ``report.json``'s dict."""
     from datadistill.evaluation import evaluate
@@ -359,10 +390,14 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run.")
-    out.mkdir(parents=True, exist_ok=True)
-    config_json = json.dumps(config.to_dict(), indent=2)
-    if not resume:  # a resumed run writes it once its checkpoint has been accepted
-        (out / "config.json").write_text(config_json)
+    if resume and not (out / CHECKPOINT_NAME).is_file():
+        raise ConfigError(
+            f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}; run without --resume "
+            "to start."
+        )
+    # Bad options fail before the run folder is created.
+    method = create_method(config.method, **config.hparams)
+    resolve_device(config.device)
     real = load_dataset(
         config.dataset,
         config.data_root,
@@ -370,6 +405,13 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         zca=config.zca,
         max_train=config.max_train,
     )
+    check_ipc(real, config.ipc)
+    _check_validation(real, config.validate_every)
+    method.check(real)
+    out.mkdir(parents=True, exist_ok=True)
+    config_json = json.dumps(config.to_dict(), indent=2)
+    if not resume:  # a resumed run writes it once its checkpoint has been accepted
+        (out / "config.json").write_text(config_json)
     distilled = distill(
         real,
         config.method,
@@ -390,7 +432,11 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     artefact = out / ARTEFACT_NAME
     distilled = distilled.with_manifest(
         protocol=config.protocol,
-        data={"name": config.dataset, "val_size": config.val_size, "max_train": config.max_train},
+        data={
+            "name": _absolute_user_path(config.dataset),
+            "val_size": config.val_size,
+            "max_train": config.max_train,
+        },
     )
     distilled.save(artefact)
     evaluation = None

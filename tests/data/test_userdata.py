@@ -122,3 +122,27 @@ def test_npz_missing_corrupt_and_pickled(tmp_path):
         load_dataset(f"npz:{objects}")
     with pytest.raises(DataError, match="Give a path"):
         load_dataset("npz:")
+
+
+# ---------------------------------------------------------------- too few classes or images
+
+
+def test_one_class_is_refused_for_npz_and_imagefolder(tmp_path):
+    from datadistill.errors import ConfigError
+
+    path = tmp_path / "one.npz"
+    np.savez(path, x=pixels((20, 9, 7)), y=np.zeros(20, dtype=np.int64))
+    with pytest.raises(ConfigError, match="has 1 class; distillation needs at least 2"):
+        load_dataset(f"npz:{path}", val_size=0)
+    root = _folder(tmp_path / "imgs", classes=("cat",))
+    with pytest.raises(ConfigError, match="has 1 class; distillation needs at least 2"):
+        load_dataset(f"imagefolder:{root}", val_size=0)
+
+
+def test_a_class_left_without_training_images_names_the_cause(tmp_path):
+    from datadistill.errors import ConfigError
+
+    path = tmp_path / "set.npz"
+    np.savez(path, x=pixels((40, 9, 7)), y=_labels(40))
+    with pytest.raises(ConfigError, match="--max-train 2 is too small for its 4 classes"):
+        load_dataset(f"npz:{path}", val_size=0, max_train=2)

@@ -46,6 +46,17 @@ def test_hyperparameters_are_validated():
 
 
 @pytest.mark.parametrize(
+    ("name", "switch"), [("dm", "dsa"), ("dsa", "dsa"), ("mtt", "soft_labels")]
+)
+@pytest.mark.parametrize("value", ["no", "false", 0, 1, None])
+def test_switches_take_only_true_or_false(name, switch, value):
+    """A string such as "no" is truthy: it must be refused, not turn the switch on."""
+    with pytest.raises(ConfigError, match=f"The '{switch}' parameter of .* must be true or false"):
+        create_method(name, **{switch: value})
+    assert getattr(create_method(name, **{switch: False}).hparams, switch) is False
+
+
+@pytest.mark.parametrize(
     "ipc,message",
     [(0, "IPC must be an integer >= 1"), (10_000, "IPC 10000 exceeds the smallest class")],
 )

@@ -86,9 +86,26 @@ def load_dataset(
     _check_options(normalization, zca, zca_eps, max_train)
     info_name, raw = _read(name, root, download)
     k = raw.num_classes
+    if k < 2:
+        raise ConfigError(
+            f"{name} has {k} class; distillation needs at least 2 (one folder per class for "
+            "imagefolder:, two or more label values for npz:)."
+        )
     train_idx, val_idx = split_off(raw.train_y, val_size, k, VAL_SEED, "validation")
     if max_train is not None and max_train < len(train_idx):
         train_idx = train_idx[stratified_subset(raw.train_y[train_idx], max_train, k, CAP_SEED)]
+    empty = np.flatnonzero(np.bincount(raw.train_y[train_idx], minlength=k) == 0)
+    if len(empty):
+        if not (raw.train_y == empty[0]).any():
+            cause = "the data has no image of it; give every class at least one image"
+        elif max_train is not None and max_train < len(raw.train_y):
+            cause = f"--max-train {max_train} is too small for its {k} classes; use at least {k}"
+        else:
+            cause = "the validation split takes all its images; lower --val-size"
+        raise ConfigError(
+            f"Class {raw.class_names[int(empty[0])]!r} of {name} has no training images left: "
+            f"{cause}."
+        )
     train_px = raw.train_x[train_idx]  # (N, C, H, W), stored dtype
     if normalization == "none":
         c = train_px.shape[1]

@@ -242,6 +242,10 @@ def evaluate(
     if n_seeds < 1 or (full_seeds is not None and full_seeds < 1):
         raise ConfigError(f"seeds must be >= 1; got {n_seeds if n_seeds < 1 else full_seeds}.")
     n_full = full_seeds if full_seeds is not None else n_seeds
+    if full_epochs is not None and (
+        not isinstance(full_epochs, int) or isinstance(full_epochs, bool) or full_epochs < 1
+    ):
+        raise ConfigError(f"full_epochs (--full-epochs) must be an int >= 1; got {full_epochs!r}.")
     f_epochs = full_epochs if full_epochs is not None else proto.full_epochs
     ipc = distilled.ipc
     lr = distilled.lr if (proto.learned_lr and distilled.lr is not None) else None

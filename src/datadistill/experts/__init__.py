@@ -63,6 +63,11 @@ class ExpertRecipe:
                 raise ConfigError(f"The expert {name} must be an int >= 1; got {v!r}.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ConfigError(f"The expert lr must be a number > 0; got {self.lr!r}.")
+        m, wd = self.momentum, self.weight_decay
+        if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1):
+            raise ConfigError(f"The expert momentum must be a number in [0, 1); got {m!r}.")
+        if not (isinstance(wd, (int, float)) and not isinstance(wd, bool) and wd >= 0):
+            raise ConfigError(f"The expert weight decay must be a number >= 0; got {wd!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

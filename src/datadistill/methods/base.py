@@ -30,6 +30,12 @@ class HParams:
         """Raise :class:`ConfigError` on an invalid value; called after construction."""
 
     def __post_init__(self) -> None:
+        # A switch must be a real bool: a string such as "no" is truthy and would turn it on.
+        owner = type(self).__name__.removesuffix("Params") or type(self).__name__
+        for f in dataclasses.fields(self):
+            if isinstance(f.default, bool):
+                value = getattr(self, f.name)
+                require(owner, f.name, value, isinstance(value, bool), "true or false")
         self.validate()
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +83,10 @@ class Method:
         self.synset: SyntheticSet | None = None
 
     # ------------------------------------------------------------------ contract
+    def check(self, real: RealData) -> None:
+        """Raise :class:`ConfigError` if the method cannot run on ``real`` (for example a
+        missing or mismatched expert buffer); cheap, called before a run writes anything."""
+
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> None:

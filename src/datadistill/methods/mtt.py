@@ -97,9 +97,8 @@ class MTT(Method):
     default_iterations = 5000
     expected_protocol = "mtt"
 
-    def setup(
-        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
-    ) -> None:
+    def check(self, real: RealData) -> None:
+        """The expert buffer exists, was trained on this data and is long enough."""
         hp: MTTParams = self.hparams  # type: ignore[assignment]
         if not hp.buffer:
             raise ConfigError(
@@ -121,6 +120,12 @@ class MTT(Method):
                 f"label_epoch {hp.label_epoch} is beyond the {self.buffer.epochs} epochs of the "
                 f"experts in {hp.buffer}; use -1 (the last) or a smaller epoch."
             )
+
+    def setup(
+        self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        hp: MTTParams = self.hparams  # type: ignore[assignment]
+        self.check(real)
         self.real, self.generator, self.device = real, generator, device
         self.net = self.buffer.network(generator).to(device)
         for p in self.net.parameters():
