@@ -91,6 +91,18 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 0
     cli("export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"))
     assert len(list((tmp_path / "png").rglob("*.png"))) == 10
+    # a second export into the same folder would mix two sets: refused
+    again = cli(
+        "export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"), check=False
+    )
+    assert again.returncode == 2 and "not an empty folder" in again.stderr
+    # --show without a suffix writes (and prints) a .png; --json to a folder fails at once
+    assert cli("show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g2")).stdout
+    assert (tmp_path / "g2.png").is_file()
+    bad_json = cli(
+        "evaluate", str(out / "distilled.safetensors"), "--json", str(tmp_path), check=False
+    )
+    assert bad_json.returncode == 2 and "is a folder" in bad_json.stderr
     listed = cli("list").stdout
     for name in ("dm", "herding", "mnist", "convnet", "resnet18", "dc", "imagefolder:PATH"):
         assert name in listed
@@ -137,6 +149,9 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
             "--val-size above 0",
         ),
         (["show", "missing.safetensors", "--out", "X.txt"], "a .png name"),
+        (["distill", "--dataset", "digits", "--val-size", "1.5", "--out", "X"], "whole number"),
+        (["distill", "--dataset", "digits", "--hp", "=3", "--out", "X"], "a name before '='"),
+        (["distill", "--dataset", "digits", "--hp", "lr_imgg=3", "--out", "X"], "'lr_img'?"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):
@@ -172,3 +187,19 @@ def test_mismatched_expert_buffer_is_one_line_and_nonzero(tmp_path, expert_buffe
     err = proc.stderr.strip()
     assert "train experts for this data" in err and str(expert_buffer) in err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_an_interrupted_run_exits_with_130(monkeypatch, capsys):
+    from datadistill import cli as cli_module
+    from datadistill.errors import Interrupted
+
+    def interrupted(**kwargs):
+        raise Interrupted("Interrupted at iteration 3; a resumable checkpoint is saved.")
+
+    monkeypatch.setattr(cli_module, "app", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        cli_module.main()
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        "error: Interrupted at iteration 3; a resumable checkpoint is saved."
+    )

@@ -68,7 +68,9 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(digits, tmp_path, exp
     resumed = load_file(str(expert_file(root, 0)))["trajectory"]
     assert torch.equal(resumed, uninterrupted)
     # the same folder with another recipe is refused
-    with pytest.raises(ConfigError, match="another recipe"):
+    with pytest.raises(
+        ConfigError, match=r"another recipe \(recipe.epochs is 3 there and 5 here\)"
+    ):
         train_experts(digits, root, 2, ExpertRecipe(**{**EXPERT_RECIPE, "epochs": 5}))
 
 

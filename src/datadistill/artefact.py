@@ -146,6 +146,9 @@ def load(path: str | Path) -> Distilled:
 def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file."""
     out = Path(out)
+    if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # mixing with an earlier export would leave its images beside these
+        raise ConfigError(f"{out} already exists and is not an empty folder; choose a new --out.")
     pixels = distilled.pixels()  # (N, C, H, W) in [0, 1]
     arr = (pixels.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)  # (N, H, W, C)
     labels = distilled.labels.numpy()

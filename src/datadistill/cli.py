@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from datadistill.errors import ConfigError, DatadistillError
+from datadistill.errors import ConfigError, DatadistillError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -30,6 +30,8 @@ def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--hp expects KEY=VALUE; got {item!r}.")
         key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"--hp expects KEY=VALUE with a name before '='; got {item!r}.")
         low = raw.strip().lower()
         value: Any
         if low in ("true", "false"):
@@ -41,6 +43,15 @@ def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
                 value = raw
         out[key.strip()] = value
     return out
+
+
+def _val_size(value: float) -> float | int:
+    """--val-size: a fraction in [0, 1) or a whole count of images."""
+    if value >= 1 and value != int(value):
+        raise ConfigError(
+            f"--val-size must be a fraction below 1 or a whole number of images; got {value}."
+        )
+    return int(value) if value >= 1 else value
 
 
 def _split(arg: str | None) -> tuple[str, ...]:
@@ -91,8 +102,7 @@ def distill(
         get_protocol(protocol)
     for a in _split(eval_arch):
         MODELS.canonical(a)
-    if val_size >= 1:  # a count of images rather than a fraction
-        val_size = int(val_size)
+    val_size = _val_size(val_size)
     config = RunConfig(
         dataset=dataset,
         method=method,
@@ -159,6 +169,8 @@ def evaluate(
     from datadistill.evaluation import evaluate as run_eval
     from datadistill.evaluation import get_protocol
 
+    if json_out is not None and json_out.is_dir():  # checked before hours of training
+        raise ConfigError(f"--json {json_out} is a folder; give a file name for the results.")
     distilled = load(artefact)
     proto = get_protocol(protocol or distilled.manifest.get("protocol", "dc"))
     real = _real_for(distilled, data_root)
@@ -248,7 +260,7 @@ def experts(
     real = load_dataset(
         dataset,
         data_root,
-        val_size=int(val_size) if val_size >= 1 else val_size,
+        val_size=_val_size(val_size),
         zca=zca,
         max_train=max_train,
     )
@@ -340,11 +352,19 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
         code = app(standalone_mode=False)
+    except Interrupted as exc:  # Ctrl-C during a run: the checkpoint is saved
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(130)
     except DatadistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:  # an output folder that cannot be written, a full disk, ...
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"error: {exc.strerror or exc}{where}; check that the path is right and that you "
+            "can write there.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted.", file=sys.stderr)

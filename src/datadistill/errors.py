@@ -29,7 +29,37 @@ class RunError(DatadistillError):
     """A run that cannot go on (NaN loss, incompatible checkpoint, ...)."""
 
 
+class Interrupted(RunError):
+    """The user stopped a run (Ctrl-C); its checkpoint is saved and resumable."""
+
+
 def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def first_difference(old: object, new: object, old_name: str, new_name: str, at: str = "") -> str:
+    """The first place where two JSON-like settings differ, said in words, for example
+    ``"ipc is 1 in the checkpoint and 3 now"`` (``old_name`` "in the checkpoint",
+    ``new_name`` "now"); "" when they are equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            where = f"{at}.{key}" if at else str(key)
+            if key not in new:
+                return f"{where} is set {old_name} and missing {new_name}"
+            if key not in old:
+                return f"{where} is missing {old_name} and set {new_name}"
+            found = first_difference(old[key], new[key], old_name, new_name, where)
+            if found:
+                return found
+        return ""
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = first_difference(a, b, old_name, new_name, f"{at}[{i}]")
+            if found:
+                return found
+        return ""
+    if old != new:
+        return f"{at or 'the value'} is {old!r} {old_name} and {new!r} {new_name}"
+    return ""

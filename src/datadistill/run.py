@@ -28,7 +28,7 @@ from datadistill._device import (
 from datadistill.artefact import Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
-from datadistill.errors import ConfigError, RunError
+from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
@@ -235,7 +235,7 @@ def run_loop(
                 if flag["stop"]:
                     save()
                     where = f" in {checkpoint.parent}" if checkpoint is not None else ""
-                    raise RunError(
+                    raise Interrupted(
                         f"Interrupted at iteration {method.iteration}; a resumable checkpoint is "
                         f"saved{where}. Run the same command with --resume to continue."
                     )
@@ -292,9 +292,12 @@ def distill(
             raise ConfigError(f"Nothing to resume: no checkpoint at {ckpt}.")
         resume_state = _load_checkpoint(ckpt)
         if resume_state.get("fingerprint") != fingerprint:
+            diff = first_difference(
+                resume_state.get("fingerprint") or {}, fingerprint, "in the checkpoint", "now"
+            )
             raise ConfigError(
-                f"The checkpoint at {ckpt} belongs to another run "
-                f"({resume_state.get('fingerprint')}); resume with the same options or start over."
+                f"The checkpoint at {ckpt} belongs to another run ({diff}); resume with the same "
+                "options or start over in another folder."
             )
     val = (
         Validation(

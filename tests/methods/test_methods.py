@@ -37,7 +37,7 @@ def test_hyperparameters_are_validated():
         ConfigError, match="The 'lr_img' parameter of DM must be a number > 0. Got -1"
     ):
         create_method("dm", lr_img=-1)
-    with pytest.raises(ConfigError, match="Unknown hyperparameter"):
+    with pytest.raises(ConfigError, match="Unknown hyperparameter.*Did you mean 'lr_img'"):
         create_method("dm", lr_image=1.0)
     with pytest.raises(UnknownNameError, match="Did you mean 'dm'"):
         create_method("dmm")

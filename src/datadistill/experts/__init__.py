@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from datadistill._device import prepare_device, resolve_device
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
-from datadistill.errors import ConfigError, DataError
+from datadistill.errors import ConfigError, DataError, first_difference
 from datadistill.evaluation.train import accuracy, train_network
 from datadistill.models import create_model_for
 
@@ -154,8 +154,9 @@ def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int)
         old = json.loads(path.read_text())
         for key in ("data", "recipe", "seed"):
             if old.get(key) != manifest[key]:
+                diff = first_difference(old.get(key), manifest[key], "there", "here", key)
                 raise ConfigError(
-                    f"{root} already holds experts with another {key} ({old.get(key)}); "
+                    f"{root} already holds experts with another {key} ({diff}); "
                     f"choose another --out folder or the same settings to add to it."
                 )
         return

@@ -119,10 +119,14 @@ def create_method(name: str, **hparams: Any) -> Method:
     fields = {f.name for f in dataclasses.fields(cls.hparams_class)}
     unknown = sorted(set(hparams) - fields)
     if unknown:
+        import difflib
+
         valid = ", ".join(sorted(fields)) or "none"
+        close = difflib.get_close_matches(unknown[0], sorted(fields), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"Unknown hyperparameter(s) {', '.join(unknown)} for method {cls.name!r}; "
-            f"valid: {valid}."
+            f"Unknown hyperparameter(s) {', '.join(repr(u) for u in unknown)} for method "
+            f"{cls.name!r}; valid: {valid}.{hint}"
         )
     try:
         hp = cls.hparams_class(**hparams)
