@@ -122,6 +122,14 @@ def test_npz_missing_corrupt_and_pickled(tmp_path):
         load_dataset(f"npz:{objects}")
     with pytest.raises(DataError, match="Give a path"):
         load_dataset("npz:")
+    text = tmp_path / "notes.npz"
+    text.write_text("a plain text file")
+    with pytest.raises(DataError, match="notes.npz is not an .npz file"):
+        load_dataset(f"npz:{text}")
+    with pytest.raises(DataError, match="is a folder; 'npz:' takes an .npz file"):
+        load_dataset(f"npz:{tmp_path}")
+    with pytest.raises(DataError, match="is a file; 'imagefolder:' takes a folder"):
+        load_dataset(f"imagefolder:{text}")
 
 
 # ---------------------------------------------------------------- too few classes or images

@@ -101,6 +101,11 @@ def _has_split_layout(folder: Path) -> bool:
 
 def read_imagefolder(folder: Path) -> RawData:
     """Read ``folder`` as described in the module docstring."""
+    if folder.is_file():
+        raise DataError(
+            f"{folder} is a file; 'imagefolder:' takes a folder with one sub-folder of images "
+            "per class (use 'npz:' for an .npz file)."
+        )
     if not folder.is_dir():
         raise DataError(
             f"The image folder {folder} does not exist; check the path after 'imagefolder:'."

@@ -86,8 +86,15 @@ def _as_float(x: np.ndarray) -> np.ndarray:
 
 def read_npz(path: Path) -> RawData:
     """Read ``path`` as described in the module docstring."""
+    if path.is_dir():
+        raise DataError(
+            f"{path} is a folder; 'npz:' takes an .npz file (use 'imagefolder:' for a folder of "
+            "class folders)."
+        )
     if not path.is_file():
         raise DataError(f"The npz file {path} does not exist; check the path after 'npz:'.")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not an .npz file (a zip of arrays); write it with numpy.savez.")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
