@@ -66,32 +66,49 @@ def distill(
         str, typer.Option(help="Distillation method (see `datadistill list`).")
     ] = "dm",
     ipc: Annotated[int, typer.Option(help="Synthetic images per class.")] = 10,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw of the run.")] = 0,
     iterations: Annotated[int | None, typer.Option(help="Steps (default: the method's).")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Seconds of distillation.")] = None,
-    hp: Annotated[list[str] | None, typer.Option(help="Method hyperparameter KEY=VALUE.")] = None,
-    data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
+    hp: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Method hyperparameter KEY=VALUE, repeatable (--hp lr_img=10 --hp dsa=false); "
+            "an unknown KEY lists the method's valid ones."
+        ),
+    ] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
+    ] = None,
     val_size: Annotated[
         float, typer.Option(help="Fraction (<1) or count of train for validation.")
     ] = 0.1,
-    zca: bool = False,
-    max_train: int | None = None,
+    zca: Annotated[bool, typer.Option(help="ZCA-whiten the data (as KIP / MTT do).")] = False,
+    max_train: Annotated[
+        int | None, typer.Option(help="Cap the train split (stratified), for quick runs.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    checkpoint_every: int = 100,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between checkpoints (kept in the run folder).")
+    ] = 100,
     validate_every: Annotated[int, typer.Option(help="Steps between validation scores.")] = 0,
     select: Annotated[str, typer.Option(help="Keep the 'last' or the 'best-val' state.")] = "last",
     protocol: Annotated[
         str | None, typer.Option(help="Evaluation protocol. Default: the method's own.")
     ] = None,
     eval_arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
-    eval_seeds: int | None = None,
+    eval_seeds: Annotated[
+        int | None, typer.Option(help="Networks trained per evaluation (default: protocol's).")
+    ] = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate after distilling.")] = True,
     full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
-    full_epochs: int | None = None,
+    full_epochs: Annotated[
+        int | None, typer.Option(help="Epochs of the full-data reference (default: protocol's).")
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue from the run folder's checkpoint.")
     ] = False,
-    quiet: bool = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Distill a dataset into a run folder (artefact, report, grid, curves)."""
     from datadistill.evaluation import get_protocol
@@ -155,10 +172,15 @@ def evaluate(
     arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
     seeds: Annotated[int | None, typer.Option(help="Fresh networks per number.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Default: the artefact's.")] = None,
-    data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
-    full: bool = True,
-    full_epochs: int | None = None,
-    device: str = "auto",
+    data_root: Annotated[
+        str | None,
+        typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
+    ] = None,
+    full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
+    full_epochs: Annotated[
+        int | None, typer.Option(help="Epochs of the full-data reference (default: protocol's).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
@@ -236,7 +258,10 @@ def experts(
     zca: bool = False,
     seed: int = 0,
     workers: Annotated[int, typer.Option(help="Parallel processes (one per GPU).")] = 1,
-    data_root: Annotated[str | None, typer.Option(envvar="DATADISTILL_DATA")] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
+    ] = None,
     val_size: float = 0.1,
     max_train: int | None = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
@@ -341,7 +366,14 @@ def list_(
         table.add_column("description")
         for n in reg.names():
             meta = reg.meta(n)
-            table.add_row(n, str(meta.get("summary") or meta.get("description") or ""))
+            text = meta.get("summary") or meta.get("description")
+            if not text:  # models: the class's first docstring line, plus fixed settings
+                doc = (getattr(reg.get(meta.get("base") or n), "__doc__", None) or "").strip()
+                text = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
+                if meta.get("fixed"):
+                    fixed = ", ".join(f"{k}={v}" for k, v in meta["fixed"].items())
+                    text = f"{text} ({fixed})" if text else fixed
+            table.add_row(n, str(text))
         if name == "datasets":
             table.add_row("imagefolder:PATH", "your images, one sub-folder per class")
             table.add_row("npz:PATH", "your arrays x (N, H, W[, C]) and y (N,)")

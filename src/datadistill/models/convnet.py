@@ -58,7 +58,8 @@ def default_depth(image_size: tuple[int, int], pooled: bool = True) -> int:
 
 
 class ConvNet(ImageClassifier):
-    """ConvNet-``depth`` of width ``width``.
+    """The field's ConvNet: ``depth`` blocks of conv3x3 (``width`` channels) -> norm ->
+    activation -> 2x2 pooling, then one linear classifier (depth by image size by default).
 
     Args:
         channels: input channels C.

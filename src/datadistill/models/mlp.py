@@ -11,7 +11,7 @@ from datadistill.models._validate import check_int
 
 
 class MLP(ImageClassifier):
-    """Two hidden layers of ``width`` units with ReLU.
+    """MLP: two hidden layers of ``width`` units with ReLU.
 
     Shapes: (B, C, H, W) -> flatten (B, C*H*W) -> ``embed`` (B, width) -> ``forward`` (B, K).
     """
