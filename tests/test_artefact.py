@@ -44,6 +44,9 @@ def test_round_trip(tmp_path, digits, soft, lr):
         assert json.loads(f.metadata()["manifest"])["dataset"]["name"] == "digits"
     assert len(back.as_dataset()) == 20
     assert len(back.as_dataset()[0]) == (3 if soft else 2)
+    # a run folder stands for the artefact inside it
+    d.save(tmp_path / "run" / "distilled.safetensors")
+    assert torch.equal(dd.load(tmp_path / "run").images, d.images)
 
 
 def test_pixels_undo_normalisation(digits):

@@ -37,6 +37,9 @@ def _package_version() -> str:
     return __version__
 
 
+ARTEFACT_NAME = "distilled.safetensors"  # the artefact inside a run folder
+
+
 @dataclass(frozen=True)
 class Distilled:
     """A distilled dataset plus everything needed to use and judge it."""
@@ -99,8 +102,10 @@ class Distilled:
 
 
 def load(path: str | Path) -> Distilled:
-    """Read an artefact written by :meth:`Distilled.save`."""
+    """Read an artefact written by :meth:`Distilled.save` (or a run folder's artefact)."""
     path = Path(path)
+    if path.is_dir() and (path / ARTEFACT_NAME).is_file():  # a run folder
+        path = path / ARTEFACT_NAME
     if not path.is_file():
         raise DataError(f"No distilled set at {path}; pass the path of a .safetensors artefact.")
     try:

@@ -25,7 +25,7 @@ from datadistill._device import (
     reset_peak_memory,
     resolve_device,
 )
-from datadistill.artefact import Distilled
+from datadistill.artefact import ARTEFACT_NAME, Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
@@ -34,7 +34,6 @@ from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
 
 CHECKPOINT_NAME = "checkpoint.pt"
-ARTEFACT_NAME = "distilled.safetensors"
 MAX_HISTORY_ROWS = 500  # loss rows kept in the manifest (evenly spaced)
 
 
