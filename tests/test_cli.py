@@ -203,3 +203,24 @@ def test_an_interrupted_run_exits_with_130(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: Interrupted at iteration 3; a resumable checkpoint is saved."
     )
+
+
+def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path):
+    proc = cli(
+        "experts",
+        "--dataset",
+        "digits",
+        "--num",
+        "1",
+        "--epochs",
+        "1",
+        "--width",
+        "8",
+        "--val-size",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "buf"),
+    )
+    assert "1 experts in" in proc.stdout and "no validation split" in proc.stdout

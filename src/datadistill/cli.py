@@ -290,6 +290,9 @@ def experts(
         max_train=max_train,
     )
     buf = train_experts(real, out, num, recipe, seed=seed, workers=workers, device=device)
+    if real.val_x.shape[0] == 0:
+        typer.echo(f"{len(buf)} experts in {out} (no validation split to score them on)")
+        return
     accs = buf.val_accs()
     mean = 100 * sum(accs) / len(accs)
     typer.echo(f"{len(buf)} experts in {out} (mean validation accuracy {mean:.2f}%)")
