@@ -88,8 +88,8 @@ def load_dataset(
     k = raw.num_classes
     if k < 2:
         raise ConfigError(
-            f"{name} has {k} class; distillation needs at least 2 (one folder per class for "
-            "imagefolder:, two or more label values for npz:)."
+            f"{name} has {k} class{'' if k == 1 else 'es'}; distillation needs at least 2 (one "
+            "folder per class for imagefolder:, two or more label values for npz:)."
         )
     train_idx, val_idx = split_off(raw.train_y, val_size, k, VAL_SEED, "validation")
     if max_train is not None and max_train < len(train_idx):
