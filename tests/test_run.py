@@ -66,37 +66,39 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path, digits):
         )
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
+@pytest.mark.parametrize(
+    ("nan_at", "every", "match", "kept"),
+    [
+        (5, 2, "iteration 5.*last good checkpoint", 4),  # the checkpoint of iteration 4 stays
+        (2, 5, "iteration 2, before any checkpoint was written; start", None),
+    ],
+)
+def test_nan_loss_stops_and_says_what_was_kept(
+    tmp_path, digits, monkeypatch, nan_at, every, match, kept
+):
     ckpt = tmp_path / "ckpt.pt"
     original = DM.step
 
     def step(self):
         out = original(self)
-        return {"loss": float("nan")} if self.iteration == 5 else out
+        return {"loss": float("nan")} if self.iteration == nan_at else out
 
     monkeypatch.setattr(DM, "step", step)
-    with pytest.raises(RunError, match="iteration 5.*last good checkpoint"):
+    with pytest.raises(RunError, match=match):
         dd.distill(
-            digits, "dm", 1, iterations=10, device="cpu", checkpoint=ckpt, checkpoint_every=2, **HP
+            digits,
+            "dm",
+            1,
+            iterations=10,
+            device="cpu",
+            checkpoint=ckpt,
+            checkpoint_every=every,
+            **HP,
         )
-    state = torch.load(ckpt, weights_only=True)
-    assert state["method"]["iteration"] == 4
-
-
-def test_nan_loss_before_the_first_checkpoint_says_so(tmp_path, digits, monkeypatch):
-    ckpt = tmp_path / "ckpt.pt"
-    original = DM.step
-
-    def step(self):
-        out = original(self)
-        return {"loss": float("nan")} if self.iteration == 2 else out
-
-    monkeypatch.setattr(DM, "step", step)
-    with pytest.raises(RunError, match="iteration 2, before any checkpoint was written; start"):
-        dd.distill(
-            digits, "dm", 1, iterations=10, device="cpu", checkpoint=ckpt, checkpoint_every=5, **HP
-        )
-    assert not ckpt.exists()
+    if kept is None:
+        assert not ckpt.exists()
+    else:
+        assert torch.load(ckpt, weights_only=True)["method"]["iteration"] == kept
 
 
 def test_interrupt_leaves_resumable_checkpoint(tmp_path, digits, monkeypatch):
