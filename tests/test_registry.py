@@ -32,3 +32,27 @@ def test_double_registration_is_a_bug():
     reg.register("a")(1)
     with pytest.raises(ValueError):
         reg.register("A")(2)
+
+
+def test_describe_uses_summary_then_docstring_and_fixed_settings():
+    class Net:
+        """A small network.
+
+        Details that a one-line listing leaves out."""
+
+    reg: Registry[object] = Registry("model")
+    reg.register("told", summary="said at registration")(Net)
+    reg.register("net")(Net)
+    reg.register("net_bn", base="net", fixed={"norm": "batchnorm"})(lambda: Net())
+    assert reg.describe("told") == "said at registration"
+    assert reg.describe("net") == "A small network."
+    assert reg.describe("NET-BN") == "A small network. (norm=batchnorm)"
+
+
+def test_every_model_and_method_describes_itself():
+    from datadistill.methods import METHODS
+    from datadistill.models import MODELS
+
+    for reg in (MODELS, METHODS):
+        for name in reg.names():
+            assert reg.describe(name), f"{reg.kind} {name} has no description"

@@ -239,3 +239,42 @@ def test_time_budget_covers_setup(digits, monkeypatch):
     d = dd.distill(digits, "dm", 1, time_budget=0.2, device="cpu", **SMOKE_HPARAMS["dm"])
     assert d.manifest["iterations"] == 0 and d.manifest["stopped_by"] == "time"
     assert d.manifest["distill_seconds"] >= 0.3
+
+
+def test_distill_takes_a_created_method(digits):
+    by_name = dd.distill(digits, "dm", 1, seed=3, iterations=2, device="cpu", **HP)
+    method = dd.create_method("dm", **HP)
+    by_object = dd.distill(digits, method, 1, seed=3, iterations=2, device="cpu")
+    assert torch.equal(by_name.images, by_object.images)
+    assert by_object.manifest["hparams"] == by_name.manifest["hparams"]
+    with pytest.raises(ConfigError, match="not both"):
+        dd.distill(digits, dd.create_method("dm", **HP), 1, iterations=1, **HP)
+    with pytest.raises(ConfigError, match="set up already"):
+        dd.distill(digits, method, 1, iterations=1, device="cpu")
+
+
+def test_run_checks_the_method_once(tmp_path, digits, request, monkeypatch):
+    """run() refuses bad options before writing anything and does not check them again
+    (for MTT, reading the expert buffer's manifest)."""
+    from datadistill.methods.mtt import MTT
+
+    calls = []
+    original = MTT.check
+
+    def counting(self, real):
+        calls.append(1)
+        original(self, real)
+
+    monkeypatch.setattr(MTT, "check", counting)
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="mtt",
+        ipc=1,
+        iterations=1,
+        hparams=smoke_hparams("mtt", request),
+        evaluate=False,
+        progress=False,
+        device="cpu",
+    )
+    dd.run(cfg, tmp_path / "r")
+    assert len(calls) == 1

@@ -368,15 +368,7 @@ def list_(
         table.add_column("name")
         table.add_column("description")
         for n in reg.names():
-            meta = reg.meta(n)
-            text = meta.get("summary") or meta.get("description")
-            if not text:  # models: the class's first docstring line, plus fixed settings
-                doc = (getattr(reg.get(meta.get("base") or n), "__doc__", None) or "").strip()
-                text = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
-                if meta.get("fixed"):
-                    fixed = ", ".join(f"{k}={v}" for k, v in meta["fixed"].items())
-                    text = f"{text} ({fixed})" if text else fixed
-            table.add_row(n, str(text))
+            table.add_row(n, reg.describe(n))
         if name == "datasets":
             table.add_row("imagefolder:PATH", "your images, one sub-folder per class")
             table.add_row("npz:PATH", "your arrays x (N, H, W[, C]) and y (N,)")

@@ -65,6 +65,20 @@ class Registry(Generic[T]):
         self.canonical(name)
         return dict(self._meta[_normalise(name)])
 
+    def describe(self, name: str) -> str:
+        """One line about ``name``: its registered ``summary`` or ``description``, else the
+        first paragraph of the registered object's docstring (of its ``base`` entry, for a
+        variant such as ``resnet18_bn``), followed by the variant's ``fixed`` settings."""
+        meta = self.meta(name)
+        text = str(meta.get("summary") or meta.get("description") or "")
+        if not text:
+            doc = (getattr(self.get(meta.get("base") or name), "__doc__", None) or "").strip()
+            text = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
+            if meta.get("fixed"):
+                fixed = ", ".join(f"{k}={v}" for k, v in meta["fixed"].items())
+                text = f"{text} ({fixed})" if text else fixed
+        return text
+
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted registered names, optionally filtered by a shell pattern (``"conv*"``)."""
         out = sorted(str(m["name"]) for m in self._meta.values())

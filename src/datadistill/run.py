@@ -247,7 +247,7 @@ def run_loop(
 
 def distill(
     real: RealData,
-    method: str = "dm",
+    method: str | Method = "dm",
     ipc: int = 10,
     seed: int = 0,
     *,
@@ -265,16 +265,86 @@ def distill(
 ) -> Distilled:
     """Distill ``real`` with ``method`` into ``ipc`` images per class.
 
-    ``time_budget`` (seconds) covers the method's set-up and its steps.
-    Returns the :class:`~datadistill.artefact.Distilled` set; its manifest records the
-    method, hyperparameters, seed, iterations, seconds and peak memory.
+    ``method`` is a registered name (its hyperparameters as keyword arguments) or a
+    :class:`~datadistill.methods.Method` from :func:`~datadistill.methods.create_method`
+    that has not been set up. ``time_budget`` (seconds) covers the method's set-up and
+    its steps. Returns the :class:`~datadistill.artefact.Distilled` set; its manifest
+    records the method, hyperparameters, seed, iterations, seconds and peak memory.
     """
+    m = _preflight(real, method, ipc, device, validate_every, select, hparams)
+    return _distill_checked(
+        real,
+        m,
+        ipc,
+        seed,
+        iterations=iterations,
+        time_budget=time_budget,
+        device=device,
+        callbacks=callbacks,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        progress=progress,
+        validate_every=validate_every,
+        select=select,
+    )
+
+
+def _preflight(
+    real: RealData,
+    method: str | Method,
+    ipc: int,
+    device: str | torch.device,
+    validate_every: int,
+    select: str,
+    hparams: dict[str, Any],
+) -> Method:
+    """Every check that needs no computation, before anything is written: the method and
+    its hyperparameters, the device, the IPC, the validation split and ``Method.check``
+    (for MTT: its expert buffer). Returns the method, not yet set up."""
+    if isinstance(method, Method):
+        if hparams:
+            raise ConfigError(
+                "Give hyperparameters to create_method() or to distill() with a method name, "
+                f"not both (got {', '.join(sorted(hparams))} beside a {method.name} method)."
+            )
+        if method.synset is not None:
+            raise ConfigError(
+                f"This {method.name} method has been set up already; create a new one with "
+                "create_method() for each distillation."
+            )
+        m = method
+    else:
+        m = create_method(method, **hparams)
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
+    resolve_device(device)
+    check_ipc(real, ipc)
     _check_validation(real, validate_every)
+    m.check(real)
+    return m
+
+
+def _distill_checked(
+    real: RealData,
+    m: Method,
+    ipc: int,
+    seed: int,
+    *,
+    iterations: int | None,
+    time_budget: float | None,
+    device: str | torch.device,
+    callbacks: Sequence[Callback],
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
+    resume: bool,
+    progress: bool,
+    validate_every: int,
+    select: str,
+) -> Distilled:
+    """:func:`distill` after :func:`_preflight` has accepted its arguments."""
     dev = prepare_device(resolve_device(device))
     reset_peak_memory(dev)
-    m = create_method(method, **hparams)
     generator = torch.Generator().manual_seed(seed)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     fingerprint = {
@@ -398,7 +468,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
             "to start."
         )
     # Bad options fail before the run folder is created.
-    method = create_method(config.method, **config.hparams)
+    create_method(config.method, **config.hparams)  # before the (slower) data
     resolve_device(config.device)
     real = load_dataset(
         config.dataset,
@@ -407,28 +477,34 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         zca=config.zca,
         max_train=config.max_train,
     )
-    check_ipc(real, config.ipc)
-    _check_validation(real, config.validate_every)
-    method.check(real)
+    method = _preflight(
+        real,
+        config.method,
+        config.ipc,
+        config.device,
+        config.validate_every,
+        config.select,
+        dict(config.hparams),
+    )
     out.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
-    distilled = distill(
+    distilled = _distill_checked(
         real,
-        config.method,
+        method,
         config.ipc,
         config.seed,
         iterations=config.iterations,
         time_budget=config.time_budget,
         device=config.device,
+        callbacks=(),
         checkpoint=out / CHECKPOINT_NAME,
         checkpoint_every=config.checkpoint_every,
         resume=resume,
         progress=config.progress,
         validate_every=config.validate_every,
         select=config.select,
-        **config.hparams,
     )
     (out / "config.json").write_text(config_json)
     artefact = out / ARTEFACT_NAME

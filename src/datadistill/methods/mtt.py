@@ -29,7 +29,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.evaluation.train import one_family_per_batch
-from datadistill.experts import ExpertBuffer
+from datadistill.experts import ExpertBuffer, data_fingerprint
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
 from datadistill.methods.common import INITS, check_ipc, init_synset
@@ -107,6 +107,7 @@ class MTT(Method):
             )
         self.buffer = ExpertBuffer(hp.buffer)
         self.buffer.check(real)
+        self._checked_for = data_fingerprint(real)
         top = max(hp.max_start_epoch, hp.window_grow_to)
         # start epochs are drawn below ``top``, so the latest target is top - 1 + M
         if top - 1 + hp.expert_epochs > self.buffer.epochs:
@@ -125,7 +126,8 @@ class MTT(Method):
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> None:
         hp: MTTParams = self.hparams  # type: ignore[assignment]
-        self.check(real)
+        if getattr(self, "_checked_for", None) != data_fingerprint(real):
+            self.check(real)  # not checked yet (a direct setup() call), or other data
         self.real, self.generator, self.device = real, generator, device
         self.net = self.buffer.network(generator).to(device)
         for p in self.net.parameters():
