@@ -224,3 +224,19 @@ def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path):
         str(tmp_path / "buf"),
     )
     assert "1 experts in" in proc.stdout and "no validation split" in proc.stdout
+
+
+def test_resume_with_a_lower_learning_rate(tmp_path):
+    out = tmp_path / "run"
+    args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--out", str(out)]
+    args += ["--hp", "width=32", "--hp", "batch_real=32", "--no-evaluate", "--quiet"]
+    cli(*args, "--iterations", "2", "--checkpoint-every", "1")
+    resumed = cli(*args, "--iterations", "4", "--hp", "lr_img=0.25", "--resume")
+    assert "warning: Resuming from iteration 2 with lr_img 1.0 -> 0.25" in resumed.stderr
+    assert "UserWarning" not in resumed.stderr
+    manifest = dd.load(out).manifest
+    assert manifest["iterations"] == 4
+    assert manifest["resume_changes"] == [{"iteration": 2, "changed": {"lr_img": [1.0, 0.25]}}]
+    refused = cli(*args, "--iterations", "6", "--hp", "width=16", "--resume", check=False)
+    assert refused.returncode == 2
+    assert "only lr_img may change on resume" in refused.stderr

@@ -278,3 +278,73 @@ def test_run_checks_the_method_once(tmp_path, digits, request, monkeypatch):
     )
     dd.run(cfg, tmp_path / "r")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "method,extra,changed",
+    [
+        ("dm", {}, {"lr_img": 0.5}),
+        ("mtt", {"soft_labels": True}, {"lr_img": 7.0, "lr_lr": 2e-6, "lr_label": 1.0}),
+    ],
+)
+def test_resume_may_lower_the_learning_rates(tmp_path, digits, request, method, extra, changed):
+    """After a divergence the last good checkpoint resumes with lower learning rates: the
+    result equals two steps at the old rates then two at the new ones, and the manifest
+    records the change."""
+    from datadistill.methods.base import set_lr
+
+    hp = {**smoke_hparams(method, request), **extra}
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, method, 2, seed=1, iterations=2, device="cpu", checkpoint=ckpt, **hp)
+    new = {**hp, **changed}
+    with pytest.warns(UserWarning, match="Resuming from iteration 2 with"):
+        resumed = dd.distill(
+            digits,
+            method,
+            2,
+            seed=1,
+            iterations=4,
+            device="cpu",
+            checkpoint=ckpt,
+            resume=True,
+            **new,
+        )
+    before = dd.create_method(method, **hp).hparams.to_dict()
+    assert resumed.manifest["resume_changes"] == [
+        {"iteration": 2, "changed": {k: [before[k], v] for k, v in sorted(changed.items())}}
+    ]
+    assert resumed.manifest["hparams"]["lr_img"] == changed["lr_img"]
+
+    m = dd.create_method(method, **hp)
+    m.setup(digits, 2, torch.Generator().manual_seed(1), torch.device("cpu"))
+    for _ in range(2):
+        m.step()
+    opts = {"lr_img": "optimizer", "lr_lr": "opt_lr", "lr_label": "opt_label"}
+    if method == "mtt":
+        opts["lr_img"] = "opt_img"
+    for name, value in changed.items():
+        set_lr(getattr(m, opts[name]), value)
+    for _ in range(2):
+        m.step()
+    images, _, soft = m.synthetic().materialize()
+    assert torch.equal(images, resumed.images)
+    if soft is not None:
+        assert resumed.soft_labels is not None and torch.equal(soft, resumed.soft_labels)
+
+
+def test_resume_refuses_other_changes_and_names_what_may_change(tmp_path, digits, request):
+    hp = smoke_hparams("dc", request)
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, "dc", 2, seed=1, iterations=1, device="cpu", checkpoint=ckpt, **hp)
+    with pytest.raises(ConfigError, match="only lr_img, lr_net may change on resume"):
+        dd.distill(
+            digits,
+            "dc",
+            2,
+            seed=1,
+            iterations=2,
+            device="cpu",
+            checkpoint=ckpt,
+            resume=True,
+            **{**hp, "momentum": 0.9},
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -375,8 +376,14 @@ def list_(
         console.print(table)
 
 
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """Warnings as one line on stderr, like errors (not Python's file:line form)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
+    warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)
     except Interrupted as exc:  # Ctrl-C during a run: the checkpoint is saved

@@ -11,6 +11,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,15 +148,33 @@ def _check_validation(real: RealData, validate_every: int) -> None:
         )
 
 
+def _allowed_changes(
+    saved: dict[str, Any], now: dict[str, Any], may_change: frozenset[str]
+) -> dict[str, list[Any]] | None:
+    """The hyperparameters that differ between a checkpoint's fingerprint and now, as
+    ``{name: [old, new]}``, if only ones in ``may_change`` do; None otherwise."""
+    rest = [k for k in set(saved) | set(now) if k != "hparams"]
+    if any(saved.get(k) != now.get(k) for k in rest):
+        return None
+    old, new = saved.get("hparams") or {}, now.get("hparams") or {}
+    if set(old) != set(new):
+        return None
+    changed = {k: [old[k], new[k]] for k in sorted(new) if old[k] != new[k]}
+    return changed if set(changed) <= may_change else None
+
+
 def _diverged_advice(checkpoint: Path | None) -> str:
     """The rest of the message of a run that diverged: what was kept, and what to do."""
-    fix = "start a new run with a lower learning rate (for example a smaller --hp lr_img)"
     if checkpoint is not None and checkpoint.is_file():
         return (
-            f"; the last good checkpoint is kept at {checkpoint} (resuming it with the same "
-            f"settings would diverge again): {fix}."
+            f"; the last good checkpoint is kept at {checkpoint}: resume it with a lower "
+            "learning rate (the same command with a smaller --hp lr_img and --resume; the "
+            "same settings would diverge again)."
         )
-    return f", before any checkpoint was written; {fix}."
+    return (
+        ", before any checkpoint was written; start a new run with a lower learning rate "
+        "(for example a smaller --hp lr_img)."
+    )
 
 
 def run_loop(
@@ -169,6 +188,7 @@ def run_loop(
     generator: torch.Generator,
     resume_state: dict[str, Any] | None = None,
     fingerprint: dict[str, Any] | None = None,
+    resume_changes: Sequence[dict[str, Any]] = (),
 ) -> LoopResult:
     """Call ``method.step()`` until the budget is spent; the one loop of every method."""
     seconds = 0.0
@@ -195,6 +215,7 @@ def run_loop(
             "seconds": seconds,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks},
             "fingerprint": fingerprint or {},
+            "resume_changes": list(resume_changes),
         }
 
     def save() -> None:
@@ -356,17 +377,36 @@ def _distill_checked(
         "hparams": m.hparams.to_dict(),
     }
     resume_state = None
+    changes: list[dict[str, Any]] = []  # learning rates changed on resume, by iteration
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise ConfigError(f"Nothing to resume: no checkpoint at {ckpt}.")
         resume_state = _load_checkpoint(ckpt)
-        if resume_state.get("fingerprint") != fingerprint:
-            diff = first_difference(
-                resume_state.get("fingerprint") or {}, fingerprint, "in the checkpoint", "now"
-            )
-            raise ConfigError(
-                f"The checkpoint at {ckpt} belongs to another run ({diff}); resume with the same "
-                "options or start over in another folder."
+        saved = resume_state.get("fingerprint") or {}
+        changes = list(resume_state.get("resume_changes", []))
+        if saved != fingerprint:
+            changed = _allowed_changes(saved, fingerprint, m.resume_may_change)
+            if changed is None:
+                diff = first_difference(saved, fingerprint, "in the checkpoint", "now")
+                hparams_only = all(
+                    saved.get(k) == fingerprint.get(k) for k in fingerprint if k != "hparams"
+                )
+                may = (
+                    f"; only {', '.join(sorted(m.resume_may_change))} may change on resume"
+                    if m.resume_may_change and hparams_only
+                    else ""
+                )
+                raise ConfigError(
+                    f"The checkpoint at {ckpt} belongs to another run ({diff}{may}); resume "
+                    "with the same options or start over in another folder."
+                )
+            at = int(resume_state["method"]["iteration"])
+            changes.append({"iteration": at, "changed": changed})
+            told = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+            warnings.warn(
+                f"Resuming from iteration {at} with {told}; the run now differs from an "
+                "uninterrupted one, and its manifest records the change.",
+                stacklevel=2,
             )
     val = (
         Validation(
@@ -392,6 +432,7 @@ def _distill_checked(
         generator=generator,
         resume_state=resume_state,
         fingerprint=fingerprint,
+        resume_changes=changes,
     )
     synset = m.synthetic()
     chosen = "last"
@@ -423,6 +464,7 @@ def _distill_checked(
         "device": str(dev),
         "loss_history": history.rows[:: max(1, len(history.rows) // MAX_HISTORY_ROWS)],
         "protocol": m.expected_protocol,
+        "resume_changes": changes,
         **m.manifest_extra(),
     }
     return Distilled(

@@ -76,6 +76,9 @@ class Method:
     needs_steps: ClassVar[bool] = True  # False for coreset selection
     default_iterations: ClassVar[int] = 1000
     expected_protocol: ClassVar[str] = "dc"  # the evaluation protocol its sets are made for
+    # hyperparameters a resumed run may change (learning rates, e.g. after a divergence);
+    # load_state_dict applies the current values over the checkpoint's optimiser state
+    resume_may_change: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, hparams: HParams) -> None:
         self.hparams = hparams
@@ -111,6 +114,13 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration = int(state["iteration"])
         self.synthetic().load_state_dict(state["synset"])
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group of ``optimizer`` the learning rate ``lr`` (after
+    ``load_state_dict``, which restores the checkpoint's)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def create_method(name: str, **hparams: Any) -> Method:

@@ -41,7 +41,15 @@ from datadistill.evaluation.train import label_loss, one_family_per_batch
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads
-from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
+from datadistill.methods.base import (
+    HParams,
+    Method,
+    one_of,
+    positive,
+    register_method,
+    require,
+    set_lr,
+)
 from datadistill.methods.common import (
     INITS,
     PRECISIONS,
@@ -117,6 +125,7 @@ class DC(Method):
 
     hparams_class = DCParams
     default_iterations = 1000
+    resume_may_change = frozenset({"lr_img", "lr_net"})  # lr_net: read at each outer step
 
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
@@ -249,6 +258,7 @@ class DC(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
+        set_lr(self.optimizer, self.hparams.lr_img)  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass(frozen=True)

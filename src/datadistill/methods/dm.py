@@ -26,7 +26,15 @@ from torch import Tensor, nn
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.functional import mean_embedding_loss
-from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
+from datadistill.methods.base import (
+    HParams,
+    Method,
+    one_of,
+    positive,
+    register_method,
+    require,
+    set_lr,
+)
 from datadistill.methods.common import (
     INITS,
     PRECISIONS,
@@ -84,6 +92,7 @@ class DM(Method):
 
     hparams_class = DMParams
     default_iterations = 20000
+    resume_may_change = frozenset({"lr_img"})
 
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
@@ -140,3 +149,4 @@ class DM(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
+        set_lr(self.optimizer, self.hparams.lr_img)  # type: ignore[attr-defined]

@@ -31,7 +31,15 @@ from datadistill.errors import ConfigError
 from datadistill.evaluation.train import one_family_per_batch
 from datadistill.experts import ExpertBuffer, data_fingerprint
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
-from datadistill.methods.base import HParams, Method, one_of, positive, register_method, require
+from datadistill.methods.base import (
+    HParams,
+    Method,
+    one_of,
+    positive,
+    register_method,
+    require,
+    set_lr,
+)
 from datadistill.methods.common import INITS, check_ipc, init_synset
 from datadistill.synthetic import PixelSet
 
@@ -95,6 +103,7 @@ class MTT(Method):
 
     hparams_class = MTTParams
     default_iterations = 5000
+    resume_may_change = frozenset({"lr_img", "lr_lr", "lr_label"})
     expected_protocol = "mtt"
 
     def check(self, real: RealData) -> None:
@@ -265,7 +274,11 @@ class MTT(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        hp: MTTParams = self.hparams  # type: ignore[assignment]
         self.opt_img.load_state_dict(state["opt_img"])
         self.opt_lr.load_state_dict(state["opt_lr"])
+        set_lr(self.opt_img, hp.lr_img)
+        set_lr(self.opt_lr, hp.lr_lr)
         if self.opt_label is not None:
             self.opt_label.load_state_dict(state["opt_label"])
+            set_lr(self.opt_label, hp.lr_label)
