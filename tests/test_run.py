@@ -1,3 +1,4 @@
+import dataclasses
 import time
 
 import pytest
@@ -254,8 +255,8 @@ def test_distill_takes_a_created_method(digits):
 
 
 def test_run_checks_the_method_once(tmp_path, digits, request, monkeypatch):
-    """run() refuses bad options before writing anything and does not check them again
-    (for MTT, reading the expert buffer's manifest)."""
+    """run() checks the method's options once (for MTT, reading the expert buffer's
+    manifest), not again inside the distillation."""
     from datadistill.methods.mtt import MTT
 
     calls = []
@@ -284,6 +285,7 @@ def test_run_checks_the_method_once(tmp_path, digits, request, monkeypatch):
     "method,extra,changed",
     [
         ("dm", {}, {"lr_img": 0.5}),
+        ("dc", {}, {"lr_img": 0.05, "lr_net": 0.005}),
         ("mtt", {"soft_labels": True}, {"lr_img": 7.0, "lr_lr": 2e-6, "lr_label": 1.0}),
     ],
 )
@@ -323,7 +325,10 @@ def test_resume_may_lower_the_learning_rates(tmp_path, digits, request, method, 
     if method == "mtt":
         opts["lr_img"] = "opt_img"
     for name, value in changed.items():
-        set_lr(getattr(m, opts[name]), value)
+        if name == "lr_net":  # DC builds the network's optimiser at every outer step
+            m.hparams = dataclasses.replace(m.hparams, lr_net=value)
+        else:
+            set_lr(getattr(m, opts[name]), value)
     for _ in range(2):
         m.step()
     images, _, soft = m.synthetic().materialize()
@@ -347,4 +352,34 @@ def test_resume_refuses_other_changes_and_names_what_may_change(tmp_path, digits
             checkpoint=ckpt,
             resume=True,
             **{**hp, "momentum": 0.9},
+        )
+    # a forbidden change beside an allowed one: the message names the forbidden one
+    with pytest.raises(ConfigError, match=r"hparams\.momentum is 0\.5 in the checkpoint"):
+        dd.distill(
+            digits,
+            "dc",
+            2,
+            seed=1,
+            iterations=2,
+            device="cpu",
+            checkpoint=ckpt,
+            resume=True,
+            **{**hp, "lr_img": 0.01, "momentum": 0.9},
+        )
+
+
+def test_resume_refuses_a_label_lr_without_soft_labels(tmp_path, digits, request):
+    hp = smoke_hparams("mtt", request)
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, "mtt", 1, iterations=1, device="cpu", checkpoint=ckpt, **hp)
+    with pytest.raises(ConfigError, match="only lr_img, lr_lr may change on resume"):
+        dd.distill(
+            digits,
+            "mtt",
+            1,
+            iterations=2,
+            device="cpu",
+            checkpoint=ckpt,
+            resume=True,
+            **{**hp, "lr_label": 1.0},
         )

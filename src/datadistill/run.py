@@ -326,8 +326,8 @@ def _preflight(
     if isinstance(method, Method):
         if hparams:
             raise ConfigError(
-                "Give hyperparameters to create_method() or to distill() with a method name, "
-                f"not both (got {', '.join(sorted(hparams))} beside a {method.name} method)."
+                f"distill() got the unexpected keyword(s) {', '.join(sorted(hparams))} beside "
+                f"a {method.name} method; give hyperparameters to create_method(), not both."
             )
         if method.synset is not None:
             raise ConfigError(
@@ -385,15 +385,22 @@ def _distill_checked(
         saved = resume_state.get("fingerprint") or {}
         changes = list(resume_state.get("resume_changes", []))
         if saved != fingerprint:
-            changed = _allowed_changes(saved, fingerprint, m.resume_may_change)
+            changeable = m.changeable_on_resume()
+            changed = _allowed_changes(saved, fingerprint, changeable)
             if changed is None:
-                diff = first_difference(saved, fingerprint, "in the checkpoint", "now")
+                # name a difference that is not allowed, not an allowed lr changed beside it
+                saved_hp = saved.get("hparams") or {}
+                ignore = {k: saved_hp[k] for k in changeable if k in saved_hp}
+                now = {**fingerprint, "hparams": {**fingerprint["hparams"], **ignore}}
+                diff = first_difference(saved, now, "in the checkpoint", "now")
                 hparams_only = all(
-                    saved.get(k) == fingerprint.get(k) for k in fingerprint if k != "hparams"
+                    saved.get(k) == fingerprint.get(k)
+                    for k in set(saved) | set(fingerprint)
+                    if k != "hparams"
                 )
                 may = (
-                    f"; only {', '.join(sorted(m.resume_may_change))} may change on resume"
-                    if m.resume_may_change and hparams_only
+                    f"; only {', '.join(sorted(changeable))} may change on resume"
+                    if changeable and hparams_only
                     else ""
                 )
                 raise ConfigError(

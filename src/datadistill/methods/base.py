@@ -90,6 +90,11 @@ class Method:
         """Raise :class:`ConfigError` if the method cannot run on ``real`` (for example a
         missing or mismatched expert buffer); cheap, called before a run writes anything."""
 
+    def changeable_on_resume(self) -> frozenset[str]:
+        """The hyperparameters a resumed run may change with these settings: those of
+        ``resume_may_change`` that take effect (e.g. no label lr without soft labels)."""
+        return self.resume_may_change
+
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> None:

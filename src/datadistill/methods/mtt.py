@@ -116,7 +116,6 @@ class MTT(Method):
             )
         self.buffer = ExpertBuffer(hp.buffer)
         self.buffer.check(real)
-        self._checked_for = data_fingerprint(real)
         top = max(hp.max_start_epoch, hp.window_grow_to)
         # start epochs are drawn below ``top``, so the latest target is top - 1 + M
         if top - 1 + hp.expert_epochs > self.buffer.epochs:
@@ -130,6 +129,12 @@ class MTT(Method):
                 f"label_epoch {hp.label_epoch} is beyond the {self.buffer.epochs} epochs of the "
                 f"experts in {hp.buffer}; use -1 (the last) or a smaller epoch."
             )
+        self._checked_for = data_fingerprint(real)
+
+    def changeable_on_resume(self) -> frozenset[str]:
+        if self.hparams.soft_labels:  # type: ignore[attr-defined]
+            return self.resume_may_change
+        return self.resume_may_change - {"lr_label"}  # no label optimiser to apply it to
 
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
