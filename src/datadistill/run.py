@@ -368,7 +368,7 @@ def _distill_checked(
     reset_peak_memory(dev)
     generator = torch.Generator().manual_seed(seed)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    fingerprint = {
+    fingerprint: dict[str, Any] = {
         "method": m.name,
         "ipc": ipc,
         "seed": seed,
