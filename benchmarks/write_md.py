@@ -220,13 +220,23 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "iterations differ from its main-table cell was measured on an earlier set of",
                 "that cell, distilled before the cell was re-run (its date below says when).",
             ]
+            if tag == "eval-mtt":
+                intro += [
+                    "The `mtt` protocol is MTT's and DATM's evaluation: 1000 epochs with DSA",
+                    "at each set's learned learning rate. The CPU sets learned theirs for the",
+                    "width-32 expert ConvNets, while the ConvNet-3 evaluated here has width 128.",
+                    "The random subset has no learned lr and trains at 0.01, as under `dsa`.",
+                ]
         else:
             intro = [
                 "Each row names its protocol and hyperparameter defaults (`paper`: the paper's",
                 "own, no CPU defaults); seeds and the random subset as in the main table.",
             ]
         out += [f"## Tagged runs: {tag}", "", *intro, "", *table(sel, tagged=True)]
-        out += ["", *[f"- `{r['command']}` ({r['date']})" for r in sel], ""]
+        commands: dict[str, str] = {}  # one line per command (latest date)
+        for r in sel:
+            commands[r["command"]] = max(commands.get(r["command"], ""), r["date"])
+        out += ["", *[f"- `{c}` ({d})" for c, d in commands.items()], ""]
     return out
 
 
