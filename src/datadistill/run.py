@@ -413,7 +413,7 @@ def _distill_checked(
             warnings.warn(
                 f"Resuming from iteration {at} with {told}; the run now differs from an "
                 "uninterrupted one, and its manifest records the change.",
-                stacklevel=2,
+                stacklevel=3,  # the caller of distill() (or run())
             )
     val = (
         Validation(
