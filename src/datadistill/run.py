@@ -148,19 +148,31 @@ def _check_validation(real: RealData, validate_every: int) -> None:
         )
 
 
-def _allowed_changes(
-    saved: dict[str, Any], now: dict[str, Any], may_change: frozenset[str]
-) -> dict[str, list[Any]] | None:
-    """The hyperparameters that differ between a checkpoint's fingerprint and now, as
-    ``{name: [old, new]}``, if only ones in ``may_change`` do; None otherwise."""
-    rest = [k for k in set(saved) | set(now) if k != "hparams"]
-    if any(saved.get(k) != now.get(k) for k in rest):
-        return None
+def _resume_changes(
+    saved: dict[str, Any], now: dict[str, Any], may_change: frozenset[str], ckpt: Path
+) -> dict[str, list[Any]]:
+    """The hyperparameters that differ between the checkpoint's fingerprint ``saved`` and
+    ``now``, as ``{name: [old, new]}``, when only ones in ``may_change`` do; otherwise a
+    ConfigError naming a difference that is not allowed."""
+    if saved == now:
+        return {}
     old, new = saved.get("hparams") or {}, now.get("hparams") or {}
-    if set(old) != set(new):
-        return None
-    changed = {k: [old[k], new[k]] for k in sorted(new) if old[k] != new[k]}
-    return changed if set(changed) <= may_change else None
+    same_run = all(saved.get(k) == now.get(k) for k in set(saved) | set(now) if k != "hparams")
+    changed = {k: [old[k], new[k]] for k in sorted(new) if k in old and old[k] != new[k]}
+    if same_run and set(old) == set(new) and set(changed) <= may_change:
+        return changed
+    # name a difference that is not allowed, not an allowed lr changed beside it
+    kept = {k: old[k] for k in may_change if k in old}
+    diff = first_difference(saved, {**now, "hparams": {**new, **kept}}, "in the checkpoint", "now")
+    may = (
+        f"; only {', '.join(sorted(may_change))} may change on resume"
+        if may_change and same_run
+        else ""
+    )
+    raise ConfigError(
+        f"The checkpoint at {ckpt} belongs to another run ({diff}{may}); resume with the same "
+        "options or start over in another folder."
+    )
 
 
 def _diverged_advice(checkpoint: Path | None) -> str:
@@ -382,31 +394,11 @@ def _distill_checked(
         if ckpt is None or not ckpt.is_file():
             raise ConfigError(f"Nothing to resume: no checkpoint at {ckpt}.")
         resume_state = _load_checkpoint(ckpt)
-        saved = resume_state.get("fingerprint") or {}
         changes = list(resume_state.get("resume_changes", []))
-        if saved != fingerprint:
-            changeable = m.changeable_on_resume()
-            changed = _allowed_changes(saved, fingerprint, changeable)
-            if changed is None:
-                # name a difference that is not allowed, not an allowed lr changed beside it
-                saved_hp = saved.get("hparams") or {}
-                ignore = {k: saved_hp[k] for k in changeable if k in saved_hp}
-                now = {**fingerprint, "hparams": {**fingerprint["hparams"], **ignore}}
-                diff = first_difference(saved, now, "in the checkpoint", "now")
-                hparams_only = all(
-                    saved.get(k) == fingerprint.get(k)
-                    for k in set(saved) | set(fingerprint)
-                    if k != "hparams"
-                )
-                may = (
-                    f"; only {', '.join(sorted(changeable))} may change on resume"
-                    if changeable and hparams_only
-                    else ""
-                )
-                raise ConfigError(
-                    f"The checkpoint at {ckpt} belongs to another run ({diff}{may}); resume "
-                    "with the same options or start over in another folder."
-                )
+        changed = _resume_changes(
+            resume_state.get("fingerprint") or {}, fingerprint, m.changeable_on_resume(), ckpt
+        )
+        if changed:
             at = int(resume_state["method"]["iteration"])
             changes.append({"iteration": at, "changed": changed})
             told = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
@@ -517,7 +509,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
             "to start."
         )
     # Bad options fail before the run folder is created.
-    create_method(config.method, **config.hparams)  # before the (slower) data
+    method = create_method(config.method, **config.hparams)  # before the (slower) data
     resolve_device(config.device)
     real = load_dataset(
         config.dataset,
@@ -526,15 +518,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         zca=config.zca,
         max_train=config.max_train,
     )
-    method = _preflight(
-        real,
-        config.method,
-        config.ipc,
-        config.device,
-        config.validate_every,
-        config.select,
-        dict(config.hparams),
-    )
+    _preflight(real, method, config.ipc, config.device, config.validate_every, config.select, {})
     out.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
