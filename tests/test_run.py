@@ -337,6 +337,22 @@ def test_resume_may_lower_the_learning_rates(tmp_path, digits, request, method, 
         assert resumed.soft_labels is not None and torch.equal(soft, resumed.soft_labels)
 
 
+def test_a_resume_that_runs_no_step_records_no_change(tmp_path, digits):
+    """A lower lr given to a run that has already spent its budget changes nothing, so the
+    manifest records no change (the checkpoint keeps it for a later, longer resume)."""
+    ckpt = tmp_path / "ckpt.pt"
+    hp = {"batch_real": 8, "width": 8}
+    dd.distill(digits, "dm", 2, seed=1, iterations=2, device="cpu", checkpoint=ckpt, **hp)
+    kw = {"seed": 1, "device": "cpu", "checkpoint": ckpt, "resume": True, **hp}
+    with pytest.warns(UserWarning, match="lr_img 1.0 -> 0.5"):
+        same = dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
+    assert same.manifest["iterations"] == 2 and same.manifest["resume_changes"] == []
+    longer = dd.distill(digits, "dm", 2, iterations=3, lr_img=0.5, **kw)
+    assert longer.manifest["resume_changes"] == [
+        {"iteration": 2, "changed": {"lr_img": [1.0, 0.5]}}
+    ]
+
+
 @pytest.mark.parametrize(
     "method,change,match",
     [

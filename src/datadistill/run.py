@@ -463,7 +463,8 @@ def _distill_checked(
         "device": str(dev),
         "loss_history": history.rows[:: max(1, len(history.rows) // MAX_HISTORY_ROWS)],
         "protocol": m.expected_protocol,
-        "resume_changes": changes,
+        # a change takes effect with the next step: one at the final iteration changed nothing
+        "resume_changes": [c for c in changes if c["iteration"] < result.iterations],
         **m.manifest_extra(),
     }
     return Distilled(
