@@ -60,10 +60,32 @@ def test_export_png_and_npz(tmp_path, digits):
     out = dd.export(d, tmp_path / "png", "png")
     files = sorted(out.rglob("*.png"))
     assert len(files) == 20 and len({f.parent for f in files}) == 10
+    index = json.loads((out / "labels.json").read_text())
+    assert index["class_names"] == list(digits.info.class_names) and index["lr"] is None
+    assert all((out / row["file"]).is_file() for row in index["files"])
+    assert [row["label"] for row in index["files"]] == d.labels.tolist()
     npz = dd.export(d, tmp_path / "set.npz", "npz")
     arr = np.load(npz)
     assert arr["x"].shape == (20, 8, 8, 1) and arr["x"].dtype == np.uint8
     assert list(arr["y"]) == d.labels.tolist()
+    assert list(arr["class_names"]) == list(digits.info.class_names)
+    assert "soft_labels" not in arr and "lr" not in arr
+
+
+def test_export_keeps_soft_labels_and_lr(tmp_path, digits):
+    d = _distilled(digits, soft=True, lr=0.02)
+    arr = np.load(dd.export(d, tmp_path / "set.npz", "npz"))
+    assert np.allclose(arr["soft_labels"], d.soft_labels.numpy())
+    assert float(arr["lr"]) == pytest.approx(0.02)
+    index = json.loads((dd.export(d, tmp_path / "png", "png") / "labels.json").read_text())
+    assert index["lr"] == pytest.approx(0.02)
+    assert np.allclose([row["soft_label"] for row in index["files"]], d.soft_labels.numpy())
+
+
+def test_manifest_records_the_file_size(tmp_path, digits):
+    for d in (_distilled(digits), _distilled(digits, soft=True, lr=0.1)):
+        path = d.save(tmp_path / "x.safetensors")
+        assert dd.load(path).manifest["artefact_bytes"] == path.stat().st_size
 
 
 def test_load_rejects_bad_files(tmp_path):

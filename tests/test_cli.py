@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import datadistill as dd
 
@@ -73,6 +74,7 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
     art = dd.load(out / "distilled.safetensors")
     assert art.manifest["evaluation"]["protocol"] == "fast"
     assert art.manifest["hparams"]["width"] == 32
+    assert art.manifest["artefact_bytes"] == report["artefact_bytes"]
 
     cli(
         "evaluate",
@@ -240,3 +242,16 @@ def test_resume_with_a_lower_learning_rate(tmp_path):
     refused = cli(*args, "--iterations", "6", "--hp", "width=16", "--resume", check=False)
     assert refused.returncode == 2
     assert "only lr_img may change on resume" in refused.stderr
+
+
+def test_evaluate_reloads_the_data_with_the_artefacts_whitening(tmp_path):
+    from datadistill.cli import _real_for
+
+    real = dd.load_dataset("digits", zca=True, zca_eps=0.5)
+    d = dd.Distilled(
+        images=real.train_x[:10], labels=real.train_y[:10], info=real.info, zca=real.zca
+    )
+    d = d.with_manifest(data={"name": "digits", "val_size": 0.1, "max_train": None})
+    back = _real_for(dd.load(d.save(tmp_path / "z.safetensors")), None)
+    assert back.info.zca_eps == 0.5
+    assert torch.allclose(back.train_x, real.train_x)

@@ -5,7 +5,8 @@ optional ``soft_labels`` (N, K), optional ``lr`` (scalar learned training lr), o
 ``zca_matrix`` / ``zca_inverse`` / ``zca_mean`` (to show whitened images un-whitened).
 The header's metadata holds ``manifest``: a JSON document (format version, package
 version, dataset info, method and hyperparameters, ipc, seed, expected protocol, costs,
-evaluation results). Safetensors holds no pickle, so opening a shared file never runs code.
+evaluation results, and ``artefact_bytes``: the file's own size). Safetensors holds no
+pickle, so opening a shared file never runs code.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
@@ -95,8 +97,20 @@ class Distilled:
             "ipc": self.ipc,
             "num_images": int(self.images.shape[0]),
         }
+        # The manifest records the file's own size: serialise until the recorded number
+        # is the length of the bytes that carry it (the header is padded, so one or two
+        # passes settle it).
+        size = 0
+        for _ in range(8):
+            manifest["artefact_bytes"] = size
+            blob = serialize(tensors, metadata={"manifest": json.dumps(manifest, sort_keys=True)})
+            if len(blob) == size:
+                break
+            size = len(blob)
+        else:  # pragma: no cover - the size is a fixed point after a couple of passes
+            raise RuntimeError("the artefact's size did not settle; please report this.")
         tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file(tensors, str(tmp), metadata={"manifest": json.dumps(manifest, sort_keys=True)})
+        tmp.write_bytes(blob)
         tmp.replace(path)
         return path
 
@@ -149,7 +163,13 @@ def load(path: str | Path) -> Distilled:
 
 
 def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
-    """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file."""
+    """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file.
+
+    Nothing the images need for training is dropped: the npz holds ``x`` (N, H, W, C)
+    uint8, ``y``, ``class_names`` and, when the set has them, ``soft_labels`` and ``lr``;
+    a PNG export writes ``labels.json`` beside the class folders with the same
+    information per file.
+    """
     out = Path(out)
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
         # mixing with an earlier export would leave its images beside these
@@ -157,21 +177,34 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     pixels = distilled.pixels()  # (N, C, H, W) in [0, 1]
     arr = (pixels.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)  # (N, H, W, C)
     labels = distilled.labels.numpy()
+    names = list(distilled.info.class_names)
+    soft = None if distilled.soft_labels is None else distilled.soft_labels.detach().float()
     if fmt == "npz":
         out = out if out.suffix == ".npz" else out.with_suffix(".npz")
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, x=arr, y=labels)
+        extras: dict[str, Any] = {"class_names": np.array(names, dtype=str)}
+        if soft is not None:
+            extras["soft_labels"] = soft.cpu().numpy()
+        if distilled.lr is not None:
+            extras["lr"] = np.float32(distilled.lr)
+        np.savez_compressed(out, x=arr, y=labels, **extras)
         return out
     if fmt == "png":
         from PIL import Image
 
-        names = distilled.info.class_names
+        rows = []
         for i, (img, y) in enumerate(zip(arr, labels, strict=True)):
             folder = out / _safe_name(names[int(y)] if int(y) < len(names) else str(int(y)))
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
                 folder / f"{i:05d}.png"
             )
+            row: dict[str, Any] = {"file": f"{folder.name}/{i:05d}.png", "label": int(y)}
+            if soft is not None:
+                row["soft_label"] = [float(v) for v in soft[i]]
+            rows.append(row)
+        index = {"class_names": names, "lr": distilled.lr, "files": rows}
+        (out / "labels.json").write_text(json.dumps(index, indent=1))
         return out
     raise ConfigError(f"Unknown export format {fmt!r}; choose 'png' or 'npz'.")
 

@@ -233,6 +233,7 @@ def _real_for(distilled: Any, data_root: str | None) -> Any:
         data_root,
         val_size=opts.get("val_size", 0.1),
         zca=info.zca,
+        zca_eps=info.zca_eps if info.zca_eps is not None else 0.1,
         max_train=opts.get("max_train"),
     )
     if tuple(real.info.mean) != tuple(info.mean) or real.info.image_size != info.image_size:
