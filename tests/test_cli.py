@@ -154,6 +154,20 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
         (["distill", "--dataset", "digits", "--val-size", "1.5", "--out", "X"], "whole number"),
         (["distill", "--dataset", "digits", "--hp", "=3", "--out", "X"], "a name before '='"),
         (["distill", "--dataset", "digits", "--hp", "lr_imgg=3", "--out", "X"], "'lr_img'?"),
+        (
+            ["distill", "--dataset", "digits", "--hp", "arch=convnett", "--out", "X"],
+            "'arch' parameter of DM: Unknown model 'convnett'. Did you mean 'convnet'?",
+        ),
+        (
+            ["distill", "--dataset", "digits", "--method", "dc", "--hp", "arch=lenett"]
+            + ["--out", "X"],
+            "Did you mean 'lenet'",
+        ),
+        (
+            ["distill", "--dataset", "digits", "--method", "herding", "--hp", "arch=mpl"]
+            + ["--out", "X"],
+            "Did you mean 'mlp'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):

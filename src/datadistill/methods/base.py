@@ -68,6 +68,18 @@ def one_of(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     require(owner, name, value, value in choices, "one of " + ", ".join(repr(c) for c in choices))
 
 
+def registered_model(owner: str, name: str, value: Any) -> None:
+    """``value`` names a registered model (checked before any run folder is made)."""
+    from datadistill.errors import UnknownNameError
+    from datadistill.models import MODELS
+
+    require(owner, name, value, isinstance(value, str), "a model name")
+    try:
+        MODELS.canonical(value)
+    except UnknownNameError as exc:
+        raise ConfigError(f"The {name!r} parameter of {owner}: {exc}") from None
+
+
 class Method:
     """Base class of distillation methods (and coreset baselines)."""
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from datadistill.data import RealData
-from datadistill.methods.base import HParams, Method, positive, register_method
+from datadistill.methods.base import HParams, Method, positive, register_method, registered_model
 from datadistill.methods.common import check_ipc
 from datadistill.methods.features import all_class_features
 from datadistill.synthetic import PixelSet
@@ -65,6 +65,7 @@ class FeatureCoresetParams(HParams):
 
     def validate(self) -> None:
         positive("coreset", "width", self.width, int)
+        registered_model("coreset", "arch", self.arch)
         positive("coreset", "train_steps", self.train_steps, int)
 
 

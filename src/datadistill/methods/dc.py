@@ -47,6 +47,7 @@ from datadistill.methods.base import (
     one_of,
     positive,
     register_method,
+    registered_model,
     require,
     set_lr,
 )
@@ -114,6 +115,7 @@ class DCParams(HParams):
             v = getattr(self, name)
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
+        registered_model("DC", "arch", self.arch)
         one_of("DC", "init", self.init, INITS)
         one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DC", "precision", self.precision, PRECISIONS)
