@@ -381,3 +381,29 @@ def test_resume_refuses_other_changes_and_names_what_may_change(
             resume=True,
             **{**hp, **change},
         )
+
+
+def test_progress_estimates_the_end_of_a_time_budget(monkeypatch):
+    """Bounded by seconds, the bar's total is the iteration the budget will reach."""
+    from datadistill import callbacks
+
+    clock = iter([100.0, 110.0, 130.0])  # start, then 10 s and 30 s later
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    bar = callbacks.Progress(time_budget=60.0)
+    bar.on_start(None, 0, None)
+    try:
+        bar.on_step(None, 5, {"loss": 1.0})  # 0.5 it/s, 50 s left: 25 more
+        assert bar._progress.tasks[0].total == 30
+        bar.on_step(None, 30, {"loss": 1.0})  # 1 it/s, 30 s left: 30 more
+        assert bar._progress.tasks[0].total == 60
+    finally:
+        bar.on_end(None)
+    # bounded by iterations, the total is the iteration count, whatever the budget
+    clock = iter([0.0, 1.0])
+    bar = callbacks.Progress(time_budget=60.0)
+    bar.on_start(None, 0, 40)
+    try:
+        bar.on_step(None, 5, {"loss": 1.0})
+        assert bar._progress.tasks[0].total == 40
+    finally:
+        bar.on_end(None)

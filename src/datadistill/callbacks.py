@@ -131,11 +131,23 @@ class Validation(Callback):
 
 
 class Progress(Callback):
-    """A rich progress bar with the loss, iterations per second and the remaining time."""
+    """A rich progress bar with the loss, iterations per second and the remaining time.
 
-    def __init__(self, description: str = "distilling", refresh_every: int = 1) -> None:
+    A run bounded by seconds rather than iterations passes ``time_budget`` (the seconds
+    left to it): the bar's total is then the iteration count the budget will reach at
+    the rate seen so far, so its ETA counts down to the end of the budget.
+    """
+
+    def __init__(
+        self,
+        description: str = "distilling",
+        refresh_every: int = 1,
+        time_budget: float | None = None,
+    ) -> None:
         self.description = description
         self.refresh_every = refresh_every
+        self.time_budget = time_budget
+        self._budget: float | None = None
         self._progress: Any = None
         self._task: Any = None
 
@@ -167,14 +179,19 @@ class Progress(Callback):
             self.description, total=total, completed=start, loss="-", rate="-"
         )
         self._t0, self._i0 = time.perf_counter(), start
+        self._budget = self.time_budget if total is None else None
 
     def on_step(self, method: Method, iteration: int, metrics: dict[str, float]) -> None:
         if self._progress is None or iteration % self.refresh_every:
             return
         dt = time.perf_counter() - self._t0
         rate = (iteration - self._i0) / dt if dt > 0 else 0.0
+        extra: dict[str, Any] = {}
+        if self._budget is not None and rate > 0:
+            extra["total"] = max(iteration, round(iteration + rate * max(0.0, self._budget - dt)))
         self._progress.update(
             self._task,
+            **extra,
             completed=iteration,
             loss=f"{metrics.get('loss', float('nan')):.4g}",
             rate=f"{rate:.2f}",

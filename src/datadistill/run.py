@@ -415,16 +415,19 @@ def _distill_checked(
         else None
     )
     cbs: list[Callback] = [History(), *([val] if val else []), *callbacks]
-    if progress:
-        cbs.append(Progress(f"{m.name} ipc={ipc}"))
     t_setup = time.perf_counter()
     m.setup(real.to(dev), ipc, generator, dev)
     setup_seconds = time.perf_counter() - t_setup
+    # a time budget covers the set-up too (e.g. a k-means initialisation)
+    budget = None if time_budget is None else max(0.0, time_budget - setup_seconds)
+    if progress:
+        spent = float(resume_state["seconds"]) if resume_state is not None else 0.0
+        left = None if budget is None else max(0.0, budget - spent)
+        cbs.append(Progress(f"{m.name} ipc={ipc}", time_budget=left))
     result = run_loop(
         m,
         iterations=iterations,
-        # a time budget covers the set-up too (e.g. a k-means initialisation)
-        time_budget=None if time_budget is None else max(0.0, time_budget - setup_seconds),
+        time_budget=budget,
         callbacks=cbs,
         checkpoint=ckpt,
         checkpoint_every=checkpoint_every,
