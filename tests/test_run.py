@@ -347,10 +347,22 @@ def test_a_resume_that_runs_no_step_records_no_change(tmp_path, digits):
     with pytest.warns(UserWarning, match="lr_img 1.0 -> 0.5"):
         same = dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
     assert same.manifest["iterations"] == 2 and same.manifest["resume_changes"] == []
-    longer = dd.distill(digits, "dm", 2, iterations=3, lr_img=0.5, **kw)
+    # a second resume at the same iteration makes one change from the first old value
+    with pytest.warns(UserWarning, match="lr_img 0.5 -> 0.25"):
+        dd.distill(digits, "dm", 2, iterations=2, lr_img=0.25, **kw)
+    longer = dd.distill(digits, "dm", 2, iterations=3, lr_img=0.25, **kw)
     assert longer.manifest["resume_changes"] == [
-        {"iteration": 2, "changed": {"lr_img": [1.0, 0.5]}}
+        {"iteration": 2, "changed": {"lr_img": [1.0, 0.25]}}
     ]
+    # and a value changed back before any step ran is no change at all
+    ckpt.unlink()
+    dd.distill(digits, "dm", 2, seed=1, iterations=2, device="cpu", checkpoint=ckpt, **hp)
+    with pytest.warns(UserWarning, match="lr_img 1.0 -> 0.5"):
+        dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
+    with pytest.warns(UserWarning, match="lr_img 0.5 -> 1.0"):
+        dd.distill(digits, "dm", 2, iterations=2, lr_img=1.0, **kw)
+    back = dd.distill(digits, "dm", 2, iterations=3, lr_img=1.0, **kw)
+    assert back.manifest["resume_changes"] == []
 
 
 @pytest.mark.parametrize(
@@ -398,6 +410,18 @@ def test_progress_estimates_the_end_of_a_time_budget(monkeypatch):
         assert bar._progress.tasks[0].total == 60
     finally:
         bar.on_end(None)
+    assert bar._progress is None
+    # time outside the steps (validation) is not the budget's: 10 s of which 5 validating
+    clock, spent = iter([0.0, 10.0]), iter([2.0, 7.0])
+    bar = callbacks.Progress(time_budget=60.0, overhead=lambda: next(spent))
+    bar.on_start(None, 0, None)
+    try:
+        bar.on_step(None, 5, {"loss": 1.0})  # 1 s a step, 55 s of steps left
+        assert bar._progress.tasks[0].total == 60
+        progress = bar._progress
+    finally:
+        bar.on_end(None)
+    assert progress.tasks[0].total == 5  # the run ended here: the bar says so
     # bounded by iterations, the total is the iteration count, whatever the budget
     clock = iter([0.0, 1.0])
     bar = callbacks.Progress(time_budget=60.0)
@@ -407,3 +431,30 @@ def test_progress_estimates_the_end_of_a_time_budget(monkeypatch):
         assert bar._progress.tasks[0].total == 40
     finally:
         bar.on_end(None)
+
+
+def test_a_resumed_time_budget_run_shows_the_seconds_left(tmp_path, digits, monkeypatch):
+    import importlib
+
+    from datadistill import callbacks
+
+    run_module = importlib.import_module("datadistill.run")
+    budgets = []
+
+    class Recorder(callbacks.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            budgets.append(self.time_budget)
+
+        def on_start(self, method, start, total):  # no bar in the test's output
+            pass
+
+    monkeypatch.setattr(run_module, "Progress", Recorder)
+    ckpt = tmp_path / "ckpt.pt"
+    hp = {"batch_real": 8, "width": 8, "compile": "no"}
+    kw = {"seed": 1, "device": "cpu", "checkpoint": ckpt, "progress": True, **hp}
+    first = dd.distill(digits, "dm", 1, iterations=3, time_budget=1000.0, **kw)
+    spent = first.manifest["distill_seconds"]
+    dd.distill(digits, "dm", 1, iterations=4, time_budget=1000.0, resume=True, **kw)
+    assert budgets[0] <= 1000.0 and budgets[1] < budgets[0]
+    assert budgets[1] == pytest.approx(1000.0 - spent, abs=5.0)

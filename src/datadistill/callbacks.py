@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -135,7 +136,9 @@ class Progress(Callback):
 
     A run bounded by seconds rather than iterations passes ``time_budget`` (the seconds
     left to it): the bar's total is then the iteration count the budget will reach at
-    the rate seen so far, so its ETA counts down to the end of the budget.
+    the rate seen so far, so its ETA counts down to the end of the budget. The budget
+    counts step time only, so ``overhead`` (a running total of the seconds spent outside
+    the steps, e.g. validation) is taken off the clock for that estimate.
     """
 
     def __init__(
@@ -143,10 +146,12 @@ class Progress(Callback):
         description: str = "distilling",
         refresh_every: int = 1,
         time_budget: float | None = None,
+        overhead: Callable[[], float] | None = None,
     ) -> None:
         self.description = description
         self.refresh_every = refresh_every
         self.time_budget = time_budget
+        self.overhead = overhead or (lambda: 0.0)
         self._budget: float | None = None
         self._progress: Any = None
         self._task: Any = None
@@ -180,6 +185,7 @@ class Progress(Callback):
         )
         self._t0, self._i0 = time.perf_counter(), start
         self._budget = self.time_budget if total is None else None
+        self._overhead0 = self.overhead()
 
     def on_step(self, method: Method, iteration: int, metrics: dict[str, float]) -> None:
         if self._progress is None or iteration % self.refresh_every:
@@ -187,8 +193,12 @@ class Progress(Callback):
         dt = time.perf_counter() - self._t0
         rate = (iteration - self._i0) / dt if dt > 0 else 0.0
         extra: dict[str, Any] = {}
-        if self._budget is not None and rate > 0:
-            extra["total"] = max(iteration, round(iteration + rate * max(0.0, self._budget - dt)))
+        if self._budget is not None:
+            stepping = dt - (self.overhead() - self._overhead0)  # what the budget counts
+            if stepping > 0 and iteration > self._i0:
+                per_step = stepping / (iteration - self._i0)
+                left = max(0.0, self._budget - stepping)
+                extra["total"] = iteration + round(left / per_step)
         self._progress.update(
             self._task,
             **extra,
@@ -199,5 +209,8 @@ class Progress(Callback):
 
     def on_end(self, method: Method) -> None:
         if self._progress is not None:
+            if self._budget is not None:  # the estimate gives way to where the run ended
+                task = self._progress.tasks[0]
+                self._progress.update(self._task, total=task.completed)
             self._progress.stop()
             self._progress = None

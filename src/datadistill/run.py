@@ -189,6 +189,22 @@ def _diverged_advice(checkpoint: Path | None) -> str:
     )
 
 
+def _merge_change(
+    changes: list[dict[str, Any]], at: int, changed: dict[str, list[Any]]
+) -> list[dict[str, Any]]:
+    """``changes`` with ``changed`` (name -> [old, new]) recorded at iteration ``at``.
+
+    Two resumes at the same iteration (the first ran no step) make one change: the first
+    old value and the last new one; a value changed back drops out."""
+    if not changes or changes[-1]["iteration"] != at:
+        return [*changes, {"iteration": at, "changed": dict(changed)}]
+    merged = dict(changes[-1]["changed"])
+    for name, (old, new) in changed.items():
+        merged[name] = [merged[name][0] if name in merged else old, new]
+    merged = {k: v for k, v in merged.items() if v[0] != v[1]}
+    return changes[:-1] + ([{"iteration": at, "changed": merged}] if merged else [])
+
+
 def run_loop(
     method: Method,
     *,
@@ -400,7 +416,7 @@ def _distill_checked(
         )
         if changed:
             at = int(resume_state["method"]["iteration"])
-            changes.append({"iteration": at, "changed": changed})
+            changes = _merge_change(changes, at, changed)
             told = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
             warnings.warn(
                 f"Resuming from iteration {at} with {told}; the run now differs from an "
@@ -423,7 +439,8 @@ def _distill_checked(
     if progress:
         spent = float(resume_state["seconds"]) if resume_state is not None else 0.0
         left = None if budget is None else max(0.0, budget - spent)
-        cbs.append(Progress(f"{m.name} ipc={ipc}", time_budget=left))
+        overhead = (lambda: val.seconds) if val is not None else None
+        cbs.append(Progress(f"{m.name} ipc={ipc}", time_budget=left, overhead=overhead))
     result = run_loop(
         m,
         iterations=iterations,
