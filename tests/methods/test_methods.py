@@ -273,3 +273,9 @@ def test_methods_start_from_feature_kmeans(digits, name, request, monkeypatch):
     assert len(spaces) == 1 and len(picks) == 10  # one feature space, one k-means per class
     rows = torch.cat([idx[p] for (_, idx), p in zip(spaces[0], picks, strict=True)])
     assert torch.equal(d0.images, digits.train_x[rows])
+
+
+def test_arch_is_stored_in_its_registered_spelling():
+    """``ConvNet-BN`` and ``convnet_bn`` are one network, so one run for a checkpoint."""
+    for method in ("dm", "dc", "herding"):
+        assert create_method(method, arch="ConvNet-BN").hparams.arch == "convnet_bn"

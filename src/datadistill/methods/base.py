@@ -68,16 +68,20 @@ def one_of(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     require(owner, name, value, value in choices, "one of " + ", ".join(repr(c) for c in choices))
 
 
-def registered_model(owner: str, name: str, value: Any) -> None:
-    """``value`` names a registered model (checked before any run folder is made)."""
+def registered_model(params: HParams, owner: str, name: str = "arch") -> None:
+    """``params.<name>`` names a registered model (checked before any run folder is made);
+    it is stored in its registered spelling, so ``ConvNet-BN`` and ``convnet_bn`` are one
+    run for a checkpoint."""
     from datadistill.errors import UnknownNameError
     from datadistill.models import MODELS
 
+    value = getattr(params, name)
     require(owner, name, value, isinstance(value, str), "a model name")
     try:
-        MODELS.canonical(value)
+        canonical = MODELS.canonical(value)
     except UnknownNameError as exc:
         raise ConfigError(f"The {name!r} parameter of {owner}: {exc}") from None
+    object.__setattr__(params, name, canonical)  # frozen: set once, during validation
 
 
 class Method:

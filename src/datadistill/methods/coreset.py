@@ -65,7 +65,7 @@ class FeatureCoresetParams(HParams):
 
     def validate(self) -> None:
         positive("coreset", "width", self.width, int)
-        registered_model("coreset", "arch", self.arch)
+        registered_model(self, "coreset")
         positive("coreset", "train_steps", self.train_steps, int)
 
 

@@ -115,7 +115,7 @@ class DCParams(HParams):
             v = getattr(self, name)
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
-        registered_model("DC", "arch", self.arch)
+        registered_model(self, "DC")
         one_of("DC", "init", self.init, INITS)
         one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DC", "precision", self.precision, PRECISIONS)

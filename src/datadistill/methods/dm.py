@@ -75,7 +75,7 @@ class DMParams(HParams):
         )
         positive("DM", "batch_real", self.batch_real, int)
         positive("DM", "width", self.width, int)
-        registered_model("DM", "arch", self.arch)
+        registered_model(self, "DM")
         one_of("DM", "init", self.init, INITS)
         one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DM", "real_precision", self.real_precision, PRECISIONS)
