@@ -101,3 +101,18 @@ def test_load_rejects_bad_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(DataError, match="not a datadistill artefact"):
         dd.load(other)
+
+
+def test_exports_read_back_as_user_data(tmp_path, digits):
+    """An npz export loads as ``npz:PATH`` and a PNG export as ``imagefolder:PATH``."""
+    idx = torch.cat([torch.nonzero(digits.train_y == c)[:6, 0] for c in range(10)])
+    d = dd.Distilled(images=digits.train_x[idx], labels=digits.train_y[idx], info=digits.info)
+    expected = sorted((d.pixels() * 255).round().flatten(1).tolist())
+    for spec in (
+        f"npz:{dd.export(d, tmp_path / 'set.npz', 'npz')}",
+        f"imagefolder:{dd.export(d, tmp_path / 'png', 'png')}",
+    ):
+        real = dd.load_dataset(spec, val_size=0, normalization="none")
+        assert real.info.class_names == digits.info.class_names
+        x = torch.cat([real.train_x, real.test_x])  # the loaders carve a test split
+        assert sorted((x * 255).round().flatten(1).tolist()) == expected, spec

@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as serialize
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
-from datadistill.data.zca import ZCA
+from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -97,20 +96,20 @@ class Distilled:
             "ipc": self.ipc,
             "num_images": int(self.images.shape[0]),
         }
-        # The manifest records the file's own size: serialise until the recorded number
-        # is the length of the bytes that carry it (the header is padded, so one or two
-        # passes settle it).
+        # The manifest records the file's own size: write until the recorded number is the
+        # size of the file that carries it. Only its digits change the header, and their
+        # count never falls, so two or three passes settle it.
+        tmp = path.with_suffix(path.suffix + ".tmp")
         size = 0
         for _ in range(8):
             manifest["artefact_bytes"] = size
-            blob = serialize(tensors, metadata={"manifest": json.dumps(manifest, sort_keys=True)})
-            if len(blob) == size:
+            metadata = {"manifest": json.dumps(manifest, sort_keys=True)}
+            save_file(tensors, str(tmp), metadata=metadata)
+            if tmp.stat().st_size == size:
                 break
-            size = len(blob)
-        else:  # pragma: no cover - the size is a fixed point after a couple of passes
+            size = tmp.stat().st_size
+        else:  # pragma: no cover - the size is a fixed point after a few passes
             raise RuntimeError("the artefact's size did not settle; please report this.")
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(blob)
         tmp.replace(path)
         return path
 
@@ -146,7 +145,7 @@ def load(path: str | Path) -> Distilled:
     zca = None
     if "zca_matrix" in tensors:
         state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}
-        zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or 0.1))
+        zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or DEFAULT_EPS))
     images, labels = tensors["images"], tensors["labels"]
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{path} holds {images.shape[0]} images but {labels.shape[0]} labels.")
@@ -203,8 +202,9 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
             if soft is not None:
                 row["soft_label"] = [float(v) for v in soft[i]]
             rows.append(row)
-        index = {"class_names": names, "lr": distilled.lr, "files": rows}
-        (out / "labels.json").write_text(json.dumps(index, indent=1))
+        head = json.dumps({"class_names": names, "lr": distilled.lr})[:-1]
+        body = ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
+        (out / "labels.json").write_text(f'{head}, "files": [\n{body}\n]}}\n')  # a row a line
         return out
     raise ConfigError(f"Unknown export format {fmt!r}; choose 'png' or 'npz'.")
 

@@ -225,6 +225,7 @@ def evaluate(
 def _real_for(distilled: Any, data_root: str | None) -> Any:
     """Reload the dataset an artefact came from, with the same splits and normalisation."""
     from datadistill.data import load_dataset
+    from datadistill.data.zca import DEFAULT_EPS
 
     opts = distilled.manifest.get("data", {})
     info = distilled.info
@@ -233,13 +234,17 @@ def _real_for(distilled: Any, data_root: str | None) -> Any:
         data_root,
         val_size=opts.get("val_size", 0.1),
         zca=info.zca,
-        zca_eps=info.zca_eps if info.zca_eps is not None else 0.1,
+        zca_eps=info.zca_eps if info.zca_eps is not None else DEFAULT_EPS,
         max_train=opts.get("max_train"),
     )
-    if tuple(real.info.mean) != tuple(info.mean) or real.info.image_size != info.image_size:
+    if (
+        tuple(real.info.mean) != tuple(info.mean)
+        or real.info.image_size != info.image_size
+        or (real.info.zca, real.info.zca_eps) != (info.zca, info.zca_eps)
+    ):
         raise ConfigError(
-            f"The dataset loaded for {info.name} does not match the artefact's normalisation "
-            "or image size; pass the --data-root it was distilled from."
+            f"The dataset loaded for {info.name} does not match the artefact's normalisation, "
+            "whitening or image size; pass the --data-root it was distilled from."
         )
     return real
 
@@ -329,7 +334,9 @@ def show(
 def export(
     artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
     out: Annotated[Path, typer.Option(help="Folder (png) or file (npz).")],
-    format: Annotated[str, typer.Option(help="png (one folder per class) or npz.")] = "png",
+    format: Annotated[
+        str, typer.Option(help="png (one folder per class, plus labels.json) or npz.")
+    ] = "png",
 ) -> None:
     """Export un-normalised images as PNG folders or an npz file."""
     from datadistill.artefact import export as do_export

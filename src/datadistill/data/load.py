@@ -17,7 +17,7 @@ from datadistill.data.npz import read_npz
 from datadistill.data.raw import RawData
 from datadistill.data.real import RealData
 from datadistill.data.splits import CAP_SEED, VAL_SEED, split_off, stratified_subset
-from datadistill.data.zca import ZCA
+from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError, UnknownNameError
 
 USER_PREFIXES = ("imagefolder", "npz")
@@ -62,7 +62,7 @@ def load_dataset(
     *,
     val_size: float | int = 0.1,
     zca: bool = False,
-    zca_eps: float = 0.1,
+    zca_eps: float = DEFAULT_EPS,
     normalization: str = "train",
     download: bool = True,
     max_train: int | None = None,

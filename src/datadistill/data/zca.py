@@ -18,6 +18,8 @@ from torch import Tensor
 
 from datadistill.errors import ConfigError, DataError
 
+DEFAULT_EPS = 0.1  # the regulariser of load_dataset(zca=True) and of artefacts without one
+
 _CHUNK = 4096  # rows per block when accumulating the covariance
 _FLOAT64_MATMUL_MAX_DIM = 1024  # above this D, block products run in float32 (2x faster)
 
@@ -44,7 +46,7 @@ class ZCA:
         return self.mean.numel()
 
     @classmethod
-    def fit(cls, x: Tensor, eps: float = 0.1) -> ZCA:
+    def fit(cls, x: Tensor, eps: float = DEFAULT_EPS) -> ZCA:
         """Fit on images ``x`` (N, C, H, W).
 
         The covariance is summed and eigendecomposed in float64 (block products run in
