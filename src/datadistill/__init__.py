@@ -4,7 +4,8 @@ The public API, re-exported::
 
     import datadistill as dd
     real = dd.load_dataset("mnist", root="data/")
-    result = dd.distill(real, method="dm", ipc=10, seed=0)
+    # a budget in seconds (or iterations=N; without either, the paper's count: DM 20000)
+    result = dd.distill(real, method="dm", ipc=10, seed=0, time_budget=600, progress=True)
     result.save("mnist_dm10.safetensors")
     report = dd.evaluate(result, real, protocol="dc", archs=["convnet"], seeds=5)
 """

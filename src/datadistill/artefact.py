@@ -53,8 +53,34 @@ class Distilled:
     zca: ZCA | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        info, images, labels = self.info, self.images, self.labels
+        expected = (info.channels, *info.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != tuple(expected):
+            raise DataError(
+                f"The images have shape {tuple(images.shape)}, but {info.name} images are "
+                f"(N, {', '.join(map(str, expected))}); give images of the dataset's shape."
+            )
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
+            raise DataError(
+                f"Give one integer label per image: {images.shape[0]} images, labels of shape "
+                f"{tuple(labels.shape)} and dtype {labels.dtype}."
+            )
+        if labels.numel() and not (0 <= int(labels.min()) <= int(labels.max()) < info.num_classes):
+            raise DataError(
+                f"Labels must lie in 0..{info.num_classes - 1} for {info.name}'s "
+                f"{info.num_classes} classes; got {int(labels.min())}..{int(labels.max())}."
+            )
+        soft = self.soft_labels
+        if soft is not None and tuple(soft.shape) != (images.shape[0], info.num_classes):
+            raise DataError(
+                f"soft_labels must have shape (N, K) = ({images.shape[0]}, {info.num_classes}); "
+                f"got {tuple(soft.shape)}."
+            )
+
     @property
     def ipc(self) -> int:
+        """Images per class (the set's size over the number of classes)."""
         return int(self.images.shape[0] // self.info.num_classes)
 
     def with_manifest(self, **entries: Any) -> Distilled:
@@ -75,6 +101,10 @@ class Distilled:
     def save(self, path: str | Path) -> Path:
         """Write the artefact (atomically) and return its path."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(
+                f"{path} is a folder; give a file path such as {path / ARTEFACT_NAME}."
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, Tensor] = {
             "images": self.images.detach().float().cpu().contiguous(),
@@ -100,17 +130,20 @@ class Distilled:
         # size of the file that carries it. Only its digits change the header, and their
         # count never falls, so two or three passes settle it.
         tmp = path.with_suffix(path.suffix + ".tmp")
-        size = 0
-        for _ in range(8):
-            manifest["artefact_bytes"] = size
-            metadata = {"manifest": json.dumps(manifest, sort_keys=True)}
-            save_file(tensors, str(tmp), metadata=metadata)
-            if tmp.stat().st_size == size:
-                break
-            size = tmp.stat().st_size
-        else:  # pragma: no cover - the size is a fixed point after a few passes
-            raise RuntimeError("the artefact's size did not settle; please report this.")
-        tmp.replace(path)
+        try:
+            size = 0
+            for _ in range(8):
+                manifest["artefact_bytes"] = size
+                metadata = {"manifest": json.dumps(manifest, sort_keys=True)}
+                save_file(tensors, str(tmp), metadata=metadata)
+                if tmp.stat().st_size == size:
+                    break
+                size = tmp.stat().st_size
+            else:  # pragma: no cover - the size is a fixed point after a few passes
+                raise RuntimeError("the artefact's size did not settle; please report this.")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no partial file
         return path
 
 
@@ -150,26 +183,30 @@ def load(path: str | Path) -> Distilled:
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{path} holds {images.shape[0]} images but {labels.shape[0]} labels.")
     lr = float(tensors["lr"]) if "lr" in tensors else None
-    return Distilled(
-        images=images,
-        labels=labels,
-        info=info,
-        soft_labels=tensors.get("soft_labels"),
-        lr=lr,
-        zca=zca,
-        manifest=manifest,
-    )
+    try:
+        return Distilled(
+            images=images,
+            labels=labels,
+            info=info,
+            soft_labels=tensors.get("soft_labels"),
+            lr=lr,
+            zca=zca,
+            manifest=manifest,
+        )
+    except DataError as exc:
+        raise DataError(f"{path} is inconsistent: {exc}") from None
 
 
 def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file.
 
     Nothing the images need for training is dropped: the npz holds ``x`` (N, H, W, C)
-    uint8, ``y``, ``class_names`` and, when the set has them, ``soft_labels`` and ``lr``;
-    a PNG export writes ``labels.json`` beside the class folders with the same
-    information per file.
+    uint8, ``y``, ``class_names``, ``allow_flip`` and, when the set has them,
+    ``soft_labels`` and ``lr``; a PNG export writes ``labels.json`` beside the class
+    folders with the class names, the lr and each file's label and soft label. Both
+    read back with :func:`~datadistill.load_dataset` (``npz:PATH``, ``imagefolder:PATH``).
     """
-    out = Path(out)
+    out, fmt = Path(out), str(fmt).lower()
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
         # mixing with an earlier export would leave its images beside these
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new --out.")
@@ -181,7 +218,10 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     if fmt == "npz":
         out = out if out.suffix == ".npz" else out.with_suffix(".npz")
         out.parent.mkdir(parents=True, exist_ok=True)
-        extras: dict[str, Any] = {"class_names": np.array(names, dtype=str)}
+        extras: dict[str, Any] = {
+            "class_names": np.array(names, dtype=str),
+            "allow_flip": np.bool_(distilled.info.allow_flip),
+        }
         if soft is not None:
             extras["soft_labels"] = soft.cpu().numpy()
         if distilled.lr is not None:

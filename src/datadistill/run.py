@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import signal
 import time
 import warnings
@@ -316,16 +317,37 @@ def distill(
 
     ``method`` is a registered name (its hyperparameters as keyword arguments) or a
     :class:`~datadistill.methods.Method` from :func:`~datadistill.methods.create_method`
-    that has not been set up. ``time_budget`` (seconds) covers the method's set-up and
-    its steps. Returns the :class:`~datadistill.artefact.Distilled` set; its manifest
-    records the method, hyperparameters, seed, iterations, seconds and peak memory.
+    that has not been set up. Returns the :class:`~datadistill.artefact.Distilled` set;
+    its manifest records the method, hyperparameters, seed, iterations, seconds and peak
+    memory.
+
+    Args:
+        ipc: images per class, at most the smallest class of the training split.
+        seed: seeds the one ``torch.Generator`` every random choice of the run draws from.
+        iterations: steps to run; default the method's own count (the paper's, e.g. DM
+            20000) unless ``time_budget`` is given, which then bounds the run alone.
+        time_budget: seconds of distillation, covering the method's set-up and its steps
+            (validation excluded); with ``iterations`` too, whichever ends first.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``.
+        callbacks: :class:`~datadistill.callbacks.Callback` objects called at start, after
+            every step and at the end.
+        checkpoint / checkpoint_every / resume: a checkpoint file written every
+            ``checkpoint_every`` steps, on Ctrl-C and at the end; ``resume=True``
+            continues from it (the same run; only learning rates may change).
+        progress: show a progress bar with the loss, it/s and the ETA.
+        validate_every / select: score the set on the validation split every so many
+            steps; ``select="best-val"`` keeps the best-scoring state instead of the last.
+        **hparams: the method's hyperparameters (``create_method(name).hparams`` lists
+            them with their defaults).
     """
+    _check_real(real, "distill")
+    _check_loop_options(iterations, time_budget, checkpoint_every, seed, resume, checkpoint)
     m = _preflight(real, method, ipc, device, validate_every, select, hparams)
     return _distill_checked(
         real,
         m,
-        ipc,
-        seed,
+        int(ipc),
+        int(seed),
         iterations=iterations,
         time_budget=time_budget,
         device=device,
@@ -337,6 +359,48 @@ def distill(
         validate_every=validate_every,
         select=select,
     )
+
+
+def _check_real(real: Any, caller: str) -> None:
+    if not isinstance(real, RealData):
+        raise ConfigError(
+            f"{caller}() takes the real data as a RealData, got {type(real).__name__}; load it "
+            "with datadistill.load_dataset(name, root)."
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_loop_options(
+    iterations: Any,
+    time_budget: Any,
+    checkpoint_every: Any,
+    seed: Any,
+    resume: bool,
+    checkpoint: Any,
+) -> None:
+    """The budget and checkpoint arguments of :func:`distill` (the CLI's flags in brackets)."""
+    if iterations is not None and not (_is_int(iterations) and iterations >= 0):
+        raise ConfigError(f"iterations (--iterations) must be an int >= 0; got {iterations!r}.")
+    if time_budget is not None and not (
+        isinstance(time_budget, (int, float))
+        and not isinstance(time_budget, bool)
+        and math.isfinite(time_budget)
+        and time_budget > 0
+    ):
+        raise ConfigError(
+            f"time_budget (--time-budget) must be a number of seconds > 0; got {time_budget!r}."
+        )
+    if not (_is_int(checkpoint_every) and checkpoint_every >= 1):
+        raise ConfigError(
+            f"checkpoint_every (--checkpoint-every) must be an int >= 1; got {checkpoint_every!r}."
+        )
+    if not (_is_int(seed) and seed >= 0):
+        raise ConfigError(f"seed (--seed) must be an int >= 0; got {seed!r}.")
+    if resume and checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint=PATH, the checkpoint to continue from.")
 
 
 def _preflight(

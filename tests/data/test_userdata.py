@@ -154,3 +154,15 @@ def test_a_class_left_without_training_images_names_the_cause(tmp_path):
     np.savez(path, x=pixels((40, 9, 7)), y=_labels(40))
     with pytest.raises(ConfigError, match="--max-train 2 is too small for its 4 classes"):
         load_dataset(f"npz:{path}", val_size=0, max_train=2)
+
+
+def test_npz_allow_flip(tmp_path):
+    x = np.zeros((20, 8, 8), dtype=np.uint8)
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "a.npz", x=x, y=y, allow_flip=np.bool_(False))
+    assert load_dataset(f"npz:{tmp_path / 'a.npz'}", val_size=0).info.allow_flip is False
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    assert load_dataset(f"npz:{tmp_path / 'b.npz'}", val_size=0).info.allow_flip is True
+    np.savez(tmp_path / "c.npz", x=x, y=y, allow_flip=np.array([1, 0]))
+    with pytest.raises(DataError, match="'allow_flip' that is not a boolean scalar"):
+        load_dataset(f"npz:{tmp_path / 'c.npz'}", val_size=0)

@@ -9,6 +9,8 @@ Arrays (read with ``allow_pickle=False``, so the file cannot run code):
 - optional ``x_test`` / ``y_test`` (or ``images_test`` / ``labels_test``); without them a
   stratified 20% test split is carved with a fixed seed.
 - optional ``class_names``: (K,) strings; otherwise K = largest label + 1.
+- optional ``allow_flip``: a boolean scalar, whether a horizontal flip keeps the label
+  (default true; false for digits and characters, so that augmentation never flips them).
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ def read_npz(path: Path) -> RawData:
         train_y, test_y = train_y[train], train_y[test]
     if train_x.dtype != test_x.dtype:  # one uint8, one float: bring both to float [0, 1]
         train_x, test_x = (_as_float(train_x), _as_float(test_x))
+    flip = arrays.get("allow_flip")
+    if flip is not None and (flip.shape != () or flip.dtype != np.bool_):
+        raise DataError(f"{path} has an 'allow_flip' that is not a boolean scalar.")
     decoded = None if names is None else [str(n) for n in names.tolist()]
     raw = RawData(
         train_x=train_x,
@@ -144,7 +149,7 @@ def read_npz(path: Path) -> RawData:
         test_x=test_x,
         test_y=test_y,
         class_names=class_names_or_indices(decoded, num_classes),
-        allow_flip=True,
+        allow_flip=True if flip is None else bool(flip),
         source=str(path),
     )
     raw.validate()

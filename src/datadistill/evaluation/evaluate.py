@@ -25,7 +25,7 @@ from datadistill._device import prepare_device, resolve_device
 from datadistill.artefact import Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, DataError
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, train_network
 from datadistill.models import MODELS, create_model, create_model_for
@@ -204,11 +204,51 @@ def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float
     return acc
 
 
+def _describe(info: DatasetInfo) -> str:
+    h, w = info.image_size
+    whitening = f", ZCA eps {info.zca_eps}" if info.zca else ""
+    stats = "/".join(f"{m:.4g}" for m in info.mean)
+    shape = f"{info.channels}x{h}x{w}, {info.num_classes} classes"
+    return f"{info.name} ({shape}, mean {stats}{whitening})"
+
+
+def check_matches(distilled: Distilled, real: RealData) -> None:
+    """``distilled`` lives in ``real``'s model-input space: same image shape, classes,
+    normalisation and whitening; otherwise a :class:`DataError` saying what differs."""
+    if not isinstance(distilled, Distilled):
+        raise ConfigError(
+            f"evaluate() takes a Distilled set (from distill() or datadistill.load()), got "
+            f"{type(distilled).__name__}."
+        )
+    if not isinstance(real, RealData):
+        raise ConfigError(
+            f"evaluate() takes the real data as a RealData, got {type(real).__name__}; load "
+            "it with datadistill.load_dataset(name, root)."
+        )
+    d, r = distilled.info, real.info
+    same = (
+        (d.channels, tuple(d.image_size), d.num_classes)
+        == (r.channels, tuple(r.image_size), r.num_classes)
+        and len(d.mean) == len(r.mean) == len(d.std) == len(r.std)
+        and all(
+            abs(a - b) <= 1e-6 * max(1.0, abs(b))
+            for a, b in zip((*d.mean, *d.std), (*r.mean, *r.std), strict=True)
+        )
+        and (d.zca, d.zca_eps) == (r.zca, r.zca_eps)
+    )
+    if not same:
+        raise DataError(
+            f"This set was distilled from {_describe(d)} but the real data is {_describe(r)}; "
+            "evaluate it with the dataset it came from, loaded with the same normalisation "
+            "and whitening."
+        )
+
+
 def evaluate(
     distilled: Distilled,
     real: RealData,
     protocol: str | Protocol = "dc",
-    archs: Sequence[str] | None = None,
+    archs: str | Sequence[str] | None = None,
     seeds: int | None = None,
     *,
     baselines: bool = True,
@@ -233,14 +273,18 @@ def evaluate(
             protocol's ``full_epochs`` and ``seeds``).
         cache_dir: where baseline results are cached (``False`` disables caching).
     """
+    check_matches(distilled, real)
     proto = get_protocol(protocol)
     dev = prepare_device(resolve_device(device))
-    archs = list(archs) if archs else [proto.arch]
+    archs = [archs] if isinstance(archs, str) else (list(archs) if archs else [proto.arch])
     for a in archs:
         MODELS.canonical(a)
     n_seeds = seeds if seeds is not None else proto.seeds
-    if n_seeds < 1 or (full_seeds is not None and full_seeds < 1):
-        raise ConfigError(f"seeds must be >= 1; got {n_seeds if n_seeds < 1 else full_seeds}.")
+    for name, value in (("seeds", n_seeds), ("full_seeds", full_seeds)):
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            raise ConfigError(f"{name} must be an int >= 1; got {value!r}.")
     n_full = full_seeds if full_seeds is not None else n_seeds
     if full_epochs is not None and (
         not isinstance(full_epochs, int) or isinstance(full_epochs, bool) or full_epochs < 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterable
 
 import torch
@@ -27,7 +28,7 @@ COMPILE_MIN_PIXELS = 1_000_000
 def check_ipc(real: RealData, ipc: int) -> None:
     """IPC must be >= 1 and no larger than the smallest class of the training split."""
     smallest = min(real.class_counts("train"))
-    if not isinstance(ipc, int) or ipc < 1:
+    if not isinstance(ipc, numbers.Integral) or isinstance(ipc, bool) or ipc < 1:
         raise ConfigError(f"IPC must be an integer >= 1; got {ipc!r}.")
     if ipc > smallest:
         raise ConfigError(
