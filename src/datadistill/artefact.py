@@ -136,9 +136,10 @@ class Distilled:
                 manifest["artefact_bytes"] = size
                 metadata = {"manifest": json.dumps(manifest, sort_keys=True)}
                 save_file(tensors, str(tmp), metadata=metadata)
-                if tmp.stat().st_size == size:
+                written = tmp.stat().st_size
+                if written == size:
                     break
-                size = tmp.stat().st_size
+                size = written
             else:  # pragma: no cover - the size is a fixed point after a few passes
                 raise RuntimeError("the artefact's size did not settle; please report this.")
             tmp.replace(path)

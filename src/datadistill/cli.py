@@ -226,6 +226,7 @@ def _real_for(distilled: Any, data_root: str | None) -> Any:
     """Reload the dataset an artefact came from, with the same splits and normalisation."""
     from datadistill.data import load_dataset
     from datadistill.data.zca import DEFAULT_EPS
+    from datadistill.evaluation.evaluate import check_matches
 
     opts = distilled.manifest.get("data", {})
     info = distilled.info
@@ -237,15 +238,7 @@ def _real_for(distilled: Any, data_root: str | None) -> Any:
         zca_eps=info.zca_eps if info.zca_eps is not None else DEFAULT_EPS,
         max_train=opts.get("max_train"),
     )
-    if (
-        tuple(real.info.mean) != tuple(info.mean)
-        or real.info.image_size != info.image_size
-        or (real.info.zca, real.info.zca_eps) != (info.zca, info.zca_eps)
-    ):
-        raise ConfigError(
-            f"The dataset loaded for {info.name} does not match the artefact's normalisation, "
-            "whitening or image size; pass the --data-root it was distilled from."
-        )
+    check_matches(distilled, real)  # e.g. another --data-root with other files
     return real
 
 

@@ -30,6 +30,7 @@ from datadistill._device import (
 from datadistill.artefact import ARTEFACT_NAME, Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
+from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import validation_protocol
 from datadistill.methods import METHODS, Method, create_method
@@ -71,16 +72,9 @@ class RunConfig:
             raise ConfigError(f"--select must be 'last' or 'best-val'; got {self.select!r}.")
         if self.select == "best-val" and self.validate_every <= 0:
             raise ConfigError("--select best-val needs --validate-every > 0.")
-        if self.iterations is not None and self.iterations < 0:
-            raise ConfigError(f"--iterations must be >= 0; got {self.iterations}.")
-        if self.time_budget is not None and not (
-            math.isfinite(self.time_budget) and self.time_budget > 0
-        ):
-            raise ConfigError(
-                f"--time-budget must be a number of seconds > 0; got {self.time_budget}."
-            )
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"--checkpoint-every must be >= 1; got {self.checkpoint_every}.")
+        _check_loop_options(
+            self.iterations, self.time_budget, self.checkpoint_every, self.seed, False, None
+        )
         if self.eval_seeds is not None and self.eval_seeds < 1:
             raise ConfigError(f"--eval-seeds must be >= 1; got {self.eval_seeds}.")
         if self.full_epochs is not None and self.full_epochs < 1:
@@ -340,7 +334,7 @@ def distill(
         **hparams: the method's hyperparameters (``create_method(name).hparams`` lists
             them with their defaults).
     """
-    _check_real(real, "distill")
+    require_real_data(real, "distill")
     _check_loop_options(iterations, time_budget, checkpoint_every, seed, resume, checkpoint)
     m = _preflight(real, method, ipc, device, validate_every, select, hparams)
     return _distill_checked(
@@ -359,14 +353,6 @@ def distill(
         validate_every=validate_every,
         select=select,
     )
-
-
-def _check_real(real: Any, caller: str) -> None:
-    if not isinstance(real, RealData):
-        raise ConfigError(
-            f"{caller}() takes the real data as a RealData, got {type(real).__name__}; load it "
-            "with datadistill.load_dataset(name, root)."
-        )
 
 
 def _is_int(value: Any) -> bool:

@@ -185,6 +185,15 @@ class RealData:
         )
 
 
+def require_real_data(real: object, caller: str) -> None:
+    """A one-sentence ConfigError when an API function is given something else as ``real``."""
+    if not isinstance(real, RealData):
+        raise ConfigError(
+            f"{caller}() takes the real data as a RealData, got {type(real).__name__}; load it "
+            "with datadistill.load_dataset(name, root)."
+        )
+
+
 def to_pixels(x: Tensor, info: DatasetInfo, zca: ZCA | None) -> Tensor:
     """Model-input space -> pixels in [0, 1] for data described by ``info`` / ``zca``:
     undo ZCA, then the normalisation; clamped. (N, C, H, W) or (C, H, W) -> same shape."""

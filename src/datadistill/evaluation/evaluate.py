@@ -25,6 +25,7 @@ from datadistill._device import prepare_device, resolve_device
 from datadistill.artefact import Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
+from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, DataError
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, train_network
@@ -220,11 +221,7 @@ def check_matches(distilled: Distilled, real: RealData) -> None:
             f"evaluate() takes a Distilled set (from distill() or datadistill.load()), got "
             f"{type(distilled).__name__}."
         )
-    if not isinstance(real, RealData):
-        raise ConfigError(
-            f"evaluate() takes the real data as a RealData, got {type(real).__name__}; load "
-            "it with datadistill.load_dataset(name, root)."
-        )
+    require_real_data(real, "evaluate")
     d, r = distilled.info, real.info
     same = (
         (d.channels, tuple(d.image_size), d.num_classes)
