@@ -161,3 +161,36 @@ def test_unreadable_epoch_file_and_leftovers(digits, tmp_path, expert_buffer):
     (folder / "epoch_0000.safetensors").write_bytes(b"x")
     train_experts(digits, root, 1, recipe, device="cpu", log=lambda m: None)
     assert not folder.exists()
+
+
+def test_zca_regulariser_and_manifest_checks(tmp_path, expert_buffer, digits):
+    """A buffer whitened with another ZCA eps is refused; a buffer from before the eps
+    was recorded is not held to it; a damaged manifest or a width for an architecture
+    without one is one clear error."""
+    import shutil
+
+    from datadistill import load_dataset
+    from datadistill.experts import data_fingerprint
+
+    root = tmp_path / "zca"
+    shutil.copytree(expert_buffer, root)
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    whitened = load_dataset("digits", zca=True, zca_eps=0.1)
+    manifest["data"] = data_fingerprint(whitened)
+    assert manifest["data"]["zca_eps"] == 0.1
+    path.write_text(json.dumps(manifest))
+    ExpertBuffer(root).check(whitened)
+    with pytest.raises(ConfigError, match="zca_eps=0.1, but the data has zca_eps=0.01"):
+        ExpertBuffer(root).check(load_dataset("digits", zca=True, zca_eps=0.01))
+    del manifest["data"]["zca_eps"]  # written before the eps was recorded
+    path.write_text(json.dumps(manifest))
+    ExpertBuffer(root).check(load_dataset("digits", zca=True, zca_eps=0.01))
+
+    del manifest["recipe"]["epochs"]
+    manifest["recipe"]["epoch_count"] = 3
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="incomplete or invalid"):
+        ExpertBuffer(root)
+    with pytest.raises(ConfigError, match="width applies to arch=convnet only"):
+        train_experts(digits, tmp_path / "bn", 1, ExpertRecipe(arch="convnet_bn", width=64))

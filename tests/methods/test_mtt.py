@@ -1,10 +1,12 @@
 import math
+import shutil
 
 import pytest
 import torch
 
 import datadistill as dd
 from datadistill.errors import ConfigError, DataError
+from datadistill.experts import ExpertRecipe, expert_file, train_experts
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods import create_method
 from datadistill.models import create_model
@@ -200,3 +202,54 @@ def test_artefact_records_expert_recipe_and_evaluation_warns_on_other_network(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_if_lr_learned_elsewhere(same, ["convnet"])
+
+
+def _copy_buffer(src, dst, experts):
+    dst.mkdir()
+    shutil.copy(src / "manifest.json", dst / "manifest.json")
+    for i in experts:
+        shutil.copy(expert_file(src, i), expert_file(dst, i))
+
+
+def test_resume_draws_from_the_experts_it_started_with(digits, expert_buffer, tmp_path):
+    """Experts finished while a run was paused do not change what its resume draws: the
+    resumed run equals an uninterrupted one on the buffer as it was, and the artefact names
+    the experts used. A resume whose expert has gone says so in one sentence."""
+    one = tmp_path / "one"
+    _copy_buffer(expert_buffer, one, [0])
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(one)}
+    common = dict(ipc=1, seed=3, device="cpu")
+    straight = dd.distill(digits, "mtt", iterations=6, **common, **hp)
+    assert straight.manifest["experts"] == ["expert_0000.safetensors"]
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, "mtt", iterations=3, checkpoint=ckpt, checkpoint_every=1, **common, **hp)
+    # the second expert finishes while the run is paused
+    shutil.copy(expert_file(expert_buffer, 1), expert_file(one, 1))
+    resumed = dd.distill(digits, "mtt", iterations=6, checkpoint=ckpt, resume=True, **common, **hp)
+    assert torch.equal(straight.images, resumed.images)
+    assert resumed.manifest["experts"] == ["expert_0000.safetensors"]
+    # a new run reads both experts
+    assert dd.distill(digits, "mtt", iterations=1, **common, **hp).manifest["experts"] == [
+        "expert_0000.safetensors",
+        "expert_0001.safetensors",
+    ]
+    expert_file(one, 0).unlink()
+    with pytest.raises(DataError, match="no longer holds expert_0000"):
+        dd.distill(digits, "mtt", iterations=6, checkpoint=ckpt, resume=True, **common, **hp)
+
+
+def test_batch_norm_label_expert_uses_its_own_statistics(digits, tmp_path):
+    """Buffers keep parameters only: DATM's label logits of a batch-norm expert come from
+    running statistics estimated on real data, not a fresh network's (0, 1)."""
+    recipe = ExpertRecipe(arch="convnet_bn", epochs=3, batch_size=64)
+    root = tmp_path / "bn"
+    train_experts(digits, root, 1, recipe, device="cpu", log=lambda m: None)
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(root), "soft_labels": True}
+    m = create_method("mtt", **hp)
+    m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    bn = [x for x in m.net.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+    assert bn and not torch.allclose(bn[0].running_var, torch.ones_like(bn[0].running_var))
+    # the labels agree with the classes of the images, which an eval-mode network with
+    # unit statistics does not manage after two epochs
+    s = m.synthetic()
+    assert (s.soft_labels.argmax(1) == s.labels).float().mean() >= 0.8

@@ -83,7 +83,23 @@ def data_fingerprint(real: RealData) -> dict[str, Any]:
         "mean": list(real.info.mean),
         "std": list(real.info.std),
         "zca": bool(real.info.zca),
+        # the regulariser shapes the whitened space; buffers written before it was
+        # recorded lack the key and are not held to it (``fingerprint_difference``)
+        "zca_eps": real.info.zca_eps if real.info.zca else None,
     }
+
+
+def fingerprint_difference(
+    recorded: dict[str, Any], current: dict[str, Any]
+) -> tuple[str, Any, Any] | None:
+    """The first ``(key, recorded value, current value)`` on which a buffer's data
+    fingerprint and the current data's differ, or ``None``."""
+    for key, value in current.items():
+        if key == "zca_eps" and key not in recorded:
+            continue
+        if recorded.get(key) != value:
+            return key, recorded.get(key), value
+    return None
 
 
 def expert_file(root: Path, index: int, partial: bool = False) -> Path:
@@ -116,9 +132,16 @@ def _convert_legacy_partial(root: Path, index: int, folder: Path) -> None:
     legacy = _legacy_partial(root, index)
     if not legacy.is_file():
         return
-    with safe_open(str(legacy), "pt") as f:
-        traj = f.get_tensor("trajectory").clone()  # (a copy: the file is deleted below)
-        extra = {k: f.get_tensor(k).clone() for k in ("generator", "momentum") if k in f.keys()}
+    try:
+        with safe_open(str(legacy), "pt") as f:
+            traj = f.get_tensor("trajectory").clone()  # (a copy: the file is deleted below)
+            keys = ("generator", "momentum")
+            extra = {k: f.get_tensor(k).clone() for k in keys if k in f.keys()}
+    except Exception as exc:  # truncated or corrupt file of an earlier version
+        raise DataError(
+            f"Cannot read the unfinished expert {legacy} ({exc}); delete it to train that "
+            f"expert again."
+        ) from None
     folder.mkdir(parents=True, exist_ok=True)
     last = traj.shape[0] - 1
     for e in range(last + 1):
@@ -140,9 +163,10 @@ def _flat(net: nn.Module) -> Tensor:
 
 def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int) -> None:
     net = create_model_for(recipe.arch, real.info, recipe.width, torch.Generator().manual_seed(0))
-    manifest = {
+    fingerprint = data_fingerprint(real)
+    manifest: dict[str, Any] = {
         "format": FORMAT,
-        "data": data_fingerprint(real),
+        "data": fingerprint,
         "info": real.info.to_dict(),
         "recipe": recipe.to_dict(),
         "seed": seed,
@@ -153,7 +177,11 @@ def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int)
     if path.is_file():
         old = json.loads(path.read_text())
         for key in ("data", "recipe", "seed"):
-            if old.get(key) != manifest[key]:
+            if key == "data" and isinstance(old.get(key), dict):
+                same = fingerprint_difference(old[key], fingerprint) is None
+            else:
+                same = old.get(key) == manifest[key]
+            if not same:
                 diff = first_difference(old.get(key), manifest[key], "there", "here", key)
                 raise ConfigError(
                     f"{root} already holds experts with another {key} ({diff}); "
@@ -335,6 +363,12 @@ def train_experts(
         raise ConfigError(f"The number of experts must be an int >= 1; got {num!r}.")
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int >= 1; got {workers!r}.")
+    default_width = ExpertRecipe.__dataclass_fields__["width"].default
+    if recipe.arch.lower() != "convnet" and recipe.width != default_width:
+        raise ConfigError(
+            f"The width applies to arch=convnet only; {recipe.arch!r} has its own widths. "
+            f"Drop the width, or use arch=convnet."
+        )
     root = Path(out)
     _write_manifest(root, real, recipe, seed)
     todo = [i for i in range(num) if not expert_file(root, i).is_file()]
@@ -383,12 +417,36 @@ class ExpertBuffer:
                 f"The expert buffer {self.root} holds no finished expert yet; finish it by "
                 f"running the same `datadistill experts` command again."
             )
-        self.recipe = ExpertRecipe(**self.manifest["recipe"])
+        try:
+            self.recipe = ExpertRecipe(**self.manifest["recipe"])
+            self.num_params = int(self.manifest["num_params"])
+            for key in ("data", "info", "layout"):
+                if not isinstance(self.manifest.get(key), dict):
+                    raise KeyError(key)
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise DataError(
+                f"The expert manifest {path} is incomplete or invalid ({type(exc).__name__}: "
+                f"{exc}); retrain the buffer with `datadistill experts`."
+            ) from None
         self.epochs = self.recipe.epochs
-        self.num_params = int(self.manifest["num_params"])
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def names(self) -> list[str]:
+        """The file names of the finished experts this buffer reads, in order."""
+        return [p.name for p in self.files]
+
+    def keep_only(self, names: list[str]) -> None:
+        """Read exactly the experts ``names`` (a resumed run's), whatever was added since."""
+        have = {p.name: p for p in self.files}
+        missing = [n for n in names if n not in have]
+        if missing:
+            raise DataError(
+                f"The expert buffer {self.root} no longer holds {missing[0]}, which this run "
+                f"was drawing from; restore it, or start a new run instead of resuming."
+            )
+        self.files = [have[n] for n in names]
 
     @property
     def info(self) -> DatasetInfo:
@@ -396,14 +454,13 @@ class ExpertBuffer:
 
     def check(self, real: RealData, arch: str | None = None, width: int | None = None) -> None:
         """One clear error if the buffer was trained on other data or another network."""
-        mine = self.manifest["data"]
-        theirs = data_fingerprint(real)
-        for key in theirs:
-            if mine.get(key) != theirs[key]:
-                raise ConfigError(
-                    f"The expert buffer {self.root} was trained with {key}={mine.get(key)!r}, "
-                    f"but the data has {key}={theirs[key]!r}; train experts for this data."
-                )
+        diff = fingerprint_difference(self.manifest["data"], data_fingerprint(real))
+        if diff is not None:
+            key, mine, theirs = diff
+            raise ConfigError(
+                f"The expert buffer {self.root} was trained with {key}={mine!r}, "
+                f"but the data has {key}={theirs!r}; train experts for this data."
+            )
         if arch is not None and arch.lower() != self.recipe.arch.lower():
             raise ConfigError(
                 f"The expert buffer {self.root} holds {self.recipe.arch!r} experts, not "

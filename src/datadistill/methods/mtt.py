@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
@@ -151,6 +152,7 @@ class MTT(Method):
         if hp.soft_labels:  # DATM's label expert: expert 0 at label_epoch, read once
             epoch = self.buffer.epochs if hp.label_epoch < 0 else hp.label_epoch
             self.label_theta = self.buffer.epoch(0, epoch).to(device)
+            self._calibrate_batch_norm(real)
         if hp.soft_labels and hp.init == "real":
             base = PixelSet.from_real(self._correctly_classified(real, ipc))
         else:
@@ -172,8 +174,35 @@ class MTT(Method):
         self.dsa = DSA(cfg) if hp.dsa else None
 
     def manifest_extra(self) -> dict[str, Any]:
-        """The experts' recipe: the learned lr was learned for their network."""
-        return {"expert_recipe": dataclasses.asdict(self.buffer.recipe)}
+        """The experts' recipe (the learned lr was learned for their network) and which
+        experts of the buffer the run drew from."""
+        return {
+            "expert_recipe": dataclasses.asdict(self.buffer.recipe),
+            "experts": self.buffer.names(),
+        }
+
+    def _calibrate_batch_norm(self, real: RealData) -> None:
+        """Buffers store parameters, not batch-norm running statistics: estimate the label
+        expert's from a class-balanced real batch, so that its eval-mode logits use its own
+        statistics rather than a fresh network's (no-op without batch norm)."""
+        norms = [m for m in self.net.modules() if isinstance(m, _BatchNorm)]
+        if not norms:
+            return
+        per_class = max(1, 512 // real.info.num_classes)
+        counts = real.class_counts()
+        x = torch.cat(
+            [real.sample(c, min(n, per_class), self.generator) for c, n in enumerate(counts)]
+        ).to(self.device)
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the chunks
+        theta = self.layout.unflatten(self.label_theta)
+        with torch.no_grad():
+            for chunk in x.split(256):
+                functional_call(self.net, theta, (chunk,))
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
     def _label_logits(self, images: Tensor) -> Tensor:
         """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``."""
@@ -272,12 +301,15 @@ class MTT(Method):
             **super().state_dict(),
             "opt_img": self.opt_img.state_dict(),
             "opt_lr": self.opt_lr.state_dict(),
+            "experts": self.buffer.names(),  # a resume draws from the same experts
         }
         if self.opt_label is not None:
             out["opt_label"] = self.opt_label.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "experts" in state:  # checkpoints of earlier versions do not name them
+            self.buffer.keep_only(state["experts"])
         super().load_state_dict(state)
         hp: MTTParams = self.hparams  # type: ignore[assignment]
         self.opt_img.load_state_dict(state["opt_img"])
