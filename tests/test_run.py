@@ -458,3 +458,93 @@ def test_a_resumed_time_budget_run_shows_the_seconds_left(tmp_path, digits, monk
     dd.distill(digits, "dm", 1, iterations=4, time_budget=1000.0, resume=True, **kw)
     assert budgets[0] <= 1000.0 and budgets[1] < budgets[0]
     assert budgets[1] == pytest.approx(1000.0 - spent, abs=5.0)
+
+
+def test_coreset_run_interrupted_in_evaluation_resumes_to_it(tmp_path, monkeypatch):
+    """A coreset keeps no checkpoint: its folder, interrupted after the artefact was
+    written, resumes straight to the evaluation, with the same set; other options are
+    refused."""
+    import datadistill.evaluation
+
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="random",
+        ipc=2,
+        seed=4,
+        evaluate=True,
+        eval_seeds=1,
+        full=False,
+        protocol="fast",
+        progress=False,
+        device="cpu",
+    )
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datadistill.evaluation, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dd.run(cfg, tmp_path / "r")
+    first = dd.load(tmp_path / "r" / "distilled.safetensors")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="seed is 4 in the artefact and 5 now"):
+        dd.run(dataclasses.replace(cfg, seed=5), tmp_path / "r", resume=True)
+    report = dd.run(cfg, tmp_path / "r", resume=True)
+    assert report["results"]["distilled"]["accs"]
+    assert torch.equal(dd.load(tmp_path / "r" / "distilled.safetensors").images, first.images)
+
+
+def test_checkpoint_is_never_overwritten_without_resume(tmp_path, digits):
+    ckpt = tmp_path / "deeper" / "ckpt.pt"  # a missing folder is created up front
+    dd.distill(digits, "dm", 1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
+    with pytest.raises(ConfigError, match="already holds a checkpoint; pass resume=True"):
+        dd.distill(digits, "dm", 1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    from datadistill.run import _save_checkpoint
+
+    path = tmp_path / "ckpt.pt"
+    _save_checkpoint(path, {"a": 1})
+
+    def full_disk(obj, f):
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(RunError, match="Cannot write the checkpoint .*the previous one is kept"):
+        _save_checkpoint(path, {"a": 2})
+    assert not path.with_suffix(".tmp").exists()
+    assert torch.load(path, weights_only=True) == {"a": 1}
+
+
+def test_resume_keeps_the_first_setup_time_and_validation_state(tmp_path, digits):
+    """A resume budgets its steps with the first set-up's seconds, and a resume without
+    validation carries the saved best-val state on to the next checkpoint."""
+    ckpt = tmp_path / "ckpt.pt"
+    common = dict(device="cpu", checkpoint=ckpt, **HP)
+    dd.distill(digits, "dm", 1, iterations=2, validate_every=1, select="best-val", **common)
+    saved = torch.load(ckpt, weights_only=True)
+    assert "Validation" in saved["callbacks"] and saved["setup_seconds"] > 0
+    dd.distill(digits, "dm", 1, iterations=3, resume=True, **common)
+    again = torch.load(ckpt, weights_only=True)
+    kept, before = again["callbacks"]["Validation"], saved["callbacks"]["Validation"]
+    assert kept["history"] == before["history"] and kept["best_iteration"] >= 0
+    best = before["best_state"]
+    assert best is not None and torch.equal(kept["best_state"]["images"], best["images"])
+    assert again["setup_seconds"] == saved["setup_seconds"]
+
+
+def test_interrupt_without_a_checkpoint_says_it_cannot_resume(digits, monkeypatch):
+    import signal
+
+    original = DM.step
+
+    def step(self):
+        out = original(self)
+        signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(DM, "step", step)
+    with pytest.raises(RunError, match="no checkpoint path was given"):
+        dd.distill(digits, "dm", 1, iterations=10, device="cpu", **HP)

@@ -402,7 +402,11 @@ def main() -> None:
         )
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        print("error: interrupted.", file=sys.stderr)
+        print(
+            "error: interrupted. An interrupted `datadistill distill` continues from its last "
+            "checkpoint with the same command and --resume.",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: bad or missing flags
         show = getattr(exc, "show", None)

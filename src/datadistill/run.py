@@ -115,9 +115,19 @@ def _deferred_interrupt() -> Iterator[dict[str, bool]]:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``path`` whole or not at all; a failed write (a full disk: torch raises
+    RuntimeError, not OSError) keeps the previous checkpoint and names the path."""
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        kept = "the previous one is kept" if path.is_file() else "no earlier one exists"
+        raise RunError(
+            f"Cannot write the checkpoint {path} ({exc}); {kept}. Free space or choose a "
+            "writable folder, then run the same command with --resume."
+        ) from None
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -212,9 +222,11 @@ def run_loop(
     resume_state: dict[str, Any] | None = None,
     fingerprint: dict[str, Any] | None = None,
     resume_changes: Sequence[dict[str, Any]] = (),
+    setup_seconds: float = 0.0,
 ) -> LoopResult:
     """Call ``method.step()`` until the budget is spent; the one loop of every method."""
     seconds = 0.0
+    carried: dict[str, Any] = {}  # saved states of callbacks this resume runs without
     if resume_state is not None:
         method.load_state_dict(resume_state["method"])
         generator.set_state(resume_state["generator"])
@@ -223,6 +235,8 @@ def run_loop(
         for cb in callbacks:
             if type(cb).__name__ in saved:
                 cb.load_state_dict(saved[type(cb).__name__])
+        names = {type(cb).__name__ for cb in callbacks}
+        carried = {k: v for k, v in saved.items() if k not in names}
     if not method.needs_steps:
         return LoopResult(method, 0, seconds, "no-steps")
     total = (
@@ -236,9 +250,10 @@ def run_loop(
             "method": method.state_dict(),
             "generator": generator.get_state(),
             "seconds": seconds,
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks},
+            "callbacks": {**carried, **{type(cb).__name__: cb.state_dict() for cb in callbacks}},
             "fingerprint": fingerprint or {},
             "resume_changes": list(resume_changes),
+            "setup_seconds": setup_seconds,
         }
 
     def save() -> None:
@@ -251,12 +266,27 @@ def run_loop(
             )
         _save_checkpoint(checkpoint, snapshot())
 
+    def interrupted() -> Interrupted:
+        if checkpoint is None:
+            return Interrupted(
+                f"Interrupted at iteration {method.iteration}; no checkpoint path was given, "
+                "so this run cannot be resumed (give one to make a run resumable)."
+            )
+        save()
+        return Interrupted(
+            f"Interrupted at iteration {method.iteration}; a resumable checkpoint is saved "
+            f"in {checkpoint.parent}. Run the same command with --resume to continue."
+        )
+
     stopped_by = "iterations"
-    for cb in callbacks:
-        cb.on_start(method, method.iteration, total)
     try:
+        # Ctrl-C is a flag from here on, also during the first validation and the last save
         with _deferred_interrupt() as flag:
+            for cb in callbacks:
+                cb.on_start(method, method.iteration, total)
             while True:
+                if flag["stop"]:
+                    raise interrupted()
                 if total is not None and method.iteration >= total:
                     break
                 if time_budget is not None and seconds >= time_budget:
@@ -273,16 +303,13 @@ def run_loop(
                     )
                 for cb in callbacks:
                     cb.on_step(method, method.iteration, metrics)
+                if flag["stop"]:
+                    raise interrupted()
                 if checkpoint is not None and method.iteration % checkpoint_every == 0:
                     save()
-                if flag["stop"]:
-                    save()
-                    where = f" in {checkpoint.parent}" if checkpoint is not None else ""
-                    raise Interrupted(
-                        f"Interrupted at iteration {method.iteration}; a resumable checkpoint is "
-                        f"saved{where}. Run the same command with --resume to continue."
-                    )
-        save()
+            save()
+            if flag["stop"]:  # during the last save: the run is complete on disk
+                raise interrupted()
     finally:
         for cb in callbacks:
             cb.on_end(method)
@@ -327,7 +354,8 @@ def distill(
             every step and at the end.
         checkpoint / checkpoint_every / resume: a checkpoint file written every
             ``checkpoint_every`` steps, on Ctrl-C and at the end; ``resume=True``
-            continues from it (the same run; only learning rates may change).
+            continues from it (the same run; only learning rates may change). Without
+            ``resume`` an existing file there is refused, never overwritten.
         progress: show a progress bar with the loss, it/s and the ETA.
         validate_every / select: score the set on the validation split every so many
             steps; ``select="best-val"`` keeps the best-scoring state instead of the last.
@@ -337,6 +365,14 @@ def distill(
     require_real_data(real, "distill")
     _check_loop_options(iterations, time_budget, checkpoint_every, seed, resume, checkpoint)
     m = _preflight(real, method, ipc, device, validate_every, select, hparams)
+    if checkpoint is not None and not resume:
+        path = Path(checkpoint)
+        if path.exists():
+            raise ConfigError(
+                f"{path} already holds a checkpoint; pass resume=True to continue that run, "
+                "or give another path (or delete it) to start a new one."
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)  # not after the first steps
     return _distill_checked(
         real,
         m,
@@ -484,6 +520,10 @@ def _distill_checked(
     t_setup = time.perf_counter()
     m.setup(real.to(dev), ipc, generator, dev)
     setup_seconds = time.perf_counter() - t_setup
+    if resume_state is not None and "setup_seconds" in resume_state:
+        # the first set-up's, so that a resume (warm caches, another machine's speed)
+        # leaves the steps the same share of the budget
+        setup_seconds = float(resume_state["setup_seconds"])
     # a time budget covers the set-up too (e.g. a k-means initialisation)
     budget = None if time_budget is None else max(0.0, time_budget - setup_seconds)
     if progress:
@@ -502,6 +542,7 @@ def _distill_checked(
         resume_state=resume_state,
         fingerprint=fingerprint,
         resume_changes=changes,
+        setup_seconds=setup_seconds,
     )
     synset = m.synthetic()
     chosen = "last"
@@ -557,6 +598,38 @@ def _absolute_user_path(dataset: str) -> str:
     return dataset
 
 
+def _finished_artefact(
+    path: Path, method: Method, config: RunConfig, data: dict[str, Any]
+) -> Distilled:
+    """The artefact a run without a checkpoint (a coreset) left before its evaluation,
+    once it is known to be this configuration's."""
+    from datadistill.artefact import load
+
+    d = load(path)
+    m = d.manifest
+    recorded = {
+        "method": m.get("method"),
+        "hparams": m.get("hparams"),
+        "ipc": d.ipc,
+        "seed": m.get("seed"),
+        "data": m.get("data"),
+    }
+    wanted = {
+        "method": method.name,
+        "hparams": method.hparams.to_dict(),
+        "ipc": config.ipc,
+        "seed": config.seed,
+        "data": data,
+    }
+    if recorded != wanted:
+        diff = first_difference(recorded, wanted, "in the artefact", "now")
+        raise ConfigError(
+            f"{path} was distilled with other options ({diff}); resume with the same options "
+            "or start over in another folder."
+        )
+    return d
+
+
 def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Run ``config`` end to end and fill the folder ``out``; returns ``report.json``'s dict."""
     from datadistill.evaluation import evaluate
@@ -574,13 +647,21 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run.")
-    if resume and not (out / CHECKPOINT_NAME).is_file():
+    # Bad options fail before the run folder is created.
+    method = create_method(config.method, **config.hparams)  # before the (slower) data
+    artefact = out / ARTEFACT_NAME
+    # a coreset keeps no checkpoint: interrupted after its artefact, it resumes to evaluation
+    finished = (
+        resume
+        and not method.needs_steps
+        and not (out / CHECKPOINT_NAME).is_file()
+        and artefact.is_file()
+    )
+    if resume and not finished and not (out / CHECKPOINT_NAME).is_file():
         raise ConfigError(
             f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}; run without --resume "
             "to start."
         )
-    # Bad options fail before the run folder is created.
-    method = create_method(config.method, **config.hparams)  # before the (slower) data
     resolve_device(config.device)
     real = load_dataset(
         config.dataset,
@@ -594,32 +675,32 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
-    distilled = _distill_checked(
-        real,
-        method,
-        config.ipc,
-        config.seed,
-        iterations=config.iterations,
-        time_budget=config.time_budget,
-        device=config.device,
-        callbacks=(),
-        checkpoint=out / CHECKPOINT_NAME,
-        checkpoint_every=config.checkpoint_every,
-        resume=resume,
-        progress=config.progress,
-        validate_every=config.validate_every,
-        select=config.select,
-    )
+    data = {
+        "name": _absolute_user_path(config.dataset),
+        "val_size": config.val_size,
+        "max_train": config.max_train,
+    }
+    if finished:
+        distilled = _finished_artefact(artefact, method, config, data)
+    else:
+        distilled = _distill_checked(
+            real,
+            method,
+            config.ipc,
+            config.seed,
+            iterations=config.iterations,
+            time_budget=config.time_budget,
+            device=config.device,
+            callbacks=(),
+            checkpoint=out / CHECKPOINT_NAME,
+            checkpoint_every=config.checkpoint_every,
+            resume=resume,
+            progress=config.progress,
+            validate_every=config.validate_every,
+            select=config.select,
+        )
     (out / "config.json").write_text(config_json)
-    artefact = out / ARTEFACT_NAME
-    distilled = distilled.with_manifest(
-        protocol=config.protocol,
-        data={
-            "name": _absolute_user_path(config.dataset),
-            "val_size": config.val_size,
-            "max_train": config.max_train,
-        },
-    )
+    distilled = distilled.with_manifest(protocol=config.protocol, data=data)
     distilled.save(artefact)
     evaluation = None
     if config.evaluate:
