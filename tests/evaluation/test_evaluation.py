@@ -138,3 +138,39 @@ def test_micro_batches_give_the_same_update():
         )
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_baseline_cache_key_sees_every_byte_of_the_data(digits):
+    """An edited dataset of the same size (a relabelled test image, an image past the
+    first few) is another cache key; the same data is the same key."""
+    from datadistill.evaluation.evaluate import _fingerprint
+
+    base = _fingerprint(digits)
+    assert _fingerprint(digits) == base
+    test_y = digits.test_y.clone()
+    test_y[-1] = (test_y[-1] + 1) % 10
+    train_x = digits.train_x.clone()
+    train_x[-1, 0, 0, 0] += 1.0
+    for field, value in (("test_y", test_y), ("train_x", train_x)):
+        original = getattr(digits, field)
+        try:
+            setattr(digits, field, value)
+            assert _fingerprint(digits) != base, field
+        finally:
+            setattr(digits, field, original)
+    assert _fingerprint(digits) == base
+
+
+def test_cache_entries_name_device_and_torch_and_leave_no_temporary(digits, tmp_path):
+    import json
+
+    from datadistill.evaluation.evaluate import _cached
+
+    acc = _cached(tmp_path, {"kind": "random", "device": "cpu"}, lambda: 0.5)
+    assert acc == 0.5
+    (entry,) = tmp_path.iterdir()
+    key = json.loads(entry.read_text())["key"]
+    assert key["torch"] == torch.__version__ and key["device"] == "cpu"
+    assert _cached(tmp_path, {"kind": "random", "device": "cpu"}, lambda: 0.9) == 0.5
+    assert _cached(tmp_path, {"kind": "random", "device": "cuda"}, lambda: 0.9) == 0.9
+    assert not list(tmp_path.glob("*.tmp"))
