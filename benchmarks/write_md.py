@@ -301,6 +301,27 @@ def main() -> None:
                     f"validation split (`{sw['protocol']}` protocol, {seeds} seeds, "
                     f"{sw['date'][:10]}): {got}.",
                 ]
+        earlier = [
+            json.loads(p.read_text())
+            for p in sorted(RESULTS.glob("dm-throughput-*.json"))
+            if not p.stem.endswith("-gpu")
+        ]
+        for e in earlier:  # the same script on the machines of earlier stops, kept as files
+            bf16 = (
+                f", real half in bf16 {e['bf16_real_s_per_iteration']:.2f} s"
+                if "bf16_real_s_per_iteration" in e
+                else ""
+            )
+            ref = (
+                f" against {e['reference_s_per_iteration']:.2f} s reference-style "
+                f"({e['speedup']:.2f}x)"
+                if "reference_s_per_iteration" in e
+                else ""
+            )
+            lines += [
+                f"On {e['machine'].split(', no GPU')[0]} ({e['date'][:10]}): "
+                f"{e['s_per_iteration']:.2f} s{ref}{bf16}."
+            ]
         lines += [
             "",
             f"- command: `{t['command']}`",
@@ -371,7 +392,10 @@ def main() -> None:
             "norm, average pooling) trained under the `dc` protocol (SGD lr 0.01, momentum 0.9,",
             "weight decay 5e-4, batch 256, 300 epochs, lr x0.1 at half, no augmentation), 3 seeds,",
             "tested once on the test split. The random real subset is trained the same way with",
-            "the same seeds. The full-data reference is "
+            "the same seeds, and draws a new subset for each seed; the `random` method's row is",
+            "one subset (distillation seed 0) trained with the 3 network seeds, so at IPC 1 the",
+            "two differ by the luck of a single draw of one image per class.",
+            "The full-data reference is "
             f"{first.get('full_reference', '-')} of the same optimiser (CPU cost).",
             "`published` is the paper's figure (ConvNet, DC protocol; see ../shared/PROTOCOL.md).",
             "",
@@ -419,6 +443,12 @@ def main() -> None:
                     != Path(table_buffer(sw["dataset"], sw["ipc"])).name
                 ):
                     used = None  # swept on another expert buffer than the table's cell uses
+                if any(  # other fixed settings than the cell's current ones
+                    k not in (sw["param"], "buffer")
+                    and table_value(sw["dataset"], sw["method"], sw["ipc"], k) != v
+                    for k, v in sw["fixed"].items()
+                ):
+                    used = None
             for r in sw["rows"]:
                 tags = [
                     t
