@@ -89,3 +89,13 @@ def test_label_out_of_range_is_refused(tmp_path):
     with pytest.raises(DataError, match="label 12") as err:
         read_idx_pair(tmp_path / f"{IDX_STEMS[2]}.gz", bad, 10)
     assert str(bad) in str(err.value)
+
+
+def test_a_root_named_as_another_datasets_folder_is_refused(tmp_path):
+    """The three IDX datasets share file names: files directly in a root named
+    ``fashion-mnist`` are not read as MNIST."""
+    write_idx_set(tmp_path / "fashion-mnist")
+    with pytest.raises(DataError, match="looks like fashion-mnist's folder, not mnist's"):
+        load_dataset("mnist", tmp_path / "fashion-mnist", download=False)
+    real = load_dataset("fashion-mnist", tmp_path / "fashion-mnist", download=False)
+    assert real.info.name == "fashion-mnist"

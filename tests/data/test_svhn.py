@@ -34,3 +34,12 @@ def test_svhn_bad_files_name_the_file(tmp_path):
     scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((3, 1))})
     with pytest.raises(DataError, match="4 images but 3 labels"):
         load_dataset("svhn", tmp_path, download=False)
+
+
+def test_svhn_images_of_another_dtype_are_refused(tmp_path):
+    write_svhn(tmp_path / "svhn")
+    path = tmp_path / "svhn" / "train_32x32.mat"
+    mat = scipy.io.loadmat(path)
+    scipy.io.savemat(path, {"X": mat["X"].astype(np.float64) * 2, "y": mat["y"]})
+    with pytest.raises(DataError, match="dtype float64, expected uint8"):
+        load_dataset("svhn", tmp_path, download=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from datadistill.data import load_dataset
 from datadistill.errors import DataError
@@ -118,7 +119,7 @@ def test_npz_missing_corrupt_and_pickled(tmp_path):
         load_dataset(f"npz:{bad}")
     objects = tmp_path / "objects.npz"
     np.savez(objects, x=np.array([object(), object()], dtype=object), y=np.array([0, 1]))
-    with pytest.raises(DataError, match="pickled objects"):
+    with pytest.raises(DataError, match="cannot be read without pickle or is damaged"):
         load_dataset(f"npz:{objects}")
     with pytest.raises(DataError, match="Give a path"):
         load_dataset("npz:")
@@ -166,3 +167,55 @@ def test_npz_allow_flip(tmp_path):
     np.savez(tmp_path / "c.npz", x=x, y=y, allow_flip=np.array([1, 0]))
     with pytest.raises(DataError, match="'allow_flip' that is not a boolean scalar"):
         load_dataset(f"npz:{tmp_path / 'c.npz'}", val_size=0)
+
+
+def test_npz_damaged_members_are_one_error(tmp_path):
+    """A corrupt compressed member and a zip member that is not an .npy file each name
+    the file."""
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, x=pixels((20, 8, 8), 0), y=np.arange(20) % 2)
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        info = z.getinfo("x.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 10, start + 60):  # scramble the deflate stream of x.npy
+        data[i] ^= 0x5A
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="broken.npz"):
+        load_dataset(f"npz:{broken}")
+    extra = tmp_path / "extra.npz"
+    with zipfile.ZipFile(extra, "w") as z:
+        z.writestr("x.npy", _npy_bytes(pixels((20, 8, 8), 0)))
+        z.writestr("y.npy", _npy_bytes(np.arange(20) % 2))
+        z.writestr("notes.txt", "not an array")
+    with pytest.raises(DataError, match="'notes.txt', which is not a numpy array"):
+        load_dataset(f"npz:{extra}")
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_imagefolder_scales_16_bit_grayscale(tmp_path):
+    from PIL import Image
+
+    for c in range(2):
+        for i in range(6):
+            a = np.full((8, 8), 257 * (40 * c + i), dtype=np.uint16)
+            a[0, 0] = 65535
+            path = tmp_path / "f" / f"class{c}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a).save(path)
+    real = load_dataset(f"imagefolder:{tmp_path / 'f'}", val_size=0, normalization="none")
+    x = torch.cat([real.train_x, real.test_x])
+    assert x.shape[1] == 1
+    assert float(x[:, 0, 0, 0].min()) == pytest.approx(1.0)  # 65535 -> 255 -> 1.0
+    values = sorted({round(float(v) * 255) for v in x[:, 0, 1, 1]})
+    assert values == [0, 1, 2, 3, 4, 5, 40, 41, 42, 43, 44, 45]  # x / 257, not clipped

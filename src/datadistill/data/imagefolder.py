@@ -6,8 +6,9 @@ below it with a usual image extension (other files are ignored). If ``PATH`` has
 splits; otherwise a stratified 20% test split is carved with a fixed seed.
 
 Images are kept grayscale (1 channel) when every image is grayscale, else converted to
-RGB. All images get the most common size among them: others are resized to it with
-Pillow's bilinear filter.
+RGB; 16-bit grayscale is scaled to 8 bits (x / 257) and float grayscale read as [0, 1].
+All images get the most common size among them: others are resized to it with Pillow's
+bilinear filter.
 """
 
 from __future__ import annotations
@@ -61,24 +62,41 @@ def _scan(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
     return [c.name for c in classes], files, np.asarray(labels, dtype=np.int64)
 
 
+# Pillow's failures on a file: unreadable, corrupt, or over its decompression-bomb limit
+_PILLOW_ERRORS = (UnidentifiedImageError, OSError, Image.DecompressionBombError)
+
+
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
     """(mode, (W, H)) of an image, without decoding its pixels."""
     try:
         with Image.open(path) as img:
             return img.mode, img.size
-    except (UnidentifiedImageError, OSError) as e:
+    except _PILLOW_ERRORS as e:
         raise DataError(f"Pillow cannot read the image {path} ({e}); remove or re-save it.") from e
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer grayscale scaled to 8 bits (x / 257, so 65535 -> 255), float
+    grayscale read as [0, 1] (x * 255); Pillow's own conversion clips them to 0..255 instead,
+    which turns a 16-bit image almost white."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        a = np.asarray(img, dtype=np.float64) / 257.0
+    elif img.mode == "F":
+        a = np.asarray(img, dtype=np.float64) * 255.0
+    else:
+        return img
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
 def _decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
     """Pixels of one image as (H, W, C) uint8 in ``mode`` ("L" or "RGB") at ``size`` (W, H)."""
     try:
         with Image.open(path) as opened:
-            img = opened.convert(mode)
+            img = _eight_bit(opened).convert(mode)
         if img.size != size:
             img = img.resize(size, Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+    except _PILLOW_ERRORS as e:
         raise DataError(
             f"Pillow cannot decode the image {path} ({e}); remove or re-save it."
         ) from e

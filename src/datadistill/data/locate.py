@@ -12,6 +12,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from datadistill.errors import DataError
+
 ENV_VAR = "DATADISTILL_DATA"
 DEFAULT_ROOT = Path("~/.cache/datadistill")
 
@@ -38,6 +40,25 @@ def home_dir(root: Path, dataset: str) -> Path:
     return root / SEARCH_DIRS[dataset][0]
 
 
+def _folder_key(name: str) -> str:
+    return name.lower().replace("_", "-").split("/")[0]
+
+
+def _check_not_anothers_folder(root: Path, dataset: str) -> None:
+    """MNIST, Fashion-MNIST and KMNIST share their file names, so files directly in the
+    root could be any of them: refuse a root that is named as another dataset's folder
+    (``--data-root data/fashion-mnist --dataset mnist``)."""
+    here = _folder_key(root.resolve().name)
+    mine = {_folder_key(s) for s in SEARCH_DIRS[dataset] if s != "."}
+    for other, subs in SEARCH_DIRS.items():
+        theirs = {_folder_key(s) for s in subs if s != "."}
+        if other != dataset and here in theirs and here not in mine:
+            raise DataError(
+                f"The data root {root} looks like {other}'s folder, not {dataset}'s; point "
+                f"--data-root at the folder that holds {dataset}'s files (or its parent)."
+            )
+
+
 def find_files(root: Path, dataset: str, required: Sequence[Sequence[str]]) -> list[Path] | None:
     """The first search folder holding every required file, as one path per entry.
 
@@ -48,6 +69,8 @@ def find_files(root: Path, dataset: str, required: Sequence[Sequence[str]]) -> l
         folder = root / sub
         if not folder.is_dir():
             continue
+        if sub == ".":
+            _check_not_anothers_folder(root, dataset)
         found = []
         for names in required:
             hit = next((folder / n for n in names if (folder / n).is_file()), None)

@@ -16,6 +16,7 @@ Arrays (read with ``allow_pickle=False``, so the file cannot run code):
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -100,14 +101,21 @@ def read_npz(path: Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
+    except ValueError as e:  # pickled objects, or a damaged .npy header
         raise DataError(
-            f"{path} contains pickled objects ({e}); save plain numeric / string arrays only."
+            f"{path} holds an array that cannot be read without pickle or is damaged ({e}); "
+            "save plain numeric / string arrays with numpy.savez."
         ) from e
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(
             f"{path} is not a readable .npz file ({e}); write it with numpy.savez."
         ) from e
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file
+            raise DataError(
+                f"{path} holds {key!r}, which is not a numpy array; write the file with "
+                "numpy.savez."
+            )
     x, y = _pick(arrays, _IMAGE_KEYS), _pick(arrays, _LABEL_KEYS)
     if x is None or y is None:
         raise DataError(

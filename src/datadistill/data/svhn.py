@@ -28,6 +28,11 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} lacks the 'X' and 'y' arrays of SVHN; check that it is the right file."
         )
     x, y = mat["X"], mat["y"]
+    if x.dtype != np.uint8:  # the official files hold uint8; a cast would wrap other values
+        raise DataError(
+            f"{path} has images of dtype {x.dtype}, expected uint8 as in the official file; "
+            "delete it and download it again."
+        )
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         raise DataError(
             f"{path} has images of shape {x.shape}, expected (32, 32, 3, N); "
