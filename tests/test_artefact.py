@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 
 import datadistill as dd
-from datadistill.errors import DataError
+from datadistill.errors import ConfigError, DataError
 
 
 def _distilled(digits, soft=False, lr=None):
@@ -118,3 +118,47 @@ def test_exports_read_back_as_user_data(tmp_path, digits):
             assert real.info.allow_flip is False
         x = torch.cat([real.train_x, real.test_x])  # the loaders carve a test split
         assert sorted((x * 255).round().flatten(1).tolist()) == expected, spec
+
+
+def test_grid_follows_labels_and_allows_fewer_images_than_classes(tmp_path, digits):
+    import dataclasses
+
+    from datadistill.report import save_grid
+
+    d = _distilled(digits)
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    shuffled = dataclasses.replace(d, images=d.images[order], labels=d.labels[order])
+    assert save_grid(shuffled, tmp_path / "a.png").is_file()
+    few = dataclasses.replace(d, images=d.images[:5], labels=torch.tensor([0, 0, 3, 7, 7]))
+    assert save_grid(few, tmp_path / "b.png").is_file()
+
+
+def test_png_export_folder_names_are_safe_and_distinct(tmp_path, digits):
+    import dataclasses
+
+    names = ("..", "a b", "a_b", ".hidden", "A_B", "x", "y", "z", "w", "v")
+    info = dataclasses.replace(digits.info, class_names=names)
+    d = dataclasses.replace(_distilled(digits), info=info)
+    out = dd.export(d, tmp_path / "png", "png")
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == sorted(["class0", "a_b", "a_b_2", "hidden", "A_B_3", "x", "y", "z", "w", "v"])
+    assert not (tmp_path / "00000.png").exists()  # nothing written above the export
+    with pytest.raises(ConfigError, match="give the npz export a file name"):
+        dd.export(d, tmp_path, "npz")
+
+
+def test_load_checks_version_first_and_whitening_tensors(tmp_path, digits):
+    from safetensors.torch import load_file, save_file
+
+    path = _distilled(digits).save(tmp_path / "a.safetensors")
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        manifest = json.loads(f.metadata()["manifest"])
+    newer = {**manifest, "format_version": 99, "dataset": {"changed": True}}
+    save_file(tensors, str(tmp_path / "newer.safetensors"), {"manifest": json.dumps(newer)})
+    with pytest.raises(DataError, match="upgrade the package"):
+        dd.load(tmp_path / "newer.safetensors")
+    half = {**tensors, "zca_matrix": torch.eye(64)}
+    save_file(half, str(tmp_path / "half.safetensors"), {"manifest": json.dumps(manifest)})
+    with pytest.raises(DataError, match="holds 1 of the 3 whitening tensors"):
+        dd.load(tmp_path / "half.safetensors")

@@ -152,6 +152,8 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
         ),
         (["show", "missing.safetensors", "--out", "X.txt"], "a .png name"),
         (["distill", "--dataset", "digits", "--val-size", "1.5", "--out", "X"], "whole number"),
+        (["distill", "--dataset", "digits", "--val-size", "inf", "--out", "X"], "in [0, 1)"),
+        (["show", "missing.safetensors", "--out", "."], "give show a .png file name"),
         (["distill", "--dataset", "digits", "--hp", "=3", "--out", "X"], "a name before '='"),
         (["distill", "--dataset", "digits", "--hp", "lr_imgg=3", "--out", "X"], "'lr_img'?"),
         (

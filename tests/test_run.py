@@ -548,3 +548,12 @@ def test_interrupt_without_a_checkpoint_says_it_cannot_resume(digits, monkeypatc
     monkeypatch.setattr(DM, "step", step)
     with pytest.raises(RunError, match="no checkpoint path was given"):
         dd.distill(digits, "dm", 1, iterations=10, device="cpu", **HP)
+
+
+def test_run_never_writes_into_a_folder_of_other_files(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    cfg = dd.RunConfig(dataset="digits", method="random", ipc=1, evaluate=False, device="cpu")
+    with pytest.raises(ConfigError, match=r"already holds other files \(notes.txt\)"):
+        dd.run(cfg, tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]

@@ -143,6 +143,10 @@ class Distilled:
             else:  # pragma: no cover - the size is a fixed point after a few passes
                 raise RuntimeError("the artefact's size did not settle; please report this.")
             tmp.replace(path)
+        except SafetensorError as exc:  # safetensors' own I/O errors (a full disk, ...)
+            raise DataError(
+                f"Cannot write the artefact {path} ({exc}); free space or choose a writable folder."
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves no partial file
         return path
@@ -167,17 +171,26 @@ def load(path: str | Path) -> Distilled:
         raise DataError(f"{path} is a safetensors file but not a datadistill artefact.")
     try:
         manifest = json.loads(metadata["manifest"])
-        info = DatasetInfo.from_dict(manifest["dataset"])
-    except (ValueError, KeyError, TypeError) as exc:
+        version = manifest.get("format_version")
+    except (ValueError, AttributeError) as exc:
         raise DataError(f"{path} has a damaged manifest ({exc}).") from None
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION:  # before reading fields a newer format may have changed
         raise DataError(
             f"{path} has artefact format {version}; this datadistill reads format "
             f"{FORMAT_VERSION}, so upgrade the package."
         )
+    try:
+        info = DatasetInfo.from_dict(manifest["dataset"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} has a damaged manifest ({exc}).") from None
     zca = None
-    if "zca_matrix" in tensors:
+    held = [key for key in _ZCA_KEYS if key in tensors]
+    if (held and len(held) < len(_ZCA_KEYS)) or bool(held) != info.zca:
+        raise DataError(
+            f"{path} is inconsistent: its dataset is {'' if info.zca else 'not '}whitened but "
+            f"it holds {len(held)} of the {len(_ZCA_KEYS)} whitening tensors."
+        )
+    if held:
         state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}
         zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or DEFAULT_EPS))
     images, labels = tensors["images"], tensors["labels"]
@@ -217,6 +230,8 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     names = list(distilled.info.class_names)
     soft = None if distilled.soft_labels is None else distilled.soft_labels.detach().float()
     if fmt == "npz":
+        if out.name in ("", ".", "..") or out.is_dir():
+            raise ConfigError(f"{out} is a folder; give the npz export a file name.")
         out = out if out.suffix == ".npz" else out.with_suffix(".npz")
         out.parent.mkdir(parents=True, exist_ok=True)
         extras: dict[str, Any] = {
@@ -233,8 +248,10 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
         from PIL import Image
 
         rows = []
+        k = max(len(names), int(labels.max()) + 1 if labels.size else 0)
+        folders = _folder_names([*names, *(str(i) for i in range(len(names), k))])
         for i, (img, y) in enumerate(zip(arr, labels, strict=True)):
-            folder = out / _safe_name(names[int(y)] if int(y) < len(names) else str(int(y)))
+            folder = out / folders[int(y)]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
                 folder / f"{i:05d}.png"
@@ -250,5 +267,18 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     raise ConfigError(f"Unknown export format {fmt!r}; choose 'png' or 'npz'.")
 
 
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "class"
+def _folder_names(names: list[str]) -> list[str]:
+    """One folder name per class: only letters, digits, ``-_.``, no leading dot (a hidden
+    folder is not read back, and ``..`` would leave the export), and distinct even where
+    two names differ only in the characters replaced or in case."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        base = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+        base = base or f"class{i}"
+        folder, n = base, 2
+        while folder.lower() in seen:
+            folder, n = f"{base}_{n}", n + 1
+        seen.add(folder.lower())
+        out.append(folder)
+    return out

@@ -7,6 +7,7 @@ status 2, without a traceback.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -48,6 +49,10 @@ def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
 
 def _val_size(value: float) -> float | int:
     """--val-size: a fraction in [0, 1) or a whole count of images."""
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"--val-size must be a fraction in [0, 1) or a whole number of images; got {value}."
+        )
     if value >= 1 and value != int(value):
         raise ConfigError(
             f"--val-size must be a fraction below 1 or a whole number of images; got {value}."
@@ -312,14 +317,17 @@ def show(
 
     if per_class < 1:
         raise ConfigError(f"--per-class must be >= 1; got {per_class}.")
+    if out is not None and out.name in ("", ".", ".."):
+        raise ConfigError(f"--out {out} is a folder; give show a .png file name.")
     if out is not None and out.suffix == "":
         out = out.with_suffix(".png")
     if out is not None and out.suffix.lower() != ".png":
         raise ConfigError(f"show writes a PNG image; give --out a .png name, not {out.name!r}.")
     distilled = load(artefact)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    path = save_grid(distilled, out or artefact.with_suffix(".png"), per_class)
+    if out is None:  # beside a file; inside a run folder (whose grid.png it rewrites)
+        out = artefact / "grid.png" if artefact.is_dir() else artefact.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = save_grid(distilled, out, per_class)
     typer.echo(str(path))
 
 

@@ -24,21 +24,24 @@ def save_grid(distilled: Distilled, path: str | Path, max_per_class: int = 10) -
 
     pixels = distilled.pixels()  # (N, C, H, W)
     k = distilled.info.num_classes
-    ipc = distilled.ipc
-    cols = min(ipc, max_per_class)
     rows = min(k, 100)
+    # each row shows its class's own images, whatever order the set keeps them in
+    members = [(distilled.labels == r).nonzero()[:, 0][:max_per_class] for r in range(rows)]
+    cols = max(1, max(len(m) for m in members))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 0.8, rows * 0.9), squeeze=False)
     names = distilled.info.class_names
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
-            img = pixels[r * ipc + c].permute(1, 2, 0).numpy()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(members[r]):
+                continue  # a class with fewer images than the widest row
+            img = pixels[int(members[r][c])].permute(1, 2, 0).numpy()
             if img.shape[-1] == 1:
                 ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
             else:
                 ax.imshow(img)
-            ax.set_xticks([])
-            ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(
                     names[r] if r < len(names) else str(r),

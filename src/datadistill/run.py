@@ -630,6 +630,22 @@ def _finished_artefact(
     return d
 
 
+# what a run folder holds (and the temporary files of its atomic writes)
+_RUN_FILES = frozenset(
+    {
+        CHECKPOINT_NAME,
+        "checkpoint.tmp",
+        ARTEFACT_NAME,
+        ARTEFACT_NAME + ".tmp",
+        "config.json",
+        "report.json",
+        "report.md",
+        "grid.png",
+        "curves.png",
+    }
+)
+
+
 def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Run ``config`` end to end and fill the folder ``out``; returns ``report.json``'s dict."""
     from datadistill.evaluation import evaluate
@@ -647,6 +663,13 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run.")
+    if out.is_dir():  # a run writes config.json, report.md, ...: never over someone's files
+        others = sorted(p.name for p in out.iterdir() if p.name not in _RUN_FILES)
+        if others:
+            raise ConfigError(
+                f"--out {out} already holds other files ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); give a new or empty folder for the run."
+            )
     # Bad options fail before the run folder is created.
     method = create_method(config.method, **config.hparams)  # before the (slower) data
     artefact = out / ARTEFACT_NAME
