@@ -279,3 +279,23 @@ def test_arch_is_stored_in_its_registered_spelling():
     """``ConvNet-BN`` and ``convnet_bn`` are one network, so one run for a checkpoint."""
     for method in ("dm", "dc", "herding"):
         assert create_method(method, arch="ConvNet-BN").hparams.arch == "convnet_bn"
+
+
+@pytest.mark.parametrize("name", ["dm", "dc", "dsa", "herding"])
+def test_width_is_refused_beside_another_architecture(name):
+    """``width`` shapes the plain ConvNet only: set beside another network it would be
+    recorded but not applied."""
+    create_method(name, arch="convnet_bn")  # the default width is fine
+    with pytest.raises(ConfigError, match="applies to arch=convnet only; convnet_bn"):
+        create_method(name, arch="convnet_bn", width=64)
+
+
+def test_dm_with_batch_norm_embeds_the_real_batch_whole(digits):
+    """Chunks would give each its own batch statistics: an explicit real_chunk does not
+    split a batch-norm network's real half."""
+    m = create_method("dm", arch="convnet_bn", real_chunk=4, batch_real=8)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert m.real_chunk >= 80
+    plain = create_method("dm", arch="convnet", real_chunk=4, batch_real=8)
+    plain.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert plain.real_chunk == 4

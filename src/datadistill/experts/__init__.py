@@ -48,7 +48,7 @@ class ExpertRecipe:
     """How each expert is trained (the MTT paper's buffer recipe by default)."""
 
     arch: str = "convnet"
-    width: int = 128  # ConvNet width (ignored by other architectures)
+    width: int = 128  # ConvNet width (arch=convnet only; refused for others)
     epochs: int = 50
     lr: float = 0.01  # lr_teacher
     momentum: float = 0.0

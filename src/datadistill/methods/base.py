@@ -82,6 +82,18 @@ def registered_model(params: HParams, owner: str, name: str = "arch") -> None:
     except UnknownNameError as exc:
         raise ConfigError(f"The {name!r} parameter of {owner}: {exc}") from None
     object.__setattr__(params, name, canonical)  # frozen: set once, during validation
+    width = getattr(params, "width", None)
+    default = type(params).__dataclass_fields__.get("width")
+    if (
+        name == "arch"
+        and default is not None
+        and canonical != "convnet"
+        and width != default.default
+    ):
+        raise ConfigError(
+            f"The 'width' parameter of {owner} applies to arch=convnet only; {canonical} has "
+            f"its own widths. Drop width={width!r}, or use arch=convnet."
+        )
 
 
 class Method:

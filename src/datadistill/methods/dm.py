@@ -53,7 +53,7 @@ class DMParams(HParams):
     momentum: float = 0.5  # SGD momentum of the synthetic pixels
     batch_real: int = 256  # real images per class per iteration
     arch: str = "convnet"  # embedding network, re-initialised every iteration
-    width: int = 128  # ConvNet width (ignored by other architectures)
+    width: int = 128  # ConvNet width (arch=convnet only; refused for others)
     dsa: bool = True  # Siamese augmentation on both sides
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
@@ -116,10 +116,13 @@ class DM(Method):
         # On CPU the first layers' activations of a whole real batch (2560 x 128 x 32 x 32
         # floats for MNIST) do not fit in cache; small chunks run about twice as fast.
         # Batch norm would see per-chunk statistics, so such networks take the batch whole.
-        whole = device.type != "cpu" or any(
+        batch_norm = any(
             isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.net.modules()
         )
-        self.real_chunk = hp.real_chunk or (1 << 30 if whole else 16)
+        if batch_norm:  # also over an explicit real_chunk: chunks would change the maths
+            self.real_chunk = 1 << 30
+        else:
+            self.real_chunk = hp.real_chunk or (1 << 30 if device.type != "cpu" else 16)
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
         self.real_dtype = resolve_precision(hp.real_precision, device)
