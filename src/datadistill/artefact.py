@@ -248,7 +248,7 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
         from PIL import Image
 
         rows = []
-        k = max(len(names), int(labels.max()) + 1 if labels.size else 0)
+        k = distilled.info.num_classes  # Distilled keeps labels below it
         folders = _folder_names([*names, *(str(i) for i in range(len(names), k))])
         for i, (img, y) in enumerate(zip(arr, labels, strict=True)):
             folder = out / folders[int(y)]

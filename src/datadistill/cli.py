@@ -49,13 +49,9 @@ def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
 
 def _val_size(value: float) -> float | int:
     """--val-size: a fraction in [0, 1) or a whole count of images."""
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value) or value < 0 or (value >= 1 and value != int(value)):
         raise ConfigError(
             f"--val-size must be a fraction in [0, 1) or a whole number of images; got {value}."
-        )
-    if value >= 1 and value != int(value):
-        raise ConfigError(
-            f"--val-size must be a fraction below 1 or a whole number of images; got {value}."
         )
     return int(value) if value >= 1 else value
 

@@ -144,14 +144,16 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
     with torch.device("meta"):  # shapes only: no memory, no draw from the global RNG
         experts_net = create_model_for(recipe["arch"], info, recipe["width"])  # as the buffer
         shapes = [p.shape for p in experts_net.parameters()]
-    for arch in archs:
-        with torch.device("meta"):
-            net = create_model(  # as train_and_test builds it
+        evaluated = {  # as train_and_test builds them
+            arch: create_model(
                 arch,
                 channels=info.channels,
                 num_classes=info.num_classes,
                 image_size=info.image_size,
             )
+            for arch in archs
+        }
+    for arch, net in evaluated.items():
         if [p.shape for p in net.parameters()] != shapes:
             warnings.warn(
                 f"The learned lr {distilled.lr:.4g} was learned for the experts' {recipe['arch']} "

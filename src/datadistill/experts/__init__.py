@@ -37,7 +37,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.errors import ConfigError, DataError, first_difference
 from datadistill.evaluation.train import accuracy, train_network
-from datadistill.models import create_model_for
+from datadistill.models import check_width_applies, create_model_for
 
 FORMAT = "datadistill-experts/1"
 MANIFEST = "manifest.json"
@@ -364,11 +364,7 @@ def train_experts(
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int >= 1; got {workers!r}.")
     default_width = ExpertRecipe.__dataclass_fields__["width"].default
-    if recipe.arch.lower() != "convnet" and recipe.width != default_width:
-        raise ConfigError(
-            f"The width applies to arch=convnet only; {recipe.arch!r} has its own widths. "
-            f"Drop the width, or use arch=convnet."
-        )
+    check_width_applies(recipe.arch, recipe.width, default_width, "experts")
     root = Path(out)
     _write_manifest(root, real, recipe, seed)
     todo = [i for i in range(num) if not expert_file(root, i).is_file()]

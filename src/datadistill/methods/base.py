@@ -73,7 +73,7 @@ def registered_model(params: HParams, owner: str, name: str = "arch") -> None:
     it is stored in its registered spelling, so ``ConvNet-BN`` and ``convnet_bn`` are one
     run for a checkpoint."""
     from datadistill.errors import UnknownNameError
-    from datadistill.models import MODELS
+    from datadistill.models import MODELS, check_width_applies
 
     value = getattr(params, name)
     require(owner, name, value, isinstance(value, str), "a model name")
@@ -82,18 +82,10 @@ def registered_model(params: HParams, owner: str, name: str = "arch") -> None:
     except UnknownNameError as exc:
         raise ConfigError(f"The {name!r} parameter of {owner}: {exc}") from None
     object.__setattr__(params, name, canonical)  # frozen: set once, during validation
-    width = getattr(params, "width", None)
     default = type(params).__dataclass_fields__.get("width")
-    if (
-        name == "arch"
-        and default is not None
-        and canonical != "convnet"
-        and width != default.default
-    ):
-        raise ConfigError(
-            f"The 'width' parameter of {owner} applies to arch=convnet only; {canonical} has "
-            f"its own widths. Drop width={width!r}, or use arch=convnet."
-        )
+    if name == "arch" and default is not None:
+        width = params.width  # type: ignore[attr-defined]  # declared by this subclass
+        check_width_applies(canonical, width, default.default, owner)
 
 
 class Method:

@@ -11,7 +11,13 @@ the final linear layer ``classifier`` and ``forward(x) = classifier(embed(x))``.
 
 from datadistill.models import alexnet, convnet, lenet, mlp, resnet, vgg  # noqa: F401  (register)
 from datadistill.models._base import ImageClassifier
-from datadistill.models._factory import MODELS, create_model, create_model_for, list_models
+from datadistill.models._factory import (
+    MODELS,
+    check_width_applies,
+    create_model,
+    create_model_for,
+    list_models,
+)
 from datadistill.models.alexnet import AlexNet
 from datadistill.models.convnet import ConvNet, default_depth
 from datadistill.models.init import reset_parameters
@@ -31,6 +37,7 @@ __all__ = [
     "VGG11",
     "create_model",
     "create_model_for",
+    "check_width_applies",
     "default_depth",
     "list_models",
     "reset_parameters",

@@ -109,12 +109,26 @@ def create_model(
     return model
 
 
+def _takes_width(name: str) -> bool:
+    return name.lower() == "convnet"
+
+
+def check_width_applies(name: str, width: object, default: object, owner: str) -> None:
+    """``create_model_for`` gives ``width`` to the plain ConvNet only: any other value than
+    the ``default`` beside another architecture would be recorded but not applied."""
+    if not _takes_width(name) and width != default:
+        raise ConfigError(
+            f"The width applies to arch=convnet only; {name} has its own widths (the 'width' "
+            f"parameter of {owner}). Drop width={width!r}, or use arch=convnet."
+        )
+
+
 def create_model_for(
     name: str, info: DatasetInfo, width: int, generator: torch.Generator | None = None
 ) -> nn.Module:
     """A registered model for ``info``'s images and classes; ``width`` applies to the
-    ConvNet family only (how methods and expert buffers build their networks)."""
-    kwargs = {"width": width} if name.lower() == "convnet" else {}
+    plain ConvNet only (how methods and expert buffers build their networks)."""
+    kwargs = {"width": width} if _takes_width(name) else {}
     return create_model(
         name,
         channels=info.channels,
