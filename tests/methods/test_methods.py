@@ -180,6 +180,12 @@ def test_kcenter_covers_far_points():
     assert kcenter(feats, 3, first=0).tolist() == [0, 3, 2]
 
 
+def test_kcenter_picks_distinct_rows_among_duplicates():
+    """Duplicate images tie at distance 0 with the chosen ones: still k distinct rows."""
+    feats = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
+    assert sorted(kcenter(feats, 4, first=0).tolist()) == [0, 1, 2, 3]
+
+
 def test_kmeans_nearest_takes_one_row_per_cluster():
     from datadistill.methods.common import kmeans_nearest
 
@@ -228,6 +234,25 @@ def test_kmeans_features_init_clusters_each_class_in_a_trained_embedding(digits)
         assert torch.equal(digits.train_y[rows], torch.full((3,), c))
         assert torch.equal(s.images[3 * c : 3 * c + 3].detach(), digits.train_x[rows])
     assert not torch.equal(s.images.detach(), pixel.images.detach())  # another space
+
+
+def test_feature_cache_is_reused_and_forgotten_with_its_data():
+    """Herding and k-center with one seed train one feature network; the cached features
+    live in host memory and go when their data are freed."""
+    import gc
+
+    import datadistill as dd
+    from datadistill.methods import features
+
+    real = dd.load_dataset("digits", val_size=0)
+    cpu = torch.device("cpu")
+    first = features.all_class_features(real, "convnet", 8, 2, torch.Generator(), cpu)
+    again = features.all_class_features(real, "convnet", 8, 2, torch.Generator(), cpu)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    assert features._LAST
+    del real, first, again
+    gc.collect()
+    assert not features._LAST
 
 
 @pytest.mark.parametrize(
@@ -283,11 +308,19 @@ def test_arch_is_stored_in_its_registered_spelling():
 
 @pytest.mark.parametrize("name", ["dm", "dc", "dsa", "herding"])
 def test_width_is_refused_beside_another_architecture(name):
-    """``width`` shapes the plain ConvNet only: set beside another network it would be
-    recorded but not applied."""
-    create_method(name, arch="convnet_bn")  # the default width is fine
-    with pytest.raises(ConfigError, match="applies to arch=convnet only; convnet_bn"):
-        create_method(name, arch="convnet_bn", width=64)
+    """``width`` shapes the ConvNets that take one: set beside another network (or a
+    ConvNet of fixed width) it would be recorded but not applied."""
+    create_method(name, arch="lenet")  # the default width is fine
+    for arch in ("lenet", "convnetw32"):
+        with pytest.raises(ConfigError, match=f"that take one .*; {arch} has its own"):
+            create_method(name, arch=arch, width=64)
+
+
+def test_width_shapes_the_convnet_variants(digits):
+    """A batch-norm (or max-pooling, ...) ConvNet takes the method's width."""
+    m = create_method("dm", arch="convnet_bn", width=16, batch_real=8)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert m.net.embed(digits.train_x[:2]).shape[1] == 16  # 8 px pooled to 1 px maps
 
 
 def test_dm_with_batch_norm_embeds_the_real_batch_whole(digits):

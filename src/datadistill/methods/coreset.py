@@ -45,10 +45,14 @@ def kcenter(features: Tensor, k: int, first: int) -> Tensor:
     """Greedy k-center: start at ``first``, then repeatedly add the farthest row."""
     chosen = [first]
     min_dist = (features - features[first]).pow(2).sum(1)
+    # a chosen row is out of the running even where unchosen rows tie with it at distance 0
+    # (duplicate images), so the coreset always holds k distinct rows
+    min_dist[first] = -float("inf")
     for _ in range(k - 1):
         i = int(min_dist.argmax())
         chosen.append(i)
         min_dist = torch.minimum(min_dist, (features - features[i]).pow(2).sum(1))
+        min_dist[i] = -float("inf")
     return torch.tensor(chosen, dtype=torch.long)
 
 

@@ -58,8 +58,15 @@ def class_features(
 
 
 # The last feature space computed, keyed by everything it depends on: herding and k-center
-# with the same seed and settings (e.g. a benchmark over several IPCs) train it once.
+# with the same seed and settings (e.g. a benchmark over several IPCs) train it once. The
+# features wait in host memory (a GPU's memory, and the peak a later run measures, stay
+# free of them) and are forgotten when their data are freed.
 _LAST: dict[str, Any] = {}
+
+
+def _forget(ref: weakref.ref[Tensor]) -> None:
+    if _LAST.get("data") is ref:
+        _LAST.clear()
 
 
 def all_class_features(
@@ -84,11 +91,14 @@ def all_class_features(
     ref = _LAST.get("data")
     if ref is not None and ref() is real.train_x and _LAST.get("key") == key:
         generator.set_state(_LAST["state"])
-        return list(_LAST["features"])
+        return [(f.to(where), idx) for f, idx, where in _LAST["features"]]
     net = train_feature_network(real, arch, width, steps, generator, device)
     features = [class_features(net, real, c, device) for c in range(real.info.num_classes)]
     _LAST.clear()
     _LAST.update(
-        data=weakref.ref(real.train_x), key=key, state=generator.get_state(), features=features
+        data=weakref.ref(real.train_x, _forget),
+        key=key,
+        state=generator.get_state(),
+        features=[(f.cpu(), idx, f.device) for f, idx in features],
     )
     return features
