@@ -192,5 +192,5 @@ def test_zca_regulariser_and_manifest_checks(tmp_path, expert_buffer, digits):
     path.write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="incomplete or invalid"):
         ExpertBuffer(root)
-    with pytest.raises(ConfigError, match="width applies to arch=convnet only"):
-        train_experts(digits, tmp_path / "bn", 1, ExpertRecipe(arch="convnet_bn", width=64))
+    with pytest.raises(ConfigError, match="width applies to the ConvNets that take one"):
+        train_experts(digits, tmp_path / "bn", 1, ExpertRecipe(arch="lenet", width=64))

@@ -37,7 +37,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.errors import ConfigError, DataError, first_difference
 from datadistill.evaluation.train import accuracy, train_network
-from datadistill.models import check_width_applies, create_model_for
+from datadistill.models import check_width_applies, create_model_for, takes_width
 
 FORMAT = "datadistill-experts/1"
 MANIFEST = "manifest.json"
@@ -462,11 +462,7 @@ class ExpertBuffer:
                 f"The expert buffer {self.root} holds {self.recipe.arch!r} experts, not "
                 f"{arch!r}; use arch={self.recipe.arch} or train experts for {arch}."
             )
-        if (
-            width is not None
-            and self.recipe.arch.lower() == "convnet"
-            and width != self.recipe.width
-        ):
+        if width is not None and takes_width(self.recipe.arch) and width != self.recipe.width:
             raise ConfigError(
                 f"The expert buffer {self.root} holds ConvNets of width {self.recipe.width}, "
                 f"not {width}."

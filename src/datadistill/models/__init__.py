@@ -17,6 +17,7 @@ from datadistill.models._factory import (
     create_model,
     create_model_for,
     list_models,
+    takes_width,
 )
 from datadistill.models.alexnet import AlexNet
 from datadistill.models.convnet import ConvNet, default_depth
@@ -38,6 +39,7 @@ __all__ = [
     "create_model",
     "create_model_for",
     "check_width_applies",
+    "takes_width",
     "default_depth",
     "list_models",
     "reset_parameters",

@@ -109,17 +109,22 @@ def create_model(
     return model
 
 
-def _takes_width(name: str) -> bool:
-    return name.lower() == "convnet"
+def takes_width(name: str) -> bool:
+    """Whether the registered model ``name`` takes a ``width`` option it does not fix: the
+    ConvNet and its variants other than the fixed-width ``convnetw32`` / ``convnetw64``."""
+    meta = MODELS.meta(name)
+    return "width" in _accepted_kwargs(MODELS.get(name)) and "width" not in meta.get("fixed", {})
 
 
 def check_width_applies(name: str, width: object, default: object, owner: str) -> None:
-    """``create_model_for`` gives ``width`` to the plain ConvNet only: any other value than
-    the ``default`` beside another architecture would be recorded but not applied."""
-    if not _takes_width(name) and width != default:
+    """``create_model_for`` gives ``width`` to the models that take one (:func:`takes_width`):
+    any other value than the ``default`` beside another architecture would be recorded but
+    not applied."""
+    if not takes_width(name) and width != default:
         raise ConfigError(
-            f"The width applies to arch=convnet only; {name} has its own widths (the 'width' "
-            f"parameter of {owner}). Drop width={width!r}, or use arch=convnet."
+            f"The width applies to the ConvNets that take one (convnet, convnet_bn, ...); "
+            f"{name} has its own widths (the 'width' parameter of {owner}). Drop "
+            f"width={width!r}, or use arch=convnet."
         )
 
 
@@ -127,8 +132,9 @@ def create_model_for(
     name: str, info: DatasetInfo, width: int, generator: torch.Generator | None = None
 ) -> nn.Module:
     """A registered model for ``info``'s images and classes; ``width`` applies to the
-    plain ConvNet only (how methods and expert buffers build their networks)."""
-    kwargs = {"width": width} if _takes_width(name) else {}
+    models that take one (:func:`takes_width`; how methods and expert buffers build their
+    networks)."""
+    kwargs = {"width": width} if takes_width(name) else {}
     return create_model(
         name,
         channels=info.channels,
