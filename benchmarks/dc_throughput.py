@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import datadistill as dd
 from benchmarks._common import DATA, add_bf16_option, time_interleaved, wants_bf16, write
-from datadistill.evaluation.train import one_family_per_batch
+from datadistill.augment import one_family_per_batch
 from datadistill.functional import gradient_distance
 from datadistill.methods import create_method
 from datadistill.models import reset_parameters

@@ -82,6 +82,15 @@ def test_deterministic_and_no_global_rng() -> None:
     assert torch.equal(dsa.augment(x[:, 0], gen(3)), dsa.augment(x[:, 0], gen(3)))
 
 
+def test_augment_takes_one_family_per_batch_as_the_reference() -> None:
+    """A training batch: per-image parameters, one family (the first image's draw)."""
+    dsa, x = DSA(), torch.randn(64, 3, 8, 8, generator=gen(2))
+    params = dsa.sample(64, gen(5))
+    assert params.choice is not None and len(set(params.choice.tolist())) > 1
+    one = replace(params, choice=params.choice[:1].expand(64).clone())
+    assert torch.equal(dsa.augment(x, gen(5)), dsa(x, one))
+
+
 @pytest.mark.parametrize("mode", ["single", "multiple"])
 @pytest.mark.parametrize("strategy", [*AUGMENTATIONS.names(), DSAConfig().strategy])
 def test_siamese_same_params_same_augmentation(strategy: str, mode: str) -> None:

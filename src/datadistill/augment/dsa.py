@@ -9,12 +9,14 @@ flow through the augmentation into the synthetic images::
     real_aug = dsa(real, params)  # (K, n_real, C, H, W)
     syn_aug = dsa(syn, params)    # (K, ipc, C, H, W)
 
-When training evaluation networks, every image gets its own parameters:
-``dsa.augment(x, generator)`` for x (B, C, H, W).
+When training evaluation networks, every image gets its own parameters and the batch one
+family, as the reference's ``DiffAugment`` in single mode: ``dsa.augment(x, generator)``
+for x (B, C, H, W).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -106,8 +108,9 @@ class DSA:
         return out.squeeze(1) if x.dim() == 4 else out
 
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Augment every image of x (B, C, H, W) with its own freshly sampled parameters."""
-        return self(x, self.sample(x.shape[0], generator, x.device))
+        """Augment every image of x (B, C, H, W) with its own freshly sampled parameters;
+        in single mode the whole batch takes one family (see :func:`one_family_per_batch`)."""
+        return self(x, one_family_per_batch(self.sample(x.shape[0], generator, x.device)))
 
     @staticmethod
     def _apply(x: Tensor, params: DSAParams) -> Tensor:
@@ -131,3 +134,11 @@ class DSA:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel())
         return torch.cat(pieces)[inverse.to(x.device)]
+
+
+def one_family_per_batch(params: DSAParams) -> DSAParams:
+    """As the reference's single mode on a training batch: one augmentation family for the
+    whole batch (the first image's draw), with per-image parameters."""
+    if params.choice is None:
+        return params
+    return dataclasses.replace(params, choice=params.choice[:1].expand_as(params.choice).clone())

@@ -104,19 +104,23 @@ def _warp(x: Tensor, theta: Tensor) -> Tensor:
 
     The grid is built once per group; the N images of a group are folded into channels so
     ``grid_sample`` reuses it for all of them (zeros outside, align_corners=True as the
-    reference).
+    reference). Half-precision images are resampled in float32: bf16 grid coordinates
+    near the border are off by a quarter pixel at 64 px, and even the identity warp would
+    blur them.
     """
     g, n, c, h, w = x.shape
-    theta = theta.to(device=x.device, dtype=x.dtype)
+    low = x.dtype in (torch.bfloat16, torch.float16)
+    xs = x.float() if low else x
+    theta = theta.to(device=x.device, dtype=xs.dtype)
     grid = F.affine_grid(theta, [g, 1, h, w], align_corners=True)  # (G, H, W, 2)
     out = F.grid_sample(
-        x.reshape(g, n * c, h, w),
+        xs.reshape(g, n * c, h, w),
         grid,
         mode="bilinear",
         padding_mode="zeros",
         align_corners=True,
     )
-    return out.view(g, n, c, h, w)
+    return out.view(g, n, c, h, w).to(x.dtype)
 
 
 @AUGMENTATIONS.register("scale")

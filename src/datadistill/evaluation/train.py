@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datadistill.augment import DSA, DSAParams
+from datadistill.augment import DSA
 
 
 def label_loss(logits: Tensor, labels: Tensor, soft: Tensor | None) -> Tensor:
@@ -63,7 +61,7 @@ def train_network(
             idx = order[start : start + batch_size]
             x = images[idx]
             if dsa is not None:
-                x = dsa(x, one_family_per_batch(dsa.sample(x.shape[0], generator, x.device)))
+                x = dsa.augment(x, generator)  # one family per batch, as the reference
             soft = soft_labels[idx] if soft_labels is not None else None
             opt.zero_grad(set_to_none=True)
             for xc, yc, sc in _chunks(x, labels[idx], soft, chunk):
@@ -74,14 +72,6 @@ def train_network(
             if max_steps is not None and steps >= max_steps:
                 return model
     return model
-
-
-def one_family_per_batch(params: DSAParams) -> DSAParams:
-    """As the reference's single mode: one augmentation family for the whole batch (the
-    first image's draw), with per-image parameters."""
-    if params.choice is None:
-        return params
-    return dataclasses.replace(params, choice=params.choice[:1].expand_as(params.choice).clone())
 
 
 def default_micro_batch(model: nn.Module, images: Tensor) -> int:

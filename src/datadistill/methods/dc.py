@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from datadistill.augment import DSA, DSAConfig
+from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
-from datadistill.evaluation.train import label_loss, one_family_per_batch
+from datadistill.evaluation.train import label_loss
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads

@@ -26,10 +26,9 @@ from torch import Tensor
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from datadistill.augment import DSA, DSAConfig
+from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
-from datadistill.evaluation.train import one_family_per_batch
 from datadistill.experts import ExpertBuffer, data_fingerprint
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods.base import (
