@@ -133,6 +133,23 @@ def test_grid_follows_labels_and_allows_fewer_images_than_classes(tmp_path, digi
     assert save_grid(few, tmp_path / "b.png").is_file()
 
 
+def test_figures_leave_the_process_matplotlib_backend_alone(tmp_path, digits):
+    """A notebook's inline backend survives a run's grid.png and curves.png."""
+    import matplotlib
+
+    from datadistill.report import save_curves, save_grid
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        save_grid(_distilled(digits), tmp_path / "grid.png")
+        save_curves(_distilled(digits), tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "pdf"
+        assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        matplotlib.use(before)
+
+
 def test_png_export_folder_names_are_safe_and_distinct(tmp_path, digits):
     import dataclasses
 

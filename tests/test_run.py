@@ -557,3 +557,16 @@ def test_run_never_writes_into_a_folder_of_other_files(tmp_path):
     with pytest.raises(ConfigError, match=r"already holds other files \(notes.txt\)"):
         dd.run(cfg, tmp_path / "mine")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_two_callbacks_of_one_class_resume_their_own_states(tmp_path, digits):
+    """A user's second History (every third step) keeps its own rows across a resume."""
+    from datadistill.callbacks import History
+
+    ckpt = tmp_path / "ckpt.pt"
+    common = dict(device="cpu", checkpoint=ckpt, **HP)
+    dd.distill(digits, "dm", 1, iterations=3, callbacks=[History(1), History(3)], **common)
+    every, third = History(every=1), History(every=3)
+    dd.distill(digits, "dm", 1, iterations=4, resume=True, callbacks=[every, third], **common)
+    assert [r["iteration"] for r in every.rows] == [1, 2, 3, 4]
+    assert [r["iteration"] for r in third.rows] == [1, 3]

@@ -15,20 +15,24 @@ if TYPE_CHECKING:
     from datadistill.run import RunConfig
 
 
+def _figure(size: tuple[float, float]) -> Any:
+    """A matplotlib figure drawn without pyplot: the process's backend (a notebook's inline
+    one, say) is left as it is, and nothing stays registered once the figure is saved."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size)
+
+
 def save_grid(distilled: Distilled, path: str | Path, max_per_class: int = 10) -> Path:
     """An image grid: one row per class, up to ``max_per_class`` images each, un-normalised."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pixels = distilled.pixels()  # (N, C, H, W)
     k = distilled.info.num_classes
     rows = min(k, 100)
     # each row shows its class's own images, whatever order the set keeps them in
     members = [(distilled.labels == r).nonzero()[:, 0][:max_per_class] for r in range(rows)]
     cols = max(1, max(len(m) for m in members))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 0.8, rows * 0.9), squeeze=False)
+    fig = _figure((cols * 0.9 + 0.8, rows * 0.9))
+    axes = fig.subplots(rows, cols, squeeze=False)
     names = distilled.info.class_names
     for r in range(rows):
         for c in range(cols):
@@ -53,20 +57,15 @@ def save_grid(distilled: Distilled, path: str | Path, max_per_class: int = 10) -
     fig.tight_layout(pad=0.2)
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def save_curves(distilled: Distilled, path: str | Path) -> Path:
     """Distillation loss per iteration and validation accuracy (if measured)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = distilled.manifest.get("loss_history") or []
     val = (distilled.manifest.get("validation") or {}).get("history") or []
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = _figure((9, 3.2))
+    axes = fig.subplots(1, 2)
     if rows:
         its = [r["iteration"] for r in rows]
         losses = [r.get("loss", math.nan) for r in rows]
@@ -85,7 +84,6 @@ def save_curves(distilled: Distilled, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -210,6 +210,18 @@ def _merge_change(
     return changes[:-1] + ([{"iteration": at, "changed": merged}] if merged else [])
 
 
+def _callback_keys(callbacks: Sequence[Callback]) -> list[str]:
+    """The names a checkpoint keeps callback states under: the class name, numbered from the
+    second callback of a class on (two ``Validation`` callbacks keep two states)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
+
+
 def run_loop(
     method: Method,
     *,
@@ -232,10 +244,10 @@ def run_loop(
         generator.set_state(resume_state["generator"])
         seconds = float(resume_state["seconds"])
         saved = resume_state["callbacks"]
-        for cb in callbacks:
-            if type(cb).__name__ in saved:
-                cb.load_state_dict(saved[type(cb).__name__])
-        names = {type(cb).__name__ for cb in callbacks}
+        for key, cb in zip(_callback_keys(callbacks), callbacks, strict=True):
+            if key in saved:
+                cb.load_state_dict(saved[key])
+        names = set(_callback_keys(callbacks))
         carried = {k: v for k, v in saved.items() if k not in names}
     if not method.needs_steps:
         return LoopResult(method, 0, seconds, "no-steps")
@@ -245,12 +257,17 @@ def run_loop(
         else (None if time_budget is not None else method.default_iterations)
     )
 
+    keys = _callback_keys(callbacks)
+
     def snapshot() -> dict[str, Any]:
         return {
             "method": method.state_dict(),
             "generator": generator.get_state(),
             "seconds": seconds,
-            "callbacks": {**carried, **{type(cb).__name__: cb.state_dict() for cb in callbacks}},
+            "callbacks": {
+                **carried,
+                **{k: cb.state_dict() for k, cb in zip(keys, callbacks, strict=True)},
+            },
             "fingerprint": fingerprint or {},
             "resume_changes": list(resume_changes),
             "setup_seconds": setup_seconds,
