@@ -114,10 +114,36 @@ def test_exports_read_back_as_user_data(tmp_path, digits):
     ):
         real = dd.load_dataset(spec, val_size=0, normalization="none")
         assert real.info.class_names == digits.info.class_names
-        if spec.startswith("npz:"):  # digits are never flipped, and the export says so
-            assert real.info.allow_flip is False
+        assert real.info.allow_flip is False  # digits are never flipped, and exports say so
         x = torch.cat([real.train_x, real.test_x])  # the loaders carve a test split
         assert sorted((x * 255).round().flatten(1).tolist()) == expected, spec
+
+
+def test_png_export_reads_back_with_its_own_class_order(tmp_path, digits):
+    """Class names that sort otherwise than their labels (as Fashion-MNIST's) keep their
+    labels through a PNG export: the loader follows labels.json, not the folder order."""
+    import dataclasses
+    import json
+
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    info = dataclasses.replace(digits.info, class_names=names)
+    idx = torch.cat([torch.nonzero(digits.train_y == c)[:5, 0] for c in range(10)])
+    d = dd.Distilled(images=digits.train_x[idx], labels=digits.train_y[idx], info=info)
+    out = dd.export(d, tmp_path / "png", "png")
+    real = dd.load_dataset(f"imagefolder:{out}", val_size=0, normalization="none")
+    assert real.info.class_names == names
+    x = torch.cat([real.train_x, real.test_x])
+    y = torch.cat([real.train_y, real.test_y])
+    pairs = sorted(zip(((x * 255).round().flatten(1).tolist()), y.tolist(), strict=True))
+    want = (d.pixels() * 255).round().flatten(1).tolist()
+    assert pairs == sorted(zip(want, d.labels.tolist(), strict=True))
+    meta = json.loads((out / "labels.json").read_text())
+    meta["files"] = meta["files"][1:]  # an image the file does not label
+    (out / "labels.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="lists no label for"):
+        dd.load_dataset(f"imagefolder:{out}", val_size=0)
+    (out / "labels.json").write_text('{"something": "else"}')  # a user's own file
+    assert dd.load_dataset(f"imagefolder:{out}", val_size=0).info.class_names != names
 
 
 def test_grid_follows_labels_and_allows_fewer_images_than_classes(tmp_path, digits):

@@ -217,8 +217,10 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     Nothing the images need for training is dropped: the npz holds ``x`` (N, H, W, C)
     uint8, ``y``, ``class_names``, ``allow_flip`` and, when the set has them,
     ``soft_labels`` and ``lr``; a PNG export writes ``labels.json`` beside the class
-    folders with the class names, the lr and each file's label and soft label. Both
-    read back with :func:`~datadistill.load_dataset` (``npz:PATH``, ``imagefolder:PATH``).
+    folders with the class names, ``allow_flip``, the lr and each file's label and soft
+    label. Both read back with :func:`~datadistill.load_dataset` (``npz:PATH``,
+    ``imagefolder:PATH``) with their class names, labels and ``allow_flip`` (soft labels
+    and the lr are for the user's own training code).
     """
     out, fmt = Path(out), str(fmt).lower()
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -260,7 +262,9 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
             if soft is not None:
                 row["soft_label"] = [float(v) for v in soft[i]]
             rows.append(row)
-        head = json.dumps({"class_names": names, "lr": distilled.lr})[:-1]
+        head = json.dumps(
+            {"class_names": names, "allow_flip": distilled.info.allow_flip, "lr": distilled.lr}
+        )[:-1]
         body = ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
         (out / "labels.json").write_text(f'{head}, "files": [\n{body}\n]}}\n')  # a row a line
         return out

@@ -9,10 +9,16 @@ Images are kept grayscale (1 channel) when every image is grayscale, else conver
 RGB; 16-bit grayscale is scaled to 8 bits (x / 257) and float grayscale read as [0, 1].
 All images get the most common size among them: others are resized to it with Pillow's
 bilinear filter.
+
+A folder written by ``datadistill export --format png`` holds a ``labels.json`` beside the
+class folders; its class names, each file's label and ``allow_flip`` are then used, so an
+export reads back with the labels it was written with (sorted folder names could number
+the classes otherwise). Its soft labels and learned lr are not read.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -112,6 +118,43 @@ def _load_images(files: list[Path], mode: str, size: tuple[int, int]) -> np.ndar
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
+def _exported_labels(
+    folder: Path, names: list[str], files: list[Path], labels: np.ndarray
+) -> tuple[list[str], np.ndarray, bool]:
+    """Class names, labels and allow_flip from the ``labels.json`` of a PNG export, if
+    ``folder`` has one (a ``labels.json`` of another shape is left alone)."""
+    path = folder / "labels.json"
+    if not path.is_file():
+        return names, labels, True
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return names, labels, True
+    rows = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(rows, list) or not isinstance(meta.get("class_names"), list):
+        return names, labels, True
+    try:
+        by_file = {str(r["file"]): int(r["label"]) for r in rows}
+        exported = [str(n) for n in meta["class_names"]]
+    except (TypeError, KeyError, ValueError) as e:
+        raise DataError(
+            f"{path} is not a readable export label file ({e!r}); fix or remove it."
+        ) from e
+    missing = [p.relative_to(folder).as_posix() for p in files]
+    missing = [f for f in missing if f not in by_file]
+    if missing:
+        raise DataError(
+            f"{path} lists no label for {missing[0]} ({len(missing)} image(s) in all); "
+            "remove labels.json to label images by their folders, or add them to it."
+        )
+    new = np.asarray([by_file[p.relative_to(folder).as_posix()] for p in files], np.int64)
+    k = max(len(exported), int(new.max()) + 1)
+    if new.min() < 0:
+        raise DataError(f"{path} gives a negative label; fix or remove it.")
+    flip = meta.get("allow_flip", True)
+    return [*exported, *(str(i) for i in range(len(exported), k))], new, bool(flip)
+
+
 def _has_split_layout(folder: Path) -> bool:
     train, test = folder / "train", folder / "test"
     return train.is_dir() and test.is_dir() and bool(_class_dirs(train)) and bool(_class_dirs(test))
@@ -136,8 +179,10 @@ def read_imagefolder(folder: Path) -> RawData:
                 f"{folder / 'test'} must have the same class folders as {folder / 'train'}; "
                 f"got {test_names} vs {names}."
             )
+        allow_flip = True
     else:
         names, files, labels = _scan(folder)
+        names, labels, allow_flip = _exported_labels(folder, names, files, labels)
         train, test = split_off(labels, TEST_FRACTION, len(names), TEST_SEED, "test")
         train_files, test_files = [files[i] for i in train], [files[i] for i in test]
         train_y, test_y = labels[train], labels[test]
@@ -150,7 +195,7 @@ def read_imagefolder(folder: Path) -> RawData:
         test_x=_load_images(test_files, mode, size),
         test_y=test_y,
         class_names=tuple(names),
-        allow_flip=True,
+        allow_flip=allow_flip,
         source=str(folder),
     )
     raw.validate()
