@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q install --no-compile -c const
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint clean
 
 # The demo needs the runtime dependencies only; the test tools come on top of them.
 $(STAMP): pyproject.toml constraints.txt

@@ -69,8 +69,14 @@ def distill(
     ] = "dm",
     ipc: Annotated[int, typer.Option(help="Synthetic images per class.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of every random draw of the run.")] = 0,
-    iterations: Annotated[int | None, typer.Option(help="Steps (default: the method's).")] = None,
-    time_budget: Annotated[float | None, typer.Option(help="Seconds of distillation.")] = None,
+    iterations: Annotated[
+        int | None,
+        typer.Option(help="Steps (default: the method's; no cap beside --time-budget)."),
+    ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds of distillation, set-up included, validation excluded."),
+    ] = None,
     hp: Annotated[
         list[str] | None,
         typer.Option(
