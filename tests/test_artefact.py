@@ -205,3 +205,24 @@ def test_load_checks_version_first_and_whitening_tensors(tmp_path, digits):
     save_file(half, str(tmp_path / "half.safetensors"), {"manifest": json.dumps(manifest)})
     with pytest.raises(DataError, match="holds 1 of the 3 whitening tensors"):
         dd.load(tmp_path / "half.safetensors")
+
+
+def test_an_image_folder_takes_a_user_labels_json_for_what_it_is(tmp_path, digits):
+    """A labels.json of another shape is the user's own file; one shaped as an export's
+    with a wrong value is one clear error."""
+    import json
+
+    idx = torch.cat([torch.nonzero(digits.train_y == c)[:5, 0] for c in range(10)])
+    d = dd.Distilled(images=digits.train_x[idx], labels=digits.train_y[idx], info=digits.info)
+    out = dd.export(d, tmp_path / "png", "png")
+    meta = json.loads((out / "labels.json").read_text())
+    for row in meta["files"]:
+        row["file"] = "./" + row["file"].replace("/", "\\")  # a hand-edited file
+    (out / "labels.json").write_text(json.dumps(meta))
+    assert dd.load_dataset(f"imagefolder:{out}", val_size=0).info.allow_flip is False
+    meta["allow_flip"] = "false"
+    (out / "labels.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="allow_flip='false' is not"):
+        dd.load_dataset(f"imagefolder:{out}", val_size=0)
+    (out / "labels.json").write_text(json.dumps({"class_names": ["a"], "files": ["x.png"]}))
+    assert dd.load_dataset(f"imagefolder:{out}", val_size=0).info.allow_flip is True

@@ -74,6 +74,19 @@ def test_evaluate_refuses_a_set_from_other_data(digits):
         dd.evaluate(_set(digits), digits, "fast", seeds="1", device="cpu")
 
 
+def test_evaluate_refuses_a_set_whose_classes_are_in_another_order(digits):
+    """Same images and statistics, classes numbered otherwise (an image folder read in
+    sorted folder order): the labels would be scored against other classes."""
+    import dataclasses
+
+    names = tuple(reversed(digits.info.class_names))
+    shuffled = dataclasses.replace(
+        _set(digits), info=dataclasses.replace(digits.info, class_names=names)
+    )
+    with pytest.raises(DataError, match="class 0 is '9' in this set but '0' in the real data"):
+        dd.evaluate(shuffled, digits, "fast", seeds=1, full=False, device="cpu")
+
+
 def test_a_distilled_set_checks_its_own_fields(digits):
     with pytest.raises(DataError, match=r"images have shape \(10, 3, 8, 8\)"):
         dd.Distilled(

@@ -192,5 +192,20 @@ def test_zca_regulariser_and_manifest_checks(tmp_path, expert_buffer, digits):
     path.write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="incomplete or invalid"):
         ExpertBuffer(root)
-    with pytest.raises(ConfigError, match="width applies to the ConvNets that take one"):
+    with pytest.raises(ConfigError, match="width applies to the models that take one"):
         train_experts(digits, tmp_path / "bn", 1, ExpertRecipe(arch="lenet", width=64))
+
+
+def test_buffer_refuses_data_whose_classes_are_in_another_order(expert_buffer, digits):
+    """The same images with the classes numbered otherwise: the experts' labels would mean
+    other classes."""
+    import copy
+    import dataclasses
+
+    other = copy.copy(digits)
+    other.info = dataclasses.replace(
+        digits.info, class_names=tuple(reversed(digits.info.class_names))
+    )
+    ExpertBuffer(expert_buffer).check(digits)
+    with pytest.raises(ConfigError, match=r"trained with the classes \(0, 1, 2, 3, \.\.\.\)"):
+        ExpertBuffer(expert_buffer).check(other)

@@ -570,3 +570,6 @@ def test_two_callbacks_of_one_class_resume_their_own_states(tmp_path, digits):
     dd.distill(digits, "dm", 1, iterations=4, resume=True, callbacks=[every, third], **common)
     assert [r["iteration"] for r in every.rows] == [1, 2, 3, 4]
     assert [r["iteration"] for r in third.rows] == [1, 3]
+    saved = torch.load(ckpt, weights_only=True)["callbacks"]
+    # the built-in History keeps its name; the user's are numbered after it
+    assert {"History", "History#2", "History#3"} <= set(saved)

@@ -21,7 +21,10 @@ from datadistill.methods.base import Method
 
 
 class Callback:
-    """No-op base; override what you need."""
+    """No-op base; override what you need. A checkpoint keeps its ``state_dict()`` under its
+    class name (numbered when a run has several of one class)."""
+
+    state_key: str | None = None  # set by distill() on its own callbacks
 
     def on_start(self, method: Method, start: int, total: int | None) -> None: ...
 

@@ -254,7 +254,7 @@ def experts(
     dataset: Annotated[str, typer.Option(help="Builtin name, imagefolder:PATH or npz:PATH.")],
     out: Annotated[Path, typer.Option(help="Buffer folder (created, or resumed).")],
     arch: Annotated[str, typer.Option(help="Expert architecture.")] = "convnet",
-    width: Annotated[int, typer.Option(help="ConvNet width.")] = 128,
+    width: Annotated[int, typer.Option(help="Network width (ConvNets and MLP).")] = 128,
     num: Annotated[int, typer.Option(help="Number of experts.")] = 20,
     epochs: Annotated[int, typer.Option(help="Epochs per expert (parameters kept each).")] = 50,
     lr: Annotated[float, typer.Option(help="Expert SGD learning rate (lr_teacher).")] = 0.01,

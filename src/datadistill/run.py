@@ -210,16 +210,31 @@ def _merge_change(
     return changes[:-1] + ([{"iteration": at, "changed": merged}] if merged else [])
 
 
+# The states of distill()'s own callbacks are kept under these names (``state_key``); a
+# user's callback of one of these classes is numbered from 2 whether or not the run has
+# the built-in one (validation is optional), so its key never moves between runs.
+_BUILTIN_KEYS = frozenset({"History", "Validation", "Progress"})
+
+
 def _callback_keys(callbacks: Sequence[Callback]) -> list[str]:
-    """The names a checkpoint keeps callback states under: the class name, numbered from the
-    second callback of a class on (two ``Validation`` callbacks keep two states)."""
+    """The names a checkpoint keeps callback states under: a built-in's ``state_key``, else
+    the class name, numbered from the second callback of a class on (two ``Validation``
+    callbacks keep two states)."""
     seen: dict[str, int] = {}
     keys = []
     for cb in callbacks:
+        if cb.state_key is not None:
+            keys.append(cb.state_key)
+            continue
         name = type(cb).__name__
-        seen[name] = seen.get(name, 0) + 1
+        seen[name] = seen.get(name, 1 if name in _BUILTIN_KEYS else 0) + 1
         keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return keys
+
+
+def _builtin(cb: Callback) -> Callback:
+    cb.state_key = type(cb).__name__
+    return cb
 
 
 def run_loop(
@@ -533,7 +548,7 @@ def _distill_checked(
         if validate_every > 0
         else None
     )
-    cbs: list[Callback] = [History(), *([val] if val else []), *callbacks]
+    cbs: list[Callback] = [_builtin(History()), *([_builtin(val)] if val else []), *callbacks]
     t_setup = time.perf_counter()
     m.setup(real.to(dev), ipc, generator, dev)
     setup_seconds = time.perf_counter() - t_setup
@@ -547,7 +562,7 @@ def _distill_checked(
         spent = float(resume_state["seconds"]) if resume_state is not None else 0.0
         left = None if budget is None else max(0.0, budget - spent)
         overhead = (lambda: val.seconds) if val is not None else None
-        cbs.append(Progress(f"{m.name} ipc={ipc}", time_budget=left, overhead=overhead))
+        cbs.append(_builtin(Progress(f"{m.name} ipc={ipc}", time_budget=left, overhead=overhead)))
     result = run_loop(
         m,
         iterations=iterations,

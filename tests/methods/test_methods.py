@@ -236,7 +236,7 @@ def test_kmeans_features_init_clusters_each_class_in_a_trained_embedding(digits)
     assert not torch.equal(s.images.detach(), pixel.images.detach())  # another space
 
 
-def test_feature_cache_is_reused_and_forgotten_with_its_data():
+def test_feature_cache_is_reused_and_forgotten_with_its_data(monkeypatch):
     """Herding and k-center with one seed train one feature network; the cached features
     live in host memory and go when their data are freed."""
     import gc
@@ -244,12 +244,17 @@ def test_feature_cache_is_reused_and_forgotten_with_its_data():
     import datadistill as dd
     from datadistill.methods import features
 
+    trained = []
+    train = features.train_feature_network
+    monkeypatch.setattr(
+        features, "train_feature_network", lambda *a, **k: trained.append(1) or train(*a, **k)
+    )
     real = dd.load_dataset("digits", val_size=0)
     cpu = torch.device("cpu")
     first = features.all_class_features(real, "convnet", 8, 2, torch.Generator(), cpu)
     again = features.all_class_features(real, "convnet", 8, 2, torch.Generator(), cpu)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
-    assert features._LAST
+    assert len(trained) == 1 and features._LAST
     del real, first, again
     gc.collect()
     assert not features._LAST
@@ -312,7 +317,7 @@ def test_width_is_refused_beside_another_architecture(name):
     ConvNet of fixed width) it would be recorded but not applied."""
     create_method(name, arch="lenet")  # the default width is fine
     for arch in ("lenet", "convnetw32"):
-        with pytest.raises(ConfigError, match=f"that take one .*; {arch} has its own"):
+        with pytest.raises(ConfigError, match=f"models that take one .*; {arch} has its own"):
             create_method(name, arch=arch, width=64)
 
 

@@ -13,7 +13,8 @@ bilinear filter.
 A folder written by ``datadistill export --format png`` holds a ``labels.json`` beside the
 class folders; its class names, each file's label and ``allow_flip`` are then used, so an
 export reads back with the labels it was written with (sorted folder names could number
-the classes otherwise). Its soft labels and learned lr are not read.
+the classes otherwise). Its soft labels and learned lr are not read; a ``labels.json`` of
+another shape is left alone, and one beside ``train/`` and ``test/`` folders is not read.
 """
 
 from __future__ import annotations
@@ -127,19 +128,28 @@ def _exported_labels(
     if not path.is_file():
         return names, labels, True
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return names, labels, True
     rows = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(rows, list) or not isinstance(meta.get("class_names"), list):
+    ours = (
+        isinstance(rows, list)
+        and isinstance(meta.get("class_names"), list)
+        and all(isinstance(r, dict) and "file" in r and "label" in r for r in rows)
+    )
+    if not ours or rows is None:  # not an export's: a user's own file
         return names, labels, True
-    try:
-        by_file = {str(r["file"]): int(r["label"]) for r in rows}
-        exported = [str(n) for n in meta["class_names"]]
-    except (TypeError, KeyError, ValueError) as e:
+    flip = meta.get("allow_flip", True)
+    bad = [r for r in rows if not isinstance(r["file"], str) or type(r["label"]) is not int]
+    if bad or not isinstance(flip, bool):
+        what = f"the row {bad[0]}" if bad else f"allow_flip={flip!r}"
         raise DataError(
-            f"{path} is not a readable export label file ({e!r}); fix or remove it."
-        ) from e
+            f"{path} looks like an export's label file but {what} is not a file name with an "
+            "integer label (or a boolean allow_flip); fix or remove it."
+        )
+    # written with "/" by the export; tolerate a hand-edited "\\" or "./"
+    by_file = {r["file"].replace("\\", "/").removeprefix("./"): r["label"] for r in rows}
+    exported = [str(n) for n in meta["class_names"]]
     missing = [p.relative_to(folder).as_posix() for p in files]
     missing = [f for f in missing if f not in by_file]
     if missing:
@@ -151,8 +161,7 @@ def _exported_labels(
     k = max(len(exported), int(new.max()) + 1)
     if new.min() < 0:
         raise DataError(f"{path} gives a negative label; fix or remove it.")
-    flip = meta.get("allow_flip", True)
-    return [*exported, *(str(i) for i in range(len(exported), k))], new, bool(flip)
+    return [*exported, *(str(i) for i in range(len(exported), k))], new, flip
 
 
 def _has_split_layout(folder: Path) -> bool:

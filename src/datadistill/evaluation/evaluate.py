@@ -249,6 +249,19 @@ def check_matches(distilled: Distilled, real: RealData) -> None:
             "evaluate it with the dataset it came from, loaded with the same normalisation "
             "and whitening."
         )
+    mine, theirs = tuple(d.class_names), tuple(r.class_names)
+    if mine and theirs and mine != theirs:
+        pairs = zip(mine, theirs, strict=False)  # lengths may differ
+        i = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+        what = (
+            f"class {i} is {mine[i]!r} in this set but {theirs[i]!r} in the real data"
+            if i is not None
+            else f"this set names {len(mine)} classes, the real data {len(theirs)}"
+        )
+        raise DataError(
+            f"The class names differ ({what}): the set's labels would mean other classes. "
+            "Evaluate it with the dataset it came from, its classes in the same order."
+        )
 
 
 def evaluate(

@@ -48,7 +48,7 @@ class ExpertRecipe:
     """How each expert is trained (the MTT paper's buffer recipe by default)."""
 
     arch: str = "convnet"
-    width: int = 128  # ConvNet width (arch=convnet only; refused for others)
+    width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
     epochs: int = 50
     lr: float = 0.01  # lr_teacher
     momentum: float = 0.0
@@ -87,6 +87,12 @@ def data_fingerprint(real: RealData) -> dict[str, Any]:
         # recorded lack the key and are not held to it (``fingerprint_difference``)
         "zca_eps": real.info.zca_eps if real.info.zca else None,
     }
+
+
+def _names(names: tuple[str, ...]) -> str:
+    """A class-name list for a message: the first few, in order."""
+    shown = ", ".join(names[:4])
+    return f"({shown}{', ...' if len(names) > 4 else ''})"
 
 
 def fingerprint_difference(
@@ -457,6 +463,14 @@ class ExpertBuffer:
                 f"The expert buffer {self.root} was trained with {key}={mine!r}, "
                 f"but the data has {key}={theirs!r}; train experts for this data."
             )
+        mine, theirs = tuple(self.info.class_names), tuple(real.info.class_names)
+        if mine and theirs and mine != theirs:  # one class order (say, an image folder's)
+            raise ConfigError(
+                f"The expert buffer {self.root} was trained with the classes "
+                f"{_names(mine)}, but the data has {_names(theirs)}; its labels would "
+                "mean other classes: load the data as the buffer was trained, or train "
+                "experts for it."
+            )
         if arch is not None and arch.lower() != self.recipe.arch.lower():
             raise ConfigError(
                 f"The expert buffer {self.root} holds {self.recipe.arch!r} experts, not "
@@ -464,7 +478,8 @@ class ExpertBuffer:
             )
         if width is not None and takes_width(self.recipe.arch) and width != self.recipe.width:
             raise ConfigError(
-                f"The expert buffer {self.root} holds ConvNets of width {self.recipe.width}, "
+                f"The expert buffer {self.root} holds {self.recipe.arch} networks of width "
+                f"{self.recipe.width}, "
                 f"not {width}."
             )
 

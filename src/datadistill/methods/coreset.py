@@ -64,7 +64,7 @@ class RandomParams(HParams):
 @dataclasses.dataclass(frozen=True)
 class FeatureCoresetParams(HParams):
     arch: str = "convnet"  # feature network
-    width: int = 128  # ConvNet width
+    width: int = 128  # feature network width (ConvNets, MLP: see takes_width)
     train_steps: int = 300  # SGD steps (batch 256) of the feature network on real data
 
     def validate(self) -> None:

@@ -87,7 +87,7 @@ class DCParams(HParams):
     inner_loop: int = 0  # network epochs on the synthetic set between matches; 0: by IPC
     distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse" or "cos"
     arch: str = "convnet"  # the matching network, re-initialised every iteration
-    width: int = 128  # ConvNet width (arch=convnet only; refused for others)
+    width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to

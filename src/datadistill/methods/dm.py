@@ -53,7 +53,7 @@ class DMParams(HParams):
     momentum: float = 0.5  # SGD momentum of the synthetic pixels
     batch_real: int = 256  # real images per class per iteration
     arch: str = "convnet"  # embedding network, re-initialised every iteration
-    width: int = 128  # ConvNet width (arch=convnet only; refused for others)
+    width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
     dsa: bool = True  # Siamese augmentation on both sides
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to

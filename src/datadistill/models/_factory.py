@@ -111,7 +111,8 @@ def create_model(
 
 def takes_width(name: str) -> bool:
     """Whether the registered model ``name`` takes a ``width`` option it does not fix: the
-    ConvNet and its variants other than the fixed-width ``convnetw32`` / ``convnetw64``."""
+    ConvNet and its variants other than the fixed-width ``convnetw32`` / ``convnetw64``,
+    and the MLP (its hidden width)."""
     meta = MODELS.meta(name)
     return "width" in _accepted_kwargs(MODELS.get(name)) and "width" not in meta.get("fixed", {})
 
@@ -122,7 +123,7 @@ def check_width_applies(name: str, width: object, default: object, owner: str) -
     not applied."""
     if not takes_width(name) and width != default:
         raise ConfigError(
-            f"The width applies to the ConvNets that take one (convnet, convnet_bn, ...); "
+            f"The width applies to the models that take one (convnet, convnet_bn, ..., mlp); "
             f"{name} has its own widths (the 'width' parameter of {owner}). Drop "
             f"width={width!r}, or use arch=convnet."
         )
