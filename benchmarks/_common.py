@@ -74,18 +74,23 @@ def time_interleaved(
 ) -> list[list[float]]:
     """Seconds of each of ``fns`` per round, run in turn within each of ``iterations``
     rounds: interleaved, so that all see the same machine state (a shared 2-core machine's
-    speed drifts by tens of percent over minutes). CUDA work is synchronised."""
+    speed drifts by tens of percent over minutes). Each function first runs once untimed
+    (its allocations and caches warm, as the others'), and round r starts with function
+    r mod len(fns), so none always runs right after the same one. CUDA work is
+    synchronised."""
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+    for fn in fns:
+        fn()
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(iterations):
-        for fn, out in zip(fns, times, strict=True):
+    for r in range(iterations):
+        for i in [(r + j) % len(fns) for j in range(len(fns))]:
             if sync:
                 sync()
             t0 = time.perf_counter()
-            fn()
+            fns[i]()
             if sync:
                 sync()
-            out.append(time.perf_counter() - t0)
+            times[i].append(time.perf_counter() - t0)
     return times
 
 

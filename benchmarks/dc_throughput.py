@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--dsa", action="store_true")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=None, help="result file (default by device)")
+    ap.add_argument("--out", default=None, help="result file (default by method and device)")
     add_bf16_option(ap, "precision=bfloat16")
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
@@ -121,7 +121,9 @@ def main() -> None:
         b = statistics.median(rest[0])
         extra = {"bf16_s_per_outer": b, "bf16_speedup": loop / b, "bf16_s_each": rest[0]}
         print(f"ours in bfloat16 {b:.2f} s per outer iteration: speed-up {loop / b:.2f}x")
-    out = args.out or ("dc-throughput.json" if dev.type == "cpu" else "dc-throughput-gpu.json")
+    # the table's figure is plain DC on CPU; DSA or a GPU write their own files
+    kind = ("-dsa" if args.dsa else "") + ("" if dev.type == "cpu" else "-gpu")
+    out = args.out or f"dc-throughput{kind}.json"
     write(
         out,
         {

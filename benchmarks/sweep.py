@@ -18,7 +18,7 @@ import ast
 import time
 
 import datadistill as dd
-from benchmarks._common import DATA, write
+from benchmarks._common import DATA, RESULTS, write
 from benchmarks.experts import buffer_dir
 from benchmarks.table import cpu_defaults
 from datadistill.evaluation import get_protocol
@@ -49,12 +49,23 @@ def main() -> None:
         default="",
         help="mtt: the expert buffer of this tag (benchmarks.experts --tag)",
     )
+    ap.add_argument("--tag", default="", help="appended to the result file's name")
+    ap.add_argument("--force", action="store_true", help="replace an existing result file")
     args = ap.parse_args()
 
     name, _, values = args.grid.partition("=")
     grid = [parse_value(v) for v in values.split(",") if v]
     if not name or not grid:
         ap.error("--grid needs NAME=V1,V2,...")
+    # --set overrides name the file too, so that sweeps of one parameter under different
+    # fixed settings do not overwrite each other; an existing file is evidence a later
+    # sweep (another budget, machine, ...) must not replace unasked
+    suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
+    suffix += f"-experts{args.experts_tag}" if args.experts_tag else ""
+    suffix += f"-{args.tag}" if args.tag else ""
+    out_name = f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}{suffix}.json"
+    if (RESULTS / out_name).exists() and not args.force:
+        ap.error(f"{RESULTS / out_name} exists; pass --tag to keep both, or --force.")
     fixed: dict[str, object] = cpu_defaults(args.method, args.ipc, args.dataset)
     for item in args.set:
         k, _, v = item.partition("=")
@@ -116,12 +127,8 @@ def main() -> None:
         )
         print(f"{name}={value!r}: val {100 * mean:.2f}% ({rows[-1]['iterations']} it)", flush=True)
     best = max(rows, key=lambda r: float(r["val_mean"]))  # type: ignore[arg-type]
-    # --set overrides name the file too, so that sweeps of one parameter under different
-    # fixed settings do not overwrite each other
-    suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
-    suffix += f"-experts{args.experts_tag}" if args.experts_tag else ""
     path = write(
-        f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}{suffix}.json",
+        out_name,
         {
             "dataset": args.dataset,
             "method": args.method,

@@ -122,7 +122,7 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
         ("iterations", lambda r: r.get("iterations", "-")),
         ("distill s", lambda r: f"{r['distill_seconds']:.0f}"),
         ("experts s", lambda r: _seconds(r.get("expert_seconds"))),
-        ("peak MiB", lambda r: f"{r['peak_memory_bytes'] / 2**20:.0f}"),
+        ("peak MiB (process)", lambda r: f"{r['peak_memory_bytes'] / 2**20:.0f}"),
     ]
     cols += (
         [("machine", lambda r: r["machine"])]
@@ -158,6 +158,15 @@ def machines(rows: list[dict]) -> list[str]:
         else f"- machine: {m} ({len(c)} cells: {', '.join(c)})"
         for m, c in by.items()
     ]
+
+
+def commands(rows: list[dict]) -> list[str]:
+    """The commands that produced the cells, each with how many it produced (each cell's
+    own command is also in its result file)."""
+    by: dict[str, int] = {}
+    for r in rows:
+        by[r["command"]] = by.get(r["command"], 0) + 1
+    return [f"- command: `{c}` ({n} cell{'s' if n > 1 else ''})" for c, n in by.items()]
 
 
 def gib(v: Any) -> str:
@@ -288,16 +297,17 @@ def main() -> None:
                 + "the synthetic half, its gradient and the loss stay float32), timed in",
                 f"the same interleaving: **{b:.2f} s**{ratio}.",
             ]
-            sweep = RESULTS / "sweep-mnist-dm-ipc10-real_precision.json"
-            if sweep.exists():
+            for sweep in sorted(RESULTS.glob("sweep-mnist-dm-ipc10-real_precision*.json")):
                 sw = json.loads(sweep.read_text())
                 got = ", ".join(
                     f"{r['real_precision']} {100 * r['val_mean']:.2f}% ({r['iterations']} it)"
                     for r in sw["rows"]
                 )
                 budget, seeds = sw["budget_seconds"], len(sw["rows"][0]["val_accs"])
+                held = ", ".join(f"{k}={v}" for k, v in sw["fixed"].items()) or "the paper's"
                 lines += [
-                    f"Its accuracy, distilling MNIST IPC 10 for the same {budget:.0f} s on the",
+                    f"Its accuracy, distilling MNIST IPC 10 for {budget:.0f} s on "
+                    f"{sw['machine'].split(', no GPU')[0]} (settings {held}), on the",
                     f"validation split (`{sw['protocol']}` protocol, {seeds} seeds, "
                     f"{sw['date'][:10]}): {got}.",
                 ]
@@ -387,7 +397,7 @@ def main() -> None:
             "## MNIST and Fashion-MNIST, IPC 1 and 10",
             "",
             "Protocol: distillation with a wall-clock budget of "
-            f"{first.get('budget_seconds') or 600:.0f} s per cell on the machine below "
+            f"{first.get('budget_seconds') or 600:.0f} s per cell on the machines below "
             "(coresets need no iterations), then fresh ConvNet-3 networks (width 128, instance",
             "norm, average pooling) trained under the `dc` protocol (SGD lr 0.01, momentum 0.9,",
             "weight decay 5e-4, batch 256, 300 epochs, lr x0.1 at half, no augmentation), 3 seeds,",
@@ -395,13 +405,18 @@ def main() -> None:
             "the same seeds, and draws a new subset for each seed; the `random` method's row is",
             "one subset (distillation seed 0) trained with the 3 network seeds, so at IPC 1 the",
             "two differ by the luck of a single draw of one image per class.",
+            "Cells were re-run when the machine or their settings changed (settings chosen on",
+            "the validation split, never on these scores); each row is the cell's latest run",
+            "whatever its score, and earlier runs are reported in the notes below.",
+            "`peak MiB (process)` is the distilling process's peak resident memory, the loaded",
+            "dataset included (on CPU; a GPU run reports its allocator's peak).",
             "The full-data reference is "
             f"{first.get('full_reference', '-')} of the same optimiser (CPU cost).",
             "`published` is the paper's figure (ConvNet, DC protocol; see ../shared/PROTOCOL.md).",
             "",
             *table(rows),
             "",
-            f"- command: `{first['command']}`",
+            *commands(rows),
             *machines(rows),
             f"- dates: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
             "",
@@ -443,10 +458,17 @@ def main() -> None:
                     != Path(table_buffer(sw["dataset"], sw["ipc"])).name
                 ):
                     used = None  # swept on another expert buffer than the table's cell uses
-                if any(  # other fixed settings than the cell's current ones
-                    k not in (sw["param"], "buffer")
-                    and table_value(sw["dataset"], sw["method"], sw["ipc"], k) != v
-                    for k, v in sw["fixed"].items()
+                # other settings than the cell's current ones, either way round: a
+                # setting the sweep held, or a table override the sweep left at the
+                # method's default (the sweep ran before the override existed)
+                from benchmarks.table import cpu_defaults
+
+                hp = dd.METHODS.get(sw["method"]).hparams_class()
+                keys = set(sw["fixed"]) | set(cpu_defaults(sw["method"], sw["ipc"], sw["dataset"]))
+                if any(
+                    table_value(sw["dataset"], sw["method"], sw["ipc"], k)
+                    != sw["fixed"].get(k, getattr(hp, k, None))
+                    for k in keys - {sw["param"], "buffer"}
                 ):
                     used = None
             for r in sw["rows"]:
