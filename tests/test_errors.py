@@ -83,7 +83,9 @@ def test_evaluate_refuses_a_set_whose_classes_are_in_another_order(digits):
     shuffled = dataclasses.replace(
         _set(digits), info=dataclasses.replace(digits.info, class_names=names)
     )
-    with pytest.raises(DataError, match="class 0 is '9' in this set but '0' in the real data"):
+    with pytest.raises(
+        DataError, match=r"class_names\[0\] is '9' in this set and '0' in the real data"
+    ):
         dd.evaluate(shuffled, digits, "fast", seeds=1, full=False, device="cpu")
 
 

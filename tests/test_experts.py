@@ -207,5 +207,8 @@ def test_buffer_refuses_data_whose_classes_are_in_another_order(expert_buffer, d
         digits.info, class_names=tuple(reversed(digits.info.class_names))
     )
     ExpertBuffer(expert_buffer).check(digits)
-    with pytest.raises(ConfigError, match=r"trained with the classes \(0, 1, 2, 3, \.\.\.\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"other classes \(class_names\[0\] is '0' in the buffer and '9' in the data\)",
+    ):
         ExpertBuffer(expert_buffer).check(other)

@@ -254,16 +254,16 @@ def run_loop(
     """Call ``method.step()`` until the budget is spent; the one loop of every method."""
     seconds = 0.0
     carried: dict[str, Any] = {}  # saved states of callbacks this resume runs without
+    keys = _callback_keys(callbacks)  # the names their states are saved under
     if resume_state is not None:
         method.load_state_dict(resume_state["method"])
         generator.set_state(resume_state["generator"])
         seconds = float(resume_state["seconds"])
         saved = resume_state["callbacks"]
-        for key, cb in zip(_callback_keys(callbacks), callbacks, strict=True):
+        for key, cb in zip(keys, callbacks, strict=True):
             if key in saved:
                 cb.load_state_dict(saved[key])
-        names = set(_callback_keys(callbacks))
-        carried = {k: v for k, v in saved.items() if k not in names}
+        carried = {k: v for k, v in saved.items() if k not in keys}
     if not method.needs_steps:
         return LoopResult(method, 0, seconds, "no-steps")
     total = (
@@ -271,8 +271,6 @@ def run_loop(
         if iterations is not None
         else (None if time_budget is not None else method.default_iterations)
     )
-
-    keys = _callback_keys(callbacks)
 
     def snapshot() -> dict[str, Any]:
         return {

@@ -150,17 +150,17 @@ def _exported_labels(
     # written with "/" by the export; tolerate a hand-edited "\\" or "./"
     by_file = {r["file"].replace("\\", "/").removeprefix("./"): r["label"] for r in rows}
     exported = [str(n) for n in meta["class_names"]]
-    missing = [p.relative_to(folder).as_posix() for p in files]
-    missing = [f for f in missing if f not in by_file]
+    relative = [p.relative_to(folder).as_posix() for p in files]
+    missing = [f for f in relative if f not in by_file]
     if missing:
         raise DataError(
             f"{path} lists no label for {missing[0]} ({len(missing)} image(s) in all); "
             "remove labels.json to label images by their folders, or add them to it."
         )
-    new = np.asarray([by_file[p.relative_to(folder).as_posix()] for p in files], np.int64)
-    k = max(len(exported), int(new.max()) + 1)
+    new = np.asarray([by_file[f] for f in relative], np.int64)
     if new.min() < 0:
         raise DataError(f"{path} gives a negative label; fix or remove it.")
+    k = max(len(exported), int(new.max()) + 1)
     return [*exported, *(str(i) for i in range(len(exported), k))], new, flip
 
 

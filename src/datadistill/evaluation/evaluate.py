@@ -26,7 +26,7 @@ from datadistill.artefact import Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.data.real import require_real_data
-from datadistill.errors import ConfigError, DataError
+from datadistill.errors import ConfigError, DataError, first_difference
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, train_network
 from datadistill.models import MODELS, create_model, create_model_for
@@ -249,17 +249,20 @@ def check_matches(distilled: Distilled, real: RealData) -> None:
             "evaluate it with the dataset it came from, loaded with the same normalisation "
             "and whitening."
         )
-    mine, theirs = tuple(d.class_names), tuple(r.class_names)
-    if mine and theirs and mine != theirs:
-        pairs = zip(mine, theirs, strict=False)  # lengths may differ
-        i = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
-        what = (
-            f"class {i} is {mine[i]!r} in this set but {theirs[i]!r} in the real data"
-            if i is not None
-            else f"this set names {len(mine)} classes, the real data {len(theirs)}"
+    differ = (
+        first_difference(
+            list(d.class_names),
+            list(r.class_names),
+            "in this set",
+            "in the real data",
+            "class_names",
         )
+        if d.class_names and r.class_names  # a set without names is held to the rest only
+        else ""
+    )
+    if differ:
         raise DataError(
-            f"The class names differ ({what}): the set's labels would mean other classes. "
+            f"The class names differ ({differ}): the set's labels would mean other classes. "
             "Evaluate it with the dataset it came from, its classes in the same order."
         )
 

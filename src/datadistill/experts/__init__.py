@@ -89,12 +89,6 @@ def data_fingerprint(real: RealData) -> dict[str, Any]:
     }
 
 
-def _names(names: tuple[str, ...]) -> str:
-    """A class-name list for a message: the first few, in order."""
-    shown = ", ".join(names[:4])
-    return f"({shown}{', ...' if len(names) > 4 else ''})"
-
-
 def fingerprint_difference(
     recorded: dict[str, Any], current: dict[str, Any]
 ) -> tuple[str, Any, Any] | None:
@@ -463,13 +457,18 @@ class ExpertBuffer:
                 f"The expert buffer {self.root} was trained with {key}={mine!r}, "
                 f"but the data has {key}={theirs!r}; train experts for this data."
             )
-        mine, theirs = tuple(self.info.class_names), tuple(real.info.class_names)
-        if mine and theirs and mine != theirs:  # one class order (say, an image folder's)
+        # one class order (say, an image folder's read in sorted folder order)
+        mine, theirs = list(self.info.class_names), list(real.info.class_names)
+        differ = (
+            first_difference(mine, theirs, "in the buffer", "in the data", "class_names")
+            if mine and theirs
+            else ""
+        )
+        if differ:
             raise ConfigError(
-                f"The expert buffer {self.root} was trained with the classes "
-                f"{_names(mine)}, but the data has {_names(theirs)}; its labels would "
-                "mean other classes: load the data as the buffer was trained, or train "
-                "experts for it."
+                f"The expert buffer {self.root} was trained with other classes ({differ}); "
+                "its labels would mean other classes: load the data as the buffer was "
+                "trained, or train experts for it."
             )
         if arch is not None and arch.lower() != self.recipe.arch.lower():
             raise ConfigError(
@@ -479,8 +478,7 @@ class ExpertBuffer:
         if width is not None and takes_width(self.recipe.arch) and width != self.recipe.width:
             raise ConfigError(
                 f"The expert buffer {self.root} holds {self.recipe.arch} networks of width "
-                f"{self.recipe.width}, "
-                f"not {width}."
+                f"{self.recipe.width}, not {width}."
             )
 
     def network(self, generator: torch.Generator | None = None) -> nn.Module:
