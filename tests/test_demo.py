@@ -22,3 +22,22 @@ def test_demo_rejects_an_unknown_protocol(capsys: pytest.CaptureFixture[str]) ->
         demo.main(["--protocol", "dcc"])
     assert exc.value.code == 2
     assert "Did you mean 'dc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--ipc", "0"], "'0' is not an integer >= 1"),
+        (["--seeds", "-1"], "'-1' is not an integer >= 1"),
+        (["--full-epochs", "x"], "'x' is not an integer >= 1"),
+        (["--ipc", "1", "9999"], "--ipc 9999 is above the smallest digits class"),
+    ],
+)
+def test_demo_refuses_bad_numbers_before_any_work(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        demo.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

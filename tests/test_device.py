@@ -75,3 +75,14 @@ def test_a_cuda_index_beyond_the_devices_is_one_clear_error(monkeypatch):
     assert _device.resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(ConfigError, match=r"There is no 'cuda:1' here \(1 CUDA device"):
         _device.resolve_device("cuda:1")
+
+
+def test_a_torch_device_is_checked_like_its_name(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _device.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="CUDA was requested but is not available"):
+        _device.resolve_device(torch.device("cuda"))
+    with pytest.raises(ConfigError, match="is not supported by datadistill"):
+        _device.resolve_device(torch.device("meta"))
+    with pytest.raises(ConfigError, match="Unknown device 3.5"):
+        _device.resolve_device(3.5)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ def test_register_get_and_names():
     assert reg.get("alpha_one") == 1  # case-insensitive, - and _ interchangeable
     assert reg.names() == ["Alpha-One", "beta"]
     assert reg.names("b*") == ["beta"]
+    assert reg.names("alpha_*") == reg.names("ALPHA-*") == ["Alpha-One"]
     assert "ALPHA-ONE" in reg and "gamma" not in reg
     assert reg.meta("beta")["name"] == "beta"
 
@@ -56,3 +57,11 @@ def test_every_model_and_method_describes_itself():
     for reg in (MODELS, METHODS):
         for name in reg.names():
             assert reg.describe(name), f"{reg.kind} {name} has no description"
+
+
+@pytest.mark.parametrize("name", [None, 3])
+def test_a_name_that_is_not_a_string_is_one_clear_error(name):
+    reg: Registry[int] = Registry("method")
+    reg.register("dm")(0)
+    with pytest.raises(UnknownNameError, match=f"A method name must be a string, got {name}"):
+        reg.get(name)  # type: ignore[arg-type]

@@ -14,13 +14,11 @@ from datadistill.errors import ConfigError
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; anything else must exist."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
+    try:  # a torch.device is checked like its string: it must exist here too
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise ConfigError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'.") from None
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(

@@ -15,7 +15,6 @@ import argparse
 import tempfile
 import time
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -34,22 +33,42 @@ DEMO_PROTOCOL = "fast"  # dc's optimiser for 100 epochs: training is most of the
 FULL_EPOCHS = 60  # the full-data reference: 60 epochs (360 SGD steps; 50 gave 94%), one seed
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value stops before any work is done)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=DEMO_ITERATIONS)
-    parser.add_argument("--seeds", type=int, default=DEMO_SEEDS)
-    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--iterations", type=_positive_int, default=DEMO_ITERATIONS)
+    parser.add_argument("--seeds", type=_positive_int, default=DEMO_SEEDS)
+    parser.add_argument("--ipc", type=_positive_int, nargs="+", default=[1, 10])
     parser.add_argument("--protocol", default=DEMO_PROTOCOL, help="evaluation protocol")
-    parser.add_argument("--batch-real", type=int, default=DEMO_BATCH_REAL)
-    parser.add_argument("--full-epochs", type=int, default=FULL_EPOCHS)
+    parser.add_argument("--batch-real", type=_positive_int, default=DEMO_BATCH_REAL)
+    parser.add_argument("--full-epochs", type=_positive_int, default=FULL_EPOCHS)
     args = parser.parse_args(argv)
     try:
-        protocol = get_protocol(args.protocol)
-    except dd.DatadistillError as err:
+        _run(args)
+    except dd.DatadistillError as err:  # one sentence, no traceback
         parser.exit(2, f"error: {err}\n")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+def _run(args: argparse.Namespace) -> None:
+    protocol = get_protocol(args.protocol)
     console = Console(width=max(100, Console().width))
     real = dd.load_dataset("digits")
+    smallest = min(real.class_counts("train"))
+    if max(args.ipc) > smallest:  # checked before the first IPC's distillation runs
+        raise dd.ConfigError(
+            f"--ipc {max(args.ipc)} is above the smallest digits class of the training split "
+            f"({smallest} images); use at most {smallest}."
+        )
     console.print(
         f"digits: {real.train_x.shape[0]} train / {real.val_x.shape[0]} val / "
         f"{real.test_x.shape[0]} test images, 8x8, 10 classes"

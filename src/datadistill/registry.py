@@ -47,6 +47,11 @@ class Registry(Generic[T]):
 
     def canonical(self, name: str) -> str:
         """The registered spelling of ``name``; raises :class:`UnknownNameError`."""
+        if not isinstance(name, str):  # e.g. a null or a number read from a config file
+            raise UnknownNameError(
+                f"A {self.kind} name must be a string, got {name!r}. "
+                f"Valid {self.kind}s: {', '.join(self.names())}."
+            )
         key = _normalise(name)
         if key not in self._items:
             valid = self.names()
@@ -83,7 +88,8 @@ class Registry(Generic[T]):
         """Sorted registered names, optionally filtered by a shell pattern (``"conv*"``)."""
         out = sorted(str(m["name"]) for m in self._meta.values())
         if pattern is not None:
-            out = [n for n in out if fnmatch.fnmatch(n.lower(), pattern.lower())]
+            pat = _normalise(pattern)  # "resnet18-*" finds "resnet18_bn", as get() would
+            out = [n for n in out if fnmatch.fnmatch(_normalise(n), pat)]
         return out
 
     def __contains__(self, name: object) -> bool:

@@ -129,3 +129,26 @@ def test_partial_download_fetches_only_missing(tmp_path, monkeypatch):
     (folder / IDX_STEMS[3]).write_bytes(idx_bytes(np.arange(10, dtype=np.uint8)))  # raw test labels
     load_dataset("mnist", tmp_path / "data", download=True)
     assert not (folder / f"{IDX_STEMS[3]}.gz").exists()
+
+
+def test_a_failed_download_names_only_the_files_still_missing(tmp_path, monkeypatch):
+    """File 1 arrives, file 2 cannot be fetched: the error lists files 2-4 and says to
+    retry (the download was allowed), and the fetched file stays on disk."""
+    _serve_mnist(tmp_path, monkeypatch)
+    first, second, *rest = REMOTES["mnist"]
+    broken = Remote(second.filename, second.md5, ((tmp_path / "nowhere").as_uri() + "/",))
+    monkeypatch.setitem(REMOTES, "mnist", (first, broken, *rest))
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", tmp_path / "data", download=True)
+    msg = str(err.value)
+    assert (tmp_path / "data" / "mnist" / first.filename).is_file()
+    assert f"files {second.filename}, " in msg and first.filename not in msg
+    assert msg.endswith("or retry when the network is reachable.")
+
+
+def test_a_data_root_that_cannot_be_written_is_the_missing_files_error(tmp_path, monkeypatch):
+    _serve_mnist(tmp_path, monkeypatch)
+    root = tmp_path / "a-file"
+    root.write_text("not a folder")
+    with pytest.raises(DataError, match=r"The mnist files .* were not found \(download failed"):
+        load_dataset("mnist", root, download=True)

@@ -110,6 +110,9 @@ def require_files(
     except DownloadFailed as e:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # leave no empty folder behind a failed download
+        # name only what is still missing: files fetched before the failure stay
+        still = [n[0] for n in required if not any((folder / m).is_file() for m in n)]
+        shown = [m + alternative for m in still] or shown
         raise missing_files_error(dataset, folder, shown, str(e)) from None
     found = find_files(root, dataset, required)
     if found is None:  # pragma: no cover - the download wrote every missing file

@@ -71,10 +71,11 @@ class DownloadFailed(Exception):
 
 def fetch(url: str, dest: Path, md5: str) -> None:
     """Download ``url`` to ``dest``, verifying ``md5``; ``dest`` appears only when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+    tmp: Path | None = None
+    try:  # creating the folder or the temporary file can fail too (read-only data root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        tmp = Path(tmp_name)
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             while block := resp.read(_BLOCK):
@@ -88,7 +89,8 @@ def fetch(url: str, dest: Path, md5: str) -> None:
     except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, disk
         raise DownloadFailed(f"{url}: {e}") from e
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def download_all(dataset: str, folder: Path, filenames: list[str] | None = None) -> None:
@@ -114,8 +116,9 @@ def missing_files_error(
 ) -> DataError:
     """The one error for absent files: which, where to put them, how to choose the folder."""
     why = f" (download failed: {reason})" if reason else " (download=False)"
+    then = "retry when the network is reachable" if reason else "allow the download"
     return DataError(
         f"The {dataset} files {', '.join(missing)} were not found{why}; put them in {folder} "
         "(or choose the data folder with --data-root / the DATADISTILL_DATA environment "
-        "variable) or allow the download."
+        f"variable) or {then}."
     )

@@ -48,7 +48,9 @@ class PixelSet(SyntheticSet):
         self.soft_labels = (
             nn.Parameter(soft_labels.detach().clone()) if soft_labels is not None else None
         )
-        self.lr = nn.Parameter(torch.tensor(float(lr))) if lr is not None else None
+        self.lr = (
+            nn.Parameter(torch.tensor(float(lr), device=images.device)) if lr is not None else None
+        )
 
     @classmethod
     def from_real(cls, class_images: Tensor, **kwargs: Any) -> PixelSet:
