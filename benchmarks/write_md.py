@@ -27,6 +27,15 @@ PUBLISHED: dict[tuple[str, str], dict[int, float]] = {
     ("fashion-mnist", "dsa"): {1: 70.6, 10: 84.6},
 }
 METHOD_ORDER = ["random", "herding", "kcenter", "dm", "dc", "dsa", "mtt"]
+# from this commit time on, benchmarks._common.time_interleaved warms every side once
+# untimed and rotates the sides' order each round; earlier runs timed ours first in every
+# round (the reference side's first timed call unwarmed)
+ROTATED_SINCE = "2026-12-02T14:47:43+00:00"
+
+
+def timing(run: dict[str, Any]) -> str:
+    """How a throughput run interleaved its sides (by its date)."""
+    return "warmed, rotated" if run["date"] >= ROTATED_SINCE else "ours first"
 
 
 def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
@@ -275,7 +284,8 @@ def main() -> None:
         ]
         if "reference_s_per_iteration" in t:
             lines += [
-                "Same process and machine, interleaved iteration by iteration: a reference-style",
+                f"Same process and machine, interleaved iteration by iteration ({timing(t)}):",
+                "a reference-style",
                 "step (one eager forward per class of 256 real and the synthetic images, each",
                 "with its own DSA draw) takes "
                 f"**{t['reference_s_per_iteration']:.2f} s**, so ours is **{t['speedup']:.2f}x**",
@@ -329,7 +339,7 @@ def main() -> None:
                 else ""
             )
             lines += [
-                f"On {e['machine'].split(', no GPU')[0]} ({e['date'][:10]}): "
+                f"On {e['machine'].split(', no GPU')[0]} ({e['date'][:10]}, {timing(e)}): "
                 f"{e['s_per_iteration']:.2f} s{ref}{bf16}."
             ]
         lines += [
@@ -367,11 +377,13 @@ def main() -> None:
             "the timed iterations. On a device with native bfloat16, the same iteration with",
             '`precision="bfloat16"` (the real-side gradients and the network training',
             "autocast to bf16; the synthetic side, the parameters and the matching loss in",
-            "float32) is timed in the same interleaving.",
+            'float32) is timed in the same interleaving. `timing`: "warmed, rotated" runs',
+            "time every side once untimed first and rotate the sides' order each round;",
+            '"ours first" runs (before 2026-12-02 14:47 UTC) ran ours first in every round.',
             "",
-            "| settings | machine, date | ours s / outer | loop s / outer | speed-up "
+            "| settings | machine, date | timing | ours s / outer | loop s / outer | speed-up "
             "| ours bf16 s / outer | bf16 speed-up |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("dc-throughput*.json"))]
         for t in runs:
@@ -382,6 +394,7 @@ def main() -> None:
             )
             lines.append(
                 f"| {t['settings']} | {t['machine'].split(',')[0]}, {t['date'][:10]} | "
+                f"{timing(t)} | "
                 f"{t['ours_s_per_outer']:.2f} | "
                 f"{t['loop_s_per_outer']:.2f} | {t['speedup']:.2f}x | {bf16} |"
             )
