@@ -69,6 +69,10 @@ def command() -> str:
     return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])
 
 
+# how time_interleaved runs its sides, recorded in each throughput result
+TIMING = "warmed, rotated"
+
+
 def time_interleaved(
     fns: list[Callable[[], object]], iterations: int, device: torch.device | None = None
 ) -> list[list[float]]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import datadistill as dd
-from benchmarks._common import DATA, add_bf16_option, time_interleaved, wants_bf16, write
+from benchmarks._common import DATA, TIMING, add_bf16_option, time_interleaved, wants_bf16, write
 from datadistill.augment import one_family_per_batch
 from datadistill.functional import gradient_distance
 from datadistill.methods import create_method
@@ -135,6 +135,7 @@ def main() -> None:
             "ours_s_each": ours_t,
             "loop_s_each": loop_t,
             **extra,
+            "timing": TIMING,
             "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
             "settings": (
                 f"{name}, MNIST IPC {args.ipc}, (outer, inner) = ({m.outer_loop}, "

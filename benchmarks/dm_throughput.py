@@ -23,7 +23,7 @@ import time
 import torch
 
 import datadistill as dd
-from benchmarks._common import DATA, add_bf16_option, time_interleaved, wants_bf16, write
+from benchmarks._common import DATA, TIMING, add_bf16_option, time_interleaved, wants_bf16, write
 from datadistill.methods import create_method
 from datadistill.models import reset_parameters
 
@@ -106,6 +106,7 @@ def main() -> None:
             "settings": "MNIST IPC 10, batch_real 256 per class, DSA, ConvNet-3 w128 instancenorm",
             "compile": args.compile,
             "device": str(dev),
+            "timing": TIMING,
             "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
         },
     )

@@ -41,3 +41,17 @@ def test_demo_refuses_bad_numbers_before_any_work(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_demo_ctrl_c_stops_with_130_and_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise demo.Interrupted("Interrupted at iteration 3.")
+
+    monkeypatch.setattr(demo.dd, "distill", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--ipc", "1"])
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert "the demo stopped" in err and "Traceback" not in err

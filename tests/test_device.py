@@ -73,8 +73,10 @@ def test_a_cuda_index_beyond_the_devices_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert _device.resolve_device("cuda:0") == torch.device("cuda:0")
-    with pytest.raises(ConfigError, match=r"There is no 'cuda:1' here \(1 CUDA device"):
-        _device.resolve_device("cuda:1")
+    assert _device.resolve_device(torch.device("cuda:0")) == torch.device("cuda:0")
+    for dev in ("cuda:1", torch.device("cuda:1")):
+        with pytest.raises(ConfigError, match=r"There is no 'cuda:1' here \(1 CUDA device"):
+            _device.resolve_device(dev)
 
 
 def test_a_torch_device_is_checked_like_its_name(monkeypatch):

@@ -12,6 +12,9 @@ def test_register_get_and_names():
     assert reg.names() == ["Alpha-One", "beta"]
     assert reg.names("b*") == ["beta"]
     assert reg.names("alpha_*") == reg.names("ALPHA-*") == ["Alpha-One"]
+    reg.register("resnet18")(3)
+    assert reg.names("resnet[0-9]*") == ["resnet18"]  # a range stays a range
+    assert reg.names("[a-b]*") == ["Alpha-One", "beta"]
     assert "ALPHA-ONE" in reg and "gamma" not in reg
     assert reg.meta("beta")["name"] == "beta"
 

@@ -20,6 +20,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'.") from None
+    device = str(device)  # messages name a torch.device as its string ('cuda:1')
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(
             f"Device {device!r} is not supported by datadistill; use 'auto', 'cpu' or 'cuda[:N]'."

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import datadistill as dd
+from datadistill.errors import Interrupted
 from datadistill.evaluation import get_protocol
 
 DEMO_ITERATIONS = 150  # DM steps per IPC
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         _run(args)
+    except Interrupted:  # Ctrl-C: the demo keeps nothing to resume, so just stop
+        parser.exit(130, "interrupted: the demo stopped; run `make demo` again to start over\n")
     except dd.DatadistillError as err:  # one sentence, no traceback
         parser.exit(2, f"error: {err}\n")
 

@@ -21,6 +21,18 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def _normalise_pattern(pattern: str) -> str:
+    """``_normalise`` for a shell pattern: a ``-`` inside ``[...]`` is a range, kept."""
+    out, depth = [], 0
+    for ch in pattern.strip().lower():
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        out.append("_" if ch == "-" and not depth else ch)
+    return "".join(out)
+
+
 class Registry(Generic[T]):
     """A name -> object mapping with helpful errors.
 
@@ -88,7 +100,7 @@ class Registry(Generic[T]):
         """Sorted registered names, optionally filtered by a shell pattern (``"conv*"``)."""
         out = sorted(str(m["name"]) for m in self._meta.values())
         if pattern is not None:
-            pat = _normalise(pattern)  # "resnet18-*" finds "resnet18_bn", as get() would
+            pat = _normalise_pattern(pattern)  # "resnet18-*" finds "resnet18_bn", as get()
             out = [n for n in out if fnmatch.fnmatch(_normalise(n), pat)]
         return out
 

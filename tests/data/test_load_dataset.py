@@ -142,13 +142,29 @@ def test_a_failed_download_names_only_the_files_still_missing(tmp_path, monkeypa
         load_dataset("mnist", tmp_path / "data", download=True)
     msg = str(err.value)
     assert (tmp_path / "data" / "mnist" / first.filename).is_file()
-    assert f"files {second.filename}, " in msg and first.filename not in msg
-    assert msg.endswith("or retry when the network is reachable.")
+    listed = ", ".join(r.filename for r in (second, *rest))
+    assert f"The mnist files {listed} were not found (download failed: " in msg
+    assert first.filename not in msg
+    assert msg.endswith("or retry the download.")
 
 
 def test_a_data_root_that_cannot_be_written_is_the_missing_files_error(tmp_path, monkeypatch):
     _serve_mnist(tmp_path, monkeypatch)
     root = tmp_path / "a-file"
     root.write_text("not a folder")
-    with pytest.raises(DataError, match=r"The mnist files .* were not found \(download failed"):
+    with pytest.raises(DataError) as err:
         load_dataset("mnist", root, download=True)
+    msg = str(err.value)
+    assert msg.startswith("The mnist files train-images-idx3-ubyte.gz, ")
+    assert "could not be downloaded: the data folder cannot be written (" in msg
+    assert str(root / "mnist") in msg and "file://" not in msg  # the folder, not a mirror
+    assert msg.endswith(
+        "or choose another data folder with --data-root / the DATADISTILL_DATA "
+        "environment variable."
+    )
+    assert "\n" not in msg
+
+
+def test_a_dataset_name_that_is_not_a_string_is_one_clear_error():
+    with pytest.raises(UnknownNameError, match="A dataset name must be a string, got None"):
+        load_dataset(None)  # type: ignore[arg-type]

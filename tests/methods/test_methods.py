@@ -337,3 +337,9 @@ def test_dm_with_batch_norm_embeds_the_real_batch_whole(digits):
     plain = create_method("dm", arch="convnet", real_chunk=4, batch_real=8)
     plain.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert plain.real_chunk == 4
+
+
+def test_a_learned_lr_starts_on_the_images_device():
+    images = torch.zeros(4, 1, 8, 8, device="meta")  # any device other than the CPU
+    synset = dd.PixelSet(images, 2, lr=0.01)
+    assert synset.lr is not None and synset.lr.device == images.device

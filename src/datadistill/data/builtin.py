@@ -113,7 +113,7 @@ def require_files(
         # name only what is still missing: files fetched before the failure stay
         still = [n[0] for n in required if not any((folder / m).is_file() for m in n)]
         shown = [m + alternative for m in still] or shown
-        raise missing_files_error(dataset, folder, shown, str(e)) from None
+        raise missing_files_error(dataset, folder, shown, str(e), e.local) from None
     found = find_files(root, dataset, required)
     if found is None:  # pragma: no cover - the download wrote every missing file
         raise missing_files_error(dataset, folder, shown)

@@ -66,16 +66,25 @@ REMOTES: dict[str, tuple[Remote, ...]] = {
 
 
 class DownloadFailed(Exception):
-    """Internal: a fetch that did not produce a verified file (the reason is the message)."""
+    """Internal: a fetch that did not produce a verified file (the reason is the message).
+
+    ``local``: the data folder could not be written (no mirror can help with that).
+    """
+
+    def __init__(self, reason: str, local: bool = False) -> None:
+        super().__init__(reason)
+        self.local = local
 
 
 def fetch(url: str, dest: Path, md5: str) -> None:
     """Download ``url`` to ``dest``, verifying ``md5``; ``dest`` appears only when complete."""
-    tmp: Path | None = None
-    try:  # creating the folder or the temporary file can fail too (read-only data root)
+    try:  # a read-only data root, or a file where the folder should be
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(tmp_name)
+    except OSError as e:
+        raise DownloadFailed(f"{e.strerror or e}: {e.filename or dest.parent}", local=True) from e
+    tmp = Path(tmp_name)
+    try:
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             while block := resp.read(_BLOCK):
@@ -89,8 +98,7 @@ def fetch(url: str, dest: Path, md5: str) -> None:
     except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, disk
         raise DownloadFailed(f"{url}: {e}") from e
     finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def download_all(dataset: str, folder: Path, filenames: list[str] | None = None) -> None:
@@ -106,19 +114,32 @@ def download_all(dataset: str, folder: Path, filenames: list[str] | None = None)
                 fetch(base + remote.filename, folder / remote.filename, remote.md5)
                 break
             except DownloadFailed as e:
+                if e.local:  # the folder, not the mirror: another mirror fails the same way
+                    raise
                 errors.append(str(e))
         else:
             raise DownloadFailed("; ".join(errors))
 
 
 def missing_files_error(
-    dataset: str, folder: Path, missing: list[str], reason: str | None = None
+    dataset: str,
+    folder: Path,
+    missing: list[str],
+    reason: str | None = None,
+    local: bool = False,
 ) -> DataError:
-    """The one error for absent files: which, where to put them, how to choose the folder."""
+    """The one error for absent files: which, where to put them, how to choose the folder.
+
+    ``reason``: why a download failed (``local``: the folder could not be written)."""
+    head = f"The {dataset} files {', '.join(missing)} were not found"
+    choose = "with --data-root / the DATADISTILL_DATA environment variable"
+    if local:
+        return DataError(
+            f"{head} and could not be downloaded: the data folder cannot be written "
+            f"({reason}); put them in {folder} or choose another data folder {choose}."
+        )
     why = f" (download failed: {reason})" if reason else " (download=False)"
-    then = "retry when the network is reachable" if reason else "allow the download"
+    then = "retry the download" if reason else "allow the download"
     return DataError(
-        f"The {dataset} files {', '.join(missing)} were not found{why}; put them in {folder} "
-        "(or choose the data folder with --data-root / the DATADISTILL_DATA environment "
-        f"variable) or {then}."
+        f"{head}{why}; put them in {folder} (or choose the data folder {choose}) or {then}."
     )

@@ -25,6 +25,8 @@ USER_PREFIXES = ("imagefolder", "npz")
 
 def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tuple[str, RawData]:
     """(the name recorded in DatasetInfo, the raw arrays)."""
+    if not isinstance(name, str):  # a null or a number read from a config file
+        DATASETS.canonical(name)  # raises the registry's one-line error
     prefix, sep, rest = name.partition(":")
     if sep and prefix.strip().lower() in USER_PREFIXES:
         kind = prefix.strip().lower()
