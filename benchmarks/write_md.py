@@ -11,6 +11,7 @@ from typing import Any
 
 import datadistill as dd
 from benchmarks._common import RESULTS, ROOT
+from benchmarks.table import cpu_defaults
 
 # Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
 # the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
@@ -50,8 +51,6 @@ TIMING_NOTE = (
 
 def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
     """The value of ``param`` the table's cells use for ``method`` at ``ipc`` on ``dataset``."""
-    from benchmarks.table import cpu_defaults
-
     defaults = cpu_defaults(method, ipc, dataset)
     if param in defaults:
         value = defaults[param]
@@ -485,8 +484,6 @@ def main() -> None:
                 # other settings than the cell's current ones, either way round: a
                 # setting the sweep held, or a table override the sweep left at the
                 # method's default (the sweep ran before the override existed)
-                from benchmarks.table import cpu_defaults
-
                 hp = dd.METHODS.get(sw["method"]).hparams_class()
                 keys = set(sw["fixed"]) | set(cpu_defaults(sw["method"], sw["ipc"], sw["dataset"]))
                 if any(

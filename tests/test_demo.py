@@ -30,7 +30,7 @@ def test_demo_rejects_an_unknown_protocol(capsys: pytest.CaptureFixture[str]) ->
         (["--ipc", "0"], "'0' is not an integer >= 1"),
         (["--seeds", "-1"], "'-1' is not an integer >= 1"),
         (["--full-epochs", "x"], "'x' is not an integer >= 1"),
-        (["--ipc", "1", "9999"], "--ipc 9999 is above the smallest digits class"),
+        (["--ipc", "1", "9999"], "IPC 9999 exceeds the smallest class of digits"),
     ],
 )
 def test_demo_refuses_bad_numbers_before_any_work(

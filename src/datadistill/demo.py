@@ -21,6 +21,7 @@ from rich.table import Table
 import datadistill as dd
 from datadistill.errors import Interrupted
 from datadistill.evaluation import get_protocol
+from datadistill.methods.common import check_ipc
 
 DEMO_ITERATIONS = 150  # DM steps per IPC
 DEMO_SEEDS = 3  # fresh evaluation networks per number
@@ -66,12 +67,8 @@ def _run(args: argparse.Namespace) -> None:
     protocol = get_protocol(args.protocol)
     console = Console(width=max(100, Console().width))
     real = dd.load_dataset("digits")
-    smallest = min(real.class_counts("train"))
-    if max(args.ipc) > smallest:  # checked before the first IPC's distillation runs
-        raise dd.ConfigError(
-            f"--ipc {max(args.ipc)} is above the smallest digits class of the training split "
-            f"({smallest} images); use at most {smallest}."
-        )
+    for ipc in args.ipc:  # every IPC checked before the first distillation runs
+        check_ipc(real, ipc)
     console.print(
         f"digits: {real.train_x.shape[0]} train / {real.val_x.shape[0]} val / "
         f"{real.test_x.shape[0]} test images, 8x8, 10 classes"

@@ -100,7 +100,11 @@ def require_files(
     if found is not None:
         return found
     folder = home_dir(root, dataset)
-    missing = [names[0] for names in required if not any((folder / n).is_file() for n in names)]
+
+    def absent() -> list[str]:  # the first accepted name of each file not in ``folder``
+        return [names[0] for names in required if not any((folder / n).is_file() for n in names)]
+
+    missing = absent()
     shown = [m + alternative for m in missing]
     if not download:
         raise missing_files_error(dataset, folder, shown)
@@ -111,8 +115,7 @@ def require_files(
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # leave no empty folder behind a failed download
         # name only what is still missing: files fetched before the failure stay
-        still = [n[0] for n in required if not any((folder / m).is_file() for m in n)]
-        shown = [m + alternative for m in still] or shown
+        shown = [m + alternative for m in absent()] or shown
         raise missing_files_error(dataset, folder, shown, str(e), e.local) from None
     found = find_files(root, dataset, required)
     if found is None:  # pragma: no cover - the download wrote every missing file
