@@ -11,6 +11,7 @@ import datadistill as dd
 
 
 def cli(*args, env=None, check=True):
+    """`datadistill ARGS` in a new process: the console script's real start-up and exit."""
     proc = subprocess.run(
         [sys.executable, "-m", "datadistill.cli", *args],
         capture_output=True,
@@ -23,7 +24,39 @@ def cli(*args, env=None, check=True):
     return proc
 
 
-def test_distill_evaluate_show_export_end_to_end(tmp_path):
+@pytest.fixture
+def cli_here(monkeypatch, capsys):
+    """`datadistill ARGS` through the console entry point in this process.
+
+    The same code as the console script (`datadistill.cli.main`: argument parsing, the
+    one-line errors, the exit status) without the five seconds a new interpreter spends
+    importing torch; an exception that escapes `main` fails the test, as a traceback would.
+    Returns a `CompletedProcess` like `cli`.
+    """
+    import warnings
+
+    from datadistill import cli as cli_module
+
+    def run(*args, env=None, check=True):
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "argv", ["datadistill", *args])
+        monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() sets it
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            cli_module.main()
+        out, err = capsys.readouterr()
+        code = exit_.value.code  # sys.exit(None) is status 0, sys.exit("text") status 1
+        status = 0 if code is None else code if isinstance(code, int) else 1
+        proc = subprocess.CompletedProcess(args, status, out, err)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\n{out}\n{err}")
+        return proc
+
+    return run
+
+
+def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
     out = tmp_path / "run"
     cli(
         "distill",
@@ -76,7 +109,7 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
     assert art.manifest["hparams"]["width"] == 32
     assert art.manifest["artefact_bytes"] == report["artefact_bytes"]
 
-    cli(
+    cli_here(
         "evaluate",
         str(out / "distilled.safetensors"),
         "--arch",
@@ -89,26 +122,28 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
     )
     ev = json.loads((tmp_path / "ev.json").read_text())
     assert list(ev["results"]) == ["mlp"] and "random" in ev["results"]["mlp"]
-    cli("show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g.png"))
+    cli_here("show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g.png"))
     assert (tmp_path / "g.png").stat().st_size > 0
-    cli("export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"))
+    cli_here("export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"))
     assert len(list((tmp_path / "png").rglob("*.png"))) == 10
     # a second export into the same folder would mix two sets: refused
-    again = cli(
+    again = cli_here(
         "export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"), check=False
     )
     assert again.returncode == 2 and "not an empty folder" in again.stderr
     # --show without a suffix writes (and prints) a .png; --json to a folder fails at once
-    assert cli("show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g2")).stdout
+    assert cli_here(
+        "show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g2")
+    ).stdout
     assert (tmp_path / "g2.png").is_file()
-    bad_json = cli(
+    bad_json = cli_here(
         "evaluate", str(out / "distilled.safetensors"), "--json", str(tmp_path), check=False
     )
     assert bad_json.returncode == 2 and "is a folder" in bad_json.stderr
-    listed = cli("list").stdout
+    listed = cli_here("list").stdout
     for name in ("dm", "herding", "mnist", "convnet", "resnet18", "dc", "imagefolder:PATH"):
         assert name in listed
-    assert "--ipc" in cli("distill", "--help").stdout
+    assert "--ipc" in cli_here("distill", "--help").stdout
 
 
 @pytest.mark.parametrize(
@@ -172,12 +207,10 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path):
         ),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, expected):
-    import os
-
-    env = {**os.environ, "DATADISTILL_DATA": str(tmp_path / "nodata")}
+def test_bad_input_is_one_line_and_nonzero(tmp_path, cli_here, args, expected):
+    env = {"DATADISTILL_DATA": str(tmp_path / "nodata")}
     args = [str(tmp_path / a) if a == "X" else a for a in args]
-    proc = cli(*args, env=env, check=False)
+    proc = cli_here(*args, env=env, check=False)
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip()
     assert expected in err
@@ -223,8 +256,8 @@ def test_an_interrupted_run_exits_with_130(monkeypatch, capsys):
     )
 
 
-def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path):
-    proc = cli(
+def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path, cli_here):
+    proc = cli_here(
         "experts",
         "--dataset",
         "digits",
@@ -244,18 +277,18 @@ def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path):
     assert "1 experts in" in proc.stdout and "no validation split" in proc.stdout
 
 
-def test_resume_with_a_lower_learning_rate(tmp_path):
+def test_resume_with_a_lower_learning_rate(tmp_path, cli_here):
     out = tmp_path / "run"
     args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--out", str(out)]
     args += ["--hp", "width=32", "--hp", "batch_real=32", "--no-evaluate", "--quiet"]
-    cli(*args, "--iterations", "2", "--checkpoint-every", "1")
-    resumed = cli(*args, "--iterations", "4", "--hp", "lr_img=0.25", "--resume")
+    cli_here(*args, "--iterations", "2", "--checkpoint-every", "1")
+    resumed = cli_here(*args, "--iterations", "4", "--hp", "lr_img=0.25", "--resume")
     assert "warning: Resuming from iteration 2 with lr_img 1.0 -> 0.25" in resumed.stderr
     assert "UserWarning" not in resumed.stderr
     manifest = dd.load(out).manifest
     assert manifest["iterations"] == 4
     assert manifest["resume_changes"] == [{"iteration": 2, "changed": {"lr_img": [1.0, 0.25]}}]
-    refused = cli(*args, "--iterations", "6", "--hp", "width=16", "--resume", check=False)
+    refused = cli_here(*args, "--iterations", "6", "--hp", "width=16", "--resume", check=False)
     assert refused.returncode == 2
     assert "only lr_img may change on resume" in refused.stderr
 
