@@ -25,7 +25,7 @@ def cli(*args, env=None, check=True):
 
 
 @pytest.fixture
-def cli_here(monkeypatch, capsys):
+def cli_here(monkeypatch, capfd):
     """`datadistill ARGS` through the console entry point in this process.
 
     The same code as the console script (`datadistill.cli.main`: argument parsing, the
@@ -42,10 +42,11 @@ def cli_here(monkeypatch, capsys):
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(sys, "argv", ["datadistill", *args])
         monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() sets it
-        capsys.readouterr()
+        monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # typer's app() sets it
+        capfd.readouterr()
         with pytest.raises(SystemExit) as exit_:
             cli_module.main()
-        out, err = capsys.readouterr()
+        out, err = capfd.readouterr()  # file-descriptor level: torch's C++ output too
         code = exit_.value.code  # sys.exit(None) is status 0, sys.exit("text") status 1
         status = 0 if code is None else code if isinstance(code, int) else 1
         proc = subprocess.CompletedProcess(args, status, out, err)
@@ -117,6 +118,8 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         "--seeds",
         "1",
         "--no-full",
+        "--device",
+        "cpu",  # in this process: no CUDA context or compile caches left behind on a GPU runner
         "--json",
         str(tmp_path / "ev.json"),
     )
@@ -256,6 +259,23 @@ def test_an_interrupted_run_exits_with_130(monkeypatch, capsys):
     )
 
 
+def test_ctrl_c_inside_a_command_says_how_to_resume(monkeypatch, cli_here):
+    """typer turns a KeyboardInterrupt inside a command into exit code 130 without a word;
+    the CLI says what happened and how to continue."""
+    import datadistill.artefact
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datadistill.artefact, "load", interrupted)
+    proc = cli_here("show", "set.safetensors", check=False)
+    assert proc.returncode == 130
+    assert proc.stderr.strip().splitlines() == [
+        "error: interrupted. An interrupted `datadistill distill` continues from its last "
+        "checkpoint with the same command and --resume."
+    ]
+
+
 def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path, cli_here):
     proc = cli_here(
         "experts",
@@ -281,6 +301,7 @@ def test_resume_with_a_lower_learning_rate(tmp_path, cli_here):
     out = tmp_path / "run"
     args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--out", str(out)]
     args += ["--hp", "width=32", "--hp", "batch_real=32", "--no-evaluate", "--quiet"]
+    args += ["--device", "cpu"]  # in this process: no CUDA context or compile caches left behind
     cli_here(*args, "--iterations", "2", "--checkpoint-every", "1")
     resumed = cli_here(*args, "--iterations", "4", "--hp", "lr_img=0.25", "--resume")
     assert "warning: Resuming from iteration 2 with lr_img 1.0 -> 0.25" in resumed.stderr

@@ -11,7 +11,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -392,6 +392,15 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _interrupted() -> NoReturn:
+    print(
+        "error: interrupted. An interrupted `datadistill distill` continues from its last "
+        "checkpoint with the same command and --resume.",
+        file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     warnings.showwarning = _show_warning
@@ -411,13 +420,8 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):
-        print(
-            "error: interrupted. An interrupted `datadistill distill` continues from its last "
-            "checkpoint with the same command and --resume.",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C outside a command (typer's own code)
+        _interrupted()
     except typer.TyperException as exc:  # usage errors: bad or missing flags
         show = getattr(exc, "show", None)
         if callable(show):
@@ -425,6 +429,8 @@ def main() -> None:
         else:
             print(f"Error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    if code == 130:  # typer returns 130 for a KeyboardInterrupt inside a command (no command
+        _interrupted()  # returns a value of its own): say so instead of exiting silently
     sys.exit(code if isinstance(code, int) else 0)
 
 
