@@ -420,7 +420,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C outside a command (typer's own code)
+    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C (or end of input) typer lets through
         _interrupted()
     except typer.TyperException as exc:  # usage errors: bad or missing flags
         show = getattr(exc, "show", None)
