@@ -19,6 +19,11 @@ def cli(*args, env=None, check=True):
         env=env,
         timeout=600,
     )
+    return _checked(proc, check)
+
+
+def _checked(proc, check):
+    """``proc``, or an AssertionError with its output when ``check`` and it failed."""
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -49,10 +54,7 @@ def cli_here(monkeypatch, capfd):
         out, err = capfd.readouterr()  # file-descriptor level: torch's C++ output too
         code = exit_.value.code  # sys.exit(None) is status 0, sys.exit("text") status 1
         status = 0 if code is None else code if isinstance(code, int) else 1
-        proc = subprocess.CompletedProcess(args, status, out, err)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"exit {proc.returncode}\n{out}\n{err}")
-        return proc
+        return _checked(subprocess.CompletedProcess(args, status, out, err), check)
 
     return run
 
@@ -243,7 +245,7 @@ def test_mismatched_expert_buffer_is_one_line_and_nonzero(tmp_path, expert_buffe
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
 
 
-def test_an_interrupted_run_exits_with_130(monkeypatch, capsys):
+def test_an_interrupted_run_exits_with_130(monkeypatch, cli_here):
     from datadistill import cli as cli_module
     from datadistill.errors import Interrupted
 
@@ -251,10 +253,9 @@ def test_an_interrupted_run_exits_with_130(monkeypatch, capsys):
         raise Interrupted("Interrupted at iteration 3; a resumable checkpoint is saved.")
 
     monkeypatch.setattr(cli_module, "app", interrupted)
-    with pytest.raises(SystemExit) as exc:
-        cli_module.main()
-    assert exc.value.code == 130
-    assert capsys.readouterr().err.strip() == (
+    proc = cli_here("distill", check=False)
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == (
         "error: Interrupted at iteration 3; a resumable checkpoint is saved."
     )
 
