@@ -1,14 +1,17 @@
 """Peak memory of one MTT gradient: full unroll against the constant-memory (adjoint) unroll.
 
-MNIST, ConvNet-3 (width 128, instance norm), IPC 10, the whole synthetic set per student
-step, DSA off (so both runs see identical inputs), at syn_steps 10 / 20 / 40 / 80. Each
+MNIST, ConvNet-3 (width 128, instance norm; ``--width 32`` for the width the CPU cells'
+experts and students use), IPC 10, the whole synthetic set per student step, DSA off (so
+both runs see identical inputs), at syn_steps 10 / 20 / 40 / 80. Each
 measurement runs in its own process so that peak RSS (CPU) or the allocator peak (CUDA)
 covers that measurement only; the figure is the peak minus the process's memory just
 before the unroll (data, network, expert parameters). Writes
-benchmarks/results/mtt-memory.json (mtt-memory-gpu.json on a GPU) as a list of
-``{"syn_steps", "full_unroll_peak_bytes", "constant_peak_bytes"}``. Usage:
+benchmarks/results/mtt-memory.json (mtt-memory-gpu.json on a GPU; another width adds
+``-w<width>`` to the name) as a list of ``{"syn_steps", "full_unroll_peak_bytes",
+"constant_peak_bytes"}``. Usage:
 
-    .venv/bin/python -m benchmarks.mtt_memory [--steps 10 20 40 80] [--device auto]
+    .venv/bin/python -m benchmarks.mtt_memory [--steps 10 20 40 80] [--width 128] \
+        [--device auto]
 
 A full unroll whose projected peak exceeds 80% of the machine's memory is not run (its
 entry says so) rather than taking the machine down.
@@ -28,14 +31,16 @@ import torch
 from benchmarks._common import RESULTS, write
 
 
-def measure(mode: str, steps: int, device: str) -> dict[str, float]:
+def measure(mode: str, steps: int, device: str, width: int = 128) -> dict[str, float]:
     from datadistill._device import peak_memory_bytes, reset_peak_memory, resolve_device
     from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
     from datadistill.models import create_model
 
     dev = resolve_device(device)
     g = torch.Generator().manual_seed(0)
-    net = create_model("convnet", channels=1, num_classes=10, image_size=(28, 28), generator=g)
+    net = create_model(
+        "convnet", channels=1, num_classes=10, image_size=(28, 28), generator=g, width=width
+    )
     net = net.to(dev)
     for p in net.parameters():
         p.requires_grad_(False)
@@ -65,10 +70,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", nargs="+", type=int, default=[10, 20, 40, 80])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--width", type=int, default=128, help="ConvNet-3 width (the paper's: 128)")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "STEPS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.device)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.device, args.width)))
         return
     from datadistill._device import resolve_device
 
@@ -89,7 +95,7 @@ def main() -> None:
                 continue
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.mtt_memory", "--device", args.device]
-                + ["--child", mode, str(steps)],
+                + ["--width", str(args.width), "--child", mode, str(steps)],
                 capture_output=True,
                 text=True,
             )
@@ -103,19 +109,20 @@ def main() -> None:
                 per_step = res["peak"] / steps
         rows.append(row)
         print(row, flush=True)
-        save(rows, dev, args.device)  # after every row, so a cut-off run keeps what it has
+        save(rows, dev, args.device, args.width)  # after every row: a cut-off run keeps them
 
 
-def save(rows: list[dict[str, object]], dev: torch.device, device_arg: str) -> None:
+def save(rows: list[dict[str, object]], dev: torch.device, device_arg: str, width: int) -> None:
     """The result file is the plain list of rows; its command, machine and date go beside it."""
-    stem = "mtt-memory" if dev.type == "cpu" else "mtt-memory-gpu"
+    stem = "mtt-memory" + ("" if width == 128 else f"-w{width}")
+    stem += "" if dev.type == "cpu" else "-gpu"
     path = RESULTS / f"{stem}.json"
     path.write_text(json.dumps(rows, indent=2) + "\n")
     write(
         f"{stem}.meta.json",
         {
-            "settings": "MNIST-shaped inputs, ConvNet-3 w128 instancenorm, IPC 10 (100 images "
-            "per student step), one MTT gradient",
+            "settings": f"MNIST-shaped inputs, ConvNet-3 w{width} instancenorm, IPC 10 (100 "
+            "images per student step), one MTT gradient",
             "device": device_arg,
         },
     )

@@ -191,6 +191,16 @@ def gib(v: Any) -> str:
     return f"{v / 2**30:.2f}" if v else "-"
 
 
+def mtt_memory_stems() -> list[str]:
+    """The MTT memory result files (without ``.json``): the paper's width first, then other
+    widths (``-w32``), each CPU file before its GPU one."""
+    stems = [p.name.removesuffix(".json") for p in RESULTS.glob("mtt-memory*.json")]
+    return sorted(
+        (s for s in stems if not s.endswith(".meta")),
+        key=lambda s: (s.removesuffix("-gpu") != "mtt-memory", s.removesuffix("-gpu"), s),
+    )
+
+
 def mtt_memory_section(stem: str) -> list[str]:
     """The MTT memory table of ``<stem>.json`` (CPU: process RSS; GPU: allocator peak)."""
     mm = RESULTS / f"{stem}.json"
@@ -200,8 +210,10 @@ def mtt_memory_section(stem: str) -> list[str]:
     meta_path = RESULTS / f"{stem}.meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     gpu = stem.endswith("-gpu")
+    width = stem.removesuffix("-gpu").removeprefix("mtt-memory").removeprefix("-w")
     lines = [
         "## MTT: peak memory of one gradient, full unroll against constant memory"
+        + (f" (width {width})" if width else "")
         + (" (GPU)" if gpu else ""),
         "",
         f"{meta.get('settings', '')}; peak "
@@ -211,15 +223,18 @@ def mtt_memory_section(stem: str) -> list[str]:
         "1e-9 in float64). A full unroll projected above 80% of this machine's memory is",
         "not run.",
         "",
-        "| syn_steps | full unroll GiB | constant memory GiB | full s | constant s |",
-        "| --- | --- | --- | --- | --- |",
+        "| syn_steps | full unroll GiB | constant memory GiB | constant / full | full s "
+        "| constant s |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in mem:
         fs = r.get("full_unroll_seconds")
+        full = r.get("full_unroll_peak_bytes")
+        ratio = f"{r['constant_peak_bytes'] / full:.3f}" if full else "-"
         lines.append(
-            f"| {r['syn_steps']} | {gib(r.get('full_unroll_peak_bytes'))} "
+            f"| {r['syn_steps']} | {gib(full)} "
             f"{'(' + r['full_unroll_note'] + ')' if r.get('full_unroll_note') else ''} | "
-            f"{gib(r['constant_peak_bytes'])} | {f'{fs:.1f}' if fs else '-'} | "
+            f"{gib(r['constant_peak_bytes'])} | {ratio} | {f'{fs:.1f}' if fs else '-'} | "
             f"{r['constant_seconds']:.1f} |"
         )
     return lines + [
@@ -412,7 +427,7 @@ def main() -> None:
         for t in runs:
             lines.append(f"- `{t['command']}` ({t['machine']}, {t['date']})")
         lines += [""]
-    for stem in ("mtt-memory", "mtt-memory-gpu"):
+    for stem in mtt_memory_stems():
         lines += mtt_memory_section(stem)
     if rows:
         first = rows[0]

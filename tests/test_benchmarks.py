@@ -152,6 +152,28 @@ def test_tagged_cells_get_their_own_files_and_table(tmp_path, monkeypatch):
     assert write_md.tagged_section([]) == []
 
 
+def test_mtt_memory_tables_by_width_and_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(write_md, "RESULTS", tmp_path)
+    row = {"syn_steps": 80, "constant_peak_bytes": 2**29, "constant_seconds": 10.0}
+    measured = {**row, "full_unroll_peak_bytes": 2**32, "full_unroll_seconds": 12.0}
+    skipped = {**row, "full_unroll_peak_bytes": None, "full_unroll_note": "not run: projected"}
+    for stem, rows in [
+        ("mtt-memory-w32", [measured]),
+        ("mtt-memory-gpu", [measured]),
+        ("mtt-memory", [skipped]),
+    ]:
+        (tmp_path / f"{stem}.json").write_text(json.dumps(rows))
+        (tmp_path / f"{stem}.meta.json").write_text(json.dumps({"settings": stem}))
+    assert write_md.mtt_memory_stems() == ["mtt-memory", "mtt-memory-gpu", "mtt-memory-w32"]
+    w32 = "\n".join(write_md.mtt_memory_section("mtt-memory-w32"))
+    assert "constant memory (width 32)\n" in w32
+    assert "| 80 | 4.00  | 0.50 | 0.125 | 12.0 | 10.0 |" in w32  # constant / full: 1/8
+    paper = "\n".join(write_md.mtt_memory_section("mtt-memory"))
+    assert "constant memory\n" in paper
+    assert "| 80 | - (not run: projected) | 0.50 | - | - | 10.0 |" in paper
+    assert "(GPU)" in "\n".join(write_md.mtt_memory_section("mtt-memory-gpu"))
+
+
 def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp_path, monkeypatch):
     from benchmarks import _common, reevaluate
 
