@@ -61,7 +61,7 @@ def cli_here(monkeypatch, capfd):
 
 def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
     out = tmp_path / "run"
-    cli(
+    proc = cli(
         "distill",
         "--dataset",
         "digits",
@@ -78,7 +78,7 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         "--eval-seeds",
         "1",
         "--eval-arch",
-        "convnetw32",
+        "convnetw32,MLP",
         "--hp",
         "width=32",
         "--hp",
@@ -102,6 +102,11 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         1,
         "fast",
     )
+    assert list(report["results_by_arch"]) == ["convnetw32", "mlp"]  # registered spellings
+    assert report["results"] == report["results_by_arch"]["convnetw32"]
+    # the summary names each architecture it reports
+    assert "ipc=1 convnetw32: distilled" in proc.stdout and "ipc=1 mlp: distilled" in proc.stdout
+    assert "(protocol fast, 1 seed, test accuracy %)" in " ".join(proc.stdout.split())
     for kind in ("distilled", "random", "full"):
         r = report["results"][kind]
         assert set(r) >= {"accs", "mean", "std"} and 0 <= r["mean"] <= 1

@@ -153,6 +153,55 @@ def test_validation_selects_on_val_split(digits):
     assert val["protocol"] == "fast"  # DM's sets are made for the plain dc recipe
 
 
+def test_validation_never_trains_an_evaluation_network(digits, monkeypatch):
+    """Best-val selection trains its network from a seed none of the reported test
+    networks (seeds 0, 1, ...) uses, and the manifest says it trains one network a check."""
+    import datadistill.callbacks
+    from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET
+
+    seen: list[tuple[int, str]] = []
+    real_train = datadistill.callbacks.train_and_test
+
+    def spy(*args, **kwargs):
+        seen.append((args[5], kwargs["split"]))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(datadistill.callbacks, "train_and_test", spy)
+    d = dd.distill(digits, "dm", 1, seed=0, iterations=2, device="cpu", validate_every=2, **HP)
+    assert seen == [(VALIDATION_SEED_OFFSET, "val")] * 2
+    val = d.manifest["validation"]
+    assert (val["seeds"], val["network_seed"]) == (1, VALIDATION_SEED_OFFSET)
+
+
+def test_report_names_what_was_run(tmp_path):
+    """report.json / report.md: registered spellings, the stop reason, and no 'None
+    epochs' when no full-data reference was trained."""
+    import json
+
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="random",
+        ipc=1,
+        protocol="DC",
+        eval_archs=("ConvNet",),
+        eval_seeds=1,
+        full=False,
+        progress=False,
+        device="cpu",
+    )
+    report = dd.run(cfg, tmp_path / "r")
+    assert report["protocol"] == report["evaluation"]["protocol"] == "dc"
+    assert list(report["results_by_arch"]) == ["convnet"]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["protocol"] == "dc"
+    ev = report["evaluation"]
+    assert (ev["full_epochs"], ev["full_seeds"]) == (None, None)
+    assert (ev["lr_distilled"], ev["lr_learned"]) == (0.01, False)
+    assert "stopped_by" in report and report["resume_changes"] in (None, [])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "None" not in md and "no full-data reference" in md
+    assert "the distilled set trained at the protocol lr" in md
+
+
 def test_validation_trains_with_the_methods_recipe():
     from datadistill.evaluation.protocols import get_protocol, validation_protocol
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from datadistill.data import RealData
-from datadistill.evaluation.evaluate import train_and_test
+from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, train_and_test
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.methods.base import Method
 
@@ -64,8 +64,13 @@ class Validation(Callback):
     VALIDATION split.
 
     Keeps the best-scoring synthetic state, so that model selection never sees the test
-    split. ``history`` holds ``(iteration, accuracy)`` pairs.
+    split. ``history`` holds ``(iteration, accuracy)`` pairs. Each check trains one network
+    (``seeds`` is 1) from ``network_seed``, the run's ``seed`` plus
+    :data:`~datadistill.evaluation.evaluate.VALIDATION_SEED_OFFSET`, so it is never one of
+    the networks the final evaluation reports (seeds 0, 1, ...).
     """
+
+    seeds = 1
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class Validation(Callback):
         device: torch.device | None = None,
     ) -> None:
         self.real, self.every, self.arch, self.seed = real, every, arch, seed
+        self.network_seed = seed + VALIDATION_SEED_OFFSET
         self.protocol = get_protocol(protocol)
         self.device = device
         self.history: list[tuple[int, float]] = []
@@ -93,7 +99,7 @@ class Validation(Callback):
             self.real,
             self.protocol,
             self.arch,
-            self.seed,
+            self.network_seed,
             soft_labels=soft.detach() if soft is not None else None,
             split="val",
             lr=method.synthetic().learned_lr() if self.protocol.learned_lr else None,

@@ -160,17 +160,23 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
 
     console = Console()
-    res = report.get("results") or {}
+    ev = report.get("evaluation") or {}
+    n = ev.get("seeds")
+    seeds = f", {n} seed{'' if n == 1 else 's'}" if n else ""
+    # one line per evaluated architecture, each named (the first alone is "results")
+    by_arch = report.get("results_by_arch") or {"": report.get("results") or {}}
+    for arch, res in by_arch.items():
 
-    def fmt(key: str) -> str:
-        r = res.get(key)
-        return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
+        def fmt(key: str, res: dict[str, Any] = res) -> str:
+            r = res.get(key)
+            return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
 
-    console.print(
-        f"[bold]{report['method']}[/] {report['dataset']} ipc={report['ipc']}: "
-        f"distilled {fmt('distilled')} | random {fmt('random')} | full {fmt('full')} "
-        f"(protocol {report['protocol']}, test accuracy %)"
-    )
+        console.print(
+            f"[bold]{report['method']}[/] {report['dataset']} ipc={report['ipc']}"
+            f"{' ' + arch if arch else ''}: distilled {fmt('distilled')} | random "
+            f"{fmt('random')} | full {fmt('full')} (protocol {report['protocol']}{seeds}, "
+            "test accuracy %)"
+        )
     console.print(f"run folder: {out}")
 
 
@@ -216,7 +222,14 @@ def evaluate(
         device=device,
         progress=lambda m: console.log(m),
     )
-    table = Table(title=f"{artefact.name}: test accuracy (%), protocol {proto.name}")
+    n = report.seeds
+    table = Table(
+        title=f"{artefact.name}: test accuracy (%), protocol {proto.name}, "
+        f"{n} seed{'' if n == 1 else 's'}",
+        caption=f"the distilled set trained at its learned lr {report.lr_distilled:.4g}"
+        if report.lr_learned
+        else None,
+    )
     for col in ("architecture", "distilled", "random real subset", "full data"):
         table.add_column(col)
     for a, rows in report.results.items():

@@ -115,7 +115,9 @@ def write_report(
         "results_by_arch": by_arch,
         "evaluation": ev,
         "iterations": m.get("iterations"),
-        "hparams": m.get("hparams"),
+        "stopped_by": m.get("stopped_by"),
+        "hparams": m.get("hparams"),  # as at the end; resume_changes lists earlier values
+        "resume_changes": m.get("resume_changes"),
         "selected": m.get("selected"),
         "validation": m.get("validation"),
         "distill_seconds": m.get("distill_seconds"),
@@ -137,11 +139,23 @@ def write_report(
         f"artefact {artefact_bytes} bytes",
         f"- synthetic state kept: {report['selected']} (selection never sees the test split)",
     ]
+    for change in report["resume_changes"] or []:
+        told = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in change["changed"].items())
+        lines.append(f"- resumed at iteration {change['iteration']} with {told}")
     if ev:
+        full = (
+            f"; full data trained {ev['full_epochs']} epochs"
+            + (f", {ev['full_seeds']} seeds" if ev.get("full_seeds") else "")
+            if ev["full_epochs"] is not None
+            else "; no full-data reference"
+        )
+        learned = " at the protocol lr"
+        if ev.get("lr_learned"):
+            learned = f" at the set's learned lr {ev['lr_distilled']:.4g}"
         lines += [
             f"- evaluation protocol `{ev['protocol']}`: {ev['protocol_config']['epochs']} epochs, "
-            f"{ev['seeds']} seeds per number, test split; full data trained "
-            f"{ev['full_epochs']} epochs",
+            f"{ev['seeds']} seeds per number, test split{full}; the distilled set trained"
+            f"{learned}, the baselines at the protocol lr",
             "",
             "| architecture | distilled | random real subset | full data |",
             "| --- | --- | --- | --- |",

@@ -32,7 +32,7 @@ from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
-from datadistill.evaluation.protocols import validation_protocol
+from datadistill.evaluation.protocols import get_protocol, validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
 
@@ -593,6 +593,8 @@ def _distill_checked(
         "validation_seconds": val.seconds if val else 0.0,
         "validation": {
             "protocol": val.protocol.name,
+            "seeds": val.seeds,  # one network per check (not the protocol's seeds)
+            "network_seed": val.network_seed,
             "history": val.history,
             "best_acc": val.best_acc if math.isfinite(val.best_acc) else None,
             "best_iteration": val.best_iteration,
@@ -682,9 +684,11 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     from datadistill.report import write_report
 
     out = Path(out)
-    if config.protocol is None:  # dc / dm -> "dc", dsa -> "dsa", mtt -> "mtt"
-        expected = METHODS.get(config.method).expected_protocol
-        config = dataclasses.replace(config, protocol=expected)
+    protocol = config.protocol
+    if protocol is None:  # dc / dm -> "dc", dsa -> "dsa", mtt -> "mtt"
+        protocol = METHODS.get(config.method).expected_protocol
+    # the registered spelling ("DC" -> "dc"), as the evaluation and the report name it
+    config = dataclasses.replace(config, protocol=get_protocol(protocol).name)
     assert config.protocol is not None
     if ((out / CHECKPOINT_NAME).exists() or (out / ARTEFACT_NAME).exists()) and not resume:
         raise ConfigError(

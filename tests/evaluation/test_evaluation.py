@@ -111,6 +111,24 @@ def test_soft_labels_are_used(digits):
     assert rep.results["convnetw32"]["distilled"].mean == pytest.approx(frac0, abs=0.02)
 
 
+def test_the_report_says_which_lr_the_set_trained_with(digits, monkeypatch):
+    """Under a learned-lr protocol the set trains at its own lr and the report says so;
+    a set without one, or a protocol without learned lr, trains at the protocol's."""
+    module = importlib.import_module("datadistill.evaluation.evaluate")
+    used: list[float | None] = []
+    monkeypatch.setattr(module, "train_and_test", lambda *a, lr=None, **k: used.append(lr) or 0.5)
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    learned = dataclasses.replace(d, lr=0.05)
+    mtt = dataclasses.replace(get_protocol("mtt"), epochs=1)
+    kw = dict(seeds=1, baselines=False, full=False, device="cpu", archs=["convnetw32"])
+    rep = dd.evaluate(learned, digits, mtt, **kw).to_dict()
+    assert (rep["lr_distilled"], rep["lr_learned"], used) == (0.05, True, [0.05])
+    for the_set, proto in ((d, mtt), (learned, get_protocol("fast"))):
+        rep = dd.evaluate(the_set, digits, proto, **kw).to_dict()
+        assert (rep["lr_distilled"], rep["lr_learned"]) == (proto.lr, False)
+    assert used[1:] == [None, None]
+
+
 def test_micro_batches_give_the_same_update():
     import dataclasses as _dc  # noqa: F401
 

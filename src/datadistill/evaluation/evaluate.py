@@ -33,6 +33,10 @@ from datadistill.models import MODELS, create_model, create_model_for
 
 # Seeds of the random real subsets differ from the network seeds by this offset.
 RANDOM_SUBSET_SEED_OFFSET = 1_000_003
+# Validation during distillation trains its network from the distillation seed plus this
+# offset, never from one of the evaluation's network seeds (0, 1, ...): best-val selection
+# would otherwise favour the state that suits test network 0's initialisation.
+VALIDATION_SEED_OFFSET = 2_000_003
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,12 @@ class EvalReport:
     ipc: int
     seeds: int
     results: dict[str, dict[str, Result]] = field(default_factory=dict)
-    full_epochs: int | None = None
+    full_epochs: int | None = None  # None: no full-data reference was trained
+    full_seeds: int | None = None
+    # the lr the distilled set trained with: the set's learned lr where the protocol uses
+    # one and the set has it, else the protocol's (the baselines always train with the latter)
+    lr_distilled: float | None = None
+    lr_learned: bool = False  # whether lr_distilled is the set's learned lr
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +84,9 @@ class EvalReport:
             "ipc": self.ipc,
             "seeds": self.seeds,
             "full_epochs": self.full_epochs,
+            "full_seeds": self.full_seeds,
+            "lr_distilled": self.lr_distilled,
+            "lr_learned": self.lr_learned,
             "results": {
                 arch: {kind: r.to_dict() for kind, r in rows.items()}
                 for arch, rows in self.results.items()
@@ -300,8 +312,8 @@ def evaluate(
     proto = get_protocol(protocol)
     dev = prepare_device(resolve_device(device))
     archs = [archs] if isinstance(archs, str) else (list(archs) if archs else [proto.arch])
-    for a in archs:
-        MODELS.canonical(a)
+    # registered spellings, so that "ConvNet" and "convnet" share report keys and cache
+    archs = [MODELS.canonical(a) for a in archs]
     n_seeds = seeds if seeds is not None else proto.seeds
     for name, value in (("seeds", n_seeds), ("full_seeds", full_seeds)):
         if value is not None and not (
@@ -322,7 +334,13 @@ def evaluate(
     fp = _fingerprint(real)
     say = progress or (lambda _msg: None)
     report = EvalReport(
-        protocol=proto, ipc=ipc, seeds=n_seeds, full_epochs=f_epochs if full else None
+        protocol=proto,
+        ipc=ipc,
+        seeds=n_seeds,
+        full_epochs=f_epochs if full else None,
+        full_seeds=n_full if full else None,
+        lr_distilled=float(lr) if lr is not None else proto.lr,
+        lr_learned=lr is not None,
     )
     for arch in archs:
         rows: dict[str, Result] = {}

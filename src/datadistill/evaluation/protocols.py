@@ -55,7 +55,8 @@ _add(
         epochs=100,
         seeds=2,
         full_epochs=3,
-        description="CPU smoke runs and validation during distillation: 100 epochs, 2 seeds",
+        description="CPU smoke runs (100 epochs, 2 seeds); validation during distillation "
+        "trains one network a check with its budget",
     )
 )
 
@@ -66,9 +67,9 @@ def get_protocol(name: str | Protocol) -> Protocol:
 
 def validation_protocol(expected: str | Protocol) -> Protocol:
     """What validation during distillation trains with: the ``fast`` protocol's budget
-    (100 epochs, 2 seeds) with the training recipe of ``expected``, the protocol the
-    method's sets are made for (its DSA and learned lr), so that best-val selection
-    judges a set the way it will be evaluated."""
+    (100 epochs; one network per check, not its 2 seeds) with the training recipe of
+    ``expected``, the protocol the method's sets are made for (its DSA and learned lr), so
+    that best-val selection judges a set the way it will be evaluated."""
     fast, exp = get_protocol("fast"), get_protocol(expected)
     if not (exp.dsa or exp.learned_lr):
         return fast
