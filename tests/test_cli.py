@@ -315,6 +315,10 @@ def test_resume_with_a_lower_learning_rate(tmp_path, cli_here):
     manifest = dd.load(out).manifest
     assert manifest["iterations"] == 4
     assert manifest["resume_changes"] == [{"iteration": 2, "changed": {"lr_img": [1.0, 0.25]}}]
+    report = json.loads((out / "report.json").read_text())
+    assert report["resume_changes"] == manifest["resume_changes"]
+    assert report["stopped_by"] == "iterations"
+    assert "- resumed at iteration 2 with lr_img 1.0 -> 0.25" in (out / "report.md").read_text()
     refused = cli_here(*args, "--iterations", "6", "--hp", "width=16", "--resume", check=False)
     assert refused.returncode == 2
     assert "only lr_img may change on resume" in refused.stderr
@@ -331,3 +335,22 @@ def test_evaluate_reloads_the_data_with_the_artefacts_whitening(tmp_path):
     back = _real_for(dd.load(d.save(tmp_path / "z.safetensors")), None)
     assert back.info.zca_eps == 0.5
     assert torch.allclose(back.train_x, real.train_x)
+
+
+def test_summary_prints_names_as_they_are(tmp_path, capsys):
+    """A user's names (npz:PATH, a run folder) may hold rich markup: printed literally."""
+    from datadistill.cli import _print_summary
+
+    r = {"accs": [0.5], "mean": 0.5, "std": 0.0}
+    report = {
+        "method": "dm",
+        "dataset": "npz:data[/x]/a[b].npz",
+        "ipc": 1,
+        "protocol": "dc",
+        "evaluation": {"seeds": 2},
+        "results_by_arch": {"convnet": {"distilled": r, "random": r}},
+    }
+    _print_summary(report, tmp_path / "run[1]")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "npz:data[/x]/a[b].npz ipc=1 convnet: distilled 50.00 ± 0.00" in out
+    assert "(protocol dc, 2 seeds, test accuracy %)" in out and "run[1]" in out

@@ -167,10 +167,26 @@ def test_validation_never_trains_an_evaluation_network(digits, monkeypatch):
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(datadistill.callbacks, "train_and_test", spy)
-    d = dd.distill(digits, "dm", 1, seed=0, iterations=2, device="cpu", validate_every=2, **HP)
-    assert seen == [(VALIDATION_SEED_OFFSET, "val")] * 2
+    d = dd.distill(digits, "dm", 1, seed=3, iterations=2, device="cpu", validate_every=2, **HP)
+    assert seen == [(3 + VALIDATION_SEED_OFFSET, "val")] * 2
     val = d.manifest["validation"]
-    assert (val["seeds"], val["network_seed"]) == (1, VALIDATION_SEED_OFFSET)
+    assert (val["seeds"], val["network_seed"]) == (1, 3 + VALIDATION_SEED_OFFSET)
+
+
+def test_a_checkpoint_from_before_the_seed_offset_keeps_its_validation_seed(digits):
+    """Its history was scored with the run's seed itself: a resume goes on that way, so the
+    old and new checks compare, and the manifest names the seed actually used."""
+    from datadistill.callbacks import Validation
+    from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET
+
+    val = Validation(digits, 2, seed=3)
+    state = val.state_dict()
+    assert state["network_seed"] == 3 + VALIDATION_SEED_OFFSET
+    old = {k: v for k, v in state.items() if k != "network_seed"}
+    val.load_state_dict(old)
+    assert val.network_seed == 3
+    val.load_state_dict(state)
+    assert val.network_seed == 3 + VALIDATION_SEED_OFFSET
 
 
 def test_report_names_what_was_run(tmp_path):
@@ -196,7 +212,7 @@ def test_report_names_what_was_run(tmp_path):
     ev = report["evaluation"]
     assert (ev["full_epochs"], ev["full_seeds"]) == (None, None)
     assert (ev["lr_distilled"], ev["lr_learned"]) == (0.01, False)
-    assert "stopped_by" in report and report["resume_changes"] in (None, [])
+    assert (report["stopped_by"], report["resume_changes"]) == ("no-steps", [])  # a coreset
     md = (tmp_path / "r" / "report.md").read_text()
     assert "None" not in md and "no full-data reference" in md
     assert "the distilled set trained at the protocol lr" in md

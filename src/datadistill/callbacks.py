@@ -130,9 +130,13 @@ class Validation(Callback):
             "best_iteration": self.best_iteration,
             "best_state": self.best_state,
             "seconds": self.seconds,
+            "network_seed": self.network_seed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # a checkpoint from before the offset (no "network_seed") scored its history with
+        # the run's seed itself: keep scoring that way, so old and new checks compare
+        self.network_seed = int(state.get("network_seed", self.seed))
         self.history = [(int(i), float(a)) for i, a in state.get("history", [])]
         self.best_acc = float(state.get("best_acc", -math.inf))
         self.best_iteration = int(state.get("best_iteration", -1))

@@ -158,6 +158,7 @@ def distill(
 
 def _print_summary(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     ev = report.get("evaluation") or {}
@@ -171,13 +172,14 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
             r = res.get(key)
             return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
 
+        # names are the user's (npz:PATH, a registered model, a folder): never markup
         console.print(
-            f"[bold]{report['method']}[/] {report['dataset']} ipc={report['ipc']}"
-            f"{' ' + arch if arch else ''}: distilled {fmt('distilled')} | random "
-            f"{fmt('random')} | full {fmt('full')} (protocol {report['protocol']}{seeds}, "
-            "test accuracy %)"
+            f"[bold]{escape(report['method'])}[/] {escape(report['dataset'])} "
+            f"ipc={report['ipc']}{' ' + escape(arch) if arch else ''}: distilled "
+            f"{fmt('distilled')} | random {fmt('random')} | full {fmt('full')} "
+            f"(protocol {escape(report['protocol'])}{seeds}, test accuracy %)"
         )
-    console.print(f"run folder: {out}")
+    console.print(f"run folder: {escape(str(out))}")
 
 
 @app.command()
@@ -199,6 +201,7 @@ def evaluate(
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from datadistill.artefact import load
@@ -224,7 +227,7 @@ def evaluate(
     )
     n = report.seeds
     table = Table(
-        title=f"{artefact.name}: test accuracy (%), protocol {proto.name}, "
+        title=f"{escape(artefact.name)}: test accuracy (%), protocol {escape(proto.name)}, "
         f"{n} seed{'' if n == 1 else 's'}",
         caption=f"the distilled set trained at its learned lr {report.lr_distilled:.4g}"
         if report.lr_learned
@@ -234,7 +237,8 @@ def evaluate(
         table.add_column(col)
     for a, rows in report.results.items():
         table.add_row(
-            a, *(str(rows[k]) if k in rows else "-" for k in ("distilled", "random", "full"))
+            escape(a),
+            *(str(rows[k]) if k in rows else "-" for k in ("distilled", "random", "full")),
         )
     console.print(table)
     if json_out is not None:

@@ -32,7 +32,7 @@ from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
-from datadistill.evaluation.protocols import get_protocol, validation_protocol
+from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
 
@@ -688,7 +688,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     if protocol is None:  # dc / dm -> "dc", dsa -> "dsa", mtt -> "mtt"
         protocol = METHODS.get(config.method).expected_protocol
     # the registered spelling ("DC" -> "dc"), as the evaluation and the report name it
-    config = dataclasses.replace(config, protocol=get_protocol(protocol).name)
+    config = dataclasses.replace(config, protocol=PROTOCOLS.canonical(protocol))
     assert config.protocol is not None
     if ((out / CHECKPOINT_NAME).exists() or (out / ARTEFACT_NAME).exists()) and not resume:
         raise ConfigError(

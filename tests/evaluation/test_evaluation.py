@@ -127,6 +127,27 @@ def test_the_report_says_which_lr_the_set_trained_with(digits, monkeypatch):
         rep = dd.evaluate(the_set, digits, proto, **kw).to_dict()
         assert (rep["lr_distilled"], rep["lr_learned"]) == (proto.lr, False)
     assert used[1:] == [None, None]
+    # one spelling of an architecture is one entry, trained once
+    used.clear()
+    rep = dd.evaluate(d, digits, mtt, **{**kw, "archs": ["ConvNetW32", "convnetw32"]})
+    assert list(rep.results) == ["convnetw32"] and len(used) == 1
+
+
+def test_report_md_says_the_set_trained_at_its_learned_lr(digits, tmp_path):
+    from datadistill.evaluation.evaluate import EvalReport, Result
+    from datadistill.report import write_report
+
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    rows = {"distilled": Result((0.5,)), "random": Result((0.4,))}
+    rep = EvalReport(
+        get_protocol("mtt"), 1, 1, {"convnet": rows}, lr_distilled=0.05, lr_learned=True
+    )
+    cfg = dd.RunConfig(dataset="digits", method="random", ipc=1, protocol="mtt")
+    report = write_report(tmp_path, cfg, d, rep, 123)
+    assert report["evaluation"]["lr_learned"] is True
+    md = (tmp_path / "report.md").read_text()
+    assert "the distilled set trained at the set's learned lr 0.05, the baselines at" in md
+    assert "no full-data reference" in md
 
 
 def test_micro_batches_give_the_same_update():

@@ -313,7 +313,8 @@ def evaluate(
     dev = prepare_device(resolve_device(device))
     archs = [archs] if isinstance(archs, str) else (list(archs) if archs else [proto.arch])
     # registered spellings, so that "ConvNet" and "convnet" share report keys and cache
-    archs = [MODELS.canonical(a) for a in archs]
+    # (and are trained once)
+    archs = list(dict.fromkeys(MODELS.canonical(a) for a in archs))
     n_seeds = seeds if seeds is not None else proto.seeds
     for name, value in (("seeds", n_seeds), ("full_seeds", full_seeds)):
         if value is not None and not (
