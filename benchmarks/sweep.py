@@ -75,6 +75,7 @@ def main() -> None:
         fixed.setdefault("buffer", buffer_dir(args.dataset, args.experts_tag))
 
     real = dd.load_dataset(args.dataset, root=DATA)
+    # (sweeps before 2026-12-04 trained networks 0, 1, ...: the table's own seeds)
     network_seeds = [VALIDATION_SEED_OFFSET + s for s in range(args.seeds)]
     protocol = get_protocol(args.protocol)
     # One untimed iteration first, so that compilation (minutes with a cold inductor
@@ -131,7 +132,6 @@ def main() -> None:
         )
         print(f"{name}={value!r}: val {100 * mean:.2f}% ({rows[-1]['iterations']} it)", flush=True)
     best = max(rows, key=lambda r: float(r["val_mean"]))  # type: ignore[arg-type]
-    # (sweeps before 2026-12-04 trained networks 0, 1, ...: the table's own seeds)
     path = write(
         out_name,
         {
