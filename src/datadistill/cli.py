@@ -156,27 +156,31 @@ def distill(
     _print_summary(report, out)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
+def _mean_std(r: dict[str, Any] | None) -> str:
+    """A result's mean ± std in %, or "-" where it was not trained."""
+    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
+
+
 def _print_summary(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.markup import escape
 
     console = Console()
-    ev = report.get("evaluation") or {}
-    n = ev.get("seeds")
-    seeds = f", {n} seed{'' if n == 1 else 's'}" if n else ""
+    n = (report.get("evaluation") or {}).get("seeds")
+    seeds = f", {_seeds(n)}" if n else ""
     # one line per evaluated architecture, each named (the first alone is "results")
     by_arch = report.get("results_by_arch") or {"": report.get("results") or {}}
     for arch, res in by_arch.items():
-
-        def fmt(key: str, res: dict[str, Any] = res) -> str:
-            r = res.get(key)
-            return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
-
+        pct = {k: _mean_std(res.get(k)) for k in ("distilled", "random", "full")}
         # names are the user's (npz:PATH, a registered model, a folder): never markup
         console.print(
             f"[bold]{escape(report['method'])}[/] {escape(report['dataset'])} "
             f"ipc={report['ipc']}{' ' + escape(arch) if arch else ''}: distilled "
-            f"{fmt('distilled')} | random {fmt('random')} | full {fmt('full')} "
+            f"{pct['distilled']} | random {pct['random']} | full {pct['full']} "
             f"(protocol {escape(report['protocol'])}{seeds}, test accuracy %)"
         )
     console.print(f"run folder: {escape(str(out))}")
@@ -225,10 +229,9 @@ def evaluate(
         device=device,
         progress=lambda m: console.log(m),
     )
-    n = report.seeds
     table = Table(
         title=f"{escape(artefact.name)}: test accuracy (%), protocol {escape(proto.name)}, "
-        f"{n} seed{'' if n == 1 else 's'}",
+        f"{_seeds(report.seeds)}",
         caption=f"the distilled set trained at its learned lr {report.lr_distilled:.4g}"
         if report.lr_learned
         else None,

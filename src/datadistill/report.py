@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datadistill.artefact import Distilled
+from datadistill.run import describe_change
 
 if TYPE_CHECKING:
     from datadistill.evaluation import EvalReport
@@ -140,7 +141,7 @@ def write_report(
         f"- synthetic state kept: {report['selected']} (selection never sees the test split)",
     ]
     for change in report["resume_changes"] or []:
-        told = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in change["changed"].items())
+        told = describe_change(change["changed"])
         lines.append(f"- resumed at iteration {change['iteration']} with {told}")
     if ev:
         full = (

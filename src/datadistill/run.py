@@ -194,6 +194,11 @@ def _diverged_advice(checkpoint: Path | None) -> str:
     )
 
 
+def describe_change(changed: dict[str, Any]) -> str:
+    """``"lr_img 1.0 -> 0.25, ..."`` for a resume's ``changed`` (name -> [old, new])."""
+    return ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+
+
 def _merge_change(
     changes: list[dict[str, Any]], at: int, changed: dict[str, list[Any]]
 ) -> list[dict[str, Any]]:
@@ -533,10 +538,9 @@ def _distill_checked(
         if changed:
             at = int(resume_state["method"]["iteration"])
             changes = _merge_change(changes, at, changed)
-            told = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
             warnings.warn(
-                f"Resuming from iteration {at} with {told}; the run now differs from an "
-                "uninterrupted one, and its manifest records the change.",
+                f"Resuming from iteration {at} with {describe_change(changed)}; the run now "
+                "differs from an uninterrupted one, and its manifest records the change.",
                 stacklevel=3,  # the caller of distill() (or run())
             )
     val = (
