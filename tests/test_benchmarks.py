@@ -210,3 +210,32 @@ def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp
     # no artefact: one line, nothing written
     reevaluate.reevaluate(digits, "dm", 1, args)
     assert not (results / "digits-dm-ipc1-eval-fast.json").exists()
+
+
+def test_sweep_scores_each_data_option_in_its_own_space(tmp_path, monkeypatch):
+    from benchmarks import _common, sweep
+
+    assert sweep.split_data_options({"zca": True, "lr_img": 1.0, "zca_eps": 0.5}) == (
+        {"zca": True, "zca_eps": 0.5},
+        {"lr_img": 1.0},
+    )
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    loaded = []
+    real_load = dd.load_dataset
+
+    def load(name, **kw):
+        loaded.append(kw.get("zca", False))
+        return real_load(name, **kw)
+
+    monkeypatch.setattr(dd, "load_dataset", load)
+    argv = ["sweep", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--seeds", "1"]
+    argv += ["--grid", "zca=False,True", "--budget", "0.5", "--protocol", "fast"]
+    monkeypatch.setattr(sys, "argv", argv)
+    sweep.main()
+    out = json.loads((tmp_path / "sweep-digits-dm-ipc1-zca.json").read_text())
+    assert [row["zca"] for row in out["rows"]] == [False, True]
+    assert loaded == [False, True]  # each value distilled and scored on its own data
+    assert "zca" not in out["fixed"] and out["split"] == "val"
+    for row in out["rows"]:
+        assert row["val_mean"] > 0.2  # a 10-class problem: above chance in both spaces
