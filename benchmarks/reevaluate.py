@@ -39,6 +39,7 @@ def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespac
     t0 = time.perf_counter()
     r = evaluate_cell(distilled, real, args)
     keep = (
+        "seed",
         "iterations",
         "distill_seconds",
         "budget_seconds",

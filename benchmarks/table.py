@@ -236,6 +236,7 @@ def run_cell(
             "wall_seconds": wall,
             "budget_seconds": args.budget if needs_steps else None,
             "tag": args.tag,
+            "seed": args.seed,  # the distillation seed (the networks are seeded 0, 1, ...)
             "defaults": "paper" if args.paper else "cpu",
             "iterations": m["iterations"],
             "expert_seconds": expert_s,

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,10 @@ TIMING_NOTE = (
 
 def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
     """The value of ``param`` the table's cells use for ``method`` at ``ipc`` on ``dataset``."""
+    from benchmarks.sweep import DATA_OPTIONS
+
+    if param in DATA_OPTIONS:  # the table loads every dataset with load_dataset's defaults
+        return inspect.signature(dd.load_dataset).parameters[param].default
     defaults = cpu_defaults(method, ipc, dataset)
     if param in defaults:
         value = defaults[param]
@@ -282,6 +289,66 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+SEED_TAG = re.compile(r"seed(\d+)")  # cells distilled again: --seed N --tag seedN
+
+
+def distillation_seed(r: dict[str, Any]) -> int:
+    """The seed a cell was distilled from: recorded, else its ``seedN`` tag, else 0 (the
+    main table's cells, run before the field existed, all used the default seed 0)."""
+    if r.get("seed") is not None:
+        return int(r["seed"])
+    m = SEED_TAG.fullmatch(r.get("tag") or "")
+    return int(m.group(1)) if m else 0
+
+
+def seeds_section(rows: list[dict[str, Any]], tagged: list[dict[str, Any]]) -> list[str]:
+    """Cells distilled again from other seeds beside the main table's cell: how much of a
+    gap between two methods is the luck of one distilled set."""
+    extra = [r for r in tagged if SEED_TAG.fullmatch(r["tag"])]
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in rows + extra:
+        groups.setdefault((r["dataset"], r["ipc"], r["method"]), []).append(r)
+    sets_by_cell = {k: v for k, v in groups.items() if len(v) > 1}
+    if not sets_by_cell:
+        return []
+    out = [
+        "## Several distilled sets per cell",
+        "",
+        "The main table distills each cell once (seed 0). The cells below were also distilled",
+        "from other seeds (`python -m benchmarks.table ... --seed N --tag seedN`: the same",
+        "settings, budget and evaluation), so that a gap between two methods can be told",
+        "apart from the luck of one distilled set. Each set is trained with the same 3",
+        "network seeds; `over sets` is the mean ± std of the sets' means, `all networks` the",
+        "mean ± std of every network. A row marked `settings differ` has a set distilled",
+        "with other hyperparameters than the first (a cell re-run in between).",
+        "",
+        "| dataset | IPC | method | per set: seed, test %, iterations, date | over sets "
+        "| all networks |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def order(key: tuple[str, int, str]) -> tuple[Any, ...]:
+        m = key[2]
+        return (key[0], key[1], METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+
+    for key in sorted(sets_by_cell, key=order):
+        sets = sorted(sets_by_cell[key], key=distillation_seed)
+        means = [100 * r["results"]["distilled"]["mean"] for r in sets]
+        accs = [100 * a for r in sets for a in r["results"]["distilled"]["accs"]]
+        per_set = "; ".join(
+            f"{distillation_seed(r)}: {m:.2f} ({r.get('iterations', '-')} it, {r['date'][:10]})"
+            for r, m in zip(sets, means, strict=True)
+        )
+        if any(r.get("hparams") != sets[0].get("hparams") for r in sets):
+            per_set += " (settings differ)"
+        out.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {per_set} | "
+            f"**{statistics.fmean(means):.2f} ± {statistics.pstdev(means):.2f}** | "
+            f"{statistics.fmean(accs):.2f} ± {statistics.pstdev(accs):.2f} |"
+        )
+    return [*out, ""]
+
+
 def main() -> None:
     every = load()
     rows = [r for r in every if not r.get("tag")]
@@ -459,7 +526,8 @@ def main() -> None:
             f"- dates: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
             "",
         ]
-    lines += tagged_section(tagged)
+    lines += seeds_section(rows, tagged)
+    lines += tagged_section([r for r in tagged if not SEED_TAG.fullmatch(r["tag"])])
     sweeps = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("sweep-*.json"))]
     if sweeps:
         lines += [

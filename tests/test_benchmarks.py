@@ -152,6 +152,43 @@ def test_tagged_cells_get_their_own_files_and_table(tmp_path, monkeypatch):
     assert write_md.tagged_section([]) == []
 
 
+def test_cells_distilled_from_other_seeds_are_pooled_beside_the_main_cell():
+    def cell(method, tag, accs, hparams=None, **extra):
+        mean = sum(accs) / len(accs)
+        return {
+            "dataset": "mnist",
+            "method": method,
+            "ipc": 1,
+            "tag": tag,
+            "results": {"distilled": {"accs": accs, "mean": mean}},
+            "iterations": 10,
+            "hparams": hparams or {"lr_img": 1.0},
+            "date": "2026-12-05T00:00:00+00:00",
+            **extra,
+        }
+
+    main = [cell("dm", "", [0.86, 0.87, 0.88]), cell("dsa", "", [0.85, 0.85, 0.85])]
+    tagged = [
+        cell("dm", "seed1", [0.84, 0.84, 0.84]),
+        cell("dsa", "seed2", [0.87, 0.87, 0.87], seed=2),
+        cell("dsa", "seed1", [0.86, 0.86, 0.86], hparams={"lr_img": 3.0}),
+        cell("dm", "gpu", [0.9, 0.9, 0.9]),  # another kind of tag: not a distillation seed
+    ]
+    assert [write_md.distillation_seed(r) for r in main + tagged] == [0, 0, 1, 2, 1, 0]
+    text = "\n".join(write_md.seeds_section(main, tagged))
+    assert "## Several distilled sets per cell" in text
+    dm_row = next(line for line in text.splitlines() if line.startswith("| mnist | 1 | dm |"))
+    # sets 0 and 1: means 87 and 84 -> 85.50 ± 1.50 over sets; networks 86, 87, 88, 84 x 3
+    # -> 85.50 ± sqrt(15.5 / 6) = 1.61
+    assert "0: 87.00 (10 it, 2026-12-05); 1: 84.00" in dm_row
+    assert "**85.50 ± 1.50**" in dm_row and "| 85.50 ± 1.61 |" in dm_row
+    dsa_row = next(line for line in text.splitlines() if line.startswith("| mnist | 1 | dsa |"))
+    assert "0: 85.00" in dsa_row and "1: 86.00" in dsa_row and "2: 87.00" in dsa_row
+    assert "(settings differ)" in dsa_row and "(settings differ)" not in dm_row
+    assert "90.00" not in text  # the gpu-tagged cell is no distillation seed
+    assert write_md.seeds_section(main, [tagged[-1]]) == []
+
+
 def test_mtt_memory_tables_by_width_and_device(tmp_path, monkeypatch):
     monkeypatch.setattr(write_md, "RESULTS", tmp_path)
     row = {"syn_steps": 80, "constant_peak_bytes": 2**29, "constant_seconds": 10.0}
