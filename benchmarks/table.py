@@ -19,6 +19,7 @@ in their own table, e.g. DM with its paper defaults:
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from typing import Any
 
@@ -137,6 +138,11 @@ CPU_DEFAULTS_BY_DATASET: dict[tuple[str, str, int], dict[str, object]] = {
 CPU_EXPERTS_BY_CELL: dict[tuple[str, int], str] = {("mnist", 1): "ipc1"}
 
 
+# A cell distilled again from another seed (`--seed N --tag seedN`): the same cell, pooled
+# beside the untagged one (seed 0) in BENCHMARKS.md.
+SEED_TAG = re.compile(r"seed(\d+)")
+
+
 def cell_experts_tag(dataset: str, ipc: int) -> str:
     """The expert buffer tag of the table's MTT cell ("" for the default buffer)."""
     return CPU_EXPERTS_BY_CELL.get((dataset, ipc), "")
@@ -205,7 +211,8 @@ def run_cell(
     expert_s = None
     experts_tag = args.tag
     if method == "mtt":
-        if not args.tag and not args.paper:
+        # a seedN cell is the cell itself distilled again: the cell's own buffer
+        if (not args.tag or SEED_TAG.fullmatch(args.tag)) and not args.paper:
             experts_tag = cell_experts_tag(real.info.name, ipc)
         hparams.setdefault("buffer", buffer_dir(real.info.name, experts_tag))
         expert_s = expert_seconds(real.info.name, experts_tag)
@@ -286,6 +293,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.budget is None and not args.iterations:
         args.budget = 600.0
+    seed_tag = SEED_TAG.fullmatch(args.tag)
+    if seed_tag and (int(seed_tag.group(1)) != args.seed or args.seed == 0):
+        ap.error(
+            f"--tag {args.tag} marks a cell distilled again from seed {seed_tag.group(1)}: "
+            "pass the same --seed, other than 0 (the untagged cells are seed 0)."
+        )
     torch.set_num_threads(torch.get_num_threads())
     from datadistill.cli import _parse_hparams
 

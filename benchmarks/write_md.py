@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 import datadistill as dd
 from benchmarks._common import RESULTS, ROOT
-from benchmarks.table import cpu_defaults
+from benchmarks.sweep import DATA_OPTIONS
+from benchmarks.table import SEED_TAG, cpu_defaults
 
 # Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
 # the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
@@ -52,12 +52,18 @@ TIMING_NOTE = (
 )
 
 
+def loader_default(param: str) -> object:
+    """``dd.load_dataset``'s default for a data option (``zca``, ``zca_eps``), else None:
+    the table and `make demo` load their datasets with the defaults."""
+    if param not in DATA_OPTIONS:
+        return None
+    return inspect.signature(dd.load_dataset).parameters[param].default
+
+
 def table_value(dataset: str, method: str, ipc: int, param: str) -> object:
     """The value of ``param`` the table's cells use for ``method`` at ``ipc`` on ``dataset``."""
-    from benchmarks.sweep import DATA_OPTIONS
-
     if param in DATA_OPTIONS:  # the table loads every dataset with load_dataset's defaults
-        return inspect.signature(dd.load_dataset).parameters[param].default
+        return loader_default(param)
     defaults = cpu_defaults(method, ipc, dataset)
     if param in defaults:
         value = defaults[param]
@@ -86,7 +92,7 @@ def demo_value(method: str, ipc: int, param: str) -> object:
         return demo.DEMO_LR_IMG.get(ipc, demo.DEMO_LR_IMG_DEFAULT)
     if method == "dm" and param == "batch_real":
         return demo.DEMO_BATCH_REAL
-    return None
+    return loader_default(param)
 
 
 def pct(r: dict[str, Any] | None) -> str:
@@ -289,7 +295,10 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-SEED_TAG = re.compile(r"seed(\d+)")  # cells distilled again: --seed N --tag seedN
+# cells pooled across distillation seeds only when these agree with the main cell's; a
+# difference in these is shown as "settings differ"
+POOL_ONLY_ALIKE = ("protocol", "seeds", "defaults")
+SAME_SETTINGS = ("hparams", "budget_seconds", "experts")
 
 
 def distillation_seed(r: dict[str, Any]) -> int:
@@ -301,26 +310,38 @@ def distillation_seed(r: dict[str, Any]) -> int:
     return int(m.group(1)) if m else 0
 
 
-def seeds_section(rows: list[dict[str, Any]], tagged: list[dict[str, Any]]) -> list[str]:
-    """Cells distilled again from other seeds beside the main table's cell: how much of a
-    gap between two methods is the luck of one distilled set."""
-    extra = [r for r in tagged if SEED_TAG.fullmatch(r["tag"])]
+def seeds_section(
+    rows: list[dict[str, Any]], tagged: list[dict[str, Any]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Cells distilled again from other seeds (tags ``seedN``) pooled with the main table's
+    cell: how much of a gap between two methods is the luck of one distilled set. Returns
+    the lines and the seed cells that could not be pooled (no main cell, or another
+    protocol, network-seed count or defaults), which belong with the other tagged runs."""
+    main = {(r["dataset"], r["ipc"], r["method"]): r for r in rows}
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
-    for r in rows + extra:
-        groups.setdefault((r["dataset"], r["ipc"], r["method"]), []).append(r)
-    sets_by_cell = {k: v for k, v in groups.items() if len(v) > 1}
-    if not sets_by_cell:
-        return []
+    left: list[dict[str, Any]] = []
+    for r in tagged:
+        if not SEED_TAG.fullmatch(r["tag"]):
+            continue
+        key = (r["dataset"], r["ipc"], r["method"])
+        first = main.get(key)
+        if first is None or any(r.get(f) != first.get(f) for f in POOL_ONLY_ALIKE):
+            left.append(r)
+            continue
+        groups.setdefault(key, [first]).append(r)
+    if not groups:
+        return [], left
     out = [
         "## Several distilled sets per cell",
         "",
-        "The main table distills each cell once (seed 0). The cells below were also distilled",
-        "from other seeds (`python -m benchmarks.table ... --seed N --tag seedN`: the same",
-        "settings, budget and evaluation), so that a gap between two methods can be told",
-        "apart from the luck of one distilled set. Each set is trained with the same 3",
-        "network seeds; `over sets` is the mean ± std of the sets' means, `all networks` the",
-        "mean ± std of every network. A row marked `settings differ` has a set distilled",
-        "with other hyperparameters than the first (a cell re-run in between).",
+        "The main table distills each cell once, from seed 0. The cells below were also",
+        "distilled from other seeds (`python -m benchmarks.table ... --seed N --tag seedN`: the",
+        "same settings, budget, protocol and network seeds), so that a gap between two methods",
+        "can be told apart from the luck of one distilled set. `over sets` is the mean ± std",
+        "of the sets' means, `all networks` the mean ± std of every network trained (their",
+        "count in brackets); std is the population one, as in the main table. `settings",
+        "differ` marks a set distilled with other hyperparameters, budget or experts than",
+        "the main cell (a cell re-run in between); `seed repeated` two sets from one seed.",
         "",
         "| dataset | IPC | method | per set: seed, test %, iterations, date | over sets "
         "| all networks |",
@@ -331,22 +352,26 @@ def seeds_section(rows: list[dict[str, Any]], tagged: list[dict[str, Any]]) -> l
         m = key[2]
         return (key[0], key[1], METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
 
-    for key in sorted(sets_by_cell, key=order):
-        sets = sorted(sets_by_cell[key], key=distillation_seed)
+    for key in sorted(groups, key=order):
+        sets = sorted(groups[key], key=distillation_seed)
         means = [100 * r["results"]["distilled"]["mean"] for r in sets]
         accs = [100 * a for r in sets for a in r["results"]["distilled"]["accs"]]
         per_set = "; ".join(
             f"{distillation_seed(r)}: {m:.2f} ({r.get('iterations', '-')} it, {r['date'][:10]})"
             for r, m in zip(sets, means, strict=True)
         )
-        if any(r.get("hparams") != sets[0].get("hparams") for r in sets):
+        if any(r.get(f) != sets[0].get(f) for r in sets for f in SAME_SETTINGS):
             per_set += " (settings differ)"
+        if len({distillation_seed(r) for r in sets}) < len(sets):
+            per_set += " (seed repeated)"
         out.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {per_set} | "
             f"**{statistics.fmean(means):.2f} ± {statistics.pstdev(means):.2f}** | "
-            f"{statistics.fmean(accs):.2f} ± {statistics.pstdev(accs):.2f} |"
+            f"{statistics.fmean(accs):.2f} ± {statistics.pstdev(accs):.2f} ({len(accs)}) |"
         )
-    return [*out, ""]
+    pooled = [r for key in groups for r in groups[key][1:]]
+    out += [""] + [f"- `{r['command']}` ({r['machine']}, {r['date']})" for r in pooled] + [""]
+    return out, left
 
 
 def main() -> None:
@@ -526,8 +551,9 @@ def main() -> None:
             f"- dates: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
             "",
         ]
-    lines += seeds_section(rows, tagged)
-    lines += tagged_section([r for r in tagged if not SEED_TAG.fullmatch(r["tag"])])
+    seed_lines, unpooled = seeds_section(rows, tagged)
+    lines += seed_lines
+    lines += tagged_section([r for r in tagged if not SEED_TAG.fullmatch(r["tag"])] + unpooled)
     sweeps = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("sweep-*.json"))]
     if sweeps:
         lines += [

@@ -164,6 +164,8 @@ def test_cells_distilled_from_other_seeds_are_pooled_beside_the_main_cell():
             "iterations": 10,
             "hparams": hparams or {"lr_img": 1.0},
             "date": "2026-12-05T00:00:00+00:00",
+            "command": f"python -m benchmarks.table --methods {method} --tag {tag}",
+            "machine": "2 cores",
             **extra,
         }
 
@@ -175,18 +177,44 @@ def test_cells_distilled_from_other_seeds_are_pooled_beside_the_main_cell():
         cell("dm", "gpu", [0.9, 0.9, 0.9]),  # another kind of tag: not a distillation seed
     ]
     assert [write_md.distillation_seed(r) for r in main + tagged] == [0, 0, 1, 2, 1, 0]
-    text = "\n".join(write_md.seeds_section(main, tagged))
-    assert "## Several distilled sets per cell" in text
+    assert write_md.distillation_seed(cell("dm", "seed3", [0.8], seed=None)) == 3
+    lines, left = write_md.seeds_section(main, tagged)
+    text = "\n".join(lines)
+    assert "## Several distilled sets per cell" in text and left == []
     dm_row = next(line for line in text.splitlines() if line.startswith("| mnist | 1 | dm |"))
     # sets 0 and 1: means 87 and 84 -> 85.50 ± 1.50 over sets; networks 86, 87, 88, 84 x 3
     # -> 85.50 ± sqrt(15.5 / 6) = 1.61
     assert "0: 87.00 (10 it, 2026-12-05); 1: 84.00" in dm_row
-    assert "**85.50 ± 1.50**" in dm_row and "| 85.50 ± 1.61 |" in dm_row
+    assert "**85.50 ± 1.50**" in dm_row and "| 85.50 ± 1.61 (6) |" in dm_row
     dsa_row = next(line for line in text.splitlines() if line.startswith("| mnist | 1 | dsa |"))
     assert "0: 85.00" in dsa_row and "1: 86.00" in dsa_row and "2: 87.00" in dsa_row
     assert "(settings differ)" in dsa_row and "(settings differ)" not in dm_row
     assert "90.00" not in text  # the gpu-tagged cell is no distillation seed
-    assert write_md.seeds_section(main, [tagged[-1]]) == []
+    assert text.count("- `python -m benchmarks.table") == 3  # each pooled set's command
+    assert write_md.seeds_section(main, [tagged[-1]]) == ([], [])
+    # not pooled: no main cell, or another protocol / network-seed count than the main cell
+    orphan = {**cell("dm", "seed1", [0.8]), "ipc": 10}
+    other = [cell("dm", "seed1", [0.8], protocol="dsa"), cell("dsa", "seed1", [0.8], seeds=5)]
+    assert write_md.seeds_section(main, [orphan, *other]) == ([], [orphan, *other])
+    twice = [cell("dm", "seed1", [0.84]), cell("dm", "seed2", [0.85], seed=1)]
+    assert "(seed repeated)" in "\n".join(write_md.seeds_section(main, twice)[0])
+
+
+def test_table_refuses_a_seed_tag_that_is_not_its_seed(monkeypatch, capsys):
+    from benchmarks import table
+
+    for extra in (["--tag", "seed1"], ["--tag", "seed0"], ["--tag", "seed2", "--seed", "1"]):
+        monkeypatch.setattr(sys, "argv", ["table", "--datasets", "digits", *extra])
+        with pytest.raises(SystemExit) as exc:
+            table.main()
+        assert exc.value.code == 2 and "pass the same --seed" in capsys.readouterr().err
+
+
+def test_data_options_are_the_loaders_defaults_in_the_table_and_demo():
+    assert write_md.table_value("mnist", "dm", 10, "zca") is False
+    assert write_md.table_value("mnist", "dm", 10, "zca_eps") == 0.1
+    assert write_md.demo_value("dm", 1, "zca") is False
+    assert write_md.table_value("mnist", "dm", 10, "lr_img") == 10.0  # hyperparameters as before
 
 
 def test_mtt_memory_tables_by_width_and_device(tmp_path, monkeypatch):
@@ -223,6 +251,7 @@ def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp
     distilled = dd.distill(digits, "random", 1, seed=0)
     distilled.save(work / "digits-random-ipc1.safetensors")
     cell = {
+        "seed": 3,
         "iterations": 7,
         "distill_seconds": 1.5,
         "hparams": {"a": 1},
@@ -266,13 +295,26 @@ def test_sweep_scores_each_data_option_in_its_own_space(tmp_path, monkeypatch):
         return real_load(name, **kw)
 
     monkeypatch.setattr(dd, "load_dataset", load)
+    scored = []
+    real_score = sweep.train_and_test
+
+    def score(images, labels, real, *args, **kw):
+        scored.append((real.info.zca, kw["split"]))
+        return real_score(images, labels, real, *args, **kw)
+
+    monkeypatch.setattr(sweep, "train_and_test", score)
     argv = ["sweep", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--seeds", "1"]
     argv += ["--grid", "zca=False,True", "--budget", "0.5", "--protocol", "fast"]
     monkeypatch.setattr(sys, "argv", argv)
     sweep.main()
     out = json.loads((tmp_path / "sweep-digits-dm-ipc1-zca.json").read_text())
     assert [row["zca"] for row in out["rows"]] == [False, True]
-    assert loaded == [False, True]  # each value distilled and scored on its own data
-    assert "zca" not in out["fixed"] and out["split"] == "val"
+    assert loaded == [False, True]  # each data variant loaded once
+    assert scored == [(False, "val"), (True, "val")]  # and scored on its own validation split
+    assert [row["data"] for row in out["rows"]] == [
+        {"zca": False, "zca_eps": None},
+        {"zca": True, "zca_eps": 0.1},
+    ]
+    assert out["split"] == "val"
     for row in out["rows"]:
         assert row["val_mean"] > 0.2  # a 10-class problem: above chance in both spaces
