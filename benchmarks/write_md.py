@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import datadistill as dd
 from benchmarks._common import RESULTS, ROOT
 from benchmarks.sweep import DATA_OPTIONS
 from benchmarks.table import SEED_TAG, cpu_defaults
+from datadistill.evaluation.evaluate import Result
 
 # Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
 # the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
@@ -95,6 +95,12 @@ def demo_value(method: str, ipc: int, param: str) -> object:
     return loader_default(param)
 
 
+def cell_order(key: tuple[str, int, str]) -> tuple[Any, ...]:
+    """Sort key of a (dataset, IPC, method) cell: by dataset, IPC, then METHOD_ORDER."""
+    dataset, ipc, method = key
+    return (dataset, ipc, METHOD_ORDER.index(method) if method in METHOD_ORDER else 99)
+
+
 def pct(r: dict[str, Any] | None) -> str:
     if not r:
         return "-"
@@ -161,15 +167,11 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
         else [("artefact bytes", lambda r: r["artefact_bytes"])]
     )
 
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        m = r["method"]
-        return (r["dataset"], r["ipc"], METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
-
     out = [
         "| " + " | ".join(h for h, _ in cols) + " |",
         "| " + " | ".join("---" for _ in cols) + " |",
     ]
-    for r in sorted(rows, key=key):
+    for r in sorted(rows, key=lambda r: cell_order((r["dataset"], r["ipc"], r["method"]))):
         out.append("| " + " | ".join(str(f(r)) for _, f in cols) + " |")
     return out
 
@@ -348,26 +350,23 @@ def seeds_section(
         "| --- | --- | --- | --- | --- | --- |",
     ]
 
-    def order(key: tuple[str, int, str]) -> tuple[Any, ...]:
-        m = key[2]
-        return (key[0], key[1], METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
-
-    for key in sorted(groups, key=order):
+    for key in sorted(groups, key=cell_order):
         sets = sorted(groups[key], key=distillation_seed)
-        means = [100 * r["results"]["distilled"]["mean"] for r in sets]
-        accs = [100 * a for r in sets for a in r["results"]["distilled"]["accs"]]
+        means = [r["results"]["distilled"]["mean"] for r in sets]
+        accs = [a for r in sets for a in r["results"]["distilled"]["accs"]]
         per_set = "; ".join(
-            f"{distillation_seed(r)}: {m:.2f} ({r.get('iterations', '-')} it, {r['date'][:10]})"
+            f"{distillation_seed(r)}: {100 * m:.2f} "
+            f"({r.get('iterations', '-')} it, {r['date'][:10]})"
             for r, m in zip(sets, means, strict=True)
         )
         if any(r.get(f) != sets[0].get(f) for r in sets for f in SAME_SETTINGS):
             per_set += " (settings differ)"
         if len({distillation_seed(r) for r in sets}) < len(sets):
             per_set += " (seed repeated)"
+        # Result: the evaluation's own mean, population std and format
         out.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {per_set} | "
-            f"**{statistics.fmean(means):.2f} ± {statistics.pstdev(means):.2f}** | "
-            f"{statistics.fmean(accs):.2f} ± {statistics.pstdev(accs):.2f} ({len(accs)}) |"
+            f"| {key[0]} | {key[1]} | {key[2]} | {per_set} | **{Result(tuple(means))}** | "
+            f"{Result(tuple(accs))} ({len(accs)}) |"
         )
     pooled = [r for key in groups for r in groups[key][1:]]
     out += [""] + [f"- `{r['command']}` ({r['machine']}, {r['date']})" for r in pooled] + [""]
