@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from benchmarks._common import RESULTS, ROOT
 from benchmarks.sweep import DATA_OPTIONS
 from benchmarks.table import SEED_TAG, cpu_defaults
 from datadistill.evaluation.evaluate import Result
+from datadistill.report import format_result
 
 # Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
 # the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
@@ -101,12 +103,6 @@ def cell_order(key: tuple[str, int, str]) -> tuple[Any, ...]:
     return (dataset, ipc, METHOD_ORDER.index(method) if method in METHOD_ORDER else 99)
 
 
-def pct(r: dict[str, Any] | None) -> str:
-    if not r:
-        return "-"
-    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}"
-
-
 def load() -> list[dict[str, Any]]:
     rows = []
     for p in sorted(RESULTS.glob("*-ipc*.json")):
@@ -125,6 +121,12 @@ def _seconds(v: Any) -> str:
     return f"{v:.0f}" if v else "-"
 
 
+def method_label(r: dict[str, Any]) -> str:
+    """The cell's method, naming a multi-formation factor (IDC's parameterisation)."""
+    factor = (r.get("hparams") or {}).get("factor", 1)
+    return f"{r['method']} (multi-formation x{factor})" if factor != 1 else str(r["method"])
+
+
 def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
     """The cell table. ``tagged`` cells (e.g. the papers' recipes on a GPU) also name
     their hyperparameter defaults, protocol, full-data budget and machine, as these vary
@@ -132,7 +134,7 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
     cols: list[tuple[str, Any]] = [
         ("dataset", lambda r: r["dataset"]),
         ("IPC", lambda r: r["ipc"]),
-        ("method", lambda r: r["method"]),
+        ("method", method_label),
     ]
     if tagged:
         cols += [
@@ -142,16 +144,16 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
     cols += [
         (
             "ours (test %)" if tagged else "ours (test %, 3 seeds)",
-            lambda r: f"**{pct(r['results'].get('distilled'))}**",
+            lambda r: f"**{format_result(r['results'].get('distilled'))}**",
         ),
         (
             "random subset" if tagged else "random subset, same protocol",
-            lambda r: pct(r["results"].get("random")),
+            lambda r: format_result(r["results"].get("random")),
         ),
         (
             "full data",
             lambda r: (
-                pct(r["results"].get("full"))
+                format_result(r["results"].get("full"))
                 + (f" ({r.get('full_reference', '-')})" if tagged else "")
             ),
         ),
@@ -289,6 +291,15 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "Each row names its protocol and hyperparameter defaults (`paper`: the paper's",
                 "own, no CPU defaults); seeds and the random subset as in the main table.",
             ]
+            if re.fullmatch(r"mf\d+", tag):
+                intro += [
+                    "These sets are multi-formation (IDC's parameterisation, Kim et al. 2022;",
+                    "`--hp METHOD:factor=F`): each stored image is an F x F grid of tiles, each",
+                    "tile upsampled to a training image, so a network trains on IPC x F^2",
+                    "images per class while the artefact holds IPC. The random subset has the",
+                    "same storage: IPC full-resolution real images per class. They are not",
+                    "the DM / DC papers' parameterisation, so the main table keeps its cells.",
+                ]
         out += [f"## Tagged runs: {tag}", "", *intro, "", *table(sel, tagged=True)]
         commands: dict[str, str] = {}  # one line per command (latest date)
         for r in sel:

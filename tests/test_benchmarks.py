@@ -318,3 +318,60 @@ def test_sweep_scores_each_data_option_in_its_own_space(tmp_path, monkeypatch):
     assert out["split"] == "val"
     for row in out["rows"]:
         assert row["val_mean"] > 0.2  # a 10-class problem: above chance in both spaces
+
+
+def test_sweep_warms_every_value_and_scores_the_decoded_set(tmp_path, monkeypatch):
+    """Each value gets its own untimed warm-up (a factor changes the compiled shapes), and
+    a multi-formation set is scored on the images a network trains on."""
+    from benchmarks import _common, sweep
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    warmups = []
+    real_distill = dd.distill
+
+    def distill(*args, **kw):
+        if kw.get("iterations") == 1:
+            warmups.append(kw["factor"])
+        return real_distill(*args, **kw)
+
+    monkeypatch.setattr(dd, "distill", distill)
+    sizes = []
+    real_score = sweep.train_and_test
+
+    def score(images, labels, *args, **kw):
+        sizes.append((images.shape[0], labels.shape[0]))
+        return real_score(images, labels, *args, **kw)
+
+    monkeypatch.setattr(sweep, "train_and_test", score)
+    argv = ["sweep", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--seeds", "1"]
+    argv += ["--grid", "factor=1,2", "--budget", "0.5", "--protocol", "fast"]
+    argv += ["--set", "width=16", "compile=no"]
+    monkeypatch.setattr(sys, "argv", argv)
+    sweep.main()
+    assert warmups == [1, 2]
+    assert sizes == [(10, 10), (40, 40)]
+
+
+def test_multiformation_cells_are_named_and_explained():
+    row = {"method": "dm", "hparams": {"factor": 2, "lr_img": 10.0}}
+    assert write_md.method_label(row) == "dm (multi-formation x2)"
+    assert write_md.method_label({"method": "dm", "hparams": {"lr_img": 1.0}}) == "dm"
+    assert write_md.method_label({"method": "random"}) == "random"
+    cell = {
+        "dataset": "mnist",
+        "method": "dm",
+        "ipc": 10,
+        "protocol": "dc",
+        "tag": "mf2",
+        "hparams": {"factor": 2},
+        "results": {"distilled": {"mean": 0.96, "std": 0.001}},
+        "distill_seconds": 600.0,
+        "peak_memory_bytes": 2**30,
+        "machine": "2 cores",
+        "command": "python -m benchmarks.table --hp dm:factor=2 --tag mf2",
+        "date": "2026-12-05",
+    }
+    text = "\n".join(write_md.tagged_section([cell]))
+    assert "## Tagged runs: mf2" in text and "same storage" in text
+    assert "| mnist | 10 | dm (multi-formation x2) |" in text

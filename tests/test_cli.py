@@ -188,6 +188,16 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         ),
         (["distill", "--dataset", "digits", "--device", "mps", "--out", "X"], "not supported"),
         (["distill", "--dataset", "digits", "--hp", "dsa=no", "--out", "X"], "true or false"),
+        (
+            ["distill", "--dataset", "digits", "--hp", "factor=3", "--out", "X"],
+            "A multi-formation factor of 3 does not divide the 8x8 images; choose 1 or one of",
+        ),
+        (["distill", "--dataset", "digits", "--hp", "factor=0", "--out", "X"], "'factor'"),
+        (
+            ["distill", "--dataset", "digits", "--ipc", "10", "--method", "dc", "--hp", "factor=8"]
+            + ["--out", "X"],
+            "IPC 10 with a multi-formation factor of 8 needs 640 images per class",
+        ),
         (["distill", "--dataset", "digits", "--full-epochs", "0", "--out", "X"], "--full-epochs"),
         (["distill", "--dataset", "digits", "--max-train", "5", "--out", "X"], "--max-train 5"),
         (

@@ -3,6 +3,8 @@
 Tensors: ``images`` (N, C, H, W) float32 in model-input space, ``labels`` (N,) int64,
 optional ``soft_labels`` (N, K), optional ``lr`` (scalar learned training lr), optional
 ``zca_matrix`` / ``zca_inverse`` / ``zca_mean`` (to show whitened images un-whitened).
+A multi-formation set (manifest ``factor`` above 1) stores its compact images; each decodes
+to ``factor**2`` training images (:meth:`Distilled.training_set`).
 The header's metadata holds ``manifest``: a JSON document (format version, package
 version, dataset info, method and hyperparameters, ipc, seed, expected protocol, costs,
 evaluation results, and ``artefact_bytes``: the file's own size). Safetensors holds no
@@ -27,6 +29,7 @@ from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
 from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError
+from datadistill.synthetic.formation import check_factor, decode, decoded_labels
 
 FORMAT_VERSION = 1
 _ZCA_KEYS = {"zca_matrix": "matrix", "zca_inverse": "inverse", "zca_mean": "mean"}
@@ -52,9 +55,14 @@ class Distilled:
     lr: float | None = None  # learned training learning rate
     zca: ZCA | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    factor: int = 1  # multi-formation: each stored image decodes to factor**2 training images
 
     def __post_init__(self) -> None:
         info, images, labels = self.info, self.images, self.labels
+        try:
+            check_factor(self.factor, info.image_size)
+        except ConfigError as exc:
+            raise DataError(str(exc)) from None
         expected = (info.channels, *info.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != tuple(expected):
             raise DataError(
@@ -80,8 +88,18 @@ class Distilled:
 
     @property
     def ipc(self) -> int:
-        """Images per class (the set's size over the number of classes)."""
+        """Stored images per class (the set's size over the number of classes): the storage
+        budget, also for a multi-formation set, which trains on ``ipc * factor**2``."""
         return int(self.images.shape[0] // self.info.num_classes)
+
+    def training_set(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """What a network trains on: ``(images, labels, soft_labels or None)``, the stored
+        tensors themselves unless the set is multi-formation, whose images are decoded."""
+        f = self.factor
+        if f == 1:
+            return self.images, self.labels, self.soft_labels
+        soft = None if self.soft_labels is None else decoded_labels(self.soft_labels, f)
+        return decode(self.images, f), decoded_labels(self.labels, f), soft
 
     def with_manifest(self, **entries: Any) -> Distilled:
         """A copy whose manifest is updated with ``entries``."""
@@ -89,13 +107,16 @@ class Distilled:
 
     def as_dataset(self) -> Dataset[tuple[Tensor, ...]]:
         """A torch Dataset of ``(image, label)`` or ``(image, label, soft_label)`` rows."""
-        if self.soft_labels is not None:
-            return TensorDataset(self.images, self.labels, self.soft_labels)
-        return TensorDataset(self.images, self.labels)
+        images, labels, soft = self.training_set()
+        if soft is not None:
+            return TensorDataset(images, labels, soft)
+        return TensorDataset(images, labels)
 
-    def pixels(self) -> Tensor:
-        """Images mapped back to displayable pixels in [0, 1] (un-whitened, un-normalised)."""
-        return to_pixels(self.images.detach().float().cpu(), self.info, self.zca)
+    def pixels(self, decoded: bool = False) -> Tensor:
+        """Images mapped back to displayable pixels in [0, 1] (un-whitened, un-normalised):
+        the stored images, or with ``decoded`` the training images."""
+        images = self.training_set()[0] if decoded else self.images
+        return to_pixels(images.detach().float().cpu(), self.info, self.zca)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
@@ -125,6 +146,8 @@ class Distilled:
             "dataset": self.info.to_dict(),
             "ipc": self.ipc,
             "num_images": int(self.images.shape[0]),
+            "factor": self.factor,
+            "num_training_images": int(self.images.shape[0]) * self.factor**2,
         }
         # The manifest records the file's own size: write until the recorded number is the
         # size of the file that carries it. Only its digits change the header, and their
@@ -206,13 +229,15 @@ def load(path: str | Path) -> Distilled:
             lr=lr,
             zca=zca,
             manifest=manifest,
+            factor=manifest.get("factor", 1),
         )
     except DataError as exc:
         raise DataError(f"{path} is inconsistent: {exc}") from None
 
 
 def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
-    """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file.
+    """Write un-normalised images as ``png`` folders (one per class) or one ``npz`` file:
+    the images a network trains on (a multi-formation set's decoded ones).
 
     Nothing the images need for training is dropped: the npz holds ``x`` (N, H, W, C)
     uint8, ``y``, ``class_names``, ``allow_flip`` and, when the set has them,
@@ -226,11 +251,12 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
         # mixing with an earlier export would leave its images beside these
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new --out.")
-    pixels = distilled.pixels()  # (N, C, H, W) in [0, 1]
+    pixels = distilled.pixels(decoded=True)  # (N, C, H, W) in [0, 1]
     arr = (pixels.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)  # (N, H, W, C)
-    labels = distilled.labels.numpy()
+    _, labels_t, soft = distilled.training_set()
+    labels = labels_t.numpy()
     names = list(distilled.info.class_names)
-    soft = None if distilled.soft_labels is None else distilled.soft_labels.detach().float()
+    soft = None if soft is None else soft.detach().float()
     if fmt == "npz":
         if out.name in ("", ".", "..") or out.is_dir():
             raise ConfigError(f"{out} is a folder; give the npz export a file name.")

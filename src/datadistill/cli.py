@@ -160,14 +160,11 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'' if n == 1 else 's'}"
 
 
-def _mean_std(r: dict[str, Any] | None) -> str:
-    """A result's mean ± std in %, or "-" where it was not trained."""
-    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
-
-
 def _print_summary(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.markup import escape
+
+    from datadistill.report import format_result
 
     console = Console()
     n = (report.get("evaluation") or {}).get("seeds")
@@ -175,7 +172,7 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     # one line per evaluated architecture, each named (the first alone is "results")
     by_arch = report.get("results_by_arch") or {"": report.get("results") or {}}
     for arch, res in by_arch.items():
-        pct = {k: _mean_std(res.get(k)) for k in ("distilled", "random", "full")}
+        pct = {k: format_result(res.get(k)) for k in ("distilled", "random", "full")}
         # names are the user's (npz:PATH, a registered model, a folder): never markup
         console.print(
             f"[bold]{escape(report['method'])}[/] {escape(report['dataset'])} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,10 +89,14 @@ def save_curves(distilled: Distilled, path: str | Path) -> Path:
     return path
 
 
-def _fmt(r: dict[str, Any] | None) -> str:
+def format_result(r: Mapping[str, Any] | None, count: bool = False) -> str:
+    """A report.json result (``accs``, ``mean``, ``std`` as fractions) as "mean ± std" in
+    %, with ``count`` also "(n=seeds)"; "-" where it was not trained. The one formatter of
+    the CLI summary, report.md and BENCHMARKS.md."""
     if not r:
         return "-"
-    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} (n={len(r['accs'])})"
+    text = f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}"
+    return f"{text} (n={len(r['accs'])})" if count else text
 
 
 def write_report(
@@ -110,6 +115,7 @@ def write_report(
         "dataset": distilled.info.name,
         "method": m.get("method"),
         "ipc": distilled.ipc,
+        "factor": distilled.factor,  # multi-formation: ipc * factor**2 training images per class
         "seed": m.get("seed"),
         "protocol": config.protocol,
         "results": first,
@@ -140,6 +146,13 @@ def write_report(
         f"artefact {artefact_bytes} bytes",
         f"- synthetic state kept: {report['selected']} (selection never sees the test split)",
     ]
+    if distilled.factor > 1:
+        lines.append(
+            f"- multi-formation, factor {distilled.factor}: each stored image holds "
+            f"{distilled.factor**2} training images at 1/{distilled.factor} resolution "
+            f"({distilled.ipc * distilled.factor**2} per class); the random real subset "
+            f"has the same storage, {distilled.ipc} full images per class"
+        )
     for change in report["resume_changes"] or []:
         told = describe_change(change["changed"])
         lines.append(f"- resumed at iteration {change['iteration']} with {told}")
@@ -162,10 +175,10 @@ def write_report(
             "| --- | --- | --- | --- |",
         ]
         for arch, rows in by_arch.items():
-            lines.append(
-                f"| {arch} | {_fmt(rows.get('distilled'))} | {_fmt(rows.get('random'))} | "
-                f"{_fmt(rows.get('full'))} |"
-            )
+            cells = [
+                format_result(rows.get(k), count=True) for k in ("distilled", "random", "full")
+            ]
+            lines.append(f"| {arch} | {' | '.join(cells)} |")
     lines += ["", "![synthetic images](grid.png)", "", "![curves](curves.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     return report

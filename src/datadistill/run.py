@@ -489,7 +489,7 @@ def _preflight(
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
     resolve_device(device)
-    check_ipc(real, ipc)
+    check_ipc(real, ipc, getattr(m.hparams, "factor", 1))  # a multi-formation factor too
     _check_validation(real, validate_every)
     m.check(real)
     return m
@@ -583,7 +583,7 @@ def _distill_checked(
     if select == "best-val" and val is not None and val.best_state is not None:
         synset.load_state_dict(val.best_state)
         chosen = f"best-val (iteration {val.best_iteration})"
-    images, labels, soft = synset.materialize()
+    images, labels, soft = synset.stored()  # a multi-formation set keeps its compact images
     history = cbs[0]
     assert isinstance(history, History)
     manifest = {
@@ -622,6 +622,7 @@ def _distill_checked(
         lr=synset.learned_lr(),
         zca=real.zca,
         manifest=manifest,
+        factor=synset.factor,
     )
 
 

@@ -347,10 +347,10 @@ def evaluate(
         rows: dict[str, Result] = {}
         train = functools.partial(train_and_test, real=real, protocol=proto, arch=arch, device=dev)
         accs = []
+        images, labels, soft = distilled.training_set()  # decoded if multi-formation
         for s in range(n_seeds):
             say(f"{arch}: distilled set, seed {s}")
-            soft = distilled.soft_labels
-            accs.append(train(distilled.images, distilled.labels, seed=s, soft_labels=soft, lr=lr))
+            accs.append(train(images, labels, seed=s, soft_labels=soft, lr=lr))
         rows["distilled"] = Result(tuple(accs))
         base = {"data": fp, "arch": arch, "protocol": proto.to_dict(), "device": dev.type}
         if baselines:

@@ -12,7 +12,7 @@ from torch import Tensor
 from datadistill._device import native_bf16
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
-from datadistill.synthetic import PixelSet
+from datadistill.synthetic import MultiFormationSet, PixelSet, SyntheticSet, check_factor
 
 PRECISIONS = ("float32", "bfloat16", "auto")
 INITS = ("real", "kmeans", "kmeans-features", "noise")
@@ -25,8 +25,10 @@ FEATURE_INIT_STEPS = 300
 COMPILE_MIN_PIXELS = 1_000_000
 
 
-def check_ipc(real: RealData, ipc: int) -> None:
-    """IPC must be >= 1 and no larger than the smallest class of the training split."""
+def check_ipc(real: RealData, ipc: int, factor: int = 1) -> None:
+    """IPC must be >= 1 and no larger than the smallest class of the training split; with
+    a multi-formation ``factor``, which must divide the images, ``ipc * factor**2`` real
+    images per class start the set."""
     smallest = min(real.class_counts("train"))
     if not isinstance(ipc, numbers.Integral) or isinstance(ipc, bool) or ipc < 1:
         raise ConfigError(f"IPC must be an integer >= 1; got {ipc!r}.")
@@ -34,6 +36,15 @@ def check_ipc(real: RealData, ipc: int) -> None:
         raise ConfigError(
             f"IPC {ipc} exceeds the smallest class of {real.info.name} ({smallest} training "
             f"images); choose an IPC <= {smallest}."
+        )
+    if factor == 1:
+        return
+    check_factor(factor, real.info.image_size)
+    if ipc * factor**2 > smallest:
+        raise ConfigError(
+            f"IPC {ipc} with a multi-formation factor of {factor} needs {ipc * factor**2} "
+            f"images per class, more than the smallest class of {real.info.name} holds "
+            f"({smallest}); choose a smaller IPC or factor."
         )
 
 
@@ -66,13 +77,30 @@ def init_synset(
     init: str,
     generator: torch.Generator,
     device: torch.device | None = None,
-) -> PixelSet:
+    factor: int = 1,
+) -> SyntheticSet:
     """Synthetic pixels to start from: ``ipc`` random real images per class ("real"), the
     real images nearest to ``ipc`` k-means centroids of each class in input space
     ("kmeans": spread over the class's modes, a DREAM-style clustering start) or in the
     embedding of a ConvNet trained briefly on the training split ("kmeans-features", the
-    network trained on ``device``), or Gaussian noise."""
-    check_ipc(real, ipc)
+    network trained on ``device``), or Gaussian noise.
+
+    With a multi-formation ``factor`` above 1, ``ipc`` stored images per class each tile
+    ``factor**2`` such starts, downsampled (:class:`MultiFormationSet`)."""
+    check_ipc(real, ipc, factor)
+    if factor == 1:
+        return _init_pixels(real, ipc, init, generator, device)
+    start = _init_pixels(real, ipc * factor**2, init, generator, device)
+    return MultiFormationSet.from_real(start.class_images().detach(), factor)
+
+
+def _init_pixels(
+    real: RealData,
+    ipc: int,
+    init: str,
+    generator: torch.Generator,
+    device: torch.device | None,
+) -> PixelSet:
     info = real.info
     if init == "noise":
         shape = (info.channels, *info.image_size)

@@ -93,6 +93,8 @@ class DCParams(HParams):
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
     # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
     # same in a briefly trained ConvNet's embedding) or "noise"
+    factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
+    # images at 1/factor resolution; 1: plain pixels
     real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
     # (cache-sized work), the whole batch on GPU
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
@@ -117,6 +119,7 @@ class DCParams(HParams):
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
         registered_model(self, "DC")
         one_of("DC", "init", self.init, INITS)
+        positive("DC", "factor", self.factor, int)
         one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DC", "precision", self.precision, PRECISIONS)
 
@@ -134,7 +137,7 @@ class DC(Method):
     ) -> None:
         hp: DCParams = self.hparams  # type: ignore[assignment]
         self.real, self.generator, self.device = real, generator, device
-        self.synset = init_synset(real, ipc, hp.init, generator, device).to(device)
+        self.synset = init_synset(real, ipc, hp.init, generator, device, hp.factor).to(device)
         self.optimizer = torch.optim.SGD(
             self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
         )

@@ -59,6 +59,8 @@ class DMParams(HParams):
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
     # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
     # same in a briefly trained ConvNet's embedding) or "noise"
+    factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
+    # images at 1/factor resolution; 1: plain pixels
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
     real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on
     # GPU or with batch norm (whose statistics need the whole batch)
@@ -77,6 +79,7 @@ class DMParams(HParams):
         positive("DM", "width", self.width, int)
         registered_model(self, "DM")
         one_of("DM", "init", self.init, INITS)
+        positive("DM", "factor", self.factor, int)
         one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
         one_of("DM", "real_precision", self.real_precision, PRECISIONS)
         require(
@@ -101,7 +104,7 @@ class DM(Method):
     ) -> None:
         hp: DMParams = self.hparams  # type: ignore[assignment]
         self.real, self.generator, self.device = real, generator, device
-        self.synset = init_synset(real, ipc, hp.init, generator, device).to(device)
+        self.synset = init_synset(real, ipc, hp.init, generator, device, hp.factor).to(device)
         self.optimizer = torch.optim.SGD(
             self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
         )

@@ -152,13 +152,14 @@ class MTT(Method):
             epoch = self.buffer.epochs if hp.label_epoch < 0 else hp.label_epoch
             self.label_theta = self.buffer.epoch(0, epoch).to(device)
             self._calibrate_batch_norm(real)
+        start: Tensor
         if hp.soft_labels and hp.init == "real":
-            base = PixelSet.from_real(self._correctly_classified(real, ipc))
+            start = PixelSet.from_real(self._correctly_classified(real, ipc)).images
         else:
-            base = init_synset(real, ipc, hp.init, generator, device)
+            start = init_synset(real, ipc, hp.init, generator, device).stored()[0]
         # DATM: the labels start as the label expert's logits on the initial images
-        soft = self._label_logits(base.images) if hp.soft_labels else None
-        self.synset = PixelSet(base.images, real.info.num_classes, soft, lr=hp.lr_teacher)
+        soft = self._label_logits(start) if hp.soft_labels else None
+        self.synset = PixelSet(start, real.info.num_classes, soft, lr=hp.lr_teacher)
         self.synset = self.synset.to(device)
         s = self.synset
         self.opt_img = torch.optim.SGD([s.images], lr=hp.lr_img, momentum=hp.momentum)

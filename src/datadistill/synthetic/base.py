@@ -23,10 +23,17 @@ class SyntheticSet(nn.Module):
     num_classes: int
     ipc: int
     image_shape: tuple[int, int, int]  # (C, H, W)
+    factor: int = 1  # training images per stored image, per side (multi-formation)
 
     def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """Return ``(images (N, C, H, W), labels (N,) int64, soft_labels (N, K) or None)``."""
         raise NotImplementedError
+
+    def stored(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """What the artefact keeps: the stored images, their labels and soft labels, from
+        which :func:`~datadistill.synthetic.formation.decode` with ``factor`` rebuilds
+        :meth:`materialize` (the same tensors where ``factor`` is 1)."""
+        return self.materialize()
 
     def class_images(self) -> Tensor:
         """Images grouped by class, ``(K, ipc, C, H, W)``, differentiable."""

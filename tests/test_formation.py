@@ -1,0 +1,112 @@
+"""Multi-formation (IDC): the decode / encode maths, the synthetic set, and its artefact."""
+
+import numpy as np
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.errors import ConfigError
+from datadistill.methods.common import init_synset
+from datadistill.synthetic import MultiFormationSet, check_factor, decode, encode
+
+
+def _quadrants(values):
+    """One (1, 4, 4) image whose 2x2 quadrants hold ``values`` row by row."""
+    img = torch.empty(1, 4, 4)
+    img[:, :2, :2], img[:, :2, 2:], img[:, 2:, :2], img[:, 2:, 2:] = values
+    return img
+
+
+def test_decode_cuts_tiles_in_row_major_order_and_upsamples_them():
+    stored = torch.stack([_quadrants([1.0, 2.0, 3.0, 4.0]), _quadrants([5.0, 6.0, 7.0, 8.0])])
+    out = decode(stored, 2)
+    assert out.shape == (8, 1, 4, 4)
+    # bilinear upsampling of a constant tile is that constant
+    expected = torch.arange(1.0, 9.0)[:, None, None, None].expand(8, 1, 4, 4)
+    torch.testing.assert_close(out, expected)
+    assert decode(stored, 1) is stored
+
+
+def test_encode_tiles_downsampled_images_and_decode_inverts_it_at_low_resolution():
+    consts = torch.arange(1.0, 9.0)[:, None, None, None].expand(8, 1, 4, 4).contiguous()
+    stored = encode(consts, 2)
+    assert stored.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(stored[0], _quadrants([1.0, 2.0, 3.0, 4.0]))
+    torch.testing.assert_close(decode(stored, 2), consts)
+    # a generic image: each tile is the area mean of its 2x2 blocks
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    tile = torch.nn.functional.avg_pool2d(x, 2)  # (4, 3, 4, 4)
+    s = encode(x, 2)[0]
+    torch.testing.assert_close(s[:, :4, :4], tile[0])
+    torch.testing.assert_close(s[:, :4, 4:], tile[1])
+    torch.testing.assert_close(s[:, 4:, :4], tile[2])
+    torch.testing.assert_close(s[:, 4:, 4:], tile[3])
+
+
+def test_decode_is_differentiable_in_every_stored_pixel():
+    stored = torch.randn(3, 2, 6, 6, requires_grad=True)
+    decode(stored, 3).square().sum().backward()
+    assert stored.grad is not None and bool((stored.grad != 0).all())
+
+
+@pytest.mark.parametrize("factor,message", [(3, "does not divide the 8x8"), (0, ">= 1")])
+def test_bad_factor_is_a_config_error(factor, message):
+    with pytest.raises(ConfigError, match=message):
+        check_factor(factor, (8, 8))
+    with pytest.raises(ConfigError, match=r"one of \[2, 4, 8\]"):
+        check_factor(3, (8, 8))
+
+
+def test_multiformation_set_materializes_class_major_training_images(digits):
+    g = torch.Generator().manual_seed(0)
+    synset = init_synset(digits, 2, "real", g, factor=2)
+    assert isinstance(synset, MultiFormationSet)
+    stored, stored_labels, _ = synset.stored()
+    assert stored.shape == (20, 1, 8, 8) and stored is synset.images
+    images, labels, soft = synset.materialize()
+    assert images.shape == (80, 1, 8, 8) and soft is None
+    assert labels.tolist() == [c for c in range(10) for _ in range(8)]
+    assert synset.class_images().shape == (10, 8, 1, 8, 8)
+    assert [p.shape for p in synset.parameters()] == [stored.shape]
+    with pytest.raises(ConfigError, match="needs 640 images per class"):
+        init_synset(digits, 10, "real", g, factor=8)
+
+
+def test_dm_with_multiformation_round_trips_and_trains_on_decoded_images(digits, tmp_path):
+    d = dd.distill(
+        digits, "dm", ipc=2, iterations=3, seed=0, width=16, batch_real=32, compile="no", factor=2
+    )
+    assert d.factor == 2 and d.ipc == 2 and d.images.shape[0] == 20
+    assert d.manifest["synset"] == {
+        "name": "multiformation",
+        "ipc": 2,
+        "num_classes": 10,
+        "factor": 2,
+    }
+    back = dd.load(d.save(tmp_path / "a.safetensors"))
+    assert back.factor == 2 and torch.equal(back.images, d.images)
+    assert back.manifest["num_training_images"] == 80
+    images, labels, _ = back.training_set()
+    assert images.shape == (80, 1, 8, 8) and len(back.as_dataset()) == 80
+    report = dd.evaluate(back, digits, protocol="fast", seeds=1, full=False, baselines=False)
+    assert report.ipc == 2  # the storage budget, which the random subset matches
+    out = dd.export(back, tmp_path / "x.npz", fmt="npz")
+    with np.load(out) as z:
+        assert z["x"].shape == (80, 8, 8, 1) and z["y"].tolist() == labels.tolist()
+
+
+def test_dc_accepts_a_factor(digits):
+    d = dd.distill(
+        digits,
+        "dc",
+        ipc=1,
+        iterations=1,
+        seed=0,
+        width=16,
+        batch_real=16,
+        outer_loop=2,
+        inner_loop=1,
+        compile="no",
+        factor=2,
+    )
+    assert d.factor == 2 and d.training_set()[0].shape == (40, 1, 8, 8)
