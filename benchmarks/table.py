@@ -306,6 +306,11 @@ def main() -> None:
     for item in args.hp:
         method, kv = item.split(":", 1)
         hps.setdefault(method, {}).update(_parse_hparams([kv]))
+    for method, hp in hps.items():
+        factor = hp.get("factor", 1)
+        if factor != 1 and args.tag != f"mf{factor}":
+            # a multi-formation set is another parameterisation: never the main cell's file
+            ap.error(f"--hp {method}:factor={factor} needs --tag mf{factor}.")
     datasets = {d: dd.load_dataset(d, root=DATA) for d in args.datasets}
     # dataset -> method -> IPC: herding and k-center share one feature network per dataset
     for real in datasets.values():

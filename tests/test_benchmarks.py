@@ -210,6 +210,17 @@ def test_table_refuses_a_seed_tag_that_is_not_its_seed(monkeypatch, capsys):
         assert exc.value.code == 2 and "pass the same --seed" in capsys.readouterr().err
 
 
+def test_table_keeps_multiformation_cells_out_of_the_main_cells_files(monkeypatch, capsys):
+    from benchmarks import table
+
+    for extra in ([], ["--tag", "gpu"], ["--tag", "mf3"]):
+        argv = ["table", "--datasets", "digits", "--hp", "dm:factor=2", *extra]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exc:
+            table.main()
+        assert exc.value.code == 2 and "needs --tag mf2" in capsys.readouterr().err
+
+
 def test_data_options_are_the_loaders_defaults_in_the_table_and_demo():
     assert write_md.table_value("mnist", "dm", 10, "zca") is False
     assert write_md.table_value("mnist", "dm", 10, "zca_eps") == 0.1

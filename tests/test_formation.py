@@ -86,6 +86,7 @@ def test_dm_with_multiformation_round_trips_and_trains_on_decoded_images(digits,
     back = dd.load(d.save(tmp_path / "a.safetensors"))
     assert back.factor == 2 and torch.equal(back.images, d.images)
     assert back.manifest["num_training_images"] == 80
+    assert back.manifest["format_version"] == 2  # an older reader must not take tiles as images
     images, labels, _ = back.training_set()
     assert images.shape == (80, 1, 8, 8) and len(back.as_dataset()) == 80
     report = dd.evaluate(back, digits, protocol="fast", seeds=1, full=False, baselines=False)

@@ -16,7 +16,14 @@ HP = SMOKE_HPARAMS["dm"]
 # Every iterative method: its checkpoint carries all of its state (DC / DSA: the
 # generator and image optimiser; MTT: the learned lr, soft labels and their optimisers).
 @pytest.mark.parametrize(
-    "method,extra", [("dm", {}), ("dc", {}), ("dsa", {}), ("mtt", {"soft_labels": True})]
+    "method,extra",
+    [
+        ("dm", {}),
+        ("dc", {}),
+        ("dsa", {}),
+        ("mtt", {"soft_labels": True}),
+        ("dm", {"factor": 2}),
+    ],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, digits, request, method, extra):
     hp = {**smoke_hparams(method, request), **extra}
@@ -638,3 +645,41 @@ def test_two_callbacks_of_one_class_resume_their_own_states(tmp_path, digits):
     saved = torch.load(ckpt, weights_only=True)["callbacks"]
     # the built-in History keeps its name; the user's are numbered after it
     assert {"History", "History#2", "History#3"} <= set(saved)
+
+
+def test_a_checkpoint_from_before_a_new_hyperparameter_resumes(tmp_path, digits, request):
+    """A checkpoint written before a hyperparameter existed (here: DM's ``factor``) ran at
+    its default: resuming it at the default is the same run."""
+    hp = smoke_hparams("dm", request)
+    straight = dd.distill(digits, "dm", 2, seed=1, iterations=4, device="cpu", **hp)
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(
+        digits,
+        "dm",
+        2,
+        seed=1,
+        iterations=2,
+        device="cpu",
+        checkpoint=ckpt,
+        checkpoint_every=1,
+        **hp,
+    )
+    state = torch.load(ckpt, weights_only=True)
+    del state["fingerprint"]["hparams"]["factor"]
+    torch.save(state, ckpt)
+    resumed = dd.distill(
+        digits, "dm", 2, seed=1, iterations=4, device="cpu", checkpoint=ckpt, resume=True, **hp
+    )
+    assert torch.equal(straight.images, resumed.images)
+    with pytest.raises(dd.ConfigError, match="factor"):  # another value is another run
+        dd.distill(
+            digits,
+            "dm",
+            2,
+            seed=1,
+            iterations=4,
+            device="cpu",
+            checkpoint=ckpt,
+            resume=True,
+            **{**hp, "factor": 2},
+        )

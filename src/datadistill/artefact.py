@@ -31,7 +31,11 @@ from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError
 from datadistill.synthetic.formation import check_factor, decode, decoded_labels
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this package writes for a multi-formation set
+# format 1: ``images`` is the training set itself; format 2 adds the manifest's ``factor``
+# (the images are stored tiles to decode). A plain set is still written as format 1, which
+# every reader since the first understands; a format-2 file stops an older reader.
+READABLE_FORMATS = (1, 2)
 _ZCA_KEYS = {"zca_matrix": "matrix", "zca_inverse": "inverse", "zca_mean": "mean"}
 
 
@@ -141,7 +145,7 @@ class Distilled:
                 tensors[key] = state[name].float().cpu().contiguous()
         manifest = {
             **self.manifest,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.factor != 1 else 1,
             "package_version": _package_version(),
             "dataset": self.info.to_dict(),
             "ipc": self.ipc,
@@ -197,10 +201,10 @@ def load(path: str | Path) -> Distilled:
         version = manifest.get("format_version")
     except (ValueError, AttributeError) as exc:
         raise DataError(f"{path} has a damaged manifest ({exc}).") from None
-    if version != FORMAT_VERSION:  # before reading fields a newer format may have changed
+    if version not in READABLE_FORMATS:  # before reading fields a newer format may change
         raise DataError(
-            f"{path} has artefact format {version}; this datadistill reads format "
-            f"{FORMAT_VERSION}, so upgrade the package."
+            f"{path} has artefact format {version}; this datadistill reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}, so upgrade the package."
         )
     try:
         info = DatasetInfo.from_dict(manifest["dataset"])

@@ -171,12 +171,15 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     seeds = f", {_seeds(n)}" if n else ""
     # one line per evaluated architecture, each named (the first alone is "results")
     by_arch = report.get("results_by_arch") or {"": report.get("results") or {}}
+    f = report.get("factor", 1)
+    factor = f" (multi-formation x{f}: {report['ipc'] * f * f} training images per class)"
+    factor = factor if f != 1 else ""
     for arch, res in by_arch.items():
         pct = {k: format_result(res.get(k)) for k in ("distilled", "random", "full")}
         # names are the user's (npz:PATH, a registered model, a folder): never markup
         console.print(
             f"[bold]{escape(report['method'])}[/] {escape(report['dataset'])} "
-            f"ipc={report['ipc']}{' ' + escape(arch) if arch else ''}: distilled "
+            f"ipc={report['ipc']}{factor}{' ' + escape(arch) if arch else ''}: distilled "
             f"{pct['distilled']} | random {pct['random']} | full {pct['full']} "
             f"(protocol {escape(report['protocol'])}{seeds}, test accuracy %)"
         )

@@ -532,9 +532,16 @@ def _distill_checked(
             raise ConfigError(f"Nothing to resume: no checkpoint at {ckpt}.")
         resume_state = _load_checkpoint(ckpt)
         changes = list(resume_state.get("resume_changes", []))
-        changed = _resume_changes(
-            resume_state.get("fingerprint") or {}, fingerprint, m.changeable_on_resume(), ckpt
-        )
+        saved = dict(resume_state.get("fingerprint") or {})
+        if isinstance(saved.get("hparams"), dict):
+            # a hyperparameter added after the checkpoint was written ran at its default
+            defaults = {
+                f.name: f.default
+                for f in dataclasses.fields(m.hparams)
+                if f.default is not dataclasses.MISSING
+            }
+            saved["hparams"] = {**defaults, **saved["hparams"]}
+        changed = _resume_changes(saved, fingerprint, m.changeable_on_resume(), ckpt)
         if changed:
             at = int(resume_state["method"]["iteration"])
             changes = _merge_change(changes, at, changed)

@@ -86,10 +86,14 @@ def init_synset(
     network trained on ``device``), or Gaussian noise.
 
     With a multi-formation ``factor`` above 1, ``ipc`` stored images per class each tile
-    ``factor**2`` such starts, downsampled (:class:`MultiFormationSet`)."""
+    ``factor**2`` such real starts, downsampled (:class:`MultiFormationSet`); noise is
+    drawn at the stored size."""
     check_ipc(real, ipc, factor)
     if factor == 1:
         return _init_pixels(real, ipc, init, generator, device)
+    if init == "noise":  # drawn at the stored size: downsampling would shrink its scale
+        noise = _init_pixels(real, ipc, init, generator, device)
+        return MultiFormationSet(noise.images.detach(), real.info.num_classes, factor)
     start = _init_pixels(real, ipc * factor**2, init, generator, device)
     return MultiFormationSet.from_real(start.class_images().detach(), factor)
 

@@ -94,7 +94,8 @@ class DCParams(HParams):
     # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
     # same in a briefly trained ConvNet's embedding) or "noise"
     factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
-    # images at 1/factor resolution; 1: plain pixels
+    # images at 1/factor resolution; 1: plain pixels. The loops by IPC follow the stored IPC
+    # (each inner epoch then trains on factor**2 times as many images)
     real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
     # (cache-sized work), the whole batch on GPU
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
@@ -190,7 +191,7 @@ class DC(Method):
             for m in self.bn:
                 m.eval()
         real = self.real.sample_per_class(hp.batch_real, self.generator).to(self.device)
-        syn = self.synthetic().class_images()  # (K, ipc, C, H, W)
+        syn = self.synthetic().class_images()  # (K, ipc * factor**2, C, H, W)
         if self.dsa is not None:  # one parameter draw per class, shared by both sides
             params = self.dsa.sample(k, self.generator, self.device)
             real, syn = self.dsa(real, params), self.dsa(syn, params)

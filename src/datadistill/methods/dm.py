@@ -134,7 +134,7 @@ class DM(Method):
         hp: DMParams = self.hparams  # type: ignore[assignment]
         reset_parameters(self.net, self.generator)  # a fresh random network
         real = self.real.sample_per_class(hp.batch_real, self.generator).to(self.device)
-        syn = self.synthetic().class_images()  # (K, ipc, C, H, W)
+        syn = self.synthetic().class_images()  # (K, ipc * factor**2, C, H, W)
         k = syn.shape[0]
         if self.dsa is not None:
             params = self.dsa.sample(k, self.generator, self.device)

@@ -36,9 +36,10 @@ class SyntheticSet(nn.Module):
         return self.materialize()
 
     def class_images(self) -> Tensor:
-        """Images grouped by class, ``(K, ipc, C, H, W)``, differentiable."""
+        """Training images grouped by class, ``(K, ipc * factor**2, C, H, W)``,
+        differentiable."""
         images, _, _ = self.materialize()
-        return images.reshape(self.num_classes, self.ipc, *self.image_shape)
+        return images.reshape(self.num_classes, self.ipc * self.factor**2, *self.image_shape)
 
     def learned_lr(self) -> float | None:
         """A learned training learning rate (trajectory matching), or None."""

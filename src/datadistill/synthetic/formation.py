@@ -6,8 +6,9 @@ W/factor)`` tiles, and each tile is upsampled back to ``(H, W)`` (bilinear) to t
 The storage budget (what IPC counts, what the artefact holds) stays ``ipc`` images per
 class while the network trains on ``ipc * factor**2``: on small images whose classes need
 more examples more than they need full resolution, that trade pays (MNIST at IPC 10 with
-``factor`` 2: 40 random real images per class at 14x14 reach 93.0% on the validation split
-under the ``dc`` protocol, 10 at 28x28 88.0%).
+``factor`` 2: 40 random real images per class at 14x14 reached 93.0% on the validation
+split under the ``dc`` protocol, 10 at 28x28 88.0%; one network each, benchmarks/NOTES.md,
+stop 29).
 """
 
 from __future__ import annotations
