@@ -386,3 +386,4 @@ def test_multiformation_cells_are_named_and_explained():
     text = "\n".join(write_md.tagged_section([cell]))
     assert "## Tagged runs: mf2" in text and "same storage" in text
     assert "| mnist | 10 | dm (multi-formation x2) |" in text
+    assert "| IDC: 98.4 |" in text  # the published figure of that parameterisation
