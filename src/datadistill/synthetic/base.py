@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from datadistill.errors import check
 from datadistill.registry import Registry
 
 SYNSETS: Registry[type[SyntheticSet]] = Registry("synthetic parameterisation")
@@ -24,6 +25,20 @@ class SyntheticSet(nn.Module):
     ipc: int
     image_shape: tuple[int, int, int]  # (C, H, W)
     factor: int = 1  # training images per stored image, per side (multi-formation)
+
+    def _set_shape(self, images: Tensor, num_classes: int) -> None:
+        """Check class-major ``(K * ipc, C, H, W)`` images; set ``num_classes``, ``ipc`` and
+        ``image_shape`` from them."""
+        check(
+            images.dim() == 4, f"Synthetic images must be (N, C, H, W); got {tuple(images.shape)}."
+        )
+        check(
+            images.shape[0] % num_classes == 0,
+            f"{images.shape[0]} synthetic images do not split evenly over {num_classes} classes.",
+        )
+        self.num_classes = num_classes
+        self.ipc = images.shape[0] // num_classes
+        self.image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
 
     def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """Return ``(images (N, C, H, W), labels (N,) int64, soft_labels (N, K) or None)``."""

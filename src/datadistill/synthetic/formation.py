@@ -83,17 +83,8 @@ class MultiFormationSet(SyntheticSet):
 
     def __init__(self, images: Tensor, num_classes: int, factor: int) -> None:
         super().__init__()
-        check(
-            images.dim() == 4, f"Synthetic images must be (N, C, H, W); got {tuple(images.shape)}."
-        )
-        check(
-            images.shape[0] % num_classes == 0,
-            f"{images.shape[0]} synthetic images do not split evenly over {num_classes} classes.",
-        )
+        self._set_shape(images, num_classes)
         check_factor(factor, (images.shape[2], images.shape[3]))
-        self.num_classes = num_classes
-        self.ipc = images.shape[0] // num_classes
-        self.image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
         self.factor = factor
         self.images = nn.Parameter(images.detach().clone())
         self.register_buffer("labels", hard_labels(num_classes, self.ipc, images.device))

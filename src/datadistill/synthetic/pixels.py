@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from datadistill.errors import check
 from datadistill.synthetic.base import SYNSETS, SyntheticSet, hard_labels
 
 
@@ -33,16 +32,7 @@ class PixelSet(SyntheticSet):
         lr: float | None = None,
     ) -> None:
         super().__init__()
-        check(
-            images.dim() == 4, f"Synthetic images must be (N, C, H, W); got {tuple(images.shape)}."
-        )
-        check(
-            images.shape[0] % num_classes == 0,
-            f"{images.shape[0]} synthetic images do not split evenly over {num_classes} classes.",
-        )
-        self.num_classes = num_classes
-        self.ipc = images.shape[0] // num_classes
-        self.image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
+        self._set_shape(images, num_classes)
         self.images = nn.Parameter(images.detach().clone())
         self.register_buffer("labels", hard_labels(num_classes, self.ipc, images.device))
         self.soft_labels = (
