@@ -141,6 +141,9 @@ CPU_EXPERTS_BY_CELL: dict[tuple[str, int], str] = {("mnist", 1): "ipc1"}
 # A cell distilled again from another seed (`--seed N --tag seedN`): the same cell, pooled
 # beside the untagged one (seed 0) in BENCHMARKS.md.
 SEED_TAG = re.compile(r"seed(\d+)")
+# A multi-formation set (`--hp METHOD:factor=F --tag mfF`): another parameterisation than
+# the main cell's, in its own table.
+MF_TAG = re.compile(r"mf(\d+)")
 
 
 def cell_experts_tag(dataset: str, ipc: int) -> str:
@@ -308,7 +311,8 @@ def main() -> None:
         hps.setdefault(method, {}).update(_parse_hparams([kv]))
     for method, hp in hps.items():
         factor = hp.get("factor", 1)
-        if factor != 1 and args.tag != f"mf{factor}":
+        tag = MF_TAG.fullmatch(args.tag)
+        if factor != 1 and (tag is None or int(tag.group(1)) != factor):
             # a multi-formation set is another parameterisation: never the main cell's file
             ap.error(f"--hp {method}:factor={factor} needs --tag mf{factor}.")
     datasets = {d: dd.load_dataset(d, root=DATA) for d in args.datasets}

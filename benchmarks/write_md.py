@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import datadistill as dd
 from benchmarks._common import RESULTS, ROOT
 from benchmarks.sweep import DATA_OPTIONS
-from benchmarks.table import SEED_TAG, cpu_defaults
+from benchmarks.table import MF_TAG, SEED_TAG, cpu_defaults
 from datadistill.evaluation.evaluate import Result
 from datadistill.report import format_result
 
@@ -115,9 +114,14 @@ def load() -> list[dict[str, Any]]:
     return rows
 
 
+def cell_factor(r: dict[str, Any]) -> Any:
+    """The cell's multi-formation factor (1: the plain pixel set)."""
+    return (r.get("hparams") or {}).get("factor", 1)
+
+
 def _published(r: dict[str, Any]) -> str:
     """The paper's figure for the cell; for a multi-formation cell, IDC's."""
-    if (r.get("hparams") or {}).get("factor", 1) != 1:
+    if cell_factor(r) != 1:
         pub = PUBLISHED.get((r["dataset"], "idc"), {}).get(r["ipc"])
         return "-" if pub is None else f"IDC: {pub}"
     pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
@@ -130,7 +134,7 @@ def _seconds(v: Any) -> str:
 
 def method_label(r: dict[str, Any]) -> str:
     """The cell's method, naming a multi-formation factor (IDC's parameterisation)."""
-    factor = (r.get("hparams") or {}).get("factor", 1)
+    factor = cell_factor(r)
     return f"{r['method']} (multi-formation x{factor})" if factor != 1 else str(r["method"])
 
 
@@ -298,7 +302,7 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "Each row names its protocol and hyperparameter defaults (`paper`: the paper's",
                 "own, no CPU defaults); seeds and the random subset as in the main table.",
             ]
-            if re.fullmatch(r"mf\d+", tag):
+            if MF_TAG.fullmatch(tag):
                 intro += [
                     "These sets are multi-formation (IDC's parameterisation, Kim et al. 2022;",
                     "`--hp METHOD:factor=F`): each stored image is an F x F grid of tiles, each",

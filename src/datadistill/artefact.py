@@ -29,7 +29,7 @@ from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
 from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError
-from datadistill.synthetic.formation import check_factor, decode, decoded_labels
+from datadistill.synthetic.formation import check_factor, decode_set
 
 FORMAT_VERSION = 2  # what this package writes for a multi-formation set
 # format 1: ``images`` is the training set itself; format 2 adds the manifest's ``factor``
@@ -99,11 +99,7 @@ class Distilled:
     def training_set(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """What a network trains on: ``(images, labels, soft_labels or None)``, the stored
         tensors themselves unless the set is multi-formation, whose images are decoded."""
-        f = self.factor
-        if f == 1:
-            return self.images, self.labels, self.soft_labels
-        soft = None if self.soft_labels is None else decoded_labels(self.soft_labels, f)
-        return decode(self.images, f), decoded_labels(self.labels, f), soft
+        return decode_set(self.images, self.labels, self.soft_labels, self.factor)
 
     def with_manifest(self, **entries: Any) -> Distilled:
         """A copy whose manifest is updated with ``entries``."""

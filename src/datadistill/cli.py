@@ -172,8 +172,8 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     # one line per evaluated architecture, each named (the first alone is "results")
     by_arch = report.get("results_by_arch") or {"": report.get("results") or {}}
     f = report.get("factor", 1)
-    factor = f" (multi-formation x{f}: {report['ipc'] * f * f} training images per class)"
-    factor = factor if f != 1 else ""
+    per_class = report["ipc"] * f * f
+    factor = "" if f == 1 else f" (multi-formation x{f}: {per_class} training images per class)"
     for arch, res in by_arch.items():
         pct = {k: format_result(res.get(k)) for k in ("distilled", "random", "full")}
         # names are the user's (npz:PATH, a registered model, a folder): never markup

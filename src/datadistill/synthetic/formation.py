@@ -102,17 +102,25 @@ class MultiFormationSet(SyntheticSet):
         return cls(stored, k, factor)
 
     def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        return decode(self.images, self.factor), decoded_labels(self.labels, self.factor), None
+        return decode_set(self.images, self.labels, None, self.factor)
 
     def stored(self) -> tuple[Tensor, Tensor, Tensor | None]:
         return self.images, self.labels, None
 
-    def class_images(self) -> Tensor:
-        images = decode(self.images, self.factor)
-        return images.view(self.num_classes, self.ipc * self.factor**2, *self.image_shape)
-
     def config(self) -> dict[str, Any]:
         return {**super().config(), "name": "multiformation", "factor": self.factor}
+
+
+def decode_set(
+    images: Tensor, labels: Tensor, soft_labels: Tensor | None, factor: int
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A stored set ``(images, labels, soft labels or None)`` as its training set: the
+    images decoded, each label repeated for its image's tiles (the same tensors for
+    ``factor`` 1). What a multi-formation set trains on, and what its artefact decodes to."""
+    if factor == 1:
+        return images, labels, soft_labels
+    soft = None if soft_labels is None else decoded_labels(soft_labels, factor)
+    return decode(images, factor), decoded_labels(labels, factor), soft
 
 
 def decoded_labels(labels: Tensor, factor: int) -> Tensor:
