@@ -122,6 +122,8 @@ def cell_factor(r: dict[str, Any]) -> Any:
 def _published(r: dict[str, Any]) -> str:
     """The paper's figure for the cell; for a multi-formation cell, IDC's."""
     if cell_factor(r) != 1:
+        if not dd.METHODS.get(r["method"]).needs_steps:
+            return "-"  # a coreset in multi-formation form: IDC publishes distilled sets only
         pub = PUBLISHED.get((r["dataset"], "idc"), {}).get(r["ipc"])
         return "-" if pub is None else f"IDC: {pub}"
     pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
@@ -311,7 +313,10 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                     "same storage: IPC full-resolution real images per class. They are not",
                     "the DM / DC papers' parameterisation, so the main table keeps its cells.",
                     "The published column is IDC's (gradient matching with multi-formation,",
-                    "trained under its own protocol, with augmentation).",
+                    "trained under its own protocol, with augmentation). A coreset row in",
+                    "multi-formation form (`random (multi-formation xF)`) stores IPC x F^2",
+                    "real images per class as tiles: what the parameterisation gives with no",
+                    "distillation at all.",
                 ]
         out += [f"## Tagged runs: {tag}", "", *intro, "", *table(sel, tagged=True)]
         commands: dict[str, str] = {}  # one line per command (latest date)

@@ -111,3 +111,24 @@ def test_dc_accepts_a_factor(digits):
         factor=2,
     )
     assert d.factor == 2 and d.training_set()[0].shape == (40, 1, 8, 8)
+
+
+@pytest.mark.parametrize("method", ["random", "herding"])
+def test_coreset_baselines_take_a_factor(digits, method):
+    hp = {"train_steps": 5, "width": 16} if method == "herding" else {}
+    d = dd.distill(digits, method, ipc=2, seed=0, factor=2, **hp)
+    assert d.factor == 2 and d.ipc == 2
+    stored = d.pixels()
+    x, y, _ = d.training_set()
+    assert stored.shape == (20, 1, 8, 8) and x.shape == (80, 1, 8, 8)
+    assert torch.equal(y, torch.arange(10).repeat_interleave(8))
+    # each tile is one picked real image at half resolution, upsampled: the picks are
+    # distinct real images, so no two tiles of a class coincide
+    tiles = x.view(10, 8, -1)
+    same = (tiles.unsqueeze(1) - tiles.unsqueeze(2)).abs().amax(-1) == 0
+    assert same.sum() == 10 * 8  # only the diagonal
+
+
+def test_random_with_a_factor_too_large_for_a_class_is_refused(digits):
+    with pytest.raises(ConfigError, match="needs 160 images per class"):
+        dd.distill(digits, "random", ipc=40, seed=0, factor=2)

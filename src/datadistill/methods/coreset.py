@@ -4,6 +4,11 @@
 chosen features close to the class mean (Welling 2009, as used by iCaRL and the DC
 paper); ``kcenter`` greedily adds the point farthest from the chosen set (Sener &
 Savarese 2018). Herding and k-center work in the embedding of a briefly trained ConvNet.
+
+With a multi-formation ``factor`` above 1 each baseline picks ``ipc * factor**2`` real
+images per class and stores them, downsampled, as the tiles of ``ipc`` images per class
+(:class:`~datadistill.synthetic.MultiFormationSet`): the baseline a multi-formation
+distilled set is compared with at the same storage (IDC's "random" in multi-formation form).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from datadistill.data import RealData
 from datadistill.methods.base import HParams, Method, positive, register_method, registered_model
 from datadistill.methods.common import check_ipc
 from datadistill.methods.features import all_class_features
-from datadistill.synthetic import PixelSet
+from datadistill.synthetic import MultiFormationSet, PixelSet
 
 
 def herding(features: Tensor, k: int) -> Tensor:
@@ -58,7 +63,11 @@ def kcenter(features: Tensor, k: int, first: int) -> Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class RandomParams(HParams):
-    pass
+    factor: int = 1  # multi-formation: ipc * factor**2 real images per class, stored as
+    # the factor x factor tiles of ipc images (1: ipc plain images)
+
+    def validate(self) -> None:
+        positive("coreset", "factor", self.factor, int)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +75,10 @@ class FeatureCoresetParams(HParams):
     arch: str = "convnet"  # feature network
     width: int = 128  # feature network width (ConvNets, MLP: see takes_width)
     train_steps: int = 300  # SGD steps (batch 256) of the feature network on real data
+    factor: int = 1  # multi-formation, as for random
 
     def validate(self) -> None:
+        positive("coreset", "factor", self.factor, int)
         positive("coreset", "width", self.width, int)
         registered_model(self, "coreset")
         positive("coreset", "train_steps", self.train_steps, int)
@@ -86,10 +97,17 @@ class _Coreset(Method):
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> None:
-        check_ipc(real, ipc)
-        self.indices = self.select(real, ipc, generator, device)  # (K, ipc)
+        factor: int = self.hparams.factor  # type: ignore[attr-defined]
+        check_ipc(real, ipc, factor)
+        picks = ipc * factor**2
+        self.indices = self.select(real, picks, generator, device)  # (K, ipc * factor**2)
         images = real.train_x[self.indices.flatten().to(real.train_x.device)].cpu()
-        self.synset = PixelSet(images, real.info.num_classes).to(device)
+        k = real.info.num_classes
+        if factor == 1:
+            self.synset = PixelSet(images, k).to(device)
+        else:
+            grouped = images.view(k, picks, *images.shape[1:])
+            self.synset = MultiFormationSet.from_real(grouped, factor).to(device)
 
 
 @register_method("random")
