@@ -328,3 +328,27 @@ def test_dc_defaults_follow_ipc(digits):
     m = create_method("dc", width=32)
     m.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert (m.outer_loop, m.inner_loop) == (10, 50)
+
+
+def test_dc_net_data_real_trains_the_network_on_fresh_real_images(digits):
+    hp = {**SMOKE_HPARAMS["dc"], "net_data": "real", "net_real": 45, "inner_loop": 0}
+    m = create_method("dc", **hp)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert m.inner_loop == 1  # IDC's one pass, not DC's epochs by IPC
+    x, y, soft = m._net_data()
+    # 45 images over 10 classes: 5 per class (rounded up), class by class, none synthetic
+    assert x.shape == (50, 1, 8, 8) and soft is None
+    assert torch.equal(y, torch.arange(10).repeat_interleave(5))
+    train = digits.train_x.flatten(1)
+    assert all(bool((train == row).all(1).any()) for row in x.flatten(1))
+    seen: list[torch.Tensor] = []
+    forward = m.train_forward
+    m.train_forward = lambda batch: (seen.append(batch), forward(batch))[1]
+    metrics = m.step()
+    assert math.isfinite(metrics["loss"])
+    assert len(seen) == 1 and seen[0].shape[0] == 50  # one pass, one batch of real images
+
+
+def test_dc_net_data_must_be_synthetic_or_real():
+    with pytest.raises(ConfigError, match="net_data"):
+        create_method("dc", net_data="reals")

@@ -20,6 +20,12 @@ whose gradient must reach the pixels, ``vmap`` over classes
 as in the paper: its statistics are set by a forward pass of a few real images per class,
 then frozen while matching.
 
+``net_data="real"`` trains the network between matches on fresh real images instead
+(IDC, Kim et al., ICML 2022: ``inner_loop`` passes over ``net_real`` real images drawn
+evenly over the classes, one pass unless set), which keeps the network's trajectory that of
+real training and, with a multi-formation set, costs far less than epochs over its
+``ipc * factor**2`` images per class.
+
 ``precision="bfloat16"`` (or ``"auto"``: bf16 where the device computes it natively)
 autocasts the two parts that need no second-order gradient, the real side's per-class
 gradients and the network's training between matches; the synthetic side, whose gradient
@@ -65,6 +71,7 @@ from datadistill.models.convnet import ConvNet
 # (outer_loop, inner_loop) by IPC, from the DC paper / reference code.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 BN_IMAGES_PER_CLASS = 16  # real images per class that set batch-norm statistics
+NET_DATA = ("synthetic", "real")  # what the network trains on between matches
 
 
 def default_loops(ipc: int) -> tuple[int, int]:
@@ -84,7 +91,10 @@ class DCParams(HParams):
     batch_real: int = 256  # real images per class per match
     batch_train: int = 256  # batch size of the network's training on the synthetic set
     outer_loop: int = 0  # matches per iteration; 0: the paper's schedule by IPC
-    inner_loop: int = 0  # network epochs on the synthetic set between matches; 0: by IPC
+    inner_loop: int = 0  # network epochs between matches; 0: by IPC (net_data "real": 1)
+    net_data: str = "synthetic"  # what the network trains on between matches: "synthetic"
+    # (DC) or "real" (IDC: net_real fresh real images, drawn evenly over the classes)
+    net_real: int = 500  # real images per network update with net_data "real" (IDC's 500)
     distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse" or "cos"
     arch: str = "convnet"  # the matching network, re-initialised every iteration
     width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
@@ -110,7 +120,7 @@ class DCParams(HParams):
         require(
             "DC", "momentum", m, isinstance(m, (int, float)) and 0 <= m < 1, "a number in [0, 1)"
         )
-        for name in ("batch_real", "batch_train", "width"):
+        for name in ("batch_real", "batch_train", "width", "net_real"):
             positive("DC", name, getattr(self, name), int)
         c = self.real_chunk
         require("DC", "real_chunk", c, isinstance(c, int) and c >= 0, "an int >= 0 (0: auto)")
@@ -118,6 +128,7 @@ class DCParams(HParams):
             v = getattr(self, name)
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
+        one_of("DC", "net_data", self.net_data, NET_DATA)
         registered_model(self, "DC")
         one_of("DC", "init", self.init, INITS)
         positive("DC", "factor", self.factor, int)
@@ -144,7 +155,7 @@ class DC(Method):
         )
         outer, inner = default_loops(ipc)
         self.outer_loop = hp.outer_loop or outer
-        self.inner_loop = hp.inner_loop or inner
+        self.inner_loop = hp.inner_loop or (inner if hp.net_data == "synthetic" else 1)
         self.net = create_model_for(hp.arch, real.info, hp.width, generator).to(device)
         self.bn = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
@@ -233,11 +244,22 @@ class DC(Method):
         assert total is not None
         return total
 
-    def _train_net(self, net_opt: torch.optim.Optimizer) -> None:
-        """``inner_loop`` epochs of plain SGD on (a detached copy of) the synthetic set."""
+    def _net_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What the network trains on between matches: (a detached copy of) the synthetic
+        set, or ``net_real`` fresh real images drawn evenly over the classes (IDC)."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
-        images, labels, soft = self.synthetic().materialize()
-        images = images.detach()
+        if hp.net_data == "synthetic":
+            images, labels, soft = self.synthetic().materialize()
+            return images.detach(), labels, soft
+        k = self.real.info.num_classes
+        x = self.real.sample_per_class(-(-hp.net_real // k), self.generator)  # (K, m, ...)
+        labels = torch.arange(k, device=self.device).repeat_interleave(x.shape[1])
+        return x.flatten(0, 1).to(self.device), labels, None
+
+    def _train_net(self, net_opt: torch.optim.Optimizer) -> None:
+        """``inner_loop`` epochs of plain SGD on :meth:`_net_data`."""
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        images, labels, soft = self._net_data()
         n = images.shape[0]
         self.net.train()
         for _ in range(self.inner_loop):
