@@ -16,6 +16,7 @@ from benchmarks.sweep import DATA_OPTIONS
 from benchmarks.table import MF_TAG, SEED_TAG, cpu_defaults
 from datadistill.evaluation.evaluate import Result
 from datadistill.report import format_result
+from datadistill.run import with_defaults
 
 # Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
 # the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
@@ -123,7 +124,7 @@ def _published(r: dict[str, Any]) -> str:
     """The paper's figure for the cell; for a multi-formation cell, IDC's."""
     if cell_factor(r) != 1:
         if not dd.METHODS.get(r["method"]).needs_steps:
-            return "-"  # a coreset in multi-formation form: IDC publishes distilled sets only
+            return "-"  # a coreset in multi-formation form: no published figure recorded
         pub = PUBLISHED.get((r["dataset"], "idc"), {}).get(r["ipc"])
         return "-" if pub is None else f"IDC: {pub}"
     pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])
@@ -332,6 +333,14 @@ POOL_ONLY_ALIKE = ("protocol", "seeds", "defaults")
 SAME_SETTINGS = ("hparams", "budget_seconds", "experts")
 
 
+def settings(r: dict[str, Any], field: str) -> Any:
+    """A cell's ``field``; its hparams completed with the method's defaults, so that a cell
+    run before a hyperparameter was added compares equal to one that records its default."""
+    if field != "hparams" or not isinstance(r.get("hparams"), dict):
+        return r.get(field)
+    return with_defaults(dd.METHODS.get(r["method"]).hparams_class(), r["hparams"])
+
+
 def distillation_seed(r: dict[str, Any]) -> int:
     """The seed a cell was distilled from: recorded, else its ``seedN`` tag, else 0 (the
     main table's cells, run before the field existed, all used the default seed 0)."""
@@ -388,7 +397,7 @@ def seeds_section(
             f"({r.get('iterations', '-')} it, {r['date'][:10]})"
             for r, m in zip(sets, means, strict=True)
         )
-        if any(r.get(f) != sets[0].get(f) for r in sets for f in SAME_SETTINGS):
+        if any(settings(r, f) != settings(sets[0], f) for r in sets for f in SAME_SETTINGS):
             per_set += " (settings differ)"
         if len({distillation_seed(r) for r in sets}) < len(sets):
             per_set += " (seed repeated)"

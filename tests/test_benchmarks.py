@@ -387,3 +387,12 @@ def test_multiformation_cells_are_named_and_explained():
     assert "## Tagged runs: mf2" in text and "same storage" in text
     assert "| mnist | 10 | dm (multi-formation x2) |" in text
     assert "| IDC: 98.4 |" in text  # the published figure of that parameterisation
+
+
+def test_pooled_cells_compare_hparams_with_the_methods_defaults():
+    from benchmarks.write_md import settings
+
+    old = {"method": "random", "hparams": {}}  # run before `factor` existed
+    assert settings(old, "hparams") == settings({**old, "hparams": {"factor": 1}}, "hparams")
+    assert settings(old, "hparams") != settings({**old, "hparams": {"factor": 2}}, "hparams")
+    assert settings({"budget_seconds": 600}, "budget_seconds") == 600

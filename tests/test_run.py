@@ -566,6 +566,46 @@ def test_coreset_run_interrupted_in_evaluation_resumes_to_it(tmp_path, monkeypat
     assert torch.equal(dd.load(tmp_path / "r" / "distilled.safetensors").images, first.images)
 
 
+def test_coreset_artefact_from_before_a_new_hyperparameter_resumes(tmp_path, monkeypatch):
+    """An artefact written before a hyperparameter existed (here ``factor``: the manifest's
+    hparams were {} for random) resumes, the missing one taken at its default."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    import datadistill.evaluation
+
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="random",
+        ipc=2,
+        evaluate=True,
+        eval_seeds=1,
+        full=False,
+        protocol="fast",
+        progress=False,
+        device="cpu",
+    )
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datadistill.evaluation, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dd.run(cfg, tmp_path / "r")
+    monkeypatch.undo()
+    path = tmp_path / "r" / "distilled.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        manifest = json.loads(f.metadata()["manifest"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert manifest["hparams"] == {"factor": 1}
+    manifest["hparams"] = {}
+    save_file(tensors, str(path), metadata={"manifest": json.dumps(manifest)})
+    report = dd.run(cfg, tmp_path / "r", resume=True)
+    assert report["results"]["distilled"]["accs"]
+
+
 def test_checkpoint_is_never_overwritten_without_resume(tmp_path, digits):
     ckpt = tmp_path / "deeper" / "ckpt.pt"  # a missing folder is created up front
     dd.distill(digits, "dm", 1, iterations=2, device="cpu", checkpoint=ckpt, **HP)

@@ -534,13 +534,7 @@ def _distill_checked(
         changes = list(resume_state.get("resume_changes", []))
         saved = dict(resume_state.get("fingerprint") or {})
         if isinstance(saved.get("hparams"), dict):
-            # a hyperparameter added after the checkpoint was written ran at its default
-            defaults = {
-                f.name: f.default
-                for f in dataclasses.fields(m.hparams)
-                if f.default is not dataclasses.MISSING
-            }
-            saved["hparams"] = {**defaults, **saved["hparams"]}
+            saved["hparams"] = with_defaults(m.hparams, saved["hparams"])
         changed = _resume_changes(saved, fingerprint, m.changeable_on_resume(), ckpt)
         if changed:
             at = int(resume_state["method"]["iteration"])
@@ -642,6 +636,17 @@ def _absolute_user_path(dataset: str) -> str:
     return dataset
 
 
+def with_defaults(hparams: Any, recorded: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` hyperparameters of an older run, completed with the defaults of
+    ``hparams``' class: a hyperparameter added since then ran at its default."""
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(hparams)
+        if f.default is not dataclasses.MISSING
+    }
+    return {**defaults, **recorded}
+
+
 def _finished_artefact(
     path: Path, method: Method, config: RunConfig, data: dict[str, Any]
 ) -> Distilled:
@@ -653,7 +658,9 @@ def _finished_artefact(
     m = d.manifest
     recorded = {
         "method": m.get("method"),
-        "hparams": m.get("hparams"),
+        "hparams": with_defaults(method.hparams, m["hparams"])
+        if isinstance(m.get("hparams"), dict)
+        else m.get("hparams"),
         "ipc": d.ipc,
         "seed": m.get("seed"),
         "data": m.get("data"),

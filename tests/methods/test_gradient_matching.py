@@ -331,22 +331,41 @@ def test_dc_defaults_follow_ipc(digits):
 
 
 def test_dc_net_data_real_trains_the_network_on_fresh_real_images(digits):
+    synthetic = create_method("dc", width=16)
+    synthetic.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert synthetic.inner_loop == 50  # DC's epochs by IPC
     hp = {**SMOKE_HPARAMS["dc"], "net_data": "real", "net_real": 45, "inner_loop": 0}
     m = create_method("dc", **hp)
-    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert m.inner_loop == 1  # IDC's one pass, not DC's epochs by IPC
+    m.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert m.inner_loop == 1  # IDC's one pass
     x, y, soft = m._net_data()
-    # 45 images over 10 classes: 5 per class (rounded up), class by class, none synthetic
+    # 45 images over 10 classes: 5 per class (rounded up), class by class, each a real
+    # training image of its label
     assert x.shape == (50, 1, 8, 8) and soft is None
     assert torch.equal(y, torch.arange(10).repeat_interleave(5))
     train = digits.train_x.flatten(1)
-    assert all(bool((train == row).all(1).any()) for row in x.flatten(1))
+    rows = [int((train == row).all(1).nonzero()[0]) for row in x.flatten(1)]
+    assert torch.equal(digits.train_y[rows], y)
+    assert not torch.equal(m._net_data()[0], x)  # a fresh draw each time
     seen: list[torch.Tensor] = []
     forward = m.train_forward
     m.train_forward = lambda batch: (seen.append(batch), forward(batch))[1]
+    m.outer_loop = 2
     metrics = m.step()
     assert math.isfinite(metrics["loss"])
     assert len(seen) == 1 and seen[0].shape[0] == 50  # one pass, one batch of real images
+
+
+def test_dc_net_data_real_draws_afresh_for_each_pass(digits):
+    hp = {**SMOKE_HPARAMS["dc"], "net_data": "real", "net_real": 20, "inner_loop": 3}
+    m = create_method("dc", **hp)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    draws: list[torch.Tensor] = []
+    net_data = m._net_data
+    m._net_data = lambda: (lambda d: (draws.append(d[0]), d)[1])(net_data())
+    m._train_net(torch.optim.SGD(m.net.parameters(), lr=0.01))
+    assert len(draws) == 3
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
 
 
 def test_dc_net_data_must_be_synthetic_or_real():

@@ -91,7 +91,8 @@ class _Coreset(Method):
     def select(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> Tensor:
-        """Global training indices ``(K, ipc)`` of the chosen images."""
+        """Global training indices ``(K, ipc)`` of the chosen images (``setup`` passes
+        ``ipc * factor**2`` for a multi-formation set)."""
         raise NotImplementedError
 
     def setup(

@@ -4,8 +4,8 @@ Siamese-augmented variant (DSA; Zhao & Bilen, ICML 2021).
 One step is one outer iteration of the paper: a freshly initialised network, then
 ``outer_loop`` times: match, class by class, the gradient of the loss on a real batch with
 the gradient on the class's synthetic images, update the synthetic images, and (except after
-the last match) train the network for ``inner_loop`` epochs on the synthetic set, so the
-matches follow the network along a training trajectory:
+the last match) train the network for ``inner_loop`` epochs on the synthetic set (or on
+real images, below), so the matches follow the network along a training trajectory:
 
     loss = sum_c D(grad_theta CE(theta; A_c(x_real_c)), grad_theta CE(theta; A_c(s_c)))
 
@@ -21,10 +21,10 @@ as in the paper: its statistics are set by a forward pass of a few real images p
 then frozen while matching.
 
 ``net_data="real"`` trains the network between matches on fresh real images instead
-(IDC, Kim et al., ICML 2022: ``inner_loop`` passes over ``net_real`` real images drawn
-evenly over the classes, one pass unless set), which keeps the network's trajectory that of
-real training and, with a multi-formation set, costs far less than epochs over its
-``ipc * factor**2`` images per class.
+(IDC, Kim et al., ICML 2022: ``inner_loop`` passes, one unless set, each over a fresh
+draw of ``net_real`` real images, evenly over the classes), which keeps the network's
+trajectory that of real training and, with a multi-formation set, costs far less than
+epochs over its ``ipc * factor**2`` images per class.
 
 ``precision="bfloat16"`` (or ``"auto"``: bf16 where the device computes it natively)
 autocasts the two parts that need no second-order gradient, the real side's per-class
@@ -89,12 +89,13 @@ class DCParams(HParams):
     momentum: float = 0.5  # SGD momentum of the synthetic pixels
     lr_net: float = 0.01  # SGD learning rate of the network trained between matches
     batch_real: int = 256  # real images per class per match
-    batch_train: int = 256  # batch size of the network's training on the synthetic set
+    batch_train: int = 256  # batch size of the network's training between matches
     outer_loop: int = 0  # matches per iteration; 0: the paper's schedule by IPC
     inner_loop: int = 0  # network epochs between matches; 0: by IPC (net_data "real": 1)
     net_data: str = "synthetic"  # what the network trains on between matches: "synthetic"
     # (DC) or "real" (IDC: net_real fresh real images, drawn evenly over the classes)
-    net_real: int = 500  # real images per network update with net_data "real" (IDC's 500)
+    net_real: int = 500  # real images per pass with net_data "real" (IDC's 500), rounded
+    # up to a multiple of the class count
     distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse" or "cos"
     arch: str = "convnet"  # the matching network, re-initialised every iteration
     width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
@@ -246,7 +247,8 @@ class DC(Method):
 
     def _net_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """What the network trains on between matches: (a detached copy of) the synthetic
-        set, or ``net_real`` fresh real images drawn evenly over the classes (IDC)."""
+        set, or fresh real images drawn evenly over the classes (IDC): ``net_real`` rounded
+        up to a multiple of the class count."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
         if hp.net_data == "synthetic":
             images, labels, soft = self.synthetic().materialize()
@@ -257,12 +259,16 @@ class DC(Method):
         return x.flatten(0, 1).to(self.device), labels, None
 
     def _train_net(self, net_opt: torch.optim.Optimizer) -> None:
-        """``inner_loop`` epochs of plain SGD on :meth:`_net_data`."""
+        """``inner_loop`` passes of plain SGD over :meth:`_net_data`: the synthetic set's
+        epochs, or for ``net_data="real"`` a fresh real draw each pass (IDC's epochs)."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
-        images, labels, soft = self._net_data()
-        n = images.shape[0]
+        data = None
         self.net.train()
         for _ in range(self.inner_loop):
+            if data is None or hp.net_data == "real":
+                data = self._net_data()
+            images, labels, soft = data
+            n = images.shape[0]
             order = torch.randperm(n, generator=self.generator).to(self.device)
             for start in range(0, n, hp.batch_train):
                 idx = order[start : start + hp.batch_train]
