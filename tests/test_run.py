@@ -532,23 +532,22 @@ def test_a_resumed_time_budget_run_shows_the_seconds_left(tmp_path, digits, monk
     assert budgets[1] == pytest.approx(1000.0 - spent, abs=5.0)
 
 
-def test_coreset_run_interrupted_in_evaluation_resumes_to_it(tmp_path, monkeypatch):
-    """A coreset keeps no checkpoint: its folder, interrupted after the artefact was
-    written, resumes straight to the evaluation, with the same set; other options are
-    refused."""
+def _coreset_run_stopped_in_evaluation(folder, monkeypatch, **kw):
+    """A random-coreset run on digits into ``folder``, interrupted once its artefact is
+    written (in the evaluation); returns its config."""
     import datadistill.evaluation
 
     cfg = dd.RunConfig(
         dataset="digits",
         method="random",
         ipc=2,
-        seed=4,
         evaluate=True,
         eval_seeds=1,
         full=False,
         protocol="fast",
         progress=False,
         device="cpu",
+        **kw,
     )
 
     def interrupted(*args, **kwargs):
@@ -556,9 +555,17 @@ def test_coreset_run_interrupted_in_evaluation_resumes_to_it(tmp_path, monkeypat
 
     monkeypatch.setattr(datadistill.evaluation, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        dd.run(cfg, tmp_path / "r")
-    first = dd.load(tmp_path / "r" / "distilled.safetensors")
+        dd.run(cfg, folder)
     monkeypatch.undo()
+    return cfg
+
+
+def test_coreset_run_interrupted_in_evaluation_resumes_to_it(tmp_path, monkeypatch):
+    """A coreset keeps no checkpoint: its folder, interrupted after the artefact was
+    written, resumes straight to the evaluation, with the same set; other options are
+    refused."""
+    cfg = _coreset_run_stopped_in_evaluation(tmp_path / "r", monkeypatch, seed=4)
+    first = dd.load(tmp_path / "r" / "distilled.safetensors")
     with pytest.raises(ConfigError, match="seed is 4 in the artefact and 5 now"):
         dd.run(dataclasses.replace(cfg, seed=5), tmp_path / "r", resume=True)
     report = dd.run(cfg, tmp_path / "r", resume=True)
@@ -574,27 +581,7 @@ def test_coreset_artefact_from_before_a_new_hyperparameter_resumes(tmp_path, mon
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    import datadistill.evaluation
-
-    cfg = dd.RunConfig(
-        dataset="digits",
-        method="random",
-        ipc=2,
-        evaluate=True,
-        eval_seeds=1,
-        full=False,
-        protocol="fast",
-        progress=False,
-        device="cpu",
-    )
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(datadistill.evaluation, "evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        dd.run(cfg, tmp_path / "r")
-    monkeypatch.undo()
+    cfg = _coreset_run_stopped_in_evaluation(tmp_path / "r", monkeypatch)
     path = tmp_path / "r" / "distilled.safetensors"
     with safe_open(str(path), framework="pt") as f:
         manifest = json.loads(f.metadata()["manifest"])
