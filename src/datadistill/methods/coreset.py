@@ -8,7 +8,7 @@ Savarese 2018). Herding and k-center work in the embedding of a briefly trained 
 With a multi-formation ``factor`` above 1 each baseline picks ``ipc * factor**2`` real
 images per class and stores them, downsampled, as the tiles of ``ipc`` images per class
 (:class:`~datadistill.synthetic.MultiFormationSet`): the baseline a multi-formation
-distilled set is compared with at the same storage (IDC's "random" in multi-formation form).
+distilled set is compared with at the same storage.
 """
 
 from __future__ import annotations
