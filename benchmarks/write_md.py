@@ -336,9 +336,9 @@ SAME_SETTINGS = ("hparams", "budget_seconds", "experts")
 def settings(r: dict[str, Any], field: str) -> Any:
     """A cell's ``field``; its hparams completed with the method's defaults, so that a cell
     run before a hyperparameter was added compares equal to one that records its default."""
-    if field != "hparams" or not isinstance(r.get("hparams"), dict):
+    if field != "hparams":
         return r.get(field)
-    return with_defaults(dd.METHODS.get(r["method"]).hparams_class(), r["hparams"])
+    return with_defaults(dd.METHODS.get(r["method"]).hparams_class(), r.get("hparams"))
 
 
 def distillation_seed(r: dict[str, Any]) -> int:

@@ -533,7 +533,7 @@ def _distill_checked(
         resume_state = _load_checkpoint(ckpt)
         changes = list(resume_state.get("resume_changes", []))
         saved = dict(resume_state.get("fingerprint") or {})
-        if isinstance(saved.get("hparams"), dict):
+        if "hparams" in saved:
             saved["hparams"] = with_defaults(m.hparams, saved["hparams"])
         changed = _resume_changes(saved, fingerprint, m.changeable_on_resume(), ckpt)
         if changed:
@@ -636,9 +636,12 @@ def _absolute_user_path(dataset: str) -> str:
     return dataset
 
 
-def with_defaults(hparams: Any, recorded: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(hparams: Any, recorded: Any) -> Any:
     """``recorded`` hyperparameters of an older run, completed with the defaults of
-    ``hparams``' class: a hyperparameter added since then ran at its default."""
+    ``hparams``' class: a hyperparameter added since then ran at its default. Anything
+    but a dict (missing, corrupt) is returned as it is, for the comparison to report."""
+    if not isinstance(recorded, dict):
+        return recorded
     defaults = {
         f.name: f.default
         for f in dataclasses.fields(hparams)
@@ -658,9 +661,7 @@ def _finished_artefact(
     m = d.manifest
     recorded = {
         "method": m.get("method"),
-        "hparams": with_defaults(method.hparams, m["hparams"])
-        if isinstance(m.get("hparams"), dict)
-        else m.get("hparams"),
+        "hparams": with_defaults(method.hparams, m.get("hparams")),
         "ipc": d.ipc,
         "seed": m.get("seed"),
         "data": m.get("data"),
