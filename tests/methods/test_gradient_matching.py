@@ -45,7 +45,17 @@ def test_distance_mse_and_cos_by_hand():
         1 - 4 / (3 * math.sqrt(5)), abs=1e-5
     )
     with pytest.raises(ValueError, match="unknown gradient distance"):
-        gradient_distance(gr, gs, "l1")
+        gradient_distance(gr, gs, "l2")
+
+
+def test_distance_l1_matches_convolution_kernels_only():
+    # K=2 matches; a conv kernel (K, out=1, in=1, 1, 2), a linear weight and a bias
+    kr = torch.tensor([[[[[1.0, -2.0]]]], [[[[0.0, 0.5]]]]])
+    ks = torch.tensor([[[[[0.0, 1.0]]]], [[[[0.0, -0.5]]]]])
+    lin_r, lin_s = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    bias_r, bias_s = torch.zeros(2, 3), torch.full((2, 3), 7.0)
+    d = gradient_distance([kr, lin_r, bias_r], [ks, lin_s, bias_s], "l1")
+    assert d.item() == pytest.approx(1 + 3 + 0 + 1)
 
 
 def test_paper_loop_schedule():
@@ -371,3 +381,21 @@ def test_dc_net_data_real_draws_afresh_for_each_pass(digits):
 def test_dc_net_data_must_be_synthetic_or_real():
     with pytest.raises(ConfigError, match="net_data"):
         create_method("dc", net_data="reals")
+
+
+def test_dc_l1_distance_moves_the_synthetic_images(digits):
+    hp = {**SMOKE_HPARAMS["dc"], "distance": "l1"}
+    m = create_method("dc", **hp)
+    m.check(digits)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    before = m.synthetic().images.clone()
+    metrics = m.step()
+    assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
+    assert not torch.equal(m.synthetic().images, before)
+
+
+def test_dc_l1_distance_refuses_a_network_without_convolutions(digits):
+    m = create_method("dc", distance="l1", arch="mlp")
+    with pytest.raises(ConfigError, match="convolution kernels only.*'mlp'"):
+        m.check(digits)
+    create_method("dc", distance="ours", arch="mlp").check(digits)  # others match an MLP

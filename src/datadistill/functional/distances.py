@@ -20,7 +20,7 @@ def mean_embedding_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
     return ((real_feat.mean(1) - syn_feat.mean(1)) ** 2).sum()
 
 
-GRADIENT_DISTANCES = ("ours", "mse", "cos")
+GRADIENT_DISTANCES = ("ours", "mse", "cos", "l1")
 
 
 def gradient_distance(
@@ -37,7 +37,11 @@ def gradient_distance(
       ``grad[o]`` of a weight with 2 or more dimensions; one-dimensional parameters
       (biases, normalisation scales) are ignored, as in the paper;
     - ``"mse"``: the squared Euclidean distance between all gradients concatenated;
-    - ``"cos"``: ``1 - cos`` between all gradients concatenated.
+    - ``"cos"``: ``1 - cos`` between all gradients concatenated;
+    - ``"l1"`` (IDC's, Kim et al. 2022): the summed absolute difference over the
+      convolution kernels only (parameters of 3 or more dimensions); biases, normalisation
+      parameters and linear layers are not matched, as in IDC's default. A network without
+      convolutions has nothing to match under it (the distance is then 0).
     """
     if len(real_grads) != len(syn_grads):
         raise ValueError(f"{len(real_grads)} real but {len(syn_grads)} synthetic gradients")
@@ -51,6 +55,12 @@ def gradient_distance(
             dot = (gr * gs).sum(-1)
             norms = gr.norm(dim=-1) * gs.norm(dim=-1)
             total = total + (1 - dot / (norms + 1e-6)).sum()
+        return total
+    if metric == "l1":
+        total = syn_grads[0].new_zeros(())
+        for gr, gs in zip(real_grads, syn_grads, strict=True):
+            if gr.dim() >= 4:  # (K, out, in, *kernel): a convolution kernel
+                total = total + (gs - gr).abs().sum()
         return total
     gr = torch.cat([g.flatten(1) for g in real_grads], dim=1)  # (K, P)
     gs = torch.cat([g.flatten(1) for g in syn_grads], dim=1)

@@ -10,7 +10,8 @@ real images, below), so the matches follow the network along a training trajecto
     loss = sum_c D(grad_theta CE(theta; A_c(x_real_c)), grad_theta CE(theta; A_c(s_c)))
 
 D sums, per layer and per output channel, ``1 - cos`` (``distance="ours"``; ``mse`` and
-``cos`` are the paper's alternatives). The K per-class gradients of each side come from one
+``cos`` are the paper's alternatives, ``l1`` IDC's absolute difference of the
+convolution kernels' gradients). The K per-class gradients of each side come from one
 pass, not K backward passes. The real side (the large one) for ConvNets: one forward /
 backward over all classes with per-class weight copies
 (:mod:`datadistill.functional.class_grads`; compiled, on CPU in cache-sized chunks of
@@ -43,6 +44,7 @@ from torch import nn
 
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
+from datadistill.errors import ConfigError
 from datadistill.evaluation.train import label_loss
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
@@ -96,7 +98,8 @@ class DCParams(HParams):
     # (DC) or "real" (IDC: net_real fresh real images, drawn evenly over the classes)
     net_real: int = 500  # real images per pass with net_data "real" (IDC's 500), rounded
     # up to a multiple of the class count
-    distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse" or "cos"
+    distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse", "cos" or "l1" (IDC's:
+    # summed absolute difference of the convolution kernels' gradients only)
     arch: str = "convnet"  # the matching network, re-initialised every iteration
     width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
@@ -144,6 +147,19 @@ class DC(Method):
     hparams_class = DCParams
     default_iterations = 1000
     resume_may_change = frozenset({"lr_img", "lr_net"})  # lr_net: read at each outer step
+
+    def check(self, real: RealData) -> None:
+        """``distance="l1"`` matches convolution kernels only: refuse a network without."""
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        if hp.distance != "l1":
+            return
+        net = create_model_for(hp.arch, real.info, hp.width, torch.Generator().manual_seed(0))
+        if not any(p.dim() >= 3 for p in net.parameters()):
+            raise ConfigError(
+                f"distance 'l1' matches the gradients of convolution kernels only (as IDC "
+                f"does), and {hp.arch!r} has none: choose a convolutional arch or another "
+                f"distance (ours, mse, cos)."
+            )
 
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
