@@ -141,9 +141,10 @@ CPU_EXPERTS_BY_CELL: dict[tuple[str, int], str] = {("mnist", 1): "ipc1"}
 # A cell distilled again from another seed (`--seed N --tag seedN`): the same cell, pooled
 # beside the untagged one (seed 0) in BENCHMARKS.md.
 SEED_TAG = re.compile(r"seed(\d+)")
-# A multi-formation set (`--hp METHOD:factor=F --tag mfF`): another parameterisation than
-# the main cell's, in its own table.
-MF_TAG = re.compile(r"mf(\d+)")
+# A multi-formation set (`--hp METHOD:factor=F --tag mfF`, or `mfF-NAME` for a variant
+# such as another matching distance): another parameterisation than the main cell's, in
+# its own table.
+MF_TAG = re.compile(r"mf(\d+)(?:-[a-z0-9]+)*")
 
 
 def cell_experts_tag(dataset: str, ipc: int) -> str:
@@ -314,7 +315,7 @@ def main() -> None:
         tag = MF_TAG.fullmatch(args.tag)
         if factor != 1 and (tag is None or int(tag.group(1)) != factor):
             # a multi-formation set is another parameterisation: never the main cell's file
-            ap.error(f"--hp {method}:factor={factor} needs --tag mf{factor}.")
+            ap.error(f"--hp {method}:factor={factor} needs --tag mf{factor} (or mf{factor}-NAME).")
     datasets = {d: dd.load_dataset(d, root=DATA) for d in args.datasets}
     # dataset -> method -> IPC: herding and k-center share one feature network per dataset
     for real in datasets.values():

@@ -136,9 +136,13 @@ def _seconds(v: Any) -> str:
 
 
 def method_label(r: dict[str, Any]) -> str:
-    """The cell's method, naming a multi-formation factor (IDC's parameterisation)."""
-    factor = cell_factor(r)
-    return f"{r['method']} (multi-formation x{factor})" if factor != 1 else str(r["method"])
+    """The cell's method, naming a multi-formation factor (IDC's parameterisation) and a
+    gradient-matching distance other than DC's."""
+    hp = r.get("hparams") or {}
+    notes = [f"multi-formation x{cell_factor(r)}"] if cell_factor(r) != 1 else []
+    if hp.get("distance", "ours") != "ours":
+        notes.append(f"distance {hp['distance']}")
+    return f"{r['method']} ({', '.join(notes)})" if notes else str(r["method"])
 
 
 def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:

@@ -369,6 +369,9 @@ def test_multiformation_cells_are_named_and_explained():
     assert write_md.method_label(row) == "dm (multi-formation x2)"
     assert write_md.method_label({"method": "dm", "hparams": {"lr_img": 1.0}}) == "dm"
     assert write_md.method_label({"method": "random"}) == "random"
+    idc = {"method": "dc", "hparams": {"factor": 2, "distance": "l1"}}
+    assert write_md.method_label(idc) == "dc (multi-formation x2, distance l1)"
+    assert write_md.MF_TAG.fullmatch("mf2-l1") and not write_md.MF_TAG.fullmatch("mf2l1")
     cell = {
         "dataset": "mnist",
         "method": "dm",
