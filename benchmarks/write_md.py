@@ -323,6 +323,12 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                     "real images per class as tiles: what the parameterisation gives with no",
                     "distillation at all.",
                 ]
+                if "-" in tag:
+                    intro += [
+                        f"`{tag}` is a variant of these runs; the method column names",
+                        "what differs from the plain multi-formation cell (e.g. IDC's `l1`",
+                        "gradient distance).",
+                    ]
         out += [f"## Tagged runs: {tag}", "", *intro, "", *table(sel, tagged=True)]
         commands: dict[str, str] = {}  # one line per command (latest date)
         for r in sel:

@@ -390,6 +390,9 @@ def test_multiformation_cells_are_named_and_explained():
     assert "## Tagged runs: mf2" in text and "same storage" in text
     assert "| mnist | 10 | dm (multi-formation x2) |" in text
     assert "| IDC: 98.4 |" in text  # the published figure of that parameterisation
+    assert "is a variant" not in text
+    variant = "\n".join(write_md.tagged_section([{**cell, "tag": "mf2-l1"}]))
+    assert "## Tagged runs: mf2-l1" in variant and "`mf2-l1` is a variant" in variant
 
 
 def test_pooled_cells_compare_hparams_with_the_methods_defaults():
