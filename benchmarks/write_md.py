@@ -138,8 +138,8 @@ def _seconds(v: Any) -> str:
 def method_label(r: dict[str, Any]) -> str:
     """The cell's method, naming a multi-formation factor (IDC's parameterisation) and a
     gradient-matching distance other than DC's."""
-    hp = r.get("hparams") or {}
-    notes = [f"multi-formation x{cell_factor(r)}"] if cell_factor(r) != 1 else []
+    hp, factor = r.get("hparams") or {}, cell_factor(r)
+    notes = [f"multi-formation x{factor}"] if factor != 1 else []
     if hp.get("distance", "ours") != "ours":
         notes.append(f"distance {hp['distance']}")
     return f"{r['method']} ({', '.join(notes)})" if notes else str(r["method"])

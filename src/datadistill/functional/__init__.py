@@ -4,7 +4,8 @@
 from datadistill.functional.distances import (
     GRADIENT_DISTANCES,
     gradient_distance,
+    l1_matches,
     mean_embedding_loss,
 )
 
-__all__ = ["GRADIENT_DISTANCES", "gradient_distance", "mean_embedding_loss"]
+__all__ = ["GRADIENT_DISTANCES", "gradient_distance", "l1_matches", "mean_embedding_loss"]

@@ -23,6 +23,12 @@ def mean_embedding_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
 GRADIENT_DISTANCES = ("ours", "mse", "cos", "l1")
 
 
+def l1_matches(param: Tensor) -> bool:
+    """Whether ``distance="l1"`` matches the gradient of ``param`` (its shape without the
+    leading match dimension): a convolution kernel, ``(out, in, *kernel)``."""
+    return param.dim() >= 3
+
+
 def gradient_distance(
     real_grads: Sequence[Tensor], syn_grads: Sequence[Tensor], metric: str = "ours"
 ) -> Tensor:
@@ -59,7 +65,7 @@ def gradient_distance(
     if metric == "l1":
         total = syn_grads[0].new_zeros(())
         for gr, gs in zip(real_grads, syn_grads, strict=True):
-            if gr.dim() >= 4:  # (K, out, in, *kernel): a convolution kernel
+            if l1_matches(gr[0]):
                 total = total + (gs - gr).abs().sum()
         return total
     gr = torch.cat([g.flatten(1) for g in real_grads], dim=1)  # (K, P)

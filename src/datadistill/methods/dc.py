@@ -46,7 +46,7 @@ from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.evaluation.train import label_loss
-from datadistill.functional import GRADIENT_DISTANCES, gradient_distance
+from datadistill.functional import GRADIENT_DISTANCES, gradient_distance, l1_matches
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads
 from datadistill.methods.base import (
@@ -154,7 +154,7 @@ class DC(Method):
         if hp.distance != "l1":
             return
         net = create_model_for(hp.arch, real.info, hp.width, torch.Generator().manual_seed(0))
-        if not any(p.dim() >= 3 for p in net.parameters()):
+        if not any(l1_matches(p) for p in net.parameters()):
             raise ConfigError(
                 f"distance 'l1' matches the gradients of convolution kernels only (as IDC "
                 f"does), and {hp.arch!r} has none: choose a convolutional arch or another "
