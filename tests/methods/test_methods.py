@@ -236,6 +236,30 @@ def test_kmeans_features_init_clusters_each_class_in_a_trained_embedding(digits)
     assert not torch.equal(s.images.detach(), pixel.images.detach())  # another space
 
 
+def test_herding_init_takes_herdings_picks_in_the_trained_embedding(digits):
+    from datadistill.methods import common
+    from datadistill.methods.features import all_class_features
+    from datadistill.synthetic import MultiFormationSet
+
+    s = common.init_synset(digits, 3, "herding", torch.Generator().manual_seed(0))
+    per_class = all_class_features(
+        digits,
+        "convnet",
+        common.FEATURE_INIT_WIDTH,
+        common.FEATURE_INIT_STEPS,
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+    )
+    for c, (feats, idx) in enumerate(per_class):
+        rows = idx[herding(feats, 3)]
+        assert torch.equal(digits.train_y[rows], torch.full((3,), c))
+        assert torch.equal(s.images[3 * c : 3 * c + 3].detach(), digits.train_x[rows])
+    # in the multi-formation form herding's first factor**2 picks, in its order, fill the tiles
+    mf = common.init_synset(digits, 1, "herding", torch.Generator().manual_seed(0), factor=2)
+    four = torch.stack([digits.train_x[idx[herding(f, 4)]] for f, idx in per_class])
+    assert torch.equal(mf.images.detach(), MultiFormationSet.from_real(four, 2).images.detach())
+
+
 def test_feature_cache_is_reused_and_forgotten_with_its_data(monkeypatch):
     """Herding and k-center with one seed train one feature network; the cached features
     live in host memory and go when their data are freed."""

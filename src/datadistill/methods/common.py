@@ -15,9 +15,10 @@ from datadistill.errors import ConfigError
 from datadistill.synthetic import MultiFormationSet, PixelSet, SyntheticSet, check_factor
 
 PRECISIONS = ("float32", "bfloat16", "auto")
-INITS = ("real", "kmeans", "kmeans-features", "noise")
-# The feature space of init="kmeans-features": a width-32 ConvNet after 300 SGD steps
-# (batch 256) on the training split, the herding / k-center baselines' recipe at width 32.
+INITS = ("real", "kmeans", "kmeans-features", "herding", "noise")
+# The feature space of init="kmeans-features" and "herding": a width-32 ConvNet after 300
+# SGD steps (batch 256) on the training split, the herding / k-center baselines' recipe at
+# width 32.
 FEATURE_INIT_WIDTH = 32
 FEATURE_INIT_STEPS = 300
 
@@ -83,7 +84,9 @@ def init_synset(
     real images nearest to ``ipc`` k-means centroids of each class in input space
     ("kmeans": spread over the class's modes, a DREAM-style clustering start) or in the
     embedding of a ConvNet trained briefly on the training split ("kmeans-features", the
-    network trained on ``device``), or Gaussian noise.
+    network trained on ``device``), the images herding picks in that embedding ("herding":
+    the herding baseline's choice, whose mean embedding stays close to the class's), or
+    Gaussian noise.
 
     With a multi-formation ``factor`` above 1, ``ipc`` stored images per class each tile
     ``factor**2`` such real starts, downsampled (:class:`MultiFormationSet`); noise is
@@ -109,9 +112,9 @@ def _init_pixels(
     if init == "noise":
         shape = (info.channels, *info.image_size)
         return PixelSet.from_noise(info.num_classes, ipc, shape, generator)  # type: ignore[arg-type]
-    if init in ("kmeans", "kmeans-features"):
-        spaces: Iterable[tuple[Tensor, Tensor]]  # per class: what k-means sees, train indices
-        if init == "kmeans-features":
+    if init in ("kmeans", "kmeans-features", "herding"):
+        spaces: Iterable[tuple[Tensor, Tensor]]  # per class: what the picks see, train indices
+        if init in ("kmeans-features", "herding"):
             from datadistill.methods.features import all_class_features
 
             spaces = all_class_features(
@@ -125,8 +128,13 @@ def _init_pixels(
         else:  # one class's pixels at a time
             on = real.train_x.device
             spaces = ((real.train_x[idx.to(on)], idx) for idx in real.class_indices("train"))
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        picks = torch.cat([idx.cpu()[kmeans_nearest(x, ipc, seed)] for x, idx in spaces])
+        if init == "herding":
+            from datadistill.methods.coreset import herding
+
+            picks = torch.cat([idx.cpu()[herding(x, ipc).cpu()] for x, idx in spaces])
+        else:
+            seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+            picks = torch.cat([idx.cpu()[kmeans_nearest(x, ipc, seed)] for x, idx in spaces])
         chosen = real.train_x[picks.to(real.train_x.device)].cpu()
         return PixelSet.from_real(chosen.view(info.num_classes, ipc, *chosen.shape[1:]))
     images = torch.stack([real.sample(c, ipc, generator) for c in range(info.num_classes)]).cpu()

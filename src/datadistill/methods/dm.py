@@ -58,7 +58,8 @@ class DMParams(HParams):
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
     # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
-    # same in a briefly trained ConvNet's embedding) or "noise"
+    # same in a briefly trained ConvNet's embedding), "herding" (herding's picks in that
+    # embedding) or "noise"
     factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
     # images at 1/factor resolution; 1: plain pixels
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"

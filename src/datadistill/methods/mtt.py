@@ -68,7 +68,8 @@ class MTTParams(HParams):
     window_grow_iterations: int = 1000  # iterations over which the window grows
     init: str = "real"  # "real" (random real images), "kmeans" (real images nearest to
     # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
-    # same in a briefly trained ConvNet's embedding) or "noise"
+    # same in a briefly trained ConvNet's embedding), "herding" (herding's picks in that
+    # embedding) or "noise"
 
     def validate(self) -> None:
         require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
