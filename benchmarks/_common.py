@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"  # artefacts and caches (git-ignored)
 DATA = Path(os.environ.get("DATADISTILL_DATA", ROOT.parent / "shared" / "data"))
+MALLOC_ENV = "DATADISTILL_CPU_MALLOC"  # see datadistill._device.tune_cpu_allocator
 
 
 def machine() -> str:
@@ -66,7 +67,10 @@ def command() -> str:
         if script.parent.name == "benchmarks"
         else ["python", script.name]
     )
-    return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])
+    # the allocator setting changes speed (iterations within a budget), never the maths;
+    # a run that chose it says so, so that the command reproduces the run
+    env = [f"{MALLOC_ENV}={os.environ[MALLOC_ENV]}"] if os.environ.get(MALLOC_ENV) else []
+    return " ".join(shlex.quote(a) for a in [*env, *head, *sys.argv[1:]])
 
 
 # how time_interleaved runs its sides, recorded in each throughput result

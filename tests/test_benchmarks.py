@@ -393,6 +393,9 @@ def test_multiformation_cells_are_named_and_explained():
     assert "is a variant" not in text
     variant = "\n".join(write_md.tagged_section([{**cell, "tag": "mf2-l1"}]))
     assert "## Tagged runs: mf2-l1" in variant and "`mf2-l1` is a variant" in variant
+    assert "MALLOC" not in variant
+    tuned = {**cell, "command": "DATADISTILL_CPU_MALLOC=tuned " + cell["command"]}
+    assert "the same arithmetic, faster" in "\n".join(write_md.tagged_section([tuned]))
 
 
 def test_pooled_cells_compare_hparams_with_the_methods_defaults():
@@ -402,3 +405,15 @@ def test_pooled_cells_compare_hparams_with_the_methods_defaults():
     assert settings(old, "hparams") == settings({**old, "hparams": {"factor": 1}}, "hparams")
     assert settings(old, "hparams") != settings({**old, "hparams": {"factor": 2}}, "hparams")
     assert settings({"budget_seconds": 600}, "budget_seconds") == 600
+
+
+def test_result_command_names_the_allocator_setting_it_ran_under(monkeypatch):
+    """The allocator changes speed, so iterations within a budget: the recorded command
+    carries the setting, so that it reproduces the run."""
+    from benchmarks import _common
+
+    monkeypatch.setattr("sys.argv", ["benchmarks/sweep.py", "--ipc", "10"])
+    monkeypatch.delenv(_common.MALLOC_ENV, raising=False)
+    assert _common.command() == "python -m benchmarks.sweep --ipc 10"
+    monkeypatch.setenv(_common.MALLOC_ENV, "tuned")
+    assert _common.command() == "DATADISTILL_CPU_MALLOC=tuned python -m benchmarks.sweep --ipc 10"
