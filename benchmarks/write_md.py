@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import datadistill as dd
-from benchmarks._common import RESULTS, ROOT
+from benchmarks._common import MALLOC_ENV, RESULTS, ROOT
 from benchmarks.sweep import DATA_OPTIONS
 from benchmarks.table import MF_TAG, SEED_TAG, cpu_defaults
 from datadistill.evaluation.evaluate import Result
@@ -329,9 +329,9 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                         "what differs from the plain multi-formation cell (e.g. IDC's `l1`",
                         "gradient distance).",
                     ]
-        if any(r["command"].startswith("DATADISTILL_CPU_MALLOC=tuned ") for r in sel):
+        if any(r["command"].startswith(f"{MALLOC_ENV}=tuned ") for r in sel):
             intro += [
-                "A command that starts with `DATADISTILL_CPU_MALLOC=tuned` ran with glibc told",
+                f"A command that starts with `{MALLOC_ENV}=tuned` ran with glibc told",
                 "to keep freed memory for reuse: the same arithmetic, faster, so more",
                 "iterations within the budget (README, CPU allocator).",
             ]

@@ -65,14 +65,15 @@ def tune_cpu_allocator() -> bool:
     opening a new peak window). It is what PyTorch's CPU performance guide gets from
     jemalloc / tcmalloc through ``LD_PRELOAD``, without a preload.
 
-    Opt-in, because it is not a uniform win. Measured on the 2-core reference machine
-    (BENCHMARKS.md): a first convolution over 100 MNIST images 10.9 -> 1.7 ms, 60 epochs
-    of the ``dc`` evaluation protocol on 100 images 28 -> 20 s, a DM iteration unchanged,
-    but one compiled DC outer iteration not faster (18.3 s default, 20.3 s tuned, in
-    separate runs on a machine whose speed drifts by 10-30%; 9.6-9.9 against 9.4 s on a
-    later machine), while with a multi-formation set DC's iteration ran 1.2x faster (its
-    per-class synthetic gradients allocate tensors above the 32 MiB ceiling, freshly
-    mapped on every call by default). Enable it with
+    Opt-in: it is a process-wide setting that keeps the resident memory at its peak,
+    which a library should not impose on the program importing it. Measured on the
+    2-core reference machines (NOTES.md): a first convolution over 100 MNIST images 10.9
+    -> 1.7 ms, 60 epochs of the ``dc`` evaluation protocol on 100 images 28 -> 20 s, a DM
+    iteration unchanged, one compiled DC outer iteration about the same (18.3 s default,
+    20.3 s tuned, in separate runs on a machine whose speed drifts by 10-30%; 9.6-9.9
+    against 9.4 s on a later machine), and with a multi-formation set DC's iteration 1.2x
+    faster (its per-class synthetic gradients allocate tensors above the 32 MiB ceiling,
+    freshly mapped on every call by default). Enable it with
     ``DATADISTILL_CPU_MALLOC=tuned`` (read by :func:`prepare_device`) or by calling this
     function; Linux with glibc only, once per process. Returns whether it is active.
     """
