@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from datadistill._device import native_bf16
+from datadistill._device import cpu_allocator_tuned, native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -48,6 +48,8 @@ def stamp() -> dict[str, str]:
     return {
         "command": command(),
         "machine": machine(),
+        # what the process ran with (the command names it only when chosen by environment)
+        "cpu_malloc": "tuned" if cpu_allocator_tuned() else "default",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

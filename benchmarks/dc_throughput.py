@@ -136,7 +136,6 @@ def main() -> None:
             "loop_s_each": loop_t,
             **extra,
             "timing": TIMING,
-            "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
             "settings": (
                 f"{name}, MNIST IPC {args.ipc}, (outer, inner) = ({m.outer_loop}, "
                 f"{m.inner_loop}), batch_real 256 per class, ConvNet-3 w{args.width} "

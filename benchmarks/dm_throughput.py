@@ -107,7 +107,6 @@ def main() -> None:
             "compile": args.compile,
             "device": str(dev),
             "timing": TIMING,
-            "cpu_malloc": "tuned" if dd._device.cpu_allocator_tuned() else "default",
         },
     )
     print(f"{s:.3f} s per DM iteration ({path})")

@@ -16,9 +16,10 @@ from datadistill.synthetic import MultiFormationSet, PixelSet, SyntheticSet, che
 
 PRECISIONS = ("float32", "bfloat16", "auto")
 INITS = ("real", "kmeans", "kmeans-features", "herding", "noise")
-# The feature space of init="kmeans-features" and "herding": a width-32 ConvNet after 300
-# SGD steps (batch 256) on the training split, the herding / k-center baselines' recipe at
+# The starts that pick real images in a feature space: a width-32 ConvNet after 300 SGD
+# steps (batch 256) on the training split, the herding / k-center baselines' recipe at
 # width 32.
+FEATURE_INITS = ("kmeans-features", "herding")
 FEATURE_INIT_WIDTH = 32
 FEATURE_INIT_STEPS = 300
 
@@ -112,9 +113,9 @@ def _init_pixels(
     if init == "noise":
         shape = (info.channels, *info.image_size)
         return PixelSet.from_noise(info.num_classes, ipc, shape, generator)  # type: ignore[arg-type]
-    if init in ("kmeans", "kmeans-features", "herding"):
+    if init == "kmeans" or init in FEATURE_INITS:
         spaces: Iterable[tuple[Tensor, Tensor]]  # per class: what the picks see, train indices
-        if init in ("kmeans-features", "herding"):
+        if init in FEATURE_INITS:
             from datadistill.methods.features import all_class_features
 
             spaces = all_class_features(
@@ -131,7 +132,7 @@ def _init_pixels(
         if init == "herding":
             from datadistill.methods.coreset import herding
 
-            picks = torch.cat([idx.cpu()[herding(x, ipc).cpu()] for x, idx in spaces])
+            picks = torch.cat([idx.cpu()[herding(x, ipc)] for x, idx in spaces])
         else:
             seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
             picks = torch.cat([idx.cpu()[kmeans_nearest(x, ipc, seed)] for x, idx in spaces])
