@@ -153,13 +153,55 @@ def test_soft_label_epoch_is_selectable(digits, expert_buffer):
         )
 
 
-def test_mtt_same_result_with_either_unroll(digits, expert_buffer):
-    common = dict(ipc=1, seed=0, iterations=2, device="cpu")
+@pytest.mark.parametrize("factor", [1, 2])
+def test_mtt_same_result_with_either_unroll(digits, expert_buffer, factor):
+    common = dict(ipc=1, seed=0, iterations=2, device="cpu", factor=factor)
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
     a = dd.distill(digits, "mtt", unroll="full", **common, **hp)
     b = dd.distill(digits, "mtt", unroll="constant", **common, **hp)
+    assert a.factor == b.factor == factor
     assert torch.allclose(a.images, b.images, atol=1e-4)
     assert a.lr == pytest.approx(b.lr, rel=1e-4)
+
+
+def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label(
+    digits, expert_buffer, tmp_path
+):
+    from datadistill.experts import ExpertBuffer
+    from datadistill.synthetic import MultiFormationSet, decode
+
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
+    m = create_method("mtt", **hp, factor=2, batch_syn=8)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    s = m.synthetic()
+    assert isinstance(s, MultiFormationSet) and s.factor == 2
+    assert s.images.shape == (10, 1, 8, 8) and s.soft_labels.shape == (10, 10)
+    # each stored image's label starts as the mean of the label expert's logits on its
+    # four decoded tiles
+    buf = ExpertBuffer(expert_buffer)
+    net = buf.network()
+    torch.nn.utils.vector_to_parameters(buf.epoch(0, buf.epochs), net.parameters())
+    net.eval()
+    with torch.no_grad():
+        tiles = net(decode(s.images.detach(), 2)).view(10, 4, 10)
+    assert torch.allclose(s.soft_labels.detach(), tiles.mean(1), atol=1e-5)
+    images, labels, soft = s.materialize()
+    assert images.shape == (40, 1, 8, 8) and soft.shape == (40, 10)
+    assert labels.tolist() == [c for c in range(10) for _ in range(4)]
+    assert torch.equal(soft[4:8], s.soft_labels[1:2].expand(4, 10))
+    # one step moves every stored image, its soft label and the lr
+    before = [t.detach().clone() for t in (s.images, s.soft_labels, s.lr)]
+    m.step()
+    after = (s.images, s.soft_labels, s.lr)
+    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True))
+    # the artefact keeps the stored images, one soft label each, and the learned lr
+    d = dd.distill(digits, "mtt", ipc=1, seed=0, iterations=1, device="cpu", factor=2, **hp)
+    back = dd.load(d.save(tmp_path / "mf.safetensors"))
+    assert back.factor == 2 and back.images.shape == (10, 1, 8, 8) and back.lr is not None
+    assert back.soft_labels.shape == (10, 10)
+    x, y, sl = back.training_set()
+    assert x.shape == (40, 1, 8, 8) and sl.shape == (40, 10) and y.shape == (40,)
+    assert back.manifest["synset"]["soft_labels"] and back.manifest["synset"]["learned_lr"]
 
 
 def test_mtt_bad_buffers(digits, expert_buffer, tmp_path):

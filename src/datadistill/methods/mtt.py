@@ -14,6 +14,11 @@ The student is a flat parameter vector run through ``torch.func.functional_call`
 gradient comes from :mod:`datadistill.functional.unroll`, through the whole unroll
 (``unroll="full"``, the reference's way) or step by step with the same result and memory
 that does not grow with ``syn_steps`` (``unroll="constant"``).
+
+With ``factor`` above 1 the set is IDC's multi-formation parameterisation
+(:class:`~datadistill.synthetic.MultiFormationSet`): the student trains on the decoded
+tiles, each with its stored image's (soft) label, and the gradient flows back through the
+decoding to the stored pixels.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from datadistill.methods.base import (
     set_lr,
 )
 from datadistill.methods.common import INITS, check_ipc, init_synset
-from datadistill.synthetic import PixelSet
+from datadistill.synthetic import MultiFormationSet, PixelSet, decode, encode
+from datadistill.synthetic.formation import decoded_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +76,19 @@ class MTTParams(HParams):
     # per-class k-means centroids, a DREAM-style clustering start), "kmeans-features" (the
     # same in a briefly trained ConvNet's embedding), "herding" (herding's picks in that
     # embedding) or "noise"
+    factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
+    # images at 1/factor resolution, which share its soft label; 1: plain pixels.
+    # batch_syn counts training (decoded) images
 
     def validate(self) -> None:
         require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
-        for name in ("syn_steps", "expert_epochs", "max_start_epoch", "window_grow_iterations"):
+        for name in (
+            "syn_steps",
+            "expert_epochs",
+            "max_start_epoch",
+            "window_grow_iterations",
+            "factor",
+        ):
             positive("MTT", name, getattr(self, name), int)
         for name in ("min_start_epoch", "batch_syn", "window_grow_to"):
             v = getattr(self, name)
@@ -153,15 +168,23 @@ class MTT(Method):
             epoch = self.buffer.epochs if hp.label_epoch < 0 else hp.label_epoch
             self.label_theta = self.buffer.epoch(0, epoch).to(device)
             self._calibrate_batch_norm(real)
+        f, k = hp.factor, real.info.num_classes
+        check_ipc(real, ipc, f)
         start: Tensor
         if hp.soft_labels and hp.init == "real":
-            start = PixelSet.from_real(self._correctly_classified(real, ipc)).images
+            picks = self._correctly_classified(real, ipc * f * f)
+            start = encode(picks.reshape(-1, *picks.shape[2:]), f)
         else:
-            start = init_synset(real, ipc, hp.init, generator, device).stored()[0]
-        # DATM: the labels start as the label expert's logits on the initial images
-        soft = self._label_logits(start) if hp.soft_labels else None
-        self.synset = PixelSet(start, real.info.num_classes, soft, lr=hp.lr_teacher)
-        self.synset = self.synset.to(device)
+            start = init_synset(real, ipc, hp.init, generator, device, f).stored()[0]
+        soft = None
+        if hp.soft_labels:  # DATM: the label expert's logits on the initial images (with a
+            # factor, the mean of a stored image's tiles' logits, which share its label)
+            soft = self._label_logits(decode(start, f)).view(len(start), f * f, k).mean(1)
+        self.synset = (
+            PixelSet(start, k, soft, lr=hp.lr_teacher)
+            if f == 1
+            else MultiFormationSet(start, k, f, soft, lr=hp.lr_teacher)
+        ).to(device)
         s = self.synset
         self.opt_img = torch.optim.SGD([s.images], lr=hp.lr_img, momentum=hp.momentum)
         assert s.lr is not None
@@ -247,8 +270,9 @@ class MTT(Method):
         start = self.buffer.epoch(expert, start_epoch).to(self.device)
         target = self.buffer.epoch(expert, start_epoch + hp.expert_epochs).to(self.device)
         s = self.synset
-        assert isinstance(s, PixelSet) and s.lr is not None
-        n = s.images.shape[0]
+        assert isinstance(s, (PixelSet, MultiFormationSet)) and s.lr is not None
+        f = hp.factor
+        n = s.images.shape[0] * f * f  # training (decoded) images
         batch = hp.batch_syn or n
         # Every mini-batch and augmentation of the unroll is drawn up front, so that a
         # recomputed step sees exactly the same inputs.
@@ -262,14 +286,14 @@ class MTT(Method):
             if self.dsa is not None:
                 params = one_family_per_batch(self.dsa.sample(idx.shape[0], g, self.device))
             plan.append((idx, params))
-        labels = s.labels
+        labels = decoded_labels(s.labels, f)
 
         def batch_fn(i: int, images: Tensor, soft: Tensor | None) -> tuple[Tensor, Tensor]:
             idx, params = plan[i]
-            x = images[idx]
+            x = decode(images, f)[idx]  # factor 1: the images themselves
             if params is not None:
                 x = self.dsa(x, params)  # type: ignore[misc]
-            y = soft[idx].softmax(1) if soft is not None else labels[idx]
+            y = soft[idx // (f * f)].softmax(1) if soft is not None else labels[idx]
             return x, y
 
         fn = unroll_constant_memory if hp.unroll == "constant" else unroll_full

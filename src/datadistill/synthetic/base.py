@@ -58,7 +58,24 @@ class SyntheticSet(nn.Module):
 
     def learned_lr(self) -> float | None:
         """A learned training learning rate (trajectory matching), or None."""
-        return None
+        lr = getattr(self, "lr", None)
+        return float(lr.detach()) if lr is not None else None
+
+    def _set_learned(
+        self, soft_labels: Tensor | None, lr: float | None, device: torch.device
+    ) -> None:
+        """Register the optional learned ``soft_labels`` (logits, one row per stored image)
+        and training ``lr`` (a scalar, learned as is, like the MTT paper's ``syn_lr``)."""
+        self.soft_labels = (
+            nn.Parameter(soft_labels.detach().clone()) if soft_labels is not None else None
+        )
+        self.lr = nn.Parameter(torch.tensor(float(lr), device=device)) if lr is not None else None
+
+    def _learned_config(self) -> dict[str, Any]:
+        return {
+            "soft_labels": getattr(self, "soft_labels", None) is not None,
+            "learned_lr": getattr(self, "lr", None) is not None,
+        }
 
     def config(self) -> dict[str, Any]:
         """JSON-able description stored in the artefact manifest."""

@@ -71,26 +71,38 @@ def encode(images: Tensor, factor: int) -> Tensor:
 @SYNSETS.register("multiformation")
 class MultiFormationSet(SyntheticSet):
     """Learnable stored images ``(K * ipc, C, H, W)``, each decoding to ``factor**2``
-    training images with its hard label (see :func:`decode`).
+    training images with its hard label (see :func:`decode`), and optionally its learned
+    soft label and a learned training lr (trajectory matching), as in :class:`PixelSet`.
 
     Args:
         images: initial stored images in model-input space, class-major.
         num_classes: K.
         factor: tiles per side of a stored image (1 is the plain pixel set).
+        soft_labels: optional initial logits ``(K * ipc, K)``, one row per stored image
+            (its tiles share it, as they share its hard label); learned when given.
+        lr: optional initial training learning rate, learned when given.
     """
 
     labels: Tensor  # (K * ipc,) int64 hard labels of the stored images, a buffer
 
-    def __init__(self, images: Tensor, num_classes: int, factor: int) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        num_classes: int,
+        factor: int,
+        soft_labels: Tensor | None = None,
+        lr: float | None = None,
+    ) -> None:
         super().__init__()
         self._set_shape(images, num_classes)
         check_factor(factor, (images.shape[2], images.shape[3]))
         self.factor = factor
         self.images = nn.Parameter(images.detach().clone())
         self.register_buffer("labels", hard_labels(num_classes, self.ipc, images.device))
+        self._set_learned(soft_labels, lr, images.device)
 
     @classmethod
-    def from_real(cls, class_images: Tensor, factor: int) -> MultiFormationSet:
+    def from_real(cls, class_images: Tensor, factor: int, **kwargs: Any) -> MultiFormationSet:
         """Start from real images grouped by class, ``(K, ipc * factor**2, C, H, W)``: each
         stored image tiles ``factor**2`` of them, downsampled."""
         k, m = class_images.shape[:2]
@@ -99,16 +111,18 @@ class MultiFormationSet(SyntheticSet):
             f"{m} images per class do not fill stored images of {factor * factor} tiles each.",
         )
         stored = encode(class_images.reshape(k * m, *class_images.shape[2:]), factor)
-        return cls(stored, k, factor)
+        return cls(stored, k, factor, **kwargs)
 
     def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        return decode_set(self.images, self.labels, None, self.factor)
+        return decode_set(self.images, self.labels, self.soft_labels, self.factor)
 
     def stored(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        return self.images, self.labels, None
+        return self.images, self.labels, self.soft_labels
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "name": "multiformation", "factor": self.factor}
+        out = {**super().config(), "name": "multiformation", "factor": self.factor}
+        learned = self._learned_config()  # named only when learned: DM / DC sets keep theirs
+        return {**out, **learned} if any(learned.values()) else out
 
 
 def decode_set(

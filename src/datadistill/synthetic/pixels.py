@@ -35,12 +35,7 @@ class PixelSet(SyntheticSet):
         self._set_shape(images, num_classes)
         self.images = nn.Parameter(images.detach().clone())
         self.register_buffer("labels", hard_labels(num_classes, self.ipc, images.device))
-        self.soft_labels = (
-            nn.Parameter(soft_labels.detach().clone()) if soft_labels is not None else None
-        )
-        self.lr = (
-            nn.Parameter(torch.tensor(float(lr), device=images.device)) if lr is not None else None
-        )
+        self._set_learned(soft_labels, lr, images.device)
 
     @classmethod
     def from_real(cls, class_images: Tensor, **kwargs: Any) -> PixelSet:
@@ -62,19 +57,10 @@ class PixelSet(SyntheticSet):
         return cls(x, num_classes, **kwargs)
 
     def materialize(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        soft = self.soft_labels if self.soft_labels is not None else None
-        return self.images, self.labels, soft
+        return self.images, self.labels, self.soft_labels
 
     def class_images(self) -> Tensor:
         return self.images.view(self.num_classes, self.ipc, *self.image_shape)
 
-    def learned_lr(self) -> float | None:
-        return float(self.lr.detach()) if self.lr is not None else None
-
     def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "name": "pixels",
-            "soft_labels": self.soft_labels is not None,
-            "learned_lr": self.lr is not None,
-        }
+        return {**super().config(), "name": "pixels", **self._learned_config()}
