@@ -121,10 +121,10 @@ def cell_factor(r: dict[str, Any]) -> Any:
 
 
 def _published(r: dict[str, Any]) -> str:
-    """The paper's figure for the cell; for a multi-formation cell, IDC's."""
+    """The paper's figure for the cell; for a multi-formation DC / DSA / DM cell, IDC's."""
     if cell_factor(r) != 1:
-        if not dd.METHODS.get(r["method"]).needs_steps:
-            return "-"  # a coreset in multi-formation form: no published figure recorded
+        if r["method"] not in ("dc", "dsa", "dm"):
+            return "-"  # a coreset or MTT in multi-formation form: no published figure
         pub = PUBLISHED.get((r["dataset"], "idc"), {}).get(r["ipc"])
         return "-" if pub is None else f"IDC: {pub}"
     pub = PUBLISHED.get((r["dataset"], r["method"]), {}).get(r["ipc"])

@@ -8,6 +8,7 @@ import datadistill as dd
 from datadistill.errors import ConfigError
 from datadistill.methods.common import init_synset
 from datadistill.synthetic import MultiFormationSet, check_factor, decode, encode
+from datadistill.synthetic.formation import at_tile_resolution, decode_rows
 
 
 def _quadrants(values):
@@ -47,6 +48,27 @@ def test_decode_is_differentiable_in_every_stored_pixel():
     stored = torch.randn(3, 2, 6, 6, requires_grad=True)
     decode(stored, 3).square().sum().backward()
     assert stored.grad is not None and bool((stored.grad != 0).all())
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_decode_rows_is_decode_then_index_in_values_and_gradients(factor):
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([5, 0, 5, 3, 1])  # repeats, any order
+    a = torch.randn(2 if factor > 1 else 6, 3, 8, 8, generator=g, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    w = torch.randn(len(idx), 3, 8, 8, generator=g)
+    out_a, out_b = decode_rows(a, idx, factor), decode(b, factor)[idx]
+    torch.testing.assert_close(out_a, out_b)
+    (out_a * w).sum().backward()
+    (out_b * w).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_at_tile_resolution_is_what_a_stored_tile_decodes_to():
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    via_set = decode(encode(x.repeat_interleave(4, dim=0), 2), 2)[::4]
+    torch.testing.assert_close(at_tile_resolution(x, 2), via_set)
+    assert at_tile_resolution(x, 1) is x
 
 
 @pytest.mark.parametrize("factor,message", [(3, "does not divide the 8x8"), (0, ">= 1")])

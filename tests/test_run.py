@@ -23,6 +23,7 @@ HP = SMOKE_HPARAMS["dm"]
         ("dsa", {}),
         ("mtt", {"soft_labels": True}),
         ("dm", {"factor": 2}),
+        ("mtt", {"soft_labels": True, "factor": 2}),
     ],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, digits, request, method, extra):

@@ -153,15 +153,17 @@ def test_soft_label_epoch_is_selectable(digits, expert_buffer):
         )
 
 
-@pytest.mark.parametrize("factor", [1, 2])
-def test_mtt_same_result_with_either_unroll(digits, expert_buffer, factor):
-    common = dict(ipc=1, seed=0, iterations=2, device="cpu", factor=factor)
+@pytest.mark.parametrize("factor,soft", [(1, False), (2, False), (2, True)])
+def test_mtt_same_result_with_either_unroll(digits, expert_buffer, factor, soft):
+    common = dict(ipc=1, seed=0, iterations=2, device="cpu", factor=factor, soft_labels=soft)
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
     a = dd.distill(digits, "mtt", unroll="full", **common, **hp)
     b = dd.distill(digits, "mtt", unroll="constant", **common, **hp)
     assert a.factor == b.factor == factor
     assert torch.allclose(a.images, b.images, atol=1e-4)
     assert a.lr == pytest.approx(b.lr, rel=1e-4)
+    if soft:
+        assert torch.allclose(a.soft_labels, b.soft_labels, atol=1e-4)
 
 
 def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label(
@@ -169,9 +171,10 @@ def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label
 ):
     from datadistill.experts import ExpertBuffer
     from datadistill.synthetic import MultiFormationSet, decode
+    from datadistill.synthetic.formation import at_tile_resolution
 
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
-    m = create_method("mtt", **hp, factor=2, batch_syn=8)
+    m = create_method("mtt", **hp, factor=2)
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
     s = m.synthetic()
     assert isinstance(s, MultiFormationSet) and s.factor == 2
@@ -185,15 +188,25 @@ def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label
     with torch.no_grad():
         tiles = net(decode(s.images.detach(), 2)).view(10, 4, 10)
     assert torch.allclose(s.soft_labels.detach(), tiles.mean(1), atol=1e-5)
+    # DATM's start: wherever the (weak, 3-epoch) expert recognises a fair share of a class's
+    # images at tile resolution, every tile, and so the mean label, is on the right class
+    with torch.no_grad():
+        hit = net(at_tile_resolution(digits.train_x, 2)).argmax(1) == digits.train_y
+        tile_ok = tiles.argmax(2) == s.labels[:, None]
+    for c in range(10):
+        if hit[digits.train_y == c].float().mean() >= 0.2:
+            assert tile_ok[s.labels == c].all(), c
+            assert (s.soft_labels.argmax(1)[s.labels == c] == c).all(), c
     images, labels, soft = s.materialize()
     assert images.shape == (40, 1, 8, 8) and soft.shape == (40, 10)
     assert labels.tolist() == [c for c in range(10) for _ in range(4)]
     assert torch.equal(soft[4:8], s.soft_labels[1:2].expand(4, 10))
-    # one step moves every stored image, its soft label and the lr
+    # one step on the whole set moves every stored image, its soft label and the lr
     before = [t.detach().clone() for t in (s.images, s.soft_labels, s.lr)]
     m.step()
-    after = (s.images, s.soft_labels, s.lr)
-    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True))
+    assert (s.images.detach() != before[0]).flatten(1).any(1).all()
+    assert (s.soft_labels.detach() != before[1]).any(1).all()
+    assert float(s.lr.detach()) != float(before[2])
     # the artefact keeps the stored images, one soft label each, and the learned lr
     d = dd.distill(digits, "mtt", ipc=1, seed=0, iterations=1, device="cpu", factor=2, **hp)
     back = dd.load(d.save(tmp_path / "mf.safetensors"))
@@ -295,3 +308,34 @@ def test_batch_norm_label_expert_uses_its_own_statistics(digits, tmp_path):
     # unit statistics does not manage after two epochs
     s = m.synthetic()
     assert (s.soft_labels.argmax(1) == s.labels).float().mean() >= 0.8
+
+
+def test_mtt_multiformation_student_sees_each_tile_with_its_own_images_label(
+    digits, expert_buffer, monkeypatch
+):
+    """The student's mini-batches pair every decoded tile with the soft label of the
+    stored image it was cut from (the label ``decode_set`` gives the artefact's tiles)."""
+    import datadistill.methods.mtt as mtt_module
+    from datadistill.synthetic.formation import decode_set
+
+    seen = {}
+    real_unroll = mtt_module.unroll_constant_memory
+
+    def spy(net, layout, start, target, images, soft, lr, steps, batch_fn):
+        seen["batches"] = [batch_fn(i, images.detach(), soft.detach()) for i in range(steps)]
+        return real_unroll(net, layout, start, target, images, soft, lr, steps, batch_fn)
+
+    monkeypatch.setattr(mtt_module, "unroll_constant_memory", spy)
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
+    m = create_method("mtt", **hp, factor=2, batch_syn=6, dsa=False)
+    m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    s = m.synthetic()
+    with torch.no_grad():
+        x_all, _, soft_all = decode_set(s.images, s.labels, s.soft_labels, 2)
+    m.step()
+    assert len(seen["batches"]) == hp["syn_steps"]
+    for x, y in seen["batches"]:
+        assert x.shape == (6, 1, 8, 8) and y.shape == (6, 10)
+        rows = torch.cdist(x.flatten(1), x_all.flatten(1)).argmin(1)
+        torch.testing.assert_close(x, x_all[rows])
+        torch.testing.assert_close(y, soft_all[rows].softmax(1))

@@ -47,7 +47,7 @@ from datadistill.methods.base import (
 )
 from datadistill.methods.common import INITS, check_ipc, init_synset
 from datadistill.synthetic import MultiFormationSet, PixelSet, decode, encode
-from datadistill.synthetic.formation import decoded_labels
+from datadistill.synthetic.formation import at_tile_resolution, decode_rows, decoded_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +172,14 @@ class MTT(Method):
         check_ipc(real, ipc, f)
         start: Tensor
         if hp.soft_labels and hp.init == "real":
-            picks = self._correctly_classified(real, ipc * f * f)
+            picks = self._correctly_classified(real, ipc * f * f, f)
             start = encode(picks.reshape(-1, *picks.shape[2:]), f)
         else:
             start = init_synset(real, ipc, hp.init, generator, device, f).stored()[0]
         soft = None
-        if hp.soft_labels:  # DATM: the label expert's logits on the initial images (with a
-            # factor, the mean of a stored image's tiles' logits, which share its label)
+        if hp.soft_labels:  # DATM: the label expert's logits on the initial images; with a
+            # factor, the mean of a stored image's tiles' logits (the tiles share its label;
+            # where every tile is classified correctly, so is the mean)
             soft = self._label_logits(decode(start, f)).view(len(start), f * f, k).mean(1)
         self.synset = (
             PixelSet(start, k, soft, lr=hp.lr_teacher)
@@ -229,26 +230,31 @@ class MTT(Method):
             m.momentum = momentum
 
     def _label_logits(self, images: Tensor) -> Tensor:
-        """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``."""
+        """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``, in
+        chunks of 256."""
+        theta = self.layout.unflatten(self.label_theta)
         with torch.no_grad():
             self.net.eval()
-            logits = functional_call(
-                self.net, self.layout.unflatten(self.label_theta), (images.to(self.device),)
-            )
+            logits = [
+                functional_call(self.net, theta, (chunk.to(self.device),)).cpu()
+                for chunk in images.split(256)
+            ]
             self.net.train()
-        return logits.cpu()
+        return torch.cat(logits)
 
-    def _correctly_classified(self, real: RealData, ipc: int) -> Tensor:
+    def _correctly_classified(self, real: RealData, ipc: int, factor: int = 1) -> Tensor:
         """DATM's initialisation with soft labels: per class, ``ipc`` random real images
-        that the label expert classifies correctly (so no label starts on a wrong class).
-        Candidates are drawn in random order; if a class has too few correct ones, its most
-        confident remaining candidates fill the gap."""
+        that the label expert classifies correctly (so no label starts on a wrong class),
+        judged as they will be trained on (with a multi-formation ``factor``, at
+        ``1/factor`` resolution, upsampled back). Candidates are drawn in random order; if
+        a class has too few correct ones, its most confident remaining candidates fill the
+        gap."""
         check_ipc(real, ipc)
         per_class = []
         for c, count in enumerate(real.class_counts()):
             n = min(count, max(8 * ipc, 64))
             cand = real.sample(c, n, self.generator).cpu()
-            logits = self._label_logits(cand)
+            logits = self._label_logits(at_tile_resolution(cand, factor))
             correct = logits.argmax(1) == c
             right, wrong = correct.nonzero()[:, 0], (~correct).nonzero()[:, 0]
             wrong = wrong[logits[wrong, c].argsort(descending=True)]  # most confident first
@@ -290,7 +296,7 @@ class MTT(Method):
 
         def batch_fn(i: int, images: Tensor, soft: Tensor | None) -> tuple[Tensor, Tensor]:
             idx, params = plan[i]
-            x = decode(images, f)[idx]  # factor 1: the images themselves
+            x = decode_rows(images, idx, f)
             if params is not None:
                 x = self.dsa(x, params)  # type: ignore[misc]
             y = soft[idx // (f * f)].softmax(1) if soft is not None else labels[idx]

@@ -59,7 +59,7 @@ class SyntheticSet(nn.Module):
     def learned_lr(self) -> float | None:
         """A learned training learning rate (trajectory matching), or None."""
         lr = getattr(self, "lr", None)
-        return float(lr.detach()) if lr is not None else None
+        return float(lr.detach()) if isinstance(lr, Tensor) else None
 
     def _set_learned(
         self, soft_labels: Tensor | None, lr: float | None, device: torch.device

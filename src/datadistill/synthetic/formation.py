@@ -51,6 +51,27 @@ def decode(images: Tensor, factor: int) -> Tensor:
     return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def decode_rows(images: Tensor, idx: Tensor, factor: int) -> Tensor:
+    """``decode(images, factor)[idx]``, decoding only the stored images ``idx`` falls in."""
+    if factor == 1:
+        return images[idx]
+    per = factor * factor
+    rows, inverse = (idx // per).unique(return_inverse=True)
+    tiles = decode(images[rows], factor).view(len(rows), per, *images.shape[1:])
+    return tiles[inverse, idx % per]
+
+
+def at_tile_resolution(images: Tensor, factor: int) -> Tensor:
+    """Each image ``(N, C, H, W)`` as a multi-formation set trains on it: area-downsampled
+    to ``1/factor`` and upsampled back (bilinear), what ``decode(encode(x))`` gives each
+    image (``images`` itself for ``factor`` 1)."""
+    if factor == 1:
+        return images
+    h, w = images.shape[2:]
+    small = F.interpolate(images, size=(h // factor, w // factor), mode="area")
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
 def encode(images: Tensor, factor: int) -> Tensor:
     """Training-size images ``(N * factor**2, C, H, W)`` -> stored images ``(N, C, H, W)``:
     each group of ``factor**2`` consecutive images is area-downsampled and tiled into one.
