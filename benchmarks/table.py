@@ -114,6 +114,10 @@ CPU_DEFAULTS_BY_IPC: dict[tuple[str, int], dict[str, object]] = {
 # 25 -> 93.24 / 93.82 / 93.24% (71 / 156 / 294 iterations; 50 ahead on each of the three
 # evaluation networks). MNIST DM IPC 10 does not take ZCA whitening (eps 0.1): zca off / on
 # -> 94.46 / 86.36% (146 / 144 iterations).
+# Stop 33 (3 seeds, tuned allocator): with `--hp mtt:factor=2` the same batch_syn 50 counts
+# decoded tiles (50 of 400); MNIST MTT IPC 10 factor 1 / 2 -> 93.80 / 95.42% (178 / 163
+# iterations). Fashion-MNIST MTT IPC 10 keeps the whole set per student step: batch_syn all
+# / 50 -> 81.72 / 81.54% (84 / 164), and factor 2 (batch_syn 100) gives 81.43% (91).
 CPU_DEFAULTS_BY_DATASET: dict[tuple[str, str, int], dict[str, object]] = {
     ("mnist", "dm", 10): {"init": "kmeans", "lr_img": 10.0},
     ("mnist", "mtt", 10): {"soft_labels": True, "batch_syn": 50},
@@ -202,6 +206,16 @@ def cell_header(
     }
 
 
+def cell_buffer_tag(dataset: str, ipc: int, tag: str, paper: bool) -> str:
+    """The expert buffer tag an MTT cell trains from. A seedN cell is the cell itself
+    distilled again and an mfF cell the cell in another parameterisation: like the untagged
+    cell, they use the table cell's own buffer (with ``--paper``, the default one). Any
+    other tag names a buffer of its own (``benchmarks.experts --tag``)."""
+    if tag and not (SEED_TAG.fullmatch(tag) or MF_TAG.fullmatch(tag)):
+        return tag
+    return "" if paper else cell_experts_tag(dataset, ipc)
+
+
 def run_cell(
     real: dd.RealData, method: str, ipc: int, args: argparse.Namespace, hparams: dict[str, object]
 ) -> None:
@@ -215,9 +229,7 @@ def run_cell(
     expert_s = None
     experts_tag = args.tag
     if method == "mtt":
-        # a seedN cell is the cell itself distilled again: the cell's own buffer
-        if (not args.tag or SEED_TAG.fullmatch(args.tag)) and not args.paper:
-            experts_tag = cell_experts_tag(real.info.name, ipc)
+        experts_tag = cell_buffer_tag(real.info.name, ipc, args.tag, args.paper)
         hparams.setdefault("buffer", buffer_dir(real.info.name, experts_tag))
         expert_s = expert_seconds(real.info.name, experts_tag)
         if expert_s is None:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import datadistill as dd
-from benchmarks import gpu_checks, write_md
+from benchmarks import gpu_checks, table, write_md
 from benchmarks.table import cell_name
 
 
@@ -391,6 +391,8 @@ def test_multiformation_cells_are_named_and_explained():
     assert "| mnist | 10 | dm (multi-formation x2) |" in text
     assert "| IDC: 98.4 |" in text  # the published figure of that parameterisation
     assert "is a variant" not in text
+    mtt = "\n".join(write_md.tagged_section([{**cell, "method": "mtt"}]))
+    assert "IDC:" not in mtt  # IDC was published on gradient matching, not on MTT
     variant = "\n".join(write_md.tagged_section([{**cell, "tag": "mf2-l1"}]))
     assert "## Tagged runs: mf2-l1" in variant and "`mf2-l1` is a variant" in variant
     assert "MALLOC" not in variant
@@ -417,3 +419,13 @@ def test_result_command_names_the_allocator_setting_it_ran_under(monkeypatch):
     assert _common.command() == "python -m benchmarks.sweep --ipc 10"
     monkeypatch.setenv(_common.MALLOC_ENV, "tuned")
     assert _common.command() == "DATADISTILL_CPU_MALLOC=tuned python -m benchmarks.sweep --ipc 10"
+
+
+def test_seed_and_multiformation_mtt_cells_train_from_the_cells_own_buffer():
+    for tag in ("", "seed1", "mf2", "mf2-l1"):
+        assert table.cell_buffer_tag("mnist", 1, tag, paper=False) == "ipc1"  # 20 experts
+        assert table.cell_buffer_tag("mnist", 10, tag, paper=False) == ""  # the default
+    assert table.cell_buffer_tag("mnist", 1, "w128", paper=False) == "w128"
+    assert table.cell_buffer_tag("mnist", 1, "gpu", paper=True) == "gpu"
+    for tag in ("", "seed1", "mf2"):
+        assert table.cell_buffer_tag("mnist", 1, tag, paper=True) == ""

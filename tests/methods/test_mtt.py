@@ -193,10 +193,11 @@ def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label
     with torch.no_grad():
         hit = net(at_tile_resolution(digits.train_x, 2)).argmax(1) == digits.train_y
         tile_ok = tiles.argmax(2) == s.labels[:, None]
-    for c in range(10):
-        if hit[digits.train_y == c].float().mean() >= 0.2:
-            assert tile_ok[s.labels == c].all(), c
-            assert (s.soft_labels.argmax(1)[s.labels == c] == c).all(), c
+    checked = [c for c in range(10) if hit[digits.train_y == c].float().mean() >= 0.2]
+    assert len(checked) >= 5  # the expert is weak, but not so weak that nothing is checked
+    for c in checked:
+        assert tile_ok[s.labels == c].all(), c
+        assert (s.soft_labels.argmax(1)[s.labels == c] == c).all(), c
     images, labels, soft = s.materialize()
     assert images.shape == (40, 1, 8, 8) and soft.shape == (40, 10)
     assert labels.tolist() == [c for c in range(10) for _ in range(4)]
@@ -313,19 +314,25 @@ def test_batch_norm_label_expert_uses_its_own_statistics(digits, tmp_path):
 def test_mtt_multiformation_student_sees_each_tile_with_its_own_images_label(
     digits, expert_buffer, monkeypatch
 ):
-    """The student's mini-batches pair every decoded tile with the soft label of the
-    stored image it was cut from (the label ``decode_set`` gives the artefact's tiles)."""
+    """At every student step the mini-batch holds the decoded tiles ``idx`` of the set, each
+    with the soft label of the stored image it was cut from (what ``decode_set`` gives the
+    artefact's tiles)."""
     import datadistill.methods.mtt as mtt_module
-    from datadistill.synthetic.formation import decode_set
+    from datadistill.synthetic.formation import decode_rows, decode_set
 
-    seen = {}
+    drawn, batches = [], []
     real_unroll = mtt_module.unroll_constant_memory
 
-    def spy(net, layout, start, target, images, soft, lr, steps, batch_fn):
-        seen["batches"] = [batch_fn(i, images.detach(), soft.detach()) for i in range(steps)]
+    def spy_rows(images, idx, factor):
+        drawn.append(idx.clone())
+        return decode_rows(images, idx, factor)
+
+    def spy_unroll(net, layout, start, target, images, soft, lr, steps, batch_fn):
+        batches.extend(batch_fn(i, images.detach(), soft.detach()) for i in range(steps))
         return real_unroll(net, layout, start, target, images, soft, lr, steps, batch_fn)
 
-    monkeypatch.setattr(mtt_module, "unroll_constant_memory", spy)
+    monkeypatch.setattr(mtt_module, "decode_rows", spy_rows)
+    monkeypatch.setattr(mtt_module, "unroll_constant_memory", spy_unroll)
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
     m = create_method("mtt", **hp, factor=2, batch_syn=6, dsa=False)
     m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -333,9 +340,10 @@ def test_mtt_multiformation_student_sees_each_tile_with_its_own_images_label(
     with torch.no_grad():
         x_all, _, soft_all = decode_set(s.images, s.labels, s.soft_labels, 2)
     m.step()
-    assert len(seen["batches"]) == hp["syn_steps"]
-    for x, y in seen["batches"]:
-        assert x.shape == (6, 1, 8, 8) and y.shape == (6, 10)
-        rows = torch.cdist(x.flatten(1), x_all.flatten(1)).argmin(1)
-        torch.testing.assert_close(x, x_all[rows])
-        torch.testing.assert_close(y, soft_all[rows].softmax(1))
+    steps = hp["syn_steps"]
+    assert len(batches) == steps and len(drawn) >= steps
+    assert len(torch.cat(drawn[:steps]).unique()) > 6  # several stored images, not one
+    for idx, (x, y) in zip(drawn[:steps], batches, strict=True):
+        assert idx.shape == (6,)
+        torch.testing.assert_close(x, x_all[idx])
+        torch.testing.assert_close(y, soft_all[idx].softmax(1))

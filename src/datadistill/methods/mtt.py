@@ -231,7 +231,8 @@ class MTT(Method):
 
     def _label_logits(self, images: Tensor) -> Tensor:
         """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``, in
-        chunks of 256."""
+        chunks of 256 (so that a large set's decoded tiles fit; beyond 256 images the
+        logits may differ from one pass in the last bits)."""
         theta = self.layout.unflatten(self.label_theta)
         with torch.no_grad():
             self.net.eval()
