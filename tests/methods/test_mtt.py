@@ -67,6 +67,17 @@ def test_unroll_is_sgd_on_flat_parameters():
     assert layout.numel == start.numel()
 
 
+def _label_expert(buffer, epoch=None):
+    """Expert 0 of ``buffer`` at ``epoch`` (default: its last), in eval mode."""
+    from datadistill.experts import ExpertBuffer
+
+    buf = ExpertBuffer(buffer)
+    net = buf.network()
+    epoch = buf.epochs if epoch is None else epoch
+    torch.nn.utils.vector_to_parameters(buf.epoch(0, epoch), net.parameters())
+    return net.eval()
+
+
 def test_mtt_step_learns_images_and_lr(digits, expert_buffer):
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
     m = create_method("mtt", **hp)
@@ -109,17 +120,12 @@ def test_mtt_soft_labels_and_window(digits, expert_buffer, unroll):
 
 
 def test_initial_soft_labels_are_expert_logits(digits, expert_buffer):
-    from datadistill.experts import ExpertBuffer
 
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
     m = create_method("mtt", **hp)
     m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
     s = m.synthetic()
-    buf = ExpertBuffer(expert_buffer)
-    net = buf.network()
-    # DATM's label expert: the last epoch (label_epoch=-1)
-    torch.nn.utils.vector_to_parameters(buf.epoch(0, buf.epochs), net.parameters())
-    net.eval()
+    net = _label_expert(expert_buffer)  # DATM's: the last epoch (label_epoch=-1)
     with torch.no_grad():
         expected = net(s.images.detach())
     assert torch.allclose(s.soft_labels.detach(), expected, atol=1e-5)
@@ -135,15 +141,11 @@ def test_initial_soft_labels_are_expert_logits(digits, expert_buffer):
 
 
 def test_soft_label_epoch_is_selectable(digits, expert_buffer):
-    from datadistill.experts import ExpertBuffer
 
     hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
     m = create_method("mtt", **hp, label_epoch=1)
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
-    buf = ExpertBuffer(expert_buffer)
-    net = buf.network()
-    torch.nn.utils.vector_to_parameters(buf.epoch(0, 1), net.parameters())
-    net.eval()
+    net = _label_expert(expert_buffer, 1)
     with torch.no_grad():
         expected = net(m.synthetic().images.detach())
     assert torch.allclose(m.synthetic().soft_labels.detach(), expected, atol=1e-5)
@@ -169,7 +171,6 @@ def test_mtt_same_result_with_either_unroll(digits, expert_buffer, factor, soft)
 def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label(
     digits, expert_buffer, tmp_path
 ):
-    from datadistill.experts import ExpertBuffer
     from datadistill.synthetic import MultiFormationSet, decode
     from datadistill.synthetic.formation import at_tile_resolution
 
@@ -181,10 +182,7 @@ def test_mtt_multiformation_student_trains_on_tiles_with_their_images_soft_label
     assert s.images.shape == (10, 1, 8, 8) and s.soft_labels.shape == (10, 10)
     # each stored image's label starts as the mean of the label expert's logits on its
     # four decoded tiles
-    buf = ExpertBuffer(expert_buffer)
-    net = buf.network()
-    torch.nn.utils.vector_to_parameters(buf.epoch(0, buf.epochs), net.parameters())
-    net.eval()
+    net = _label_expert(expert_buffer)
     with torch.no_grad():
         tiles = net(decode(s.images.detach(), 2)).view(10, 4, 10)
     assert torch.allclose(s.soft_labels.detach(), tiles.mean(1), atol=1e-5)

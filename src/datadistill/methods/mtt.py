@@ -47,7 +47,7 @@ from datadistill.methods.base import (
 )
 from datadistill.methods.common import INITS, check_ipc, init_synset
 from datadistill.synthetic import MultiFormationSet, PixelSet, decode, encode
-from datadistill.synthetic.formation import at_tile_resolution, decode_rows, decoded_labels
+from datadistill.synthetic.formation import at_tile_resolution, decode_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,14 +293,15 @@ class MTT(Method):
             if self.dsa is not None:
                 params = one_family_per_batch(self.dsa.sample(idx.shape[0], g, self.device))
             plan.append((idx, params))
-        labels = decoded_labels(s.labels, f)
+        labels = s.labels
 
         def batch_fn(i: int, images: Tensor, soft: Tensor | None) -> tuple[Tensor, Tensor]:
             idx, params = plan[i]
             x = decode_rows(images, idx, f)
             if params is not None:
                 x = self.dsa(x, params)  # type: ignore[misc]
-            y = soft[idx // (f * f)].softmax(1) if soft is not None else labels[idx]
+            rows = idx // (f * f)  # the stored image each tile comes from, whose label it has
+            y = soft[rows].softmax(1) if soft is not None else labels[rows]
             return x, y
 
         fn = unroll_constant_memory if hp.unroll == "constant" else unroll_full
