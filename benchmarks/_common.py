@@ -16,13 +16,12 @@ from typing import Any
 
 import torch
 
-from datadistill._device import cpu_allocator_tuned, native_bf16
+from datadistill._device import MALLOC_ENV, cpu_allocator_tuned, native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"  # artefacts and caches (git-ignored)
 DATA = Path(os.environ.get("DATADISTILL_DATA", ROOT.parent / "shared" / "data"))
-MALLOC_ENV = "DATADISTILL_CPU_MALLOC"  # see datadistill._device.tune_cpu_allocator
 
 
 def machine() -> str:

@@ -88,3 +88,21 @@ def test_a_torch_device_is_checked_like_its_name(monkeypatch):
         _device.resolve_device(torch.device("meta"))
     with pytest.raises(ConfigError, match="Unknown device 3.5"):
         _device.resolve_device(3.5)  # type: ignore[arg-type]
+
+
+def test_the_programs_default_to_the_tuned_allocator_unless_the_user_chose(monkeypatch, capfd):
+    """`datadistill` (and `make demo`) own their process: tuned unless the variable is set."""
+    from datadistill import cli
+
+    for preset, expected in ((None, "tuned"), ("default", "default"), ("tuned", "tuned")):
+        monkeypatch.setenv(_device.MALLOC_ENV, "placeholder")  # restored (unset) at teardown
+        if preset is None:
+            monkeypatch.delenv(_device.MALLOC_ENV)
+        else:
+            monkeypatch.setenv(_device.MALLOC_ENV, preset)
+        monkeypatch.setattr(sys, "argv", ["datadistill", "list"])
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+        assert exit_.value.code == 0
+        assert _device.os.environ[_device.MALLOC_ENV] == expected
+    capfd.readouterr()

@@ -65,8 +65,9 @@ def tune_cpu_allocator() -> bool:
     opening a new peak window). It is what PyTorch's CPU performance guide gets from
     jemalloc / tcmalloc through ``LD_PRELOAD``, without a preload.
 
-    Opt-in: it is a process-wide setting that keeps the resident memory at its peak,
-    which a library should not impose on the program importing it. Measured on the
+    Opt-in for the library: it is a process-wide setting that keeps the resident memory
+    at its peak, which a library should not impose on the program importing it (the
+    package's own programs turn it on: :func:`program_allocator_default`). Measured on the
     2-core reference machines (NOTES.md): a first convolution over 100 MNIST images 10.9
     -> 1.7 ms, 60 epochs of the ``dc`` evaluation protocol on 100 images 28 -> 20 s, a DM
     iteration unchanged, one compiled DC outer iteration about the same (18.3 s default,
@@ -93,10 +94,23 @@ def cpu_allocator_tuned() -> bool:
     return _tuned
 
 
+MALLOC_ENV = "DATADISTILL_CPU_MALLOC"
+
+
+def program_allocator_default() -> None:
+    """For the package's own programs (the ``datadistill`` command, ``make demo``): the
+    tuned CPU allocator unless the user set ``DATADISTILL_CPU_MALLOC`` (``default`` turns
+    it off). A program owns its process, so the reason the library leaves the allocator
+    alone (a process-wide setting imposed on whoever imports it) does not apply. Set
+    through the environment so that worker processes (parallel experts) inherit it; it
+    takes effect where :func:`prepare_device` runs on a CPU."""
+    os.environ.setdefault(MALLOC_ENV, "tuned")
+
+
 def prepare_device(device: torch.device) -> torch.device:
     """Per-process settings for ``device`` before heavy work: the CPU allocator when
     ``DATADISTILL_CPU_MALLOC=tuned``."""
-    mode = os.environ.get("DATADISTILL_CPU_MALLOC", "default")
+    mode = os.environ.get(MALLOC_ENV, "default")
     if mode not in ("default", "tuned"):
         raise ConfigError(
             f"DATADISTILL_CPU_MALLOC must be 'default' or 'tuned'; got {mode!r}. "

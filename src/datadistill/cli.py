@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from datadistill._device import program_allocator_default
 from datadistill.errors import ConfigError, DatadistillError, Interrupted
 
 app = typer.Typer(
@@ -424,6 +425,7 @@ def _interrupted() -> NoReturn:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     warnings.showwarning = _show_warning
+    program_allocator_default()
     try:
         code = app(standalone_mode=False)
     except Interrupted as exc:  # Ctrl-C during a run: the checkpoint is saved

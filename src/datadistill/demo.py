@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import datadistill as dd
+from datadistill._device import program_allocator_default
 from datadistill.errors import Interrupted
 from datadistill.evaluation import get_protocol
 from datadistill.methods.common import check_ipc
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-real", type=_positive_int, default=DEMO_BATCH_REAL)
     parser.add_argument("--full-epochs", type=_positive_int, default=FULL_EPOCHS)
     args = parser.parse_args(argv)
+    program_allocator_default()
     try:
         _run(args)
     except Interrupted:  # Ctrl-C: the demo keeps nothing to resume, so just stop
