@@ -9,6 +9,19 @@ import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+@pytest.fixture(autouse=True)
+def _allocator_variable_restored(monkeypatch):
+    """The programs' entry points (`datadistill`, the demo) set DATADISTILL_CPU_MALLOC in
+    os.environ when it is unset: each test gets the variable back as it found it."""
+    key = "DATADISTILL_CPU_MALLOC"
+    if key in os.environ:
+        monkeypatch.setenv(key, os.environ[key])
+    else:  # recorded as unset, so undone to unset
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
+
+
 # Small settings that let every registered method run a few steps in seconds. A new
 # method must add its entry here (tests/methods/test_methods.py checks the coverage).
 _DC_SMOKE: dict[str, object] = {

@@ -43,10 +43,7 @@ def cli_here(monkeypatch, capfd):
     from datadistill import cli as cli_module
 
     def run(*args, env=None, check=True):
-        # main() sets the allocator default in os.environ: keep this process's allocator
-        # as the other tests have it unless a test asks (test_device covers the default)
-        env = {"DATADISTILL_CPU_MALLOC": "default", **(env or {})}
-        for key, value in env.items():
+        for key, value in (env or {}).items():
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(sys, "argv", ["datadistill", *args])
         monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() sets it
