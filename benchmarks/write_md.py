@@ -136,12 +136,14 @@ def _seconds(v: Any) -> str:
 
 
 def method_label(r: dict[str, Any]) -> str:
-    """The cell's method, naming a multi-formation factor (IDC's parameterisation) and a
-    gradient-matching distance other than DC's."""
+    """The cell's method, naming a multi-formation factor (IDC's parameterisation), a
+    gradient-matching distance other than DC's and a distillation seed other than 0."""
     hp, factor = r.get("hparams") or {}, cell_factor(r)
     notes = [f"multi-formation x{factor}"] if factor != 1 else []
     if hp.get("distance", "ours") != "ours":
         notes.append(f"distance {hp['distance']}")
+    if distillation_seed(r) != 0:
+        notes.append(f"seed {distillation_seed(r)}")
     return f"{r['method']} ({', '.join(notes)})" if notes else str(r["method"])
 
 

@@ -371,6 +371,8 @@ def test_multiformation_cells_are_named_and_explained():
     assert write_md.method_label({"method": "random"}) == "random"
     idc = {"method": "dc", "hparams": {"factor": 2, "distance": "l1"}}
     assert write_md.method_label(idc) == "dc (multi-formation x2, distance l1)"
+    again = {"method": "dsa", "hparams": {"factor": 2}, "seed": 1, "tag": "mf2-seed1"}
+    assert write_md.method_label(again) == "dsa (multi-formation x2, seed 1)"
     assert write_md.MF_TAG.fullmatch("mf2-l1") and not write_md.MF_TAG.fullmatch("mf2l1")
     cell = {
         "dataset": "mnist",
