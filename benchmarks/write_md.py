@@ -142,8 +142,9 @@ def method_label(r: dict[str, Any]) -> str:
     notes = [f"multi-formation x{factor}"] if factor != 1 else []
     if hp.get("distance", "ours") != "ours":
         notes.append(f"distance {hp['distance']}")
-    if distillation_seed(r) != 0:
-        notes.append(f"seed {distillation_seed(r)}")
+    seed = distillation_seed(r)
+    if seed != 0:
+        notes.append(f"seed {seed}")
     return f"{r['method']} ({', '.join(notes)})" if notes else str(r["method"])
 
 

@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from datadistill._device import MALLOC_ENV
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -14,7 +16,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def _allocator_variable_restored(monkeypatch):
     """The programs' entry points (`datadistill`, the demo) set DATADISTILL_CPU_MALLOC in
     os.environ when it is unset: each test gets the variable back as it found it."""
-    key = "DATADISTILL_CPU_MALLOC"
+    key = MALLOC_ENV
     if key in os.environ:
         monkeypatch.setenv(key, os.environ[key])
     else:  # recorded as unset, so undone to unset

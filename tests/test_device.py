@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -103,5 +104,5 @@ def test_the_programs_default_to_the_tuned_allocator_unless_the_user_chose(monke
         with pytest.raises(SystemExit) as exit_:
             cli.main()
         assert exit_.value.code == 0
-        assert _device.os.environ[_device.MALLOC_ENV] == expected
+        assert os.environ[_device.MALLOC_ENV] == expected
     capfd.readouterr()

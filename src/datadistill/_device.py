@@ -113,7 +113,7 @@ def prepare_device(device: torch.device) -> torch.device:
     mode = os.environ.get(MALLOC_ENV, "default")
     if mode not in ("default", "tuned"):
         raise ConfigError(
-            f"DATADISTILL_CPU_MALLOC must be 'default' or 'tuned'; got {mode!r}. "
+            f"{MALLOC_ENV} must be 'default' or 'tuned'; got {mode!r}. "
             "Unset it or pick one of the two."
         )
     if device.type == "cpu" and mode == "tuned":
