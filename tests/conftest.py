@@ -13,15 +13,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)
-def _allocator_variable_restored(monkeypatch):
+def _allocator_variable_restored():
     """The programs' entry points (`datadistill`, the demo) set DATADISTILL_CPU_MALLOC in
-    os.environ when it is unset: each test gets the variable back as it found it."""
-    key = MALLOC_ENV
-    if key in os.environ:
-        monkeypatch.setenv(key, os.environ[key])
-    else:  # recorded as unset, so undone to unset
-        monkeypatch.setenv(key, "unset")
-        monkeypatch.delenv(key)
+    os.environ when it is unset: each test gives the variable back as it found it."""
+    saved = os.environ.get(MALLOC_ENV)
+    yield
+    if saved is None:
+        os.environ.pop(MALLOC_ENV, None)
+    else:
+        os.environ[MALLOC_ENV] = saved
 
 
 # Small settings that let every registered method run a few steps in seconds. A new
