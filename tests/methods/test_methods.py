@@ -349,7 +349,7 @@ def test_width_shapes_the_convnet_variants(digits):
     """A batch-norm (or max-pooling, ...) ConvNet takes the method's width."""
     m = create_method("dm", arch="convnet_bn", width=16, batch_real=8)
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert m.net.embed(digits.train_x[:2]).shape[1] == 16  # 8 px pooled to 1 px maps
+    assert m.net.embed(digits.train_x[:2]).shape[1] == 16 * 2 * 2  # 8 px pooled to 2 px maps
 
 
 def test_dm_with_batch_norm_embeds_the_real_batch_whole(digits):

@@ -93,7 +93,8 @@ def test_convnet_reference_shapes() -> None:
     assert dim(3, 32) == 128 * 4 * 4  # CIFAR
     assert dim(3, 28) == 128 * 3 * 3  # 28 -> 14 -> 7 -> 3 without the MNIST padding
     assert dim(3, 64) == 128 * 4 * 4  # depth 4 by default (Tiny ImageNet)
-    assert dim(1, 8) == 128  # digits 8 -> 4 -> 2 -> 1
+    assert dim(1, 8) == 128 * 2 * 2  # digits: depth 2, 8 -> 4 -> 2 (last norm over 4x4)
+    assert dim(1, 8, depth=3) == 128  # 8 -> 4 -> 2 -> 1 when asked for
     assert dim(3, 32, depth=4) == 128 * 2 * 2
     assert dim(3, 32, pooling="none", depth=1, width=8) == 8 * 32 * 32
     mnist = ConvNet(channels=1, num_classes=10, image_size=28)
@@ -104,7 +105,9 @@ def test_convnet_reference_shapes() -> None:
 
 
 def test_default_depth() -> None:
-    assert [default_depth((s, s)) for s in (4, 8, 28, 32, 64, 128, 256)] == [2, 3, 3, 3, 4, 5, 6]
+    sizes = (4, 8, 12, 16, 28, 32, 64, 128, 256)
+    assert [default_depth((s, s)) for s in sizes] == [1, 2, 2, 3, 3, 3, 4, 5, 6]
+    assert default_depth((8, 32)) == 2  # the smaller side decides the cap
     assert default_depth((2, 2), pooled=False) == 3
 
 

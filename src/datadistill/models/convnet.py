@@ -12,9 +12,11 @@ Faithfulness notes:
   28 -> 14 -> 7 -> 3).
 * ``instancenorm`` is ``GroupNorm(width, width)`` and ``layernorm`` is
   ``LayerNorm([width, H, W])``, both affine, as in the reference.
-* Small images: a pooling step is skipped when it would leave a map smaller than 2x2 that a
-  later block still processes, or no pixel at all (see ``can_halve``); this never happens
-  at the depths the papers use (3 for <= 32 px, 4 for 64 px, 5 for 128 px).
+* Small images: the default depth drops blocks until the last one normalises a map of at
+  least 4x4 (8x8 digits: depth 2; see ``default_depth``), and a pooling step is skipped
+  when it would leave a map smaller than 2x2 that a later block still processes, or no
+  pixel at all (see ``can_halve``); neither happens at the depths and sizes the papers
+  use (3 for <= 32 px, 4 for 64 px, 5 for 128 px).
 """
 
 from __future__ import annotations
@@ -40,19 +42,25 @@ from datadistill.models._layers import (
 )
 from datadistill.models._validate import check_choice, check_int
 
+MIN_NORM_SIDE = 4  # smallest side of the map the last block normalises, by default depth
+
 
 def default_depth(image_size: tuple[int, int], pooled: bool = True) -> int:
     """The depth the papers use: 3 up to 32 px, 4 for 64 px, 5 for 128 px (one per doubling).
 
-    With pooling, the depth is capped so that the smallest side keeps at least one pixel
-    (4 px -> 2 blocks).
+    With pooling, the depth is capped so that the last block still normalises a map of at
+    least 4x4 (``MIN_NORM_SIDE``): 8 px -> 2 blocks, 4 px and below -> 1. Below that the
+    network degenerates: an instance norm over a 2x2 map divides by the spread of four
+    values, and on scikit-learn's 8x8 digits a depth-3 ConvNet made gradient matching (DC at
+    the paper's pixel lr) wreck the set it started from, where depth 2 distils well. The
+    cap never fires at the sizes the papers use (their last blocks see 7x7 or 8x8 maps).
     """
     h, w = image_size
     depth = 3
     while max(h, w) > 4 * 2**depth:
         depth += 1
     if pooled:
-        while depth > 1 and min(h, w) // 2**depth < 1:
+        while depth > 1 and min(h, w) // 2 ** (depth - 1) < MIN_NORM_SIDE:
             depth -= 1
     return depth
 
