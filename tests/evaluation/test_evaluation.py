@@ -89,6 +89,24 @@ def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
     assert again.results["convnetw32"]["random"] == rep.results["convnetw32"]["random"]
 
 
+def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path, monkeypatch):
+    """The cache key holds the network's layers, not just its name: when a default changes
+    the structure under the same name (here the ConvNet's depth for 8x8 images), the
+    baselines are trained again."""
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=2)
+    run = functools.partial(
+        dd.evaluate, d, digits, proto, archs=["convnetw32"], seeds=1, full=False, device="cpu"
+    )
+    run(cache_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c").glob("*.json"))) == 1
+    run(cache_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c").glob("*.json"))) == 1  # read back
+    monkeypatch.setattr("datadistill.models.convnet.MIN_NORM_SIDE", 2)  # depth 3 for 8x8
+    run(cache_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c").glob("*.json"))) == 2
+
+
 def test_random_subset_is_stratified_and_seeded(digits):
     x1, y1 = random_subset(digits, 3, seed=4)
     x2, _ = random_subset(digits, 3, seed=4)

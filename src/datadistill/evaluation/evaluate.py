@@ -141,6 +141,17 @@ def train_and_test(
     return accuracy(model, x.to(device), y.to(device))
 
 
+def _network(arch: str, info: DatasetInfo) -> str:
+    """The layers ``arch`` has for ``info``'s images, as train_and_test builds it: part of a
+    cached baseline's key, so that a network whose structure changed under the same name
+    (e.g. a default depth) is trained again rather than read back."""
+    with torch.device("meta"):  # structure only: no memory, no draw from the global RNG
+        net = create_model(
+            arch, channels=info.channels, num_classes=info.num_classes, image_size=info.image_size
+        )
+    return repr(net)
+
+
 def _random_acc(train: Callable[..., float], real: RealData, ipc: int, seed: int) -> float:
     x, y = random_subset(real, ipc, seed)
     return train(x, y, seed=seed)
@@ -352,7 +363,13 @@ def evaluate(
             say(f"{arch}: distilled set, seed {s}")
             accs.append(train(images, labels, seed=s, soft_labels=soft, lr=lr))
         rows["distilled"] = Result(tuple(accs))
-        base = {"data": fp, "arch": arch, "protocol": proto.to_dict(), "device": dev.type}
+        base = {
+            "data": fp,
+            "arch": arch,
+            "network": _network(arch, real.info),
+            "protocol": proto.to_dict(),
+            "device": dev.type,
+        }
         if baselines:
             accs = []
             for s in range(n_seeds):
