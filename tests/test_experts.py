@@ -72,6 +72,12 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(digits, tmp_path, exp
         ConfigError, match=r"another recipe \(recipe.epochs is 3 there and 5 here\)"
     ):
         train_experts(digits, root, 2, ExpertRecipe(**{**EXPERT_RECIPE, "epochs": 5}))
+    # and so is a folder of another version's network under the same name (a default depth)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["layout"]["shapes"][-2] = [10, 16]  # the classifier of a deeper network
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="another version's convnet"):
+        train_experts(digits, root, 3, recipe)
 
 
 def test_buffer_errors(tmp_path, expert_buffer, digits):

@@ -187,6 +187,12 @@ def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int)
                     f"{root} already holds experts with another {key} ({diff}); "
                     f"choose another --out folder or the same settings to add to it."
                 )
+        if old.get("layout") != manifest["layout"]:  # same name, other layers (a version's
+            # default depth): their partial trajectories would not fit this network
+            raise DataError(
+                f"{root} holds experts of another version's {recipe.arch} (its layers "
+                "differ); choose another --out folder or delete this one."
+            )
         return
     root.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
