@@ -112,7 +112,11 @@ def distill(
     evaluate: Annotated[bool, typer.Option(help="Evaluate after distilling.")] = True,
     full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
     full_epochs: Annotated[
-        int | None, typer.Option(help="Epochs of the full-data reference (default: protocol's).")
+        int | None,
+        typer.Option(
+            help="Epochs of the full-data reference (default: the protocol's, more on a "
+            "small training split: at least 500 SGD steps)."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue from the run folder's checkpoint.")
@@ -199,7 +203,11 @@ def evaluate(
     ] = None,
     full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
     full_epochs: Annotated[
-        int | None, typer.Option(help="Epochs of the full-data reference (default: protocol's).")
+        int | None,
+        typer.Option(
+            help="Epochs of the full-data reference (default: the protocol's, more on a "
+            "small training split: at least 500 SGD steps)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,

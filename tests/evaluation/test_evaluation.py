@@ -1,14 +1,21 @@
 import dataclasses
 import functools
 import importlib
+import types
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import datadistill as dd
+from datadistill.cli import app
 from datadistill.errors import UnknownNameError
 from datadistill.evaluation import PROTOCOLS, get_protocol, train_network
-from datadistill.evaluation.evaluate import random_subset
+from datadistill.evaluation.evaluate import (
+    FULL_MIN_STEPS,
+    full_reference_epochs,
+    random_subset,
+)
 
 
 def test_protocols_are_frozen_and_faithful():
@@ -50,7 +57,7 @@ def test_lr_decays_at_half():
 
 def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
     d = dd.distill(digits, "random", 2, seed=0, device="cpu")
-    proto = dataclasses.replace(get_protocol("fast"), epochs=20, full_epochs=1)
+    proto = dataclasses.replace(get_protocol("fast"), epochs=20)
     run = functools.partial(
         dd.evaluate,
         d,
@@ -58,6 +65,7 @@ def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
         proto,
         archs=["convnetw32", "mlp"],
         seeds=2,
+        full_epochs=1,  # explicit: kept as given
         cache_dir=tmp_path / "c",
         device="cpu",
     )
@@ -105,6 +113,28 @@ def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path,
     monkeypatch.setattr("datadistill.models.convnet.MIN_NORM_SIDE", 2)  # depth 3 for 8x8
     run(cache_dir=tmp_path / "c")
     assert len(list((tmp_path / "c").glob("*.json"))) == 2
+
+
+def test_the_full_reference_takes_enough_steps_on_a_small_training_split(digits):
+    """fast's 3 epochs are 18 SGD steps on digits' 1294 training images: the default grows
+    to FULL_MIN_STEPS; a large split keeps the protocol's epochs; an explicit value is
+    kept as given."""
+    fast, dc = get_protocol("fast"), get_protocol("dc")
+    per_epoch = -(-digits.train_x.shape[0] // fast.batch_size)
+    epochs = full_reference_epochs(fast, digits)
+    assert epochs * per_epoch >= FULL_MIN_STEPS > (epochs - 1) * per_epoch
+    big = types.SimpleNamespace(train_x=torch.empty(100 * digits.train_x.shape[0], 1, 8, 8))
+    assert full_reference_epochs(fast, big) == fast.full_epochs
+    assert full_reference_epochs(dc, big) == dc.full_epochs
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    run = functools.partial(dd.evaluate, d, digits, dataclasses.replace(fast, epochs=1))
+    kw = {"seeds": 1, "baselines": False, "cache_dir": False, "device": "cpu"}
+    assert run(archs=["mlp"], full_epochs=1, **kw).full_epochs == 1
+    for command in ("evaluate", "distill"):
+        help_text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert f"at least {FULL_MIN_STEPS} SGD steps" in " ".join(
+            help_text.replace("│", " ").split()
+        )
 
 
 def test_random_subset_is_stratified_and_seeded(digits):
