@@ -29,9 +29,10 @@ DEMO_ITERATIONS = 150  # DM steps per IPC
 DEMO_SEEDS = 3  # fresh evaluation networks per number
 DEMO_BATCH_REAL = 32  # real images per class per DM step (digits has about 130 per class)
 # DM's pixel lr, chosen on the validation split (`python -m benchmarks.sweep --dataset
-# digits --method dm --grid lr_img=1,3,10 --set batch_real=32 --budget 18 --protocol fast
-# --seeds 3`, with digits' depth-2 ConvNet): 1 at IPC 1 (92.4 / 91.2 / 91.7% val), 10 at
-# IPC 10 (96.1 / 97.0 / 97.5%; again with 30: 97.0 / 96.1%).
+# digits --method dm --ipc K --grid lr_img=1,3,10 --set batch_real=32 --budget 18
+# --protocol fast --seeds 3`, digits' depth-2 ConvNet; the result files hold the exact
+# commands): 1 at IPC 1 (92.4 / 91.2 / 91.7% val), 10 at IPC 10 (96.1 / 97.0 / 97.5%; again
+# with 30: 97.0 / 96.1%, so 3 and 10 are within a sweep's noise).
 DEMO_LR_IMG = {1: 1.0}
 DEMO_LR_IMG_DEFAULT = 10.0
 DEMO_PROTOCOL = "fast"  # dc's optimiser for 100 epochs: training is most of the demo's time
