@@ -95,6 +95,17 @@ def test_buffer_errors(tmp_path, expert_buffer, digits):
         train_experts(digits, tmp_path / "x", 0)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("{not json", "Cannot read the expert manifest"), ('{"format": "other"}', "is not a")],
+)
+def test_adding_to_a_folder_with_a_damaged_manifest_says_so(digits, tmp_path, text, says):
+    """One clear error (the CLI prints it as one line), not a JSON traceback."""
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(DataError, match=says):
+        train_experts(digits, tmp_path, 1, ExpertRecipe(**EXPERT_RECIPE))
+
+
 def test_parallel_workers_train_the_same_experts(digits, tmp_path):
     """Experts trained in two worker processes equal, bit for bit, those trained one after
     another with the same threads per expert (each expert is seeded by its index, whichever

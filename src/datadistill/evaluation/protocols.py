@@ -24,8 +24,8 @@ class Protocol:
     seeds: int = 5  # fresh networks per reported number
     arch: str = "convnet"  # default architecture
     learned_lr: bool = False  # train with the artefact's learned lr when it has one
-    full_epochs: int = 20  # epochs of the full-data reference network (at least: a small
-    # training split gets more, up to evaluate.FULL_MIN_STEPS SGD steps)
+    full_epochs: int = 20  # epochs of the full-data reference network, by default raised
+    # on a small training split to take at least evaluate.FULL_MIN_STEPS SGD steps
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -175,7 +175,18 @@ def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int)
     }
     path = root / MANIFEST
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"Cannot read the expert manifest {path}: {exc}; choose another --out "
+                "folder, or delete this one to train its experts again."
+            ) from None
+        if not isinstance(old, dict) or old.get("format") != FORMAT:
+            raise DataError(
+                f"{path} is not a datadistill expert buffer ({FORMAT}); choose another --out "
+                "folder."
+            )
         for key in ("data", "recipe", "seed"):
             if key == "data" and isinstance(old.get(key), dict):
                 same = fingerprint_difference(old[key], fingerprint) is None
