@@ -148,7 +148,7 @@ FULL_MIN_STEPS = 500  # SGD steps the full-data reference takes at least, by def
 def full_reference_epochs(protocol: Protocol, real: RealData) -> int:
     """The full-data reference's default epochs: the protocol's ``full_epochs``, or more on
     a small training split, so that it takes at least ``FULL_MIN_STEPS`` SGD steps (fast's
-    3 epochs are 630 steps on MNIST but 18 on scikit-learn's digits, which left the
+    3 epochs are 633 steps on MNIST but 18 on scikit-learn's digits, which left the
     "full data" column below a random subset of 10 images per class)."""
     steps_per_epoch = -(-real.train_x.shape[0] // protocol.batch_size)
     return max(protocol.full_epochs, -(-FULL_MIN_STEPS // steps_per_epoch))
