@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from datadistill._device import prepare_device, resolve_device
 from datadistill.artefact import Distilled
@@ -117,13 +117,7 @@ def train_and_test(
     device = device or images.device
     g = torch.Generator().manual_seed(seed)
     info = real.info
-    model = create_model(
-        arch,
-        channels=info.channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-        generator=g,
-    ).to(device)
+    model = _evaluation_model(arch, info, g).to(device)
     train_network(
         model,
         images.to(device),
@@ -140,6 +134,20 @@ def train_and_test(
     )
     x, y = real.split(split)
     return accuracy(model, x.to(device), y.to(device))
+
+
+def _evaluation_model(
+    arch: str, info: DatasetInfo, generator: torch.Generator | None = None
+) -> nn.Module:
+    """A fresh ``arch`` network for ``info``'s images with the architecture's defaults: what
+    evaluation trains, and what its cache key and lr warning describe."""
+    return create_model(
+        arch,
+        channels=info.channels,
+        num_classes=info.num_classes,
+        image_size=info.image_size,
+        generator=generator,
+    )
 
 
 FULL_MIN_STEPS = 500  # SGD steps the full-data reference takes at least, by default
@@ -159,10 +167,7 @@ def _network(arch: str, info: DatasetInfo) -> str:
     cached baseline's key, so that a network whose structure changed under the same name
     (e.g. a default depth) is trained again rather than read back."""
     with torch.device("meta"):  # structure only: no memory, no draw from the global RNG
-        net = create_model(
-            arch, channels=info.channels, num_classes=info.num_classes, image_size=info.image_size
-        )
-    return repr(net)
+        return repr(_evaluation_model(arch, info))
 
 
 def _random_acc(train: Callable[..., float], real: RealData, ipc: int, seed: int) -> float:
@@ -180,15 +185,7 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
     with torch.device("meta"):  # shapes only: no memory, no draw from the global RNG
         experts_net = create_model_for(recipe["arch"], info, recipe["width"])  # as the buffer
         shapes = [p.shape for p in experts_net.parameters()]
-        evaluated = {  # as train_and_test builds them
-            arch: create_model(
-                arch,
-                channels=info.channels,
-                num_classes=info.num_classes,
-                image_size=info.image_size,
-            )
-            for arch in archs
-        }
+        evaluated = {arch: _evaluation_model(arch, info) for arch in archs}
     for arch, net in evaluated.items():
         if [p.shape for p in net.parameters()] != shapes:
             warnings.warn(
