@@ -161,6 +161,17 @@ def _flat(net: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu()
 
 
+def _read_manifest(path: Path, advice: str = "") -> dict[str, Any]:
+    """An expert buffer's manifest, or one DataError (ending in ``advice``) saying why not."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read the expert manifest {path}: {exc}{advice}.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path} is not a datadistill expert buffer ({FORMAT}){advice}.")
+    return manifest
+
+
 def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int) -> None:
     net = create_model_for(recipe.arch, real.info, recipe.width, torch.Generator().manual_seed(0))
     fingerprint = data_fingerprint(real)
@@ -175,18 +186,7 @@ def _write_manifest(root: Path, real: RealData, recipe: ExpertRecipe, seed: int)
     }
     path = root / MANIFEST
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(
-                f"Cannot read the expert manifest {path}: {exc}; choose another --out "
-                "folder, or delete this one to train its experts again."
-            ) from None
-        if not isinstance(old, dict) or old.get("format") != FORMAT:
-            raise DataError(
-                f"{path} is not a datadistill expert buffer ({FORMAT}); choose another --out "
-                "folder."
-            )
+        old = _read_manifest(path, "; choose another --out folder, or delete this one")
         for key in ("data", "recipe", "seed"):
             if key == "data" and isinstance(old.get(key), dict):
                 same = fingerprint_difference(old[key], fingerprint) is None
@@ -418,12 +418,7 @@ class ExpertBuffer:
                 f"No expert buffer at {self.root} (no {MANIFEST}); create one with "
                 f"`datadistill experts --dataset ... --out {self.root}`."
             )
-        try:
-            self.manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"Cannot read the expert manifest {path}: {exc}.") from None
-        if self.manifest.get("format") != FORMAT:
-            raise DataError(f"{path} is not a datadistill expert buffer ({FORMAT}).")
+        self.manifest = _read_manifest(path)
         self.files = sorted(self.root.glob("expert_[0-9][0-9][0-9][0-9].safetensors"))
         if not self.files:
             raise DataError(
