@@ -26,6 +26,16 @@ app = typer.Typer(
 )
 
 
+# --full-epochs of `distill` and `evaluate` (evaluation.evaluate.FULL_MIN_STEPS: 500)
+FullEpochs = Annotated[
+    int | None,
+    typer.Option(
+        help="Epochs of the full-data reference (default: the protocol's, more on a small "
+        "training split: at least 500 SGD steps)."
+    ),
+]
+
+
 def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
     """``["lr_img=1.0", "dsa=false"]`` -> ``{"lr_img": 1.0, "dsa": False}``."""
     out: dict[str, Any] = {}
@@ -111,13 +121,7 @@ def distill(
     ] = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate after distilling.")] = True,
     full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
-    full_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Epochs of the full-data reference (default: the protocol's, more on a "
-            "small training split: at least 500 SGD steps)."
-        ),
-    ] = None,
+    full_epochs: FullEpochs = None,
     resume: Annotated[
         bool, typer.Option(help="Continue from the run folder's checkpoint.")
     ] = False,
@@ -202,13 +206,7 @@ def evaluate(
         typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
     ] = None,
     full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
-    full_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Epochs of the full-data reference (default: the protocol's, more on a "
-            "small training split: at least 500 SGD steps)."
-        ),
-    ] = None,
+    full_epochs: FullEpochs = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
