@@ -17,6 +17,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DATASETS, DatasetInfo, RealData, load_dataset
 from datadistill.errors import ConfigError, DatadistillError, DataError, RunError, UnknownNameError
 from datadistill.evaluation import PROTOCOLS, EvalReport, Protocol, evaluate
+from datadistill.labels import relabel
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.models import MODELS, create_model, list_models
 from datadistill.registry import Registry
@@ -55,5 +56,6 @@ __all__ = [
     "list_models",
     "load",
     "load_dataset",
+    "relabel",
     "run",
 ]

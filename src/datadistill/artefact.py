@@ -1,8 +1,9 @@
 """The shareable result of a distillation: one ``.safetensors`` file with a JSON manifest.
 
 Tensors: ``images`` (N, C, H, W) float32 in model-input space, ``labels`` (N,) int64,
-optional ``soft_labels`` (N, K), optional ``lr`` (scalar learned training lr), optional
-``zca_matrix`` / ``zca_inverse`` / ``zca_mean`` (to show whitened images un-whitened).
+optional ``soft_labels`` (N, K; a teacher's have one row per training image), optional
+``lr`` (scalar learned training lr), optional ``zca_matrix`` / ``zca_inverse`` /
+``zca_mean`` (to show whitened images un-whitened).
 A multi-formation set (manifest ``factor`` above 1) stores its compact images; each decodes
 to ``factor**2`` training images (:meth:`Distilled.training_set`).
 The header's metadata holds ``manifest``: a JSON document (format version, package
@@ -55,7 +56,7 @@ class Distilled:
     images: Tensor  # (N, C, H, W) float32, model-input space
     labels: Tensor  # (N,) int64
     info: DatasetInfo
-    soft_labels: Tensor | None = None  # (N, K) logits
+    soft_labels: Tensor | None = None  # (N, K) logits; multi-formation: or (N * factor**2, K)
     lr: float | None = None  # learned training learning rate
     zca: ZCA | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -84,9 +85,11 @@ class Distilled:
                 f"{info.num_classes} classes; got {int(labels.min())}..{int(labels.max())}."
             )
         soft = self.soft_labels
-        if soft is not None and tuple(soft.shape) != (images.shape[0], info.num_classes):
+        n, k, tiles = images.shape[0], info.num_classes, self.factor**2
+        if soft is not None and tuple(soft.shape) not in {(n, k), (n * tiles, k)}:
+            per_tile = f" or, one per training image, ({n * tiles}, {k})" if tiles > 1 else ""
             raise DataError(
-                f"soft_labels must have shape (N, K) = ({images.shape[0]}, {info.num_classes}); "
+                f"soft_labels must have shape (N, K) = ({n}, {k}){per_tile}; "
                 f"got {tuple(soft.shape)}."
             )
 

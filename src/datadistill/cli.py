@@ -256,6 +256,45 @@ def evaluate(
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
 
 
+@app.command()
+def relabel(
+    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    experts: Annotated[
+        Path, typer.Option(help="Expert buffer holding the teacher (datadistill experts).")
+    ],
+    out: Annotated[Path, typer.Option(help="The relabelled .safetensors file to write.")],
+    expert: Annotated[int, typer.Option(help="Which expert of the buffer labels.")] = 0,
+    epoch: Annotated[int, typer.Option(help="The expert's epoch; -1: its last.")] = -1,
+    temperature: Annotated[
+        float, typer.Option(help="Logits are divided by it (higher: softer labels).")
+    ] = 1.0,
+    data_root: Annotated[
+        str | None,
+        typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Give a set soft labels from a teacher: an expert network's logits on each training
+    image. `evaluate` then labels its random baseline with the same teacher."""
+    from datadistill.artefact import load
+    from datadistill.labels import relabel as do_relabel
+
+    if out.resolve() == artefact.resolve():
+        raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
+    distilled = load(artefact)
+    real = _real_for(distilled, data_root)
+    relabelled = do_relabel(
+        distilled,
+        real,
+        experts,
+        expert=expert,
+        epoch=epoch,
+        temperature=temperature,
+        device=device,
+    )
+    typer.echo(str(relabelled.save(out)))
+
+
 def _real_for(distilled: Any, data_root: str | None) -> Any:
     """Reload the dataset an artefact came from, with the same splits and normalisation."""
     from datadistill.data import load_dataset

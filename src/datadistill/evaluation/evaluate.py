@@ -77,6 +77,9 @@ class EvalReport:
     # one and the set has it, else the protocol's (the baselines always train with the latter)
     lr_distilled: float | None = None
     lr_learned: bool = False  # whether lr_distilled is the set's learned lr
+    # the teacher whose soft labels the set carries (datadistill.labels) and that labelled
+    # the random subset too; None: the set's own labels, a hard-labelled random subset
+    teacher: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,7 @@ class EvalReport:
             "full_seeds": self.full_seeds,
             "lr_distilled": self.lr_distilled,
             "lr_learned": self.lr_learned,
+            "teacher": self.teacher,
             "results": {
                 arch: {kind: r.to_dict() for kind, r in rows.items()}
                 for arch, rows in self.results.items()
@@ -170,9 +174,16 @@ def _network(arch: str, info: DatasetInfo) -> str:
         return repr(_evaluation_model(arch, info))
 
 
-def _random_acc(train: Callable[..., float], real: RealData, ipc: int, seed: int) -> float:
+def _random_acc(
+    train: Callable[..., float],
+    real: RealData,
+    ipc: int,
+    seed: int,
+    label: Callable[[Tensor], Tensor] | None = None,
+) -> float:
+    """A random real subset's accuracy, soft-labelled by ``label`` when given."""
     x, y = random_subset(real, ipc, seed)
-    return train(x, y, seed=seed)
+    return train(x, y, seed=seed, soft_labels=label(x) if label is not None else None)
 
 
 def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) -> None:
@@ -195,6 +206,21 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
                 "faithful comparison.",
                 stacklevel=3,
             )
+
+
+def _teacher_labels(
+    distilled: Distilled, real: RealData, device: torch.device, baselines: bool
+) -> tuple[Callable[[Tensor], Tensor] | None, dict[str, Any], str]:
+    """For a set relabelled by a teacher: the function labelling the random subset with
+    the same teacher, the cache-key entry naming it, and a progress suffix."""
+    entry = distilled.manifest.get("teacher")
+    if entry is None or not baselines:
+        return None, {}, ""
+    from datadistill.labels import checked_teacher, teacher_logits  # (imports experts)
+
+    net, teacher, identity = checked_teacher(entry, real, device)
+    label = functools.partial(teacher_logits, net, temperature=teacher.temperature)
+    return label, {"teacher": identity}, ", labelled by the set's teacher"
 
 
 def random_subset(real: RealData, ipc: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -357,6 +383,9 @@ def evaluate(
     cache = _cache_dir(cache_dir)
     fp = _fingerprint(real)
     say = progress or (lambda _msg: None)
+    # a set relabelled by a teacher (datadistill.labels) is compared with a random subset
+    # labelled by the same teacher: both sides trained the same way
+    label, teacher_key, labelled_by = _teacher_labels(distilled, real, dev, baselines)
     report = EvalReport(
         protocol=proto,
         ipc=ipc,
@@ -365,6 +394,7 @@ def evaluate(
         full_seeds=n_full if full else None,
         lr_distilled=float(lr) if lr is not None else proto.lr,
         lr_learned=lr is not None,
+        teacher=distilled.manifest.get("teacher"),
     )
     for arch in archs:
         rows: dict[str, Result] = {}
@@ -385,11 +415,10 @@ def evaluate(
         if baselines:
             accs = []
             for s in range(n_seeds):
-                say(f"{arch}: random real subset, seed {s}")
-                key = {**base, "kind": "random", "ipc": ipc, "seed": s}
-                accs.append(
-                    _cached(cache, key, functools.partial(_random_acc, train, real, ipc, s))
-                )
+                say(f"{arch}: random real subset, seed {s}{labelled_by}")
+                key = {**base, "kind": "random", "ipc": ipc, "seed": s, **teacher_key}
+                run_random = functools.partial(_random_acc, train, real, ipc, s, label)
+                accs.append(_cached(cache, key, run_random))
             rows["random"] = Result(tuple(accs))
         if full:
             accs = []

@@ -515,6 +515,16 @@ class ExpertBuffer:
         except Exception as exc:  # truncated or corrupt file
             raise DataError(f"Cannot read expert {path}: {exc}.") from None
 
+    def network_at(self, expert: int, epoch: int, device: torch.device | None = None) -> nn.Module:
+        """``expert``'s network after ``epoch`` epochs, its parameters loaded, in eval mode."""
+        if not 0 <= expert < len(self):
+            raise ConfigError(
+                f"Expert {expert} is not in {self.root}, which holds experts 0..{len(self) - 1}."
+            )
+        net = self.network()
+        torch.nn.utils.vector_to_parameters(self.epoch(expert, epoch), net.parameters())
+        return net.to(device or torch.device("cpu")).eval()
+
     def val_accs(self) -> list[float]:
         out = []
         for path in self.files:

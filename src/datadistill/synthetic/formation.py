@@ -152,10 +152,14 @@ def decode_set(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """A stored set ``(images, labels, soft labels or None)`` as its training set: the
     images decoded, each label repeated for its image's tiles (the same tensors for
-    ``factor`` 1). What a multi-formation set trains on, and what its artefact decodes to."""
+    ``factor`` 1); soft labels with one row per training image already (a teacher's, see
+    :mod:`datadistill.labels`) are kept as they are. What a multi-formation set trains on,
+    and what its artefact decodes to."""
     if factor == 1:
         return images, labels, soft_labels
-    soft = None if soft_labels is None else decoded_labels(soft_labels, factor)
+    soft = soft_labels
+    if soft is not None and soft.shape[0] == images.shape[0]:  # one per stored image
+        soft = decoded_labels(soft, factor)
     return decode(images, factor), decoded_labels(labels, factor), soft
 
 

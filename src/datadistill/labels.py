@@ -1,0 +1,148 @@
+"""Teacher soft labels: relabel a set with the logits of a network trained on real data.
+
+Much of what a small training set teaches sits in its labels: soft labels from a network
+trained on the real data lift even a random real subset a long way (Qin et al., "A Label
+is Worth a Thousand Images in Dataset Distillation", NeurIPS 2024; SRe2L and RDED relabel
+their sets with a teacher, and DATM starts its learned labels from expert logits).
+:func:`relabel` gives every training image of a set (each tile of a multi-formation set)
+the logits of one expert of an expert buffer (``datadistill experts``) at a chosen epoch,
+divided by a temperature; evaluation then trains on their softmax, the artefact's
+soft-label loss. The teacher is recorded in the artefact's manifest, and
+:func:`~datadistill.evaluation.evaluate` labels the random real subset beside it with the
+same teacher, so that both sides of the comparison are trained the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from datadistill._device import resolve_device
+from datadistill.artefact import Distilled
+from datadistill.data import RealData
+from datadistill.errors import ConfigError, DataError
+from datadistill.experts import ExpertBuffer
+
+MANIFEST_KEY = "teacher"  # where an artefact's manifest records its teacher
+CHUNK = 256  # images per teacher forward
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Which network labels a set: ``expert`` of the buffer at ``experts`` after ``epoch``
+    epochs (-1: its last), its logits divided by ``temperature``."""
+
+    experts: str
+    expert: int = 0
+    epoch: int = -1
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.experts, str) or not self.experts:
+            raise ConfigError("Give the teacher's expert buffer folder (--experts FOLDER).")
+        for name, low in (("expert", 0), ("epoch", -1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"The teacher's {name} must be an int >= {low}; got {v!r}.")
+        t = self.temperature
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not (0 < t < math.inf):
+            raise ConfigError(f"The temperature must be a positive number; got {t!r}.")
+
+    def network(self, real: RealData, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+        """The teacher network (eval mode) and what identifies it: the buffer (absolute),
+        the expert's file, the epoch read and a checksum of its parameters."""
+        buffer = ExpertBuffer(self.experts)
+        buffer.check(real)  # trained on this data, with this normalisation and classes
+        epoch = buffer.epochs if self.epoch == -1 else self.epoch
+        if epoch > buffer.epochs:
+            raise ConfigError(
+                f"Epoch {epoch} is beyond the {buffer.epochs} epochs of the experts in "
+                f"{self.experts}; use -1 (the last) or a smaller epoch."
+            )
+        net = buffer.network_at(self.expert, epoch, device)
+        flat = torch.nn.utils.parameters_to_vector(net.parameters()).detach().double()
+        identity = {
+            "experts": str(Path(self.experts).resolve()),
+            "expert": self.expert,
+            "expert_file": buffer.names()[self.expert],
+            "epoch": epoch,
+            "temperature": float(self.temperature),
+            "checksum": float(flat.abs().sum()),
+        }
+        return net, identity
+
+    @classmethod
+    def from_manifest(cls, entry: object) -> Teacher:
+        """The teacher an artefact's manifest records (one DataError if malformed)."""
+        try:
+            assert isinstance(entry, dict)
+            return cls(
+                experts=entry["experts"],
+                expert=entry["expert"],
+                epoch=entry["epoch"],
+                temperature=entry["temperature"],
+            )
+        except (AssertionError, KeyError, ConfigError) as exc:
+            raise DataError(
+                f"The artefact's teacher record is damaged ({type(exc).__name__}: {exc}); "
+                "relabel the set again with `datadistill relabel`."
+            ) from None
+
+
+def teacher_logits(net: nn.Module, images: Tensor, temperature: float) -> Tensor:
+    """``net``'s logits on ``images`` divided by ``temperature``, float32 on the CPU."""
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        out = [net(chunk.to(device)).float().cpu() for chunk in images.split(CHUNK)]
+    return torch.cat(out) / temperature
+
+
+def checked_teacher(
+    entry: object, real: RealData, device: torch.device
+) -> tuple[nn.Module, Teacher, dict[str, Any]]:
+    """The teacher an artefact records, loaded again; one DataError if its buffer no
+    longer holds the same network (so that a baseline is never labelled by another)."""
+    teacher = Teacher.from_manifest(entry)
+    net, identity = teacher.network(real, device)
+    assert isinstance(entry, dict)
+    recorded = entry.get("checksum")
+    if recorded is None or not math.isclose(recorded, identity["checksum"], rel_tol=1e-9):
+        raise DataError(
+            f"The teacher's expert buffer {teacher.experts} no longer holds the network that "
+            "labelled this set; restore it, or relabel the set with the buffer as it is now."
+        )
+    return net, teacher, identity
+
+
+def relabel(
+    distilled: Distilled,
+    real: RealData,
+    experts: str | Path,
+    *,
+    expert: int = 0,
+    epoch: int = -1,
+    temperature: float = 1.0,
+    device: str | torch.device = "auto",
+) -> Distilled:
+    """``distilled`` with soft labels from a teacher: the logits of ``expert`` of the buffer
+    ``experts`` after ``epoch`` epochs (-1: the last) over ``temperature``, one row per
+    training image (each tile of a multi-formation set gets its own). The images, hard
+    labels and learned lr are kept; earlier soft labels are replaced; the manifest records
+    the teacher under ``"teacher"``, and evaluation labels its random baseline likewise."""
+    from datadistill.evaluation.evaluate import check_matches
+
+    check_matches(distilled, real)
+    teacher = Teacher(str(experts), expert, epoch, temperature)
+    net, identity = teacher.network(real, resolve_device(device))
+    images, _, _ = distilled.training_set()
+    soft = teacher_logits(net, images.detach(), teacher.temperature)
+    manifest = {**distilled.manifest, MANIFEST_KEY: identity}
+    return replace(distilled, soft_labels=soft, manifest=manifest)
+
+
+__all__ = ["Teacher", "checked_teacher", "relabel", "teacher_logits"]

@@ -1,0 +1,164 @@
+"""Teacher soft labels (datadistill.labels): the relabelled set, its artefact, the random
+baseline labelled by the same teacher, and bad input."""
+
+import dataclasses
+import importlib
+import json
+import shutil
+
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.evaluation import get_protocol
+from datadistill.experts import ExpertBuffer
+from datadistill.labels import Teacher, teacher_logits
+
+from .test_cli import cli_here  # noqa: F401  (the fixture)
+
+
+def _teacher(buffer, expert=0, epoch=-1):
+    buf = ExpertBuffer(buffer)
+    return buf.network_at(expert, buf.epochs if epoch == -1 else epoch)
+
+
+def test_relabel_gives_each_training_image_its_teachers_logits(digits, expert_buffer, tmp_path):
+    d = dd.distill(digits, "random", 2, seed=0, device="cpu")
+    r = dd.relabel(d, digits, expert_buffer, expert=1, epoch=2, temperature=4.0, device="cpu")
+    with torch.no_grad():
+        expected = _teacher(expert_buffer, 1, 2)(d.images) / 4.0
+    assert r.soft_labels is not None and r.soft_labels.shape == (20, 10)
+    torch.testing.assert_close(r.soft_labels, expected)
+    assert torch.equal(r.images, d.images) and torch.equal(r.labels, d.labels)
+    entry = r.manifest["teacher"]
+    assert entry["expert"] == 1 and entry["epoch"] == 2 and entry["temperature"] == 4.0
+    assert entry["expert_file"] == "expert_0001.safetensors"
+    assert entry["experts"] == str(expert_buffer.resolve())
+    back = dd.load(r.save(tmp_path / "r.safetensors"))  # the labels travel in the artefact
+    torch.testing.assert_close(back.soft_labels, r.soft_labels)
+    assert back.manifest["teacher"] == entry
+    # the last epoch by default; a higher temperature flattens the labels
+    last = dd.relabel(d, digits, expert_buffer, device="cpu")
+    assert last.manifest["teacher"]["epoch"] == 3
+    soft = dd.relabel(d, digits, expert_buffer, temperature=10.0, device="cpu")
+    assert (
+        soft.soft_labels.softmax(1).max(1).values.mean()
+        < last.soft_labels.softmax(1).max(1).values.mean()
+    )
+
+
+def test_a_multi_formation_set_gets_one_label_per_tile(digits, expert_buffer, tmp_path):
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu", factor=2)
+    r = dd.relabel(d, digits, expert_buffer, device="cpu")
+    images, labels, soft = r.training_set()
+    assert images.shape[0] == 40 and soft.shape == (40, 10)  # 4 tiles per stored image
+    with torch.no_grad():
+        torch.testing.assert_close(soft, _teacher(expert_buffer)(images))
+    assert not torch.equal(soft[0], soft[1])  # tiles of one stored image differ
+    back = dd.load(r.save(tmp_path / "r.safetensors"))
+    torch.testing.assert_close(back.training_set()[2], soft)
+    assert back.as_dataset()[39][2].shape == (10,)
+    # a learned label per stored image (MTT's) is still shared by its tiles
+    shared = dataclasses.replace(d, soft_labels=torch.randn(10, 10))
+    assert torch.equal(shared.training_set()[2][:4], shared.soft_labels[0].expand(4, 10))
+    with pytest.raises(dd.DataError, match=r"\(10, 10\) or, one per training image, \(40, 10\)"):
+        dataclasses.replace(d, soft_labels=torch.randn(20, 10))
+
+
+def test_evaluate_labels_the_random_subset_with_the_sets_teacher(
+    digits, expert_buffer, tmp_path, monkeypatch
+):
+    d = dd.distill(digits, "random", 2, seed=0, device="cpu")
+    r = dd.relabel(d, digits, expert_buffer, temperature=2.0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=5)
+    module = importlib.import_module("datadistill.evaluation.evaluate")
+    seen: list[torch.Tensor | None] = []
+    original = module.train_and_test
+
+    def recording(images, labels, *args, soft_labels=None, **kwargs):
+        seen.append(soft_labels)
+        return original(images, labels, *args, soft_labels=soft_labels, **kwargs)
+
+    monkeypatch.setattr(module, "train_and_test", recording)
+    run = dict(archs=["convnetw32"], seeds=1, full=False, cache_dir=tmp_path / "c", device="cpu")
+    report = dd.evaluate(r, digits, proto, **run)
+    assert report.teacher == r.manifest["teacher"] and report.to_dict()["teacher"]["epoch"] == 3
+    assert len(seen) == 2  # the set, then the random subset
+    torch.testing.assert_close(seen[0], r.soft_labels)
+    x, _ = module.random_subset(digits, 2, 0)
+    with torch.no_grad():
+        expected = _teacher(expert_buffer)(x) / 2.0
+    torch.testing.assert_close(seen[1], expected)
+    # the hard-labelled set's random baseline is another cache entry, trained with hard labels
+    seen.clear()
+    plain = dd.evaluate(d, digits, proto, **run)
+    assert plain.teacher is None and seen == [None, None]
+    keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "c").glob("*.json")]
+    assert sorted("teacher" in k for k in keys) == [False, True]
+    # read back from the cache the second time: the set alone is trained
+    seen.clear()
+    dd.evaluate(r, digits, proto, **run)
+    assert len(seen) == 1
+
+
+def test_a_changed_teacher_buffer_is_refused(digits, expert_buffer, tmp_path):
+    buffer = tmp_path / "buffer"
+    shutil.copytree(expert_buffer, buffer)
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    r = dd.relabel(d, digits, buffer, device="cpu")
+    shutil.copy(buffer / "expert_0001.safetensors", buffer / "expert_0000.safetensors")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=1)
+    with pytest.raises(dd.DataError, match="no longer holds the network that labelled this set"):
+        dd.evaluate(r, digits, proto, seeds=1, full=False, cache_dir=False, device="cpu")
+    # without baselines the teacher is not needed
+    dd.evaluate(r, digits, proto, seeds=1, baselines=False, full=False, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"expert": 2}, "holds experts 0..1"),
+        ({"epoch": 4}, "beyond the 3 epochs"),
+        ({"epoch": -2}, "epoch must be an int >= -1"),
+        ({"temperature": 0.0}, "positive number"),
+    ],
+)
+def test_bad_teacher_options_are_refused(digits, expert_buffer, kwargs, match):
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    with pytest.raises(dd.ConfigError, match=match):
+        dd.relabel(d, digits, expert_buffer, device="cpu", **kwargs)
+
+
+def test_a_damaged_teacher_record_is_one_clear_error():
+    with pytest.raises(dd.DataError, match="teacher record is damaged"):
+        Teacher.from_manifest({"experts": "x"})
+
+
+def test_teacher_logits_in_chunks_equal_one_pass(expert_buffer, monkeypatch):
+    net = _teacher(expert_buffer)
+    x = torch.randn(7, 1, 8, 8)
+    one = teacher_logits(net, x, 1.0)
+    monkeypatch.setattr("datadistill.labels.CHUNK", 3)
+    torch.testing.assert_close(teacher_logits(net, x, 1.0), one)
+
+
+def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: F811
+    art = dd.distill(dd.load_dataset("digits"), "random", 1, seed=0, device="cpu")
+    src = art.save(tmp_path / "set.safetensors")
+    out = tmp_path / "relabelled.safetensors"
+    cli_here("relabel", str(src), "--experts", str(expert_buffer), "--out", str(out))
+    assert dd.load(out).manifest["teacher"]["temperature"] == 1.0
+    res = tmp_path / "res.json"
+    cli_here(
+        "evaluate", str(out), "--protocol", "fast", "--seeds", "1", "--no-full", "--json", str(res)
+    )
+    assert json.loads(res.read_text())["teacher"]["expert"] == 0
+    for args, expected in [
+        (["--experts", str(tmp_path / "none"), "--out", str(out)], "No expert buffer"),
+        (["--experts", str(expert_buffer), "--out", str(src)], "is the input artefact"),
+        (["--experts", str(expert_buffer), "--epoch", "9", "--out", str(out)], "beyond the 3"),
+    ]:
+        proc = cli_here("relabel", str(src), *args, check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and expected in err, err
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
