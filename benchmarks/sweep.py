@@ -14,6 +14,14 @@ papers' are picked without looking at test accuracy. Writes
 ``zca`` and ``zca_eps`` (in ``--grid`` or ``--set``) are data options, not hyperparameters:
 each value loads the dataset whitened or not, and the validation split is scored in the
 same space the set was distilled in.
+
+With ``--teacher TAG`` each set is relabelled (``dd.relabel``) by expert 0 of that expert
+buffer before it is scored; ``teacher_epoch`` (-1: the last) and ``temperature`` (in
+``--grid`` or ``--set``) choose its labels. With ``--method random`` this sweeps a teacher's
+labels on a random real subset, without distilling anything:
+
+    python -m benchmarks.sweep --dataset mnist --method random --ipc 10 \
+        --grid temperature=1,2,4 --set factor=2 --teacher teacher
 """
 
 from __future__ import annotations
@@ -30,12 +38,19 @@ from datadistill.evaluation import get_protocol
 from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, train_and_test
 
 DATA_OPTIONS = ("zca", "zca_eps")  # passed to dd.load_dataset, not to dd.distill
+TEACHER_OPTIONS = {"teacher_epoch": "epoch", "temperature": "temperature"}  # dd.relabel's
 
 
 def split_data_options(hp: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
     """``hp`` split into ``dd.load_dataset``'s options and ``dd.distill``'s hyperparameters."""
     data = {k: v for k, v in hp.items() if k in DATA_OPTIONS}
     return data, {k: v for k, v in hp.items() if k not in DATA_OPTIONS}
+
+
+def split_teacher_options(hp: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """``hp`` split into ``dd.relabel``'s keyword arguments and the rest."""
+    teacher = {TEACHER_OPTIONS[k]: v for k, v in hp.items() if k in TEACHER_OPTIONS}
+    return teacher, {k: v for k, v in hp.items() if k not in TEACHER_OPTIONS}
 
 
 def parse_value(text: str) -> object:
@@ -62,6 +77,11 @@ def main() -> None:
         default="",
         help="mtt: the expert buffer of this tag (benchmarks.experts --tag)",
     )
+    ap.add_argument(
+        "--teacher",
+        default=None,
+        help="relabel each set with expert 0 of the buffer of this tag ('' the default one)",
+    )
     ap.add_argument("--tag", default="", help="appended to the result file's name")
     ap.add_argument("--force", action="store_true", help="replace an existing result file")
     args = ap.parse_args()
@@ -75,6 +95,7 @@ def main() -> None:
     # sweep (another budget, machine, ...) must not replace unasked
     suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
     suffix += f"-experts{args.experts_tag}" if args.experts_tag else ""
+    suffix += f"-teacher{args.teacher}" if args.teacher is not None else ""
     suffix += f"-{args.tag}" if args.tag else ""
     out_name = f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}{suffix}.json"
     if (RESULTS / out_name).exists() and not args.force:
@@ -85,12 +106,15 @@ def main() -> None:
         fixed[k] = parse_value(v)
     if args.method == "mtt":
         fixed.setdefault("buffer", buffer_dir(args.dataset, args.experts_tag))
+    if args.teacher is None and split_teacher_options({**fixed, name: None})[0]:
+        ap.error("teacher_epoch / temperature relabel the sets: pass --teacher TAG too.")
+    teacher_buffer = buffer_dir(args.dataset, args.teacher) if args.teacher is not None else ""
 
     datasets: dict[tuple[tuple[str, object], ...], dd.RealData] = {}
 
     def load(hp: dict[str, object]) -> tuple[dd.RealData, dict[str, object]]:
         """The dataset under ``hp``'s data options (loaded once each), and the rest of ``hp``."""
-        options, rest = split_data_options(hp)
+        options, rest = split_data_options(split_teacher_options(hp)[1])
         key = tuple(sorted(options.items()))
         if key not in datasets:
             datasets[key] = dd.load_dataset(args.dataset, root=DATA, **options)
@@ -123,6 +147,9 @@ def main() -> None:
             **hp,
         )
         seconds = time.perf_counter() - t0
+        if args.teacher is not None:
+            relabel_options = split_teacher_options({**fixed, name: value})[0]
+            distilled = dd.relabel(distilled, real, teacher_buffer, **relabel_options)  # type: ignore[arg-type]
         images, labels, soft = distilled.training_set()  # decoded if multi-formation
         accs = [
             train_and_test(
@@ -168,6 +195,7 @@ def main() -> None:
             "protocol": args.protocol,
             "split": "val",
             "network_seeds": network_seeds,
+            "teacher": teacher_buffer or None,
             "rows": rows,
             "best": best[name],
         },

@@ -221,6 +221,7 @@ def cell_buffer_tag(dataset: str, ipc: int, tag: str, paper: bool) -> str:
     distilled again and an mfF cell the cell in another parameterisation: like the untagged
     cell, they use the table cell's own buffer (with ``--paper``, the default one). Any
     other tag names a buffer of its own (``benchmarks.experts --tag``)."""
+    tag = "-".join(part for part in tag.split("-") if part != "teacher")  # labels only
     if tag and not (SEED_TAG.fullmatch(tag) or MF_TAG.fullmatch(tag)):
         return tag
     return "" if paper else cell_experts_tag(dataset, ipc)
@@ -258,6 +259,15 @@ def run_cell(
         **hparams,
     )
     wall = time.perf_counter() - t0
+    if args.teacher is not None:  # soft labels from expert 0 of that buffer (dd.relabel)
+        distilled = dd.relabel(
+            distilled,
+            real,
+            buffer_dir(real.info.name, args.teacher),
+            epoch=args.teacher_epoch,
+            temperature=args.temperature,
+            device=args.device,
+        )
     artefact = distilled.save(WORK / name.replace(".json", ".safetensors"))
     r = evaluate_cell(distilled, real, args)
     m = distilled.manifest
@@ -277,6 +287,7 @@ def run_cell(
             if method == "mtt"
             else None,
             "hparams": m["hparams"],
+            "teacher": m.get("teacher"),  # the random subset is labelled by it too
             "peak_memory_bytes": m["peak_memory_bytes"],
             "artefact_bytes": artefact.stat().st_size,
         },
@@ -313,6 +324,14 @@ def main() -> None:
         "--paper", action="store_true", help="the papers' hyperparameters, no CPU defaults"
     )
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. gpu")
+    ap.add_argument(
+        "--teacher",
+        default=None,
+        help="relabel each set with expert 0 of the buffer of this tag ('' the default one); "
+        "needs a --tag naming it",
+    )
+    ap.add_argument("--teacher-epoch", type=int, default=-1, help="the teacher's epoch (-1 last)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="the teacher's temperature")
     ap.add_argument("--full-epochs", type=int, default=FULL_EPOCHS)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--quiet", action="store_true")
@@ -325,6 +344,9 @@ def main() -> None:
             f"--tag {args.tag} marks a cell distilled again from seed {seed_tag.group(1)}: "
             "pass the same --seed, other than 0 (the untagged cells are seed 0)."
         )
+    if args.teacher is not None and "teacher" not in args.tag.split("-"):
+        # a relabelled set is another set: never the main cell's (or a plain tag's) file
+        ap.error("--teacher needs a --tag with a 'teacher' part, e.g. teacher or mf2-teacher.")
     torch.set_num_threads(torch.get_num_threads())
     from datadistill.cli import _parse_hparams
 

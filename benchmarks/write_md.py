@@ -145,6 +145,11 @@ def method_label(r: dict[str, Any]) -> str:
     seed = distillation_seed(r)
     if seed != 0:
         notes.append(f"seed {seed}")
+    teacher = r.get("teacher")
+    if teacher:
+        notes.append(
+            f"teacher labels: expert epoch {teacher['epoch']}, T {teacher['temperature']:g}"
+        )
     return f"{r['method']} ({', '.join(notes)})" if notes else str(r["method"])
 
 
@@ -332,6 +337,16 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                         "what differs from the plain multi-formation cell (e.g. IDC's `l1`",
                         "gradient distance).",
                     ]
+        if any(r.get("teacher") for r in sel):
+            intro += [
+                "A row with teacher labels trained on soft labels from an expert network",
+                "(`datadistill relabel`, `python -m benchmarks.table ... --teacher TAG`):",
+                "each training image (each tile) carries the expert's logits at the named",
+                "epoch over the temperature T, and the random subset beside it is labelled",
+                "by the same expert, so both sides train the same way. The labels, not",
+                "only the images, then carry what the set teaches: compare a row with its",
+                "random subset, and with the same method's hard-label row.",
+            ]
         if any(r["command"].startswith(f"{MALLOC_ENV}=tuned ") for r in sel):
             intro += [
                 f"A command that starts with `{MALLOC_ENV}=tuned` ran with glibc told",
