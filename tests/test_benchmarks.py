@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 import datadistill as dd
 from benchmarks import gpu_checks, table, write_md
@@ -431,3 +432,66 @@ def test_seed_and_multiformation_mtt_cells_train_from_the_cells_own_buffer():
     assert table.cell_buffer_tag("mnist", 1, "gpu", paper=True) == "gpu"
     for tag in ("", "seed1", "mf2"):
         assert table.cell_buffer_tag("mnist", 1, tag, paper=True) == ""
+
+
+def test_teacher_cells_need_a_teacher_tag_and_keep_the_cells_buffer(monkeypatch, capsys):
+    for extra in ([], ["--tag", "mf2"], ["--tag", "teachers"]):
+        argv = ["table", "--datasets", "digits", "--teacher", "", *extra]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exc:
+            table.main()
+        assert exc.value.code == 2 and "a 'teacher' part" in capsys.readouterr().err
+    # the teacher changes the labels only: an MTT cell still trains from its own buffer
+    assert table.cell_buffer_tag("mnist", 1, "mf2-teacher", paper=False) == "ipc1"
+    assert table.cell_buffer_tag("mnist", 10, "teacher", paper=False) == ""
+    row = {"method": "dc", "hparams": {"factor": 2}, "teacher": {"epoch": 8, "temperature": 2.0}}
+    assert write_md.method_label(row) == (
+        "dc (multi-formation x2, teacher labels: expert epoch 8, T 2)"
+    )
+    text = "\n".join(
+        write_md.tagged_section(
+            [
+                {
+                    **row,
+                    "dataset": "mnist",
+                    "ipc": 10,
+                    "protocol": "dc",
+                    "tag": "mf2-teacher",
+                    "results": {"distilled": {"mean": 0.97, "std": 0.001}},
+                    "distill_seconds": 600.0,
+                    "peak_memory_bytes": 2**30,
+                    "machine": "2 cores",
+                    "command": "python -m benchmarks.table --teacher '' --tag mf2-teacher",
+                    "date": "2026-12-06",
+                }
+            ]
+        )
+    )
+    assert "labelled\nby the same expert" in text or "labelled by the same expert" in text
+
+
+def test_sweep_relabels_each_set_with_the_teacher(tmp_path, monkeypatch, expert_buffer):
+    from benchmarks import _common, sweep
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "buffer_dir", lambda dataset, tag: str(expert_buffer))
+    soft = []
+    real_score = sweep.train_and_test
+
+    def score(images, labels, *args, soft_labels=None, **kw):
+        soft.append(soft_labels)
+        return real_score(images, labels, *args, soft_labels=soft_labels, **kw)
+
+    monkeypatch.setattr(sweep, "train_and_test", score)
+    argv = ["sweep", "--dataset", "digits", "--method", "random", "--ipc", "1", "--seeds", "1"]
+    argv += ["--grid", "temperature=1,4", "--set", "teacher_epoch=2", "--protocol", "fast"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--teacher", "x"])
+    sweep.main()
+    assert len(soft) == 2 and torch.allclose(soft[0], soft[1] * 4)
+    out = json.loads(next(tmp_path.glob("sweep-*teacherx.json")).read_text())
+    assert out["teacher"] == str(expert_buffer) and out["best"] in (1, 4)
+    monkeypatch.setattr(sys, "argv", argv)  # teacher options without a teacher
+    with pytest.raises(SystemExit) as exc:
+        sweep.main()
+    assert exc.value.code == 2
