@@ -145,6 +145,8 @@ def test_teacher_logits_in_chunks_equal_one_pass(expert_buffer, monkeypatch):
 def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: F811
     art = dd.distill(dd.load_dataset("digits"), "random", 1, seed=0, device="cpu")
     src = art.save(tmp_path / "set.safetensors")
+    run = tmp_path / "run"  # a run folder stands for its artefact
+    art.save(run / "distilled.safetensors")
     out = tmp_path / "relabelled.safetensors"
     cli_here("relabel", str(src), "--experts", str(expert_buffer), "--out", str(out))
     assert dd.load(out).manifest["teacher"]["temperature"] == 1.0
@@ -156,9 +158,11 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
     for args, expected in [
         (["--experts", str(tmp_path / "none"), "--out", str(out)], "No expert buffer"),
         (["--experts", str(expert_buffer), "--out", str(src)], "is the input artefact"),
+        (["--experts", str(expert_buffer), "--out", str(run / "distilled.safetensors")], "input"),
         (["--experts", str(expert_buffer), "--epoch", "9", "--out", str(out)], "beyond the 3"),
     ]:
-        proc = cli_here("relabel", str(src), *args, check=False)
+        source = run if "distilled.safetensors" in args[-1] else src
+        proc = cli_here("relabel", str(source), *args, check=False)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and expected in err, err
         assert "Traceback" not in err and len(err.splitlines()) == 1, err

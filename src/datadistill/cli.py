@@ -276,10 +276,11 @@ def relabel(
 ) -> None:
     """Give a set soft labels from a teacher: an expert network's logits on each training
     image. `evaluate` then labels its random baseline with the same teacher."""
-    from datadistill.artefact import load
+    from datadistill.artefact import ARTEFACT_NAME, load
     from datadistill.labels import relabel as do_relabel
 
-    if out.resolve() == artefact.resolve():
+    source = artefact / ARTEFACT_NAME if (artefact / ARTEFACT_NAME).is_file() else artefact
+    if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
     distilled = load(artefact)
     real = _real_for(distilled, data_root)
