@@ -110,6 +110,9 @@ def test_a_changed_teacher_buffer_is_refused(digits, expert_buffer, tmp_path):
     proto = dataclasses.replace(get_protocol("fast"), epochs=1)
     with pytest.raises(dd.DataError, match="no longer holds the network that labelled this set"):
         dd.evaluate(r, digits, proto, seeds=1, full=False, cache_dir=False, device="cpu")
+    shutil.rmtree(buffer)
+    with pytest.raises(dd.DataError, match="which is missing"):
+        dd.evaluate(r, digits, proto, seeds=1, full=False, cache_dir=False, device="cpu")
     # without baselines the teacher is not needed
     dd.evaluate(r, digits, proto, seeds=1, baselines=False, full=False, device="cpu")
 
@@ -155,6 +158,15 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
         "evaluate", str(out), "--protocol", "fast", "--seeds", "1", "--no-full", "--json", str(res)
     )
     assert json.loads(res.read_text())["teacher"]["expert"] == 0
+    # a set whose teacher buffer is gone: evaluated without baselines only
+    copy = tmp_path / "copy"
+    shutil.copytree(expert_buffer, copy)
+    cli_here("relabel", str(src), "--experts", str(copy), "--out", str(out))
+    shutil.rmtree(copy)
+    proc = cli_here("evaluate", str(out), "--protocol", "fast", "--seeds", "1", check=False)
+    assert proc.returncode == 2 and "which is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    cli_here("evaluate", str(out), "--protocol", "fast", "--seeds", "1", "--no-baselines")
     for args, expected in [
         (["--experts", str(tmp_path / "none"), "--out", str(out)], "No expert buffer"),
         (["--experts", str(expert_buffer), "--out", str(src)], "is the input artefact"),

@@ -206,6 +206,9 @@ def evaluate(
         typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
     ] = None,
     full: Annotated[bool, typer.Option(help="Also train the full-data reference.")] = True,
+    baselines: Annotated[
+        bool, typer.Option(help="Also train the random real subset of the same size.")
+    ] = True,
     full_epochs: FullEpochs = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
@@ -231,6 +234,7 @@ def evaluate(
         proto,
         archs=_split(arch) or None,
         seeds=seeds,
+        baselines=baselines,
         full=full,
         full_epochs=full_epochs,
         device=device,

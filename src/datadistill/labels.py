@@ -108,6 +108,12 @@ def checked_teacher(
     """The teacher an artefact records, loaded again; one DataError if its buffer no
     longer holds the same network (so that a baseline is never labelled by another)."""
     teacher = Teacher.from_manifest(entry)
+    if not (Path(teacher.experts) / "manifest.json").is_file():
+        raise DataError(
+            f"This set was relabelled by a teacher from {teacher.experts}, which is missing, "
+            "and its random baseline must be labelled by the same teacher: restore the buffer "
+            "there, or evaluate without baselines (--no-baselines)."
+        )
     net, identity = teacher.network(real, device)
     assert isinstance(entry, dict)
     recorded = entry.get("checksum")
