@@ -288,6 +288,9 @@ def run_cell(
             else None,
             "hparams": m["hparams"],
             "teacher": m.get("teacher"),  # the random subset is labelled by it too
+            "teacher_seconds": expert_seconds(real.info.name, args.teacher)
+            if args.teacher is not None
+            else None,
             "peak_memory_bytes": m["peak_memory_bytes"],
             "artefact_bytes": artefact.stat().st_size,
         },

@@ -135,6 +135,20 @@ def _seconds(v: Any) -> str:
     return f"{v:.0f}" if v else "-"
 
 
+def teacher_seconds(r: dict[str, Any]) -> float | None:
+    """What training a relabelled cell's teacher took (its buffer's record; cells before
+    ``teacher_seconds`` was recorded are looked up by the buffer's name), or None."""
+    teacher = r.get("teacher")
+    if not teacher:
+        return None
+    if r.get("teacher_seconds"):
+        return float(r["teacher_seconds"])
+    from benchmarks.experts import expert_seconds
+
+    name, prefix = Path(teacher["experts"]).name, f"{r['dataset']}-"
+    return expert_seconds(r["dataset"], name[len(prefix) :] if name.startswith(prefix) else "")
+
+
 def method_label(r: dict[str, Any]) -> str:
     """The cell's method, naming a multi-formation factor (IDC's parameterisation), a
     gradient-matching distance other than DC's and a distillation seed other than 0."""
@@ -186,7 +200,7 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
         ("published", _published),
         ("iterations", lambda r: r.get("iterations", "-")),
         ("distill s", lambda r: f"{r['distill_seconds']:.0f}"),
-        ("experts s", lambda r: _seconds(r.get("expert_seconds"))),
+        ("experts s", lambda r: _seconds(r.get("expert_seconds") or teacher_seconds(r))),
         ("peak MiB (process)", lambda r: f"{r['peak_memory_bytes'] / 2**20:.0f}"),
     ]
     cols += (
@@ -345,7 +359,8 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "epoch over the temperature T, and the random subset beside it is labelled",
                 "by the same expert, so both sides train the same way. The labels, not",
                 "only the images, then carry what the set teaches: compare a row with its",
-                "random subset, and with the same method's hard-label row.",
+                "random subset, and with the same method's hard-label row. Its `experts s`",
+                "is what training the teacher took (paid once, reused for every set).",
             ]
         if any(r["command"].startswith(f"{MALLOC_ENV}=tuned ") for r in sel):
             intro += [
@@ -645,6 +660,8 @@ def main() -> None:
                 for k, v in sw["fixed"].items()
                 if k != sw["param"]
             )
+            if sw.get("teacher"):  # the sets were relabelled by this buffer's expert 0
+                fixed += f"{', ' if fixed else ''}teacher={Path(sw['teacher']).name}"
             best = max(float(r["val_mean"]) for r in sw["rows"])
             # digits sweeps choose the demo's settings, the others the table's
             where = "demo" if sw["dataset"] == "digits" else "table"

@@ -444,7 +444,8 @@ def test_teacher_cells_need_a_teacher_tag_and_keep_the_cells_buffer(monkeypatch,
     # the teacher changes the labels only: an MTT cell still trains from its own buffer
     assert table.cell_buffer_tag("mnist", 1, "mf2-teacher", paper=False) == "ipc1"
     assert table.cell_buffer_tag("mnist", 10, "teacher", paper=False) == ""
-    row = {"method": "dc", "hparams": {"factor": 2}, "teacher": {"epoch": 8, "temperature": 2.0}}
+    teacher = {"experts": "/w/experts/mnist-teacher", "epoch": 8, "temperature": 2.0}
+    row = {"method": "dc", "hparams": {"factor": 2}, "teacher": teacher, "teacher_seconds": 289}
     assert write_md.method_label(row) == (
         "dc (multi-formation x2, teacher labels: expert epoch 8, T 2)"
     )
@@ -468,6 +469,7 @@ def test_teacher_cells_need_a_teacher_tag_and_keep_the_cells_buffer(monkeypatch,
         )
     )
     assert "labelled\nby the same expert" in text or "labelled by the same expert" in text
+    assert "| 600 | 289 |" in text  # the teacher's training time in the experts column
 
 
 def test_sweep_relabels_each_set_with_the_teacher(tmp_path, monkeypatch, expert_buffer):

@@ -24,7 +24,9 @@ def _teacher(buffer, expert=0, epoch=-1):
 
 def test_relabel_gives_each_training_image_its_teachers_logits(digits, expert_buffer, tmp_path):
     d = dd.distill(digits, "random", 2, seed=0, device="cpu")
+    d = d.with_manifest(evaluation={"results": "of the hard-labelled set"})
     r = dd.relabel(d, digits, expert_buffer, expert=1, epoch=2, temperature=4.0, device="cpu")
+    assert "evaluation" not in r.manifest and r.manifest["method"] == d.manifest["method"]
     with torch.no_grad():
         expected = _teacher(expert_buffer, 1, 2)(d.images) / 4.0
     assert r.soft_labels is not None and r.soft_labels.shape == (20, 10)
@@ -133,8 +135,9 @@ def test_bad_teacher_options_are_refused(digits, expert_buffer, kwargs, match):
 
 
 def test_a_damaged_teacher_record_is_one_clear_error():
-    with pytest.raises(dd.DataError, match="teacher record is damaged"):
-        Teacher.from_manifest({"experts": "x"})
+    for entry in ({"experts": "x"}, ["x"], {"experts": "x", "expert": 0, "epoch": 1}):
+        with pytest.raises(dd.DataError, match="teacher record is damaged"):
+            Teacher.from_manifest(entry)
 
 
 def test_teacher_logits_in_chunks_equal_one_pass(expert_buffer, monkeypatch):

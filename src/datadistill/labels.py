@@ -80,14 +80,15 @@ class Teacher:
     def from_manifest(cls, entry: object) -> Teacher:
         """The teacher an artefact's manifest records (one DataError if malformed)."""
         try:
-            assert isinstance(entry, dict)
+            if not isinstance(entry, dict):
+                raise TypeError(f"a {type(entry).__name__}, not an object")
             return cls(
                 experts=entry["experts"],
                 expert=entry["expert"],
                 epoch=entry["epoch"],
                 temperature=entry["temperature"],
             )
-        except (AssertionError, KeyError, ConfigError) as exc:
+        except (TypeError, KeyError, ConfigError) as exc:
             raise DataError(
                 f"The artefact's teacher record is damaged ({type(exc).__name__}: {exc}); "
                 "relabel the set again with `datadistill relabel`."
@@ -115,8 +116,7 @@ def checked_teacher(
             "there, or evaluate without baselines (--no-baselines)."
         )
     net, identity = teacher.network(real, device)
-    assert isinstance(entry, dict)
-    recorded = entry.get("checksum")
+    recorded = entry.get("checksum") if isinstance(entry, dict) else None
     if recorded is None or not math.isclose(recorded, identity["checksum"], rel_tol=1e-9):
         raise DataError(
             f"The teacher's expert buffer {teacher.experts} no longer holds the network that "
@@ -139,7 +139,8 @@ def relabel(
     ``experts`` after ``epoch`` epochs (-1: the last) over ``temperature``, one row per
     training image (each tile of a multi-formation set gets its own). The images, hard
     labels and learned lr are kept; earlier soft labels are replaced; the manifest records
-    the teacher under ``"teacher"``, and evaluation labels its random baseline likewise."""
+    the teacher under ``"teacher"`` (evaluation labels its random baseline likewise) and
+    drops the evaluation of the set as it was, which no longer describes it."""
     from datadistill.evaluation.evaluate import check_matches
 
     check_matches(distilled, real)
@@ -147,7 +148,8 @@ def relabel(
     net, identity = teacher.network(real, resolve_device(device))
     images, _, _ = distilled.training_set()
     soft = teacher_logits(net, images.detach(), teacher.temperature)
-    manifest = {**distilled.manifest, MANIFEST_KEY: identity}
+    manifest = {k: v for k, v in distilled.manifest.items() if k != "evaluation"}
+    manifest[MANIFEST_KEY] = identity
     return replace(distilled, soft_labels=soft, manifest=manifest)
 
 
