@@ -219,9 +219,10 @@ def cell_header(
 def cell_buffer_tag(dataset: str, ipc: int, tag: str, paper: bool) -> str:
     """The expert buffer tag an MTT cell trains from. A seedN cell is the cell itself
     distilled again and an mfF cell the cell in another parameterisation: like the untagged
-    cell, they use the table cell's own buffer (with ``--paper``, the default one). Any
-    other tag names a buffer of its own (``benchmarks.experts --tag``)."""
-    tag = "-".join(part for part in tag.split("-") if part != "teacher")  # labels only
+    cell, they use the table cell's own buffer (with ``--paper``, the default one), and so
+    does a cell whose tag only adds a ``teacher`` part (its labels differ, not its
+    distillation). Any other tag names a buffer of its own (``benchmarks.experts --tag``)."""
+    tag = "-".join(part for part in tag.split("-") if part != "teacher")
     if tag and not (SEED_TAG.fullmatch(tag) or MF_TAG.fullmatch(tag)):
         return tag
     return "" if paper else cell_experts_tag(dataset, ipc)
