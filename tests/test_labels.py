@@ -181,3 +181,37 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
         err = proc.stderr.strip()
         assert proc.returncode == 2 and expected in err, err
         assert "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_a_batch_norm_teacher_uses_statistics_of_real_images(digits, tmp_path):
+    """Buffers keep no running statistics: the teacher estimates them from real images,
+    the same each time it is loaded (the set and its baseline get the same teacher)."""
+    from datadistill.experts import ExpertRecipe, train_experts
+
+    recipe = ExpertRecipe(arch="convnet_bn", width=16, epochs=2, momentum=0.9, batch_size=64)
+    buffer = tmp_path / "bn"
+    trained = train_experts(digits, buffer, 1, recipe, device="cpu", log=lambda m: None)
+    teacher = Teacher(str(buffer))
+    net, identity = teacher.network(digits, torch.device("cpu"))
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and not net.training and bn[0].running_mean.abs().sum() > 0
+    x, y = digits.split("val")
+    with torch.no_grad():  # as good as the expert was when it was trained
+        assert (net(x).argmax(1) == y).float().mean() > trained.val_accs()[0] - 0.05 > 0.5
+    again, _ = teacher.network(digits, torch.device("cpu"))
+    torch.testing.assert_close(again(x[:8]), net(x[:8]))
+
+
+def test_a_relabelled_set_is_written_in_a_format_older_readers_refuse(
+    digits, expert_buffer, tmp_path
+):
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    plain = dd.load(d.save(tmp_path / "plain.safetensors"))
+    assert plain.manifest["format_version"] == 1
+    r = dd.load(dd.relabel(d, digits, expert_buffer, device="cpu").save(tmp_path / "r.st"))
+    assert r.manifest["format_version"] == 3
+    entry = {**r.manifest["teacher"], "checksum": "x"}  # damaged: one clear error
+    with pytest.raises(dd.DataError, match="no longer holds the network"):
+        dd.evaluate(
+            r.with_manifest(teacher=entry), digits, "fast", seeds=1, full=False, device="cpu"
+        )

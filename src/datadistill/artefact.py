@@ -32,11 +32,14 @@ from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError
 from datadistill.synthetic.formation import check_factor, decode_set
 
-FORMAT_VERSION = 2  # what this package writes for a multi-formation set
+FORMAT_VERSION = 3  # what this package writes for a set relabelled by a teacher
 # format 1: ``images`` is the training set itself; format 2 adds the manifest's ``factor``
-# (the images are stored tiles to decode). A plain set is still written as format 1, which
-# every reader since the first understands; a format-2 file stops an older reader.
-READABLE_FORMATS = (1, 2)
+# (the images are stored tiles to decode); format 3 adds the manifest's ``teacher`` (soft
+# labels from an expert, one row per training image, whose random baseline must be labelled
+# by the same teacher). Each set is written in the oldest format that describes it, so a
+# plain set is still format 1; a newer format stops an older reader, which would misread
+# it (a teacher-labelled set beside a hard-labelled baseline).
+READABLE_FORMATS = (1, 2, 3)
 _ZCA_KEYS = {"zca_matrix": "matrix", "zca_inverse": "inverse", "zca_mean": "mean"}
 
 
@@ -144,7 +147,7 @@ class Distilled:
                 tensors[key] = state[name].float().cpu().contiguous()
         manifest = {
             **self.manifest,
-            "format_version": FORMAT_VERSION if self.factor != 1 else 1,
+            "format_version": 3 if "teacher" in self.manifest else 2 if self.factor != 1 else 1,
             "package_version": _package_version(),
             "dataset": self.info.to_dict(),
             "ipc": self.ipc,

@@ -65,6 +65,7 @@ class Teacher:
                 f"{self.experts}; use -1 (the last) or a smaller epoch."
             )
         net = buffer.network_at(self.expert, epoch, device)
+        _calibrate_batch_norm(net, real)
         flat = torch.nn.utils.parameters_to_vector(net.parameters()).detach().double()
         identity = {
             "experts": str(Path(self.experts).resolve()),
@@ -95,6 +96,29 @@ class Teacher:
             ) from None
 
 
+def _calibrate_batch_norm(net: nn.Module, real: RealData) -> None:
+    """Expert buffers keep parameters, not batch-norm running statistics: estimate the
+    teacher's from a class-balanced real batch drawn with a fixed seed (the same statistics
+    each time the teacher is loaded, so that a baseline gets the set's labels); a no-op
+    without batch norm."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    g = torch.Generator().manual_seed(0)
+    per_class = max(1, 512 // real.info.num_classes)
+    counts = real.class_counts()
+    x = torch.cat([real.sample(c, min(n, per_class), g) for c, n in enumerate(counts)])
+    device = next(net.parameters()).device
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the chunks
+    net.train()
+    with torch.no_grad():
+        for chunk in x.split(CHUNK):
+            net(chunk.to(device))
+    net.eval()
+
+
 def teacher_logits(net: nn.Module, images: Tensor, temperature: float) -> Tensor:
     """``net``'s logits on ``images`` divided by ``temperature``, float32 on the CPU."""
     device = next(net.parameters()).device
@@ -117,7 +141,11 @@ def checked_teacher(
         )
     net, identity = teacher.network(real, device)
     recorded = entry.get("checksum") if isinstance(entry, dict) else None
-    if recorded is None or not math.isclose(recorded, identity["checksum"], rel_tol=1e-9):
+    if (
+        not isinstance(recorded, (int, float))
+        or isinstance(recorded, bool)
+        or not math.isclose(recorded, identity["checksum"], rel_tol=1e-9)
+    ):
         raise DataError(
             f"The teacher's expert buffer {teacher.experts} no longer holds the network that "
             "labelled this set; restore it, or relabel the set with the buffer as it is now."
