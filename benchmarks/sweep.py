@@ -149,7 +149,13 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         if args.teacher is not None:
             relabel_options = split_teacher_options({**fixed, name: value})[0]
-            distilled = dd.relabel(distilled, real, teacher_buffer, **relabel_options)  # type: ignore[arg-type]
+            distilled = dd.relabel(
+                distilled,
+                real,
+                teacher_buffer,
+                device=args.device,
+                **relabel_options,  # type: ignore[arg-type]
+            )
         images, labels, soft = distilled.training_set()  # decoded if multi-formation
         accs = [
             train_and_test(

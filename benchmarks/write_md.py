@@ -149,6 +149,15 @@ def teacher_seconds(r: dict[str, Any]) -> float | None:
     return expert_seconds(r["dataset"], name[len(prefix) :] if name.startswith(prefix) else "")
 
 
+def experts_seconds(r: dict[str, Any]) -> str:
+    """The experts column: what training the cell's experts took, and its teacher's (paid
+    once each); both where a trajectory-matching cell also has a teacher."""
+    parts = [_seconds(r.get("expert_seconds"))] if r.get("expert_seconds") else []
+    if r.get("teacher"):
+        parts.append(f"teacher {_seconds(teacher_seconds(r))}")
+    return " + ".join(parts) or "-"
+
+
 def method_label(r: dict[str, Any]) -> str:
     """The cell's method, naming a multi-formation factor (IDC's parameterisation), a
     gradient-matching distance other than DC's and a distillation seed other than 0."""
@@ -200,7 +209,7 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
         ("published", _published),
         ("iterations", lambda r: r.get("iterations", "-")),
         ("distill s", lambda r: f"{r['distill_seconds']:.0f}"),
-        ("experts s", lambda r: _seconds(r.get("expert_seconds") or teacher_seconds(r))),
+        ("experts s", experts_seconds),
         ("peak MiB (process)", lambda r: f"{r['peak_memory_bytes'] / 2**20:.0f}"),
     ]
     cols += (
@@ -360,7 +369,7 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "by the same expert, so both sides train the same way. The labels, not",
                 "only the images, then carry what the set teaches: compare a row with its",
                 "random subset, and with the same method's hard-label row. Its `experts s`",
-                "is what training the teacher took (paid once, reused for every set).",
+                "names what training the teacher took (paid once, reused for every set).",
             ]
         if any(r["command"].startswith(f"{MALLOC_ENV}=tuned ") for r in sel):
             intro += [

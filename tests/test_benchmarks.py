@@ -469,7 +469,7 @@ def test_teacher_cells_need_a_teacher_tag_and_keep_the_cells_buffer(monkeypatch,
         )
     )
     assert "labelled\nby the same expert" in text or "labelled by the same expert" in text
-    assert "| 600 | 289 |" in text  # the teacher's training time in the experts column
+    assert "| 600 | teacher 289 |" in text  # the teacher's training time
 
 
 def test_sweep_relabels_each_set_with_the_teacher(tmp_path, monkeypatch, expert_buffer):
