@@ -26,7 +26,7 @@ from datadistill._device import resolve_device
 from datadistill.artefact import Distilled
 from datadistill.data import RealData
 from datadistill.errors import ConfigError, DataError
-from datadistill.experts import ExpertBuffer
+from datadistill.experts import ExpertBuffer, calibrate_batch_norm
 
 MANIFEST_KEY = "teacher"  # where an artefact's manifest records its teacher
 CHUNK = 256  # images per teacher forward
@@ -65,7 +65,8 @@ class Teacher:
                 f"{self.experts}; use -1 (the last) or a smaller epoch."
             )
         net = buffer.network_at(self.expert, epoch, device)
-        _calibrate_batch_norm(net, real)
+        # the same statistics each time the teacher is loaded: a fixed seed
+        calibrate_batch_norm(net, real, torch.Generator().manual_seed(0))
         flat = torch.nn.utils.parameters_to_vector(net.parameters()).detach().double()
         identity = {
             "experts": str(Path(self.experts).resolve()),
@@ -94,29 +95,6 @@ class Teacher:
                 f"The artefact's teacher record is damaged ({type(exc).__name__}: {exc}); "
                 "relabel the set again with `datadistill relabel`."
             ) from None
-
-
-def _calibrate_batch_norm(net: nn.Module, real: RealData) -> None:
-    """Expert buffers keep parameters, not batch-norm running statistics: estimate the
-    teacher's from a class-balanced real batch drawn with a fixed seed (the same statistics
-    each time the teacher is loaded, so that a baseline gets the set's labels); a no-op
-    without batch norm."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    g = torch.Generator().manual_seed(0)
-    per_class = max(1, 512 // real.info.num_classes)
-    counts = real.class_counts()
-    x = torch.cat([real.sample(c, min(n, per_class), g) for c, n in enumerate(counts)])
-    device = next(net.parameters()).device
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the chunks
-    net.train()
-    with torch.no_grad():
-        for chunk in x.split(CHUNK):
-            net(chunk.to(device))
-    net.eval()
 
 
 def teacher_logits(net: nn.Module, images: Tensor, temperature: float) -> Tensor:

@@ -407,6 +407,37 @@ def train_experts(
     return ExpertBuffer(root)
 
 
+def calibrate_batch_norm(
+    net: nn.Module,
+    real: RealData,
+    generator: torch.Generator,
+    forward: Callable[[Tensor], Tensor] | None = None,
+) -> None:
+    """Buffers store parameters, not batch-norm running statistics: estimate ``net``'s from
+    a class-balanced real batch (up to 512 images) drawn with ``generator``, through
+    ``forward`` (default ``net`` itself; e.g. a ``functional_call`` with an expert's flat
+    parameters), so that eval-mode logits use the expert's own statistics rather than a
+    fresh network's. A no-op without batch norm; ``net``'s mode and momenta are kept."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    per_class = max(1, 512 // real.info.num_classes)
+    counts = real.class_counts()
+    x = torch.cat([real.sample(c, min(n, per_class), generator) for c, n in enumerate(counts)])
+    device = next(net.parameters()).device
+    saved, training = [m.momentum for m in norms], net.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the chunks
+    net.train()
+    with torch.no_grad():
+        for chunk in x.split(256):
+            (forward or net)(chunk.to(device))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    net.train(training)
+
+
 class ExpertBuffer:
     """A folder of expert trajectories, read lazily one (expert, epoch) at a time."""
 

@@ -29,12 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.func import functional_call
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
-from datadistill.experts import ExpertBuffer, data_fingerprint
+from datadistill.experts import ExpertBuffer, calibrate_batch_norm, data_fingerprint
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods.base import (
     HParams,
@@ -207,27 +206,12 @@ class MTT(Method):
         }
 
     def _calibrate_batch_norm(self, real: RealData) -> None:
-        """Buffers store parameters, not batch-norm running statistics: estimate the label
-        expert's from a class-balanced real batch, so that its eval-mode logits use its own
-        statistics rather than a fresh network's (no-op without batch norm)."""
-        norms = [m for m in self.net.modules() if isinstance(m, _BatchNorm)]
-        if not norms:
-            return
-        per_class = max(1, 512 // real.info.num_classes)
-        counts = real.class_counts()
-        x = torch.cat(
-            [real.sample(c, min(n, per_class), self.generator) for c, n in enumerate(counts)]
-        ).to(self.device)
-        saved = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the chunks
+        """The label expert's batch-norm statistics, estimated from real images (the
+        buffer keeps none; a no-op without batch norm)."""
         theta = self.layout.unflatten(self.label_theta)
-        with torch.no_grad():
-            for chunk in x.split(256):
-                functional_call(self.net, theta, (chunk,))
-        for m, momentum in zip(norms, saved, strict=True):
-            m.momentum = momentum
+        calibrate_batch_norm(
+            self.net, real, self.generator, lambda x: functional_call(self.net, theta, (x,))
+        )
 
     def _label_logits(self, images: Tensor) -> Tensor:
         """Logits of expert 0 at ``label_epoch`` (DATM's label expert) on ``images``, in
