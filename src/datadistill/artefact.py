@@ -40,6 +40,7 @@ FORMAT_VERSION = 3  # what this package writes for a set relabelled by a teacher
 # plain set is still format 1; a newer format stops an older reader, which would misread
 # it (a teacher-labelled set beside a hard-labelled baseline).
 READABLE_FORMATS = (1, 2, 3)
+TEACHER_KEY = "teacher"  # where the manifest records a teacher (datadistill.labels)
 _ZCA_KEYS = {"zca_matrix": "matrix", "zca_inverse": "inverse", "zca_mean": "mean"}
 
 
@@ -145,9 +146,11 @@ class Distilled:
             state = self.zca.state_dict()
             for key, name in _ZCA_KEYS.items():
                 tensors[key] = state[name].float().cpu().contiguous()
+        # the oldest format that describes the set (see READABLE_FORMATS)
+        version = FORMAT_VERSION if TEACHER_KEY in self.manifest else 2 if self.factor != 1 else 1
         manifest = {
             **self.manifest,
-            "format_version": 3 if "teacher" in self.manifest else 2 if self.factor != 1 else 1,
+            "format_version": version,
             "package_version": _package_version(),
             "dataset": self.info.to_dict(),
             "ipc": self.ipc,

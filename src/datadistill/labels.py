@@ -23,12 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from datadistill._device import resolve_device
-from datadistill.artefact import Distilled
+from datadistill.artefact import TEACHER_KEY, Distilled
 from datadistill.data import RealData
 from datadistill.errors import ConfigError, DataError
 from datadistill.experts import ExpertBuffer, calibrate_batch_norm
 
-MANIFEST_KEY = "teacher"  # where an artefact's manifest records its teacher
 CHUNK = 256  # images per teacher forward
 
 
@@ -155,7 +154,7 @@ def relabel(
     images, _, _ = distilled.training_set()
     soft = teacher_logits(net, images.detach(), teacher.temperature)
     manifest = {k: v for k, v in distilled.manifest.items() if k != "evaluation"}
-    manifest[MANIFEST_KEY] = identity
+    manifest[TEACHER_KEY] = identity
     return replace(distilled, soft_labels=soft, manifest=manifest)
 
 

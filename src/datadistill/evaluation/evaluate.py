@@ -23,14 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from datadistill._device import prepare_device, resolve_device
-from datadistill.artefact import Distilled
+from datadistill.artefact import TEACHER_KEY, Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, DataError, first_difference
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, train_network
-from datadistill.models import MODELS, create_model, create_model_for
+from datadistill.models import MODELS, create_model_for
 
 # Seeds of the random real subsets differ from the network seeds by this offset.
 RANDOM_SUBSET_SEED_OFFSET = 1_000_003
@@ -145,13 +145,7 @@ def _evaluation_model(
 ) -> nn.Module:
     """A fresh ``arch`` network for ``info``'s images with the architecture's defaults: what
     evaluation trains, and what its cache key and lr warning describe."""
-    return create_model(
-        arch,
-        channels=info.channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-        generator=generator,
-    )
+    return create_model_for(arch, info, generator=generator)
 
 
 FULL_MIN_STEPS = 500  # SGD steps the full-data reference takes at least, by default
@@ -213,7 +207,7 @@ def _teacher_labels(
 ) -> tuple[Callable[[Tensor], Tensor] | None, dict[str, Any], str]:
     """For a set relabelled by a teacher: the function labelling the random subset with
     the same teacher, the cache-key entry naming it, and a progress suffix."""
-    entry = distilled.manifest.get("teacher")
+    entry = distilled.manifest.get(TEACHER_KEY)
     if entry is None or not baselines:
         return None, {}, ""
     from datadistill.labels import checked_teacher, teacher_logits  # (imports experts)
@@ -394,7 +388,7 @@ def evaluate(
         full_seeds=n_full if full else None,
         lr_distilled=float(lr) if lr is not None else proto.lr,
         lr_learned=lr is not None,
-        teacher=distilled.manifest.get("teacher"),
+        teacher=distilled.manifest.get(TEACHER_KEY),
     )
     for arch in archs:
         rows: dict[str, Result] = {}

@@ -130,12 +130,12 @@ def check_width_applies(name: str, width: object, default: object, owner: str) -
 
 
 def create_model_for(
-    name: str, info: DatasetInfo, width: int, generator: torch.Generator | None = None
+    name: str, info: DatasetInfo, width: int | None = None, generator: torch.Generator | None = None
 ) -> nn.Module:
     """A registered model for ``info``'s images and classes; ``width`` applies to the
     models that take one (:func:`takes_width`; how methods and expert buffers build their
-    networks)."""
-    kwargs = {"width": width} if takes_width(name) else {}
+    networks), None keeps the architecture's default (what evaluation trains)."""
+    kwargs = {"width": width} if width is not None and takes_width(name) else {}
     return create_model(
         name,
         channels=info.channels,
