@@ -22,6 +22,14 @@ labels on a random real subset, without distilling anything:
 
     python -m benchmarks.sweep --dataset mnist --method random --ipc 10 \
         --grid temperature=1,2,4 --set factor=2 --teacher teacher
+
+``hard_weight`` mixes the one-hot hard labels into the teacher's (``dd.relabel``). With
+``--artefact PATH`` the values relabel that one distilled set (its dataset, method and IPC)
+instead of distilling a set each: a sweep of teacher options alone, for the price of its
+evaluations. The set should be distilled as the table's cell is (its seed and budget):
+
+    python -m benchmarks.sweep --artefact benchmarks/work/SET.safetensors \
+        --grid hard_weight=0,0.25,0.5 --set temperature=2 --teacher teacher
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import time
+from pathlib import Path
 
 import datadistill as dd
 from benchmarks._common import DATA, RESULTS, write
@@ -38,7 +47,11 @@ from datadistill.evaluation import get_protocol
 from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, train_and_test
 
 DATA_OPTIONS = ("zca", "zca_eps")  # passed to dd.load_dataset, not to dd.distill
-TEACHER_OPTIONS = {"teacher_epoch": "epoch", "temperature": "temperature"}  # dd.relabel's
+TEACHER_OPTIONS = {  # dd.relabel's
+    "teacher_epoch": "epoch",
+    "temperature": "temperature",
+    "hard_weight": "hard_weight",
+}
 
 
 def split_data_options(hp: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
@@ -82,6 +95,12 @@ def main() -> None:
         default=None,
         help="relabel each set with expert 0 of the buffer of this tag ('' the default one)",
     )
+    ap.add_argument(
+        "--artefact",
+        default=None,
+        help="relabel this distilled set for each value (teacher options only) instead of "
+        "distilling; its dataset, method and IPC replace --dataset / --method / --ipc",
+    )
     ap.add_argument("--tag", default="", help="appended to the result file's name")
     ap.add_argument("--force", action="store_true", help="replace an existing result file")
     args = ap.parse_args()
@@ -90,21 +109,34 @@ def main() -> None:
     grid = [parse_value(v) for v in values.split(",") if v]
     if not name or not grid:
         ap.error("--grid needs NAME=V1,V2,...")
+    given: dd.Distilled | None = None
+    if args.artefact is not None:
+        given = dd.load(args.artefact)
+        args.dataset, args.method, args.ipc = given.info.name, given.manifest["method"], given.ipc
+        varied = [name, *(item.partition("=")[0] for item in args.set)]
+        if args.teacher is None or any(k not in TEACHER_OPTIONS for k in varied):
+            ap.error(
+                "--artefact sweeps teacher options of a set already distilled: pass --teacher "
+                f"TAG, and only {', '.join(TEACHER_OPTIONS)} in --grid / --set."
+            )
     # --set overrides name the file too, so that sweeps of one parameter under different
     # fixed settings do not overwrite each other; an existing file is evidence a later
     # sweep (another budget, machine, ...) must not replace unasked
     suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
     suffix += f"-experts{args.experts_tag}" if args.experts_tag else ""
     suffix += f"-teacher{args.teacher}" if args.teacher is not None else ""
+    suffix += f"-{Path(args.artefact).stem}" if args.artefact else ""
     suffix += f"-{args.tag}" if args.tag else ""
     out_name = f"sweep-{args.dataset}-{args.method}-ipc{args.ipc}-{name}{suffix}.json"
     if (RESULTS / out_name).exists() and not args.force:
         ap.error(f"{RESULTS / out_name} exists; pass --tag to keep both, or --force.")
-    fixed: dict[str, object] = cpu_defaults(args.method, args.ipc, args.dataset)
+    fixed: dict[str, object] = (
+        cpu_defaults(args.method, args.ipc, args.dataset) if given is None else {}
+    )
     for item in args.set:
         k, _, v = item.partition("=")
         fixed[k] = parse_value(v)
-    if args.method == "mtt":
+    if args.method == "mtt" and given is None:
         fixed.setdefault("buffer", buffer_dir(args.dataset, args.experts_tag))
     if args.teacher is None and split_teacher_options({**fixed, name: None})[0]:
         ap.error("teacher_epoch / temperature relabel the sets: pass --teacher TAG too.")
@@ -115,6 +147,9 @@ def main() -> None:
     def load(hp: dict[str, object]) -> tuple[dd.RealData, dict[str, object]]:
         """The dataset under ``hp``'s data options (loaded once each), and the rest of ``hp``."""
         options, rest = split_data_options(split_teacher_options(hp)[1])
+        if given is not None:  # the dataset the set came from, whitened as it was
+            zca = given.info.zca
+            options = {"zca": True, "zca_eps": given.info.zca_eps} if zca else {}
         key = tuple(sorted(options.items()))
         if key not in datasets:
             datasets[key] = dd.load_dataset(args.dataset, root=DATA, **options)
@@ -128,7 +163,7 @@ def main() -> None:
     # factor, compiles again) is not charged to any value's budget. It also stops a value
     # the method rejects (e.g. an expert buffer of unwhitened data for zca=True) before any
     # budget is spent.
-    for value in grid:
+    for value in grid if given is None else []:
         real, hp = load({**fixed, name: value})
         dd.distill(
             real, args.method, args.ipc, seed=args.seed, device=args.device, iterations=1, **hp
@@ -137,7 +172,7 @@ def main() -> None:
     for value in grid:
         real, hp = load({**fixed, name: value})
         t0 = time.perf_counter()
-        distilled = dd.distill(
+        distilled = given or dd.distill(
             real,
             args.method,
             args.ipc,
@@ -146,7 +181,7 @@ def main() -> None:
             time_budget=args.budget,
             **hp,
         )
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 if given is None else given.manifest["distill_seconds"]
         if args.teacher is not None:
             relabel_options = split_teacher_options({**fixed, name: value})[0]
             distilled = dd.relabel(
@@ -197,7 +232,8 @@ def main() -> None:
             "ipc": args.ipc,
             "param": name,
             "fixed": fixed,
-            "budget_seconds": args.budget,
+            "budget_seconds": args.budget if given is None else None,
+            "artefact": str(Path(args.artefact).resolve()) if given is not None else None,
             "protocol": args.protocol,
             "split": "val",
             "network_seeds": network_seeds,

@@ -267,6 +267,7 @@ def run_cell(
             buffer_dir(real.info.name, args.teacher),
             epoch=args.teacher_epoch,
             temperature=args.temperature,
+            hard_weight=args.hard_weight,
             device=args.device,
         )
     artefact = distilled.save(WORK / name.replace(".json", ".safetensors"))
@@ -336,6 +337,9 @@ def main() -> None:
     )
     ap.add_argument("--teacher-epoch", type=int, default=-1, help="the teacher's epoch (-1 last)")
     ap.add_argument("--temperature", type=float, default=1.0, help="the teacher's temperature")
+    ap.add_argument(
+        "--hard-weight", type=float, default=0.0, help="weight of the hard labels mixed in"
+    )
     ap.add_argument("--full-epochs", type=int, default=FULL_EPOCHS)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--quiet", action="store_true")

@@ -170,8 +170,9 @@ def method_label(r: dict[str, Any]) -> str:
         notes.append(f"seed {seed}")
     teacher = r.get("teacher")
     if teacher:
+        mixed = f", hard weight {teacher['hard_weight']:g}" if teacher.get("hard_weight") else ""
         notes.append(
-            f"teacher labels: expert epoch {teacher['epoch']}, T {teacher['temperature']:g}"
+            f"teacher labels: expert epoch {teacher['epoch']}, T {teacher['temperature']:g}" + mixed
         )
     return f"{r['method']} ({', '.join(notes)})" if notes else str(r["method"])
 
@@ -671,6 +672,10 @@ def main() -> None:
             )
             if sw.get("teacher"):  # the sets were relabelled by this buffer's expert 0
                 fixed += f"{', ' if fixed else ''}teacher={Path(sw['teacher']).name}"
+            budget = sw["budget_seconds"]
+            if sw.get("artefact"):  # one set, distilled before, relabelled for each value
+                fixed += f"{', ' if fixed else ''}set={Path(sw['artefact']).name}"
+                budget = sw["rows"][0]["seconds"]  # what distilling that set took
             best = max(float(r["val_mean"]) for r in sw["rows"])
             # digits sweeps choose the demo's settings, the others the table's
             where = "demo" if sw["dataset"] == "digits" else "table"
@@ -710,7 +715,7 @@ def main() -> None:
                 mark = f" ({', '.join(tags)})" if tags else ""
                 lines.append(
                     f"| {sw['dataset']} | {sw['method']} | {sw['ipc']} | {fixed} | "
-                    f"{sw['budget_seconds']:.0f} | {sw['param']}={r[sw['param']]}{mark} | "
+                    f"{budget:.0f} | {sw['param']}={r[sw['param']]}{mark} | "
                     f"{r['iterations']} | {100 * r['val_mean']:.2f} | {sw['date'][:10]} |"
                 )
         lines += [""]

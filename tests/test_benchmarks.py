@@ -497,3 +497,46 @@ def test_sweep_relabels_each_set_with_the_teacher(tmp_path, monkeypatch, expert_
     with pytest.raises(SystemExit) as exc:
         sweep.main()
     assert exc.value.code == 2
+
+
+def test_sweep_relabels_one_given_set_without_distilling(tmp_path, monkeypatch, expert_buffer):
+    from benchmarks import _common, sweep
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "buffer_dir", lambda dataset, tag: str(expert_buffer))
+    digits = dd.load_dataset("digits")
+    art = dd.distill(digits, "dm", 1, seed=0, device="cpu", iterations=2).save(
+        tmp_path / "set.safetensors"
+    )
+
+    def no_distill(*args, **kwargs):
+        raise AssertionError("the given set is relabelled, not distilled again")
+
+    monkeypatch.setattr(sweep.dd, "distill", no_distill)
+    soft = []
+    real_score = sweep.train_and_test
+
+    def score(images, labels, *args, soft_labels=None, **kw):
+        soft.append((labels, soft_labels))
+        return real_score(images, labels, *args, soft_labels=soft_labels, **kw)
+
+    monkeypatch.setattr(sweep, "train_and_test", score)
+    argv = ["sweep", "--artefact", str(art), "--seeds", "1", "--protocol", "fast"]
+    argv += ["--grid", "hard_weight=0,0.5", "--set", "temperature=2"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--teacher", "x"])
+    sweep.main()
+    assert len(soft) == 2
+    (labels, teacher), (_, mixed) = soft
+    one_hot = torch.nn.functional.one_hot(labels, 10).float()
+    torch.testing.assert_close(mixed.softmax(1), 0.5 * one_hot + 0.5 * teacher.softmax(1))
+    out = json.loads(
+        (tmp_path / "sweep-digits-dm-ipc1-hard_weight-temperature2-teacherx-set.json").read_text()
+    )
+    assert out["artefact"] == str(art.resolve()) and out["budget_seconds"] is None
+    assert [r["hard_weight"] for r in out["rows"]] == [0, 0.5]
+    for bad in (argv, [*argv[:-4], "--grid", "lr_img=1,2", "--teacher", "x"]):
+        monkeypatch.setattr(sys, "argv", bad)  # no teacher; a distillation option
+        with pytest.raises(SystemExit) as exc:
+            sweep.main()
+        assert exc.value.code == 2

@@ -126,12 +126,41 @@ def test_a_changed_teacher_buffer_is_refused(digits, expert_buffer, tmp_path):
         ({"epoch": 4}, "beyond the 3 epochs"),
         ({"epoch": -2}, "epoch must be an int >= -1"),
         ({"temperature": 0.0}, "positive number"),
+        ({"hard_weight": 1.0}, r"hard-label weight must be a number in \[0, 1\)"),
+        ({"hard_weight": -0.1}, "hard-label weight"),
     ],
 )
 def test_bad_teacher_options_are_refused(digits, expert_buffer, kwargs, match):
     d = dd.distill(digits, "random", 1, seed=0, device="cpu")
     with pytest.raises(dd.ConfigError, match=match):
         dd.relabel(d, digits, expert_buffer, device="cpu", **kwargs)
+
+
+def test_hard_weight_mixes_the_one_hot_labels_into_the_teachers(digits, expert_buffer, tmp_path):
+    """The target is w * one-hot + (1 - w) * softmax(logits / T), for the set and for its
+    random baseline alike; w = 0 is the teacher's alone, recorded as before."""
+    d = dd.distill(digits, "random", 2, seed=0, device="cpu", factor=2)
+    r = dd.relabel(d, digits, expert_buffer, temperature=2.0, hard_weight=0.25, device="cpu")
+    images, labels, soft = r.training_set()
+    with torch.no_grad():
+        teacher = (_teacher(expert_buffer)(images) / 2.0).softmax(1)
+    target = 0.25 * torch.nn.functional.one_hot(labels, 10).float() + 0.75 * teacher
+    torch.testing.assert_close(soft.softmax(1), target)
+    assert torch.isfinite(soft).all() and r.manifest["teacher"]["hard_weight"] == 0.25
+    back = dd.load(r.save(tmp_path / "r.safetensors"))
+    assert Teacher.from_manifest(back.manifest["teacher"]).hard_weight == 0.25
+    plain = dd.relabel(d, digits, expert_buffer, temperature=2.0, device="cpu")
+    assert "hard_weight" not in plain.manifest["teacher"]  # cache keys as before it existed
+    assert Teacher.from_manifest(plain.manifest["teacher"]).hard_weight == 0.0
+    module = importlib.import_module("datadistill.evaluation.evaluate")
+    label, key, _ = module._teacher_labels(r, digits, torch.device("cpu"), True)
+    x, y = module.random_subset(digits, 2, 0)
+    with torch.no_grad():
+        expected = 0.25 * torch.nn.functional.one_hot(y, 10).float() + 0.75 * (
+            _teacher(expert_buffer)(x) / 2.0
+        ).softmax(1)
+    assert label is not None and key["teacher"]["hard_weight"] == 0.25
+    torch.testing.assert_close(label(x, y).softmax(1), expected)
 
 
 def test_a_damaged_teacher_record_is_one_clear_error():

@@ -272,6 +272,10 @@ def relabel(
     temperature: Annotated[
         float, typer.Option(help="Logits are divided by it (higher: softer labels).")
     ] = 1.0,
+    hard_weight: Annotated[
+        float,
+        typer.Option(help="Weight in [0, 1) of the one-hot hard labels mixed in (0: none)."),
+    ] = 0.0,
     data_root: Annotated[
         str | None,
         typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
@@ -295,6 +299,7 @@ def relabel(
         expert=expert,
         epoch=epoch,
         temperature=temperature,
+        hard_weight=hard_weight,
         device=device,
     )
     typer.echo(str(relabelled.save(out)))

@@ -7,7 +7,11 @@ their sets with a teacher, and DATM starts its learned labels from expert logits
 :func:`relabel` gives every training image of a set (each tile of a multi-formation set)
 the logits of one expert of an expert buffer (``datadistill experts``) at a chosen epoch,
 divided by a temperature; evaluation then trains on their softmax, the artefact's
-soft-label loss. The teacher is recorded in the artefact's manifest, and
+soft-label loss. With ``hard_weight`` w > 0 the target is the mixture
+w * one-hot(hard label) + (1 - w) * softmax(logits / T), stored as its logarithm: the
+cross-entropy with that target is Hinton et al.'s distillation loss, w * CE(hard) +
+(1 - w) * CE(teacher), which keeps a set's own labels where a weak teacher disagrees with
+them. The teacher is recorded in the artefact's manifest, and
 :func:`~datadistill.evaluation.evaluate` labels the random real subset beside it with the
 same teacher, so that both sides of the comparison are trained the same way.
 """
@@ -34,12 +38,14 @@ CHUNK = 256  # images per teacher forward
 @dataclass(frozen=True)
 class Teacher:
     """Which network labels a set: ``expert`` of the buffer at ``experts`` after ``epoch``
-    epochs (-1: its last), its logits divided by ``temperature``."""
+    epochs (-1: its last), its logits divided by ``temperature``, mixed with the one-hot
+    hard labels at weight ``hard_weight`` (0: the teacher's alone)."""
 
     experts: str
     expert: int = 0
     epoch: int = -1
     temperature: float = 1.0
+    hard_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.experts, str) or not self.experts:
@@ -51,6 +57,12 @@ class Teacher:
         t = self.temperature
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not (0 < t < math.inf):
             raise ConfigError(f"The temperature must be a positive number; got {t!r}.")
+        w = self.hard_weight
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not (0 <= w < 1):
+            raise ConfigError(
+                f"The hard-label weight must be a number in [0, 1) (0: the teacher's labels "
+                f"alone; 1 would drop the teacher: keep the set's hard labels); got {w!r}."
+            )
 
     def network(self, real: RealData, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
         """The teacher network (eval mode) and what identifies it: the buffer (absolute),
@@ -75,7 +87,19 @@ class Teacher:
             "temperature": float(self.temperature),
             "checksum": float(flat.abs().sum()),
         }
+        if self.hard_weight:  # absent when 0, as in sets (and caches) from before it existed
+            identity["hard_weight"] = float(self.hard_weight)
         return net, identity
+
+    def labels(self, net: nn.Module, images: Tensor, hard: Tensor) -> Tensor:
+        """Soft-label logits for ``images`` whose hard labels are ``hard``: the teacher's
+        over the temperature, or the log of their mixture with the one-hot labels."""
+        logits = teacher_logits(net, images, self.temperature)
+        if not self.hard_weight:
+            return logits
+        one_hot = torch.nn.functional.one_hot(hard.long().cpu(), logits.shape[1]).float()
+        target = self.hard_weight * one_hot + (1 - self.hard_weight) * logits.softmax(1)
+        return target.log()  # finite: the teacher's softmax is positive everywhere
 
     @classmethod
     def from_manifest(cls, entry: object) -> Teacher:
@@ -88,6 +112,7 @@ class Teacher:
                 expert=entry["expert"],
                 epoch=entry["epoch"],
                 temperature=entry["temperature"],
+                hard_weight=entry.get("hard_weight", 0.0),
             )
         except (TypeError, KeyError, ConfigError) as exc:
             raise DataError(
@@ -138,21 +163,23 @@ def relabel(
     expert: int = 0,
     epoch: int = -1,
     temperature: float = 1.0,
+    hard_weight: float = 0.0,
     device: str | torch.device = "auto",
 ) -> Distilled:
     """``distilled`` with soft labels from a teacher: the logits of ``expert`` of the buffer
     ``experts`` after ``epoch`` epochs (-1: the last) over ``temperature``, one row per
-    training image (each tile of a multi-formation set gets its own). The images, hard
+    training image (each tile of a multi-formation set gets its own), mixed with the hard
+    labels at weight ``hard_weight`` when it is above 0 (module docstring). The images, hard
     labels and learned lr are kept; earlier soft labels are replaced; the manifest records
     the teacher under ``"teacher"`` (evaluation labels its random baseline likewise) and
     drops the evaluation of the set as it was, which no longer describes it."""
     from datadistill.evaluation.evaluate import check_matches
 
     check_matches(distilled, real)
-    teacher = Teacher(str(experts), expert, epoch, temperature)
+    teacher = Teacher(str(experts), expert, epoch, temperature, hard_weight)
     net, identity = teacher.network(real, resolve_device(device))
-    images, _, _ = distilled.training_set()
-    soft = teacher_logits(net, images.detach(), teacher.temperature)
+    images, hard, _ = distilled.training_set()
+    soft = teacher.labels(net, images.detach(), hard)
     manifest = {k: v for k, v in distilled.manifest.items() if k != "evaluation"}
     manifest[TEACHER_KEY] = identity
     return replace(distilled, soft_labels=soft, manifest=manifest)

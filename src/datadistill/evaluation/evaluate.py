@@ -173,11 +173,12 @@ def _random_acc(
     real: RealData,
     ipc: int,
     seed: int,
-    label: Callable[[Tensor], Tensor] | None = None,
+    label: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> float:
-    """A random real subset's accuracy, soft-labelled by ``label`` when given."""
+    """A random real subset's accuracy, soft-labelled by ``label(images, labels)`` when
+    given."""
     x, y = random_subset(real, ipc, seed)
-    return train(x, y, seed=seed, soft_labels=label(x) if label is not None else None)
+    return train(x, y, seed=seed, soft_labels=label(x, y) if label is not None else None)
 
 
 def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) -> None:
@@ -204,16 +205,16 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
 
 def _teacher_labels(
     distilled: Distilled, real: RealData, device: torch.device, baselines: bool
-) -> tuple[Callable[[Tensor], Tensor] | None, dict[str, Any], str]:
+) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, dict[str, Any], str]:
     """For a set relabelled by a teacher: the function labelling the random subset with
     the same teacher, the cache-key entry naming it, and a progress suffix."""
     entry = distilled.manifest.get(TEACHER_KEY)
     if entry is None or not baselines:
         return None, {}, ""
-    from datadistill.labels import checked_teacher, teacher_logits  # (imports experts)
+    from datadistill.labels import checked_teacher  # (imports experts)
 
     net, teacher, identity = checked_teacher(entry, real, device)
-    label = functools.partial(teacher_logits, net, temperature=teacher.temperature)
+    label = functools.partial(teacher.labels, net)
     return label, {"teacher": identity}, ", labelled by the set's teacher"
 
 
