@@ -139,7 +139,7 @@ def main() -> None:
     if args.method == "mtt" and given is None:
         fixed.setdefault("buffer", buffer_dir(args.dataset, args.experts_tag))
     if args.teacher is None and split_teacher_options({**fixed, name: None})[0]:
-        ap.error("teacher_epoch / temperature relabel the sets: pass --teacher TAG too.")
+        ap.error("teacher_epoch / temperature / hard_weight relabel the sets: pass --teacher TAG.")
     teacher_buffer = buffer_dir(args.dataset, args.teacher) if args.teacher is not None else ""
 
     datasets: dict[tuple[tuple[str, object], ...], dd.RealData] = {}
