@@ -44,7 +44,8 @@ from benchmarks._common import DATA, RESULTS, write
 from benchmarks.experts import buffer_dir
 from benchmarks.table import cpu_defaults
 from datadistill.evaluation import get_protocol
-from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, train_and_test
+from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, dataset_of, train_and_test
+from datadistill.labels import Teacher
 
 DATA_OPTIONS = ("zca", "zca_eps")  # passed to dd.load_dataset, not to dd.distill
 TEACHER_OPTIONS = {  # dd.relabel's
@@ -110,15 +111,24 @@ def main() -> None:
     if not name or not grid:
         ap.error("--grid needs NAME=V1,V2,...")
     given: dd.Distilled | None = None
+    given_real: dd.RealData | None = None
     if args.artefact is not None:
-        given = dd.load(args.artefact)
-        args.dataset, args.method, args.ipc = given.info.name, given.manifest["method"], given.ipc
         varied = [name, *(item.partition("=")[0] for item in args.set)]
-        if args.teacher is None or any(k not in TEACHER_OPTIONS for k in varied):
+        if (
+            args.teacher is None
+            or args.experts_tag
+            or any(k not in TEACHER_OPTIONS for k in varied)
+        ):
             ap.error(
                 "--artefact sweeps teacher options of a set already distilled: pass --teacher "
-                f"TAG, and only {', '.join(TEACHER_OPTIONS)} in --grid / --set."
+                f"TAG, no --experts-tag, and only {', '.join(TEACHER_OPTIONS)} in --grid / --set."
             )
+        try:  # the set, and its dataset with the same splits, normalisation and whitening
+            given = dd.load(args.artefact)
+            given_real = dataset_of(given, DATA)
+        except dd.DatadistillError as exc:
+            ap.error(str(exc))
+        args.dataset, args.method, args.ipc = given.info.name, given.manifest["method"], given.ipc
     # --set overrides name the file too, so that sweeps of one parameter under different
     # fixed settings do not overwrite each other; an existing file is evidence a later
     # sweep (another budget, machine, ...) must not replace unasked
@@ -141,15 +151,19 @@ def main() -> None:
     if args.teacher is None and split_teacher_options({**fixed, name: None})[0]:
         ap.error("teacher_epoch / temperature / hard_weight relabel the sets: pass --teacher TAG.")
     teacher_buffer = buffer_dir(args.dataset, args.teacher) if args.teacher is not None else ""
+    for value in grid if args.teacher is not None else []:  # bad values before any budget
+        try:
+            Teacher(teacher_buffer, **split_teacher_options({**fixed, name: value})[0])  # type: ignore[arg-type]
+        except dd.ConfigError as exc:
+            ap.error(str(exc))
 
     datasets: dict[tuple[tuple[str, object], ...], dd.RealData] = {}
 
     def load(hp: dict[str, object]) -> tuple[dd.RealData, dict[str, object]]:
         """The dataset under ``hp``'s data options (loaded once each), and the rest of ``hp``."""
         options, rest = split_data_options(split_teacher_options(hp)[1])
-        if given is not None:  # the dataset the set came from, whitened as it was
-            zca = given.info.zca
-            options = {"zca": True, "zca_eps": given.info.zca_eps} if zca else {}
+        if given_real is not None:  # the dataset the given set came from
+            return given_real, rest
         key = tuple(sorted(options.items()))
         if key not in datasets:
             datasets[key] = dd.load_dataset(args.dataset, root=DATA, **options)

@@ -28,6 +28,7 @@ import torch
 import datadistill as dd
 from benchmarks._common import DATA, RESULTS, WORK, write
 from benchmarks.experts import buffer_dir, expert_seconds, tag_suffix
+from datadistill.labels import Teacher
 
 FULL_EPOCHS = 1  # full-data reference: 1 epoch, 1 seed (CPU cost); the report says so
 FULL_SEEDS = 1
@@ -355,6 +356,15 @@ def main() -> None:
     if args.teacher is not None and "teacher" not in args.tag.split("-"):
         # a relabelled set is another set: never the main cell's (or a plain tag's) file
         ap.error("--teacher needs a --tag with a 'teacher' part, e.g. teacher or mf2-teacher.")
+    relabelling = {"epoch": args.teacher_epoch, "temperature": args.temperature}
+    relabelling["hard_weight"] = args.hard_weight
+    if args.teacher is None and relabelling != {"epoch": -1, "temperature": 1.0, "hard_weight": 0}:
+        ap.error("--teacher-epoch / --temperature / --hard-weight relabel sets: pass --teacher.")
+    try:  # bad values refused before any budget is spent
+        for d in args.datasets if args.teacher is not None else []:
+            Teacher(buffer_dir(d, args.teacher), **relabelling)
+    except dd.ConfigError as exc:
+        ap.error(str(exc))
     torch.set_num_threads(torch.get_num_threads())
     from datadistill.cli import _parse_hparams
 

@@ -366,11 +366,13 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "A row with teacher labels trained on soft labels from an expert network",
                 "(`datadistill relabel`, `python -m benchmarks.table ... --teacher TAG`):",
                 "each training image (each tile) carries the expert's logits at the named",
-                "epoch over the temperature T, and the random subset beside it is labelled",
-                "by the same expert, so both sides train the same way. The labels, not",
-                "only the images, then carry what the set teaches: compare a row with its",
-                "random subset, and with the same method's hard-label row. Its `experts s`",
-                "names what training the teacher took (paid once, reused for every set).",
+                "epoch over the temperature T (with a hard weight W: the log of W x its",
+                "one-hot hard label + (1 - W) x their softmax), and the random subset beside",
+                "it is labelled by the same expert, so both sides train the same way. The",
+                "labels, not only the images, then carry what the set teaches: compare a row",
+                "with its random subset, and with the same method's hard-label row. Its",
+                "`experts s` names what training the teacher took (paid once, reused for",
+                "every set).",
             ]
         if any(r["command"].startswith(f"{MALLOC_ENV}=tuned ") for r in sel):
             intro += [
@@ -658,6 +660,8 @@ def main() -> None:
             "How the table's CPU defaults that differ from the papers' were chosen: each value",
             "distills for a short budget, then fresh networks are trained under the named",
             "protocol and scored on the validation split carved from train (never on test).",
+            "A row whose `fixed` names a `set` relabelled that one set, distilled before, for",
+            "each value of a teacher option; its `budget s` is what distilling that set took.",
             "`table` marks the value the table's cells use (`demo`: `make demo`'s, for digits);",
             "`fixed` lists the other settings the sweep held.",
             "",

@@ -441,6 +441,16 @@ def test_teacher_cells_need_a_teacher_tag_and_keep_the_cells_buffer(monkeypatch,
         with pytest.raises(SystemExit) as exc:
             table.main()
         assert exc.value.code == 2 and "a 'teacher' part" in capsys.readouterr().err
+    # teacher options without a teacher, or out of range: refused before any distillation
+    for extra, match in (
+        (["--hard-weight", "0.5"], "pass --teacher"),
+        (["--teacher", "", "--tag", "teacher", "--hard-weight", "1"], "hard-label weight"),
+        (["--teacher", "", "--tag", "teacher", "--temperature", "0"], "positive number"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["table", "--datasets", "digits", *extra])
+        with pytest.raises(SystemExit) as exc:
+            table.main()
+        assert exc.value.code == 2 and match in capsys.readouterr().err
     # the teacher changes the labels only: an MTT cell still trains from its own buffer
     assert table.cell_buffer_tag("mnist", 1, "mf2-teacher", paper=False) == "ipc1"
     assert table.cell_buffer_tag("mnist", 10, "teacher", paper=False) == ""
@@ -499,7 +509,9 @@ def test_sweep_relabels_each_set_with_the_teacher(tmp_path, monkeypatch, expert_
     assert exc.value.code == 2
 
 
-def test_sweep_relabels_one_given_set_without_distilling(tmp_path, monkeypatch, expert_buffer):
+def test_sweep_relabels_one_given_set_without_distilling(
+    tmp_path, monkeypatch, expert_buffer, capsys
+):
     from benchmarks import _common, sweep
 
     monkeypatch.setattr(_common, "RESULTS", tmp_path)
@@ -535,8 +547,23 @@ def test_sweep_relabels_one_given_set_without_distilling(tmp_path, monkeypatch, 
     )
     assert out["artefact"] == str(art.resolve()) and out["budget_seconds"] is None
     assert [r["hard_weight"] for r in out["rows"]] == [0, 0.5]
-    for bad in (argv, [*argv[:-4], "--grid", "lr_img=1,2", "--teacher", "x"]):
-        monkeypatch.setattr(sys, "argv", bad)  # no teacher; a distillation option
+    for bad in (
+        argv,  # no teacher
+        [*argv[:-4], "--grid", "lr_img=1,2", "--teacher", "x"],  # a distillation option
+        [*argv[:-4], "--grid", "hard_weight=0,1", "--teacher", "x"],  # out of range
+        [*argv[:-4], "--grid", "hard_weight=0", "--teacher", "x", "--experts-tag", "y"],
+        [
+            "sweep",
+            "--artefact",
+            str(tmp_path / "none"),
+            "--grid",
+            "hard_weight=0",
+            "--teacher",
+            "x",
+        ],
+    ):
+        monkeypatch.setattr(sys, "argv", bad)
         with pytest.raises(SystemExit) as exc:
             sweep.main()
         assert exc.value.code == 2
+    assert "No distilled set at" in capsys.readouterr().err  # one line, no traceback

@@ -335,14 +335,14 @@ def test_resume_with_a_lower_learning_rate(tmp_path, cli_here):
 
 
 def test_evaluate_reloads_the_data_with_the_artefacts_whitening(tmp_path):
-    from datadistill.cli import _real_for
+    from datadistill.evaluation.evaluate import dataset_of
 
     real = dd.load_dataset("digits", zca=True, zca_eps=0.5)
     d = dd.Distilled(
         images=real.train_x[:10], labels=real.train_y[:10], info=real.info, zca=real.zca
     )
     d = d.with_manifest(data={"name": "digits", "val_size": 0.1, "max_train": None})
-    back = _real_for(dd.load(d.save(tmp_path / "z.safetensors")), None)
+    back = dataset_of(dd.load(d.save(tmp_path / "z.safetensors")), None)
     assert back.info.zca_eps == 0.5
     assert torch.allclose(back.train_x, real.train_x)
 

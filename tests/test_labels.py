@@ -163,6 +163,18 @@ def test_hard_weight_mixes_the_one_hot_labels_into_the_teachers(digits, expert_b
     torch.testing.assert_close(label(x, y).softmax(1), expected)
 
 
+def test_mixed_labels_stay_finite_where_the_teachers_softmax_underflows():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[500.0] * 4, [0.0] * 4, [-500.0] * 4]))
+        net[1].bias.zero_()
+    x, hard = torch.ones(2, 1, 2, 2), torch.tensor([2, 0])  # logits 2000 / 0 / -2000
+    assert (teacher_logits(net, x, 1.0).softmax(1)[:, 1:] == 0).all()  # float32 underflow
+    soft = Teacher("buffer", hard_weight=0.25).labels(net, x, hard)
+    assert torch.isfinite(soft).all()  # log-probabilities, however small
+    torch.testing.assert_close(soft.softmax(1), torch.tensor([[0.75, 0, 0.25], [1.0, 0, 0]]))
+
+
 def test_a_damaged_teacher_record_is_one_clear_error():
     for entry in ({"experts": "x"}, ["x"], {"experts": "x", "expert": 0, "epoch": 1}):
         with pytest.raises(dd.DataError, match="teacher record is damaged"):

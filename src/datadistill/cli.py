@@ -221,12 +221,13 @@ def evaluate(
     from datadistill.artefact import load
     from datadistill.evaluation import evaluate as run_eval
     from datadistill.evaluation import get_protocol
+    from datadistill.evaluation.evaluate import dataset_of
 
     if json_out is not None and json_out.is_dir():  # checked before hours of training
         raise ConfigError(f"--json {json_out} is a folder; give a file name for the results.")
     distilled = load(artefact)
     proto = get_protocol(protocol or distilled.manifest.get("protocol", "dc"))
-    real = _real_for(distilled, data_root)
+    real = dataset_of(distilled, data_root)
     console = Console()
     report = run_eval(
         distilled,
@@ -285,13 +286,14 @@ def relabel(
     """Give a set soft labels from a teacher: an expert network's logits on each training
     image. `evaluate` then labels its random baseline with the same teacher."""
     from datadistill.artefact import ARTEFACT_NAME, load
+    from datadistill.evaluation.evaluate import dataset_of
     from datadistill.labels import relabel as do_relabel
 
     source = artefact / ARTEFACT_NAME if (artefact / ARTEFACT_NAME).is_file() else artefact
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
     distilled = load(artefact)
-    real = _real_for(distilled, data_root)
+    real = dataset_of(distilled, data_root)
     relabelled = do_relabel(
         distilled,
         real,
@@ -303,26 +305,6 @@ def relabel(
         device=device,
     )
     typer.echo(str(relabelled.save(out)))
-
-
-def _real_for(distilled: Any, data_root: str | None) -> Any:
-    """Reload the dataset an artefact came from, with the same splits and normalisation."""
-    from datadistill.data import load_dataset
-    from datadistill.data.zca import DEFAULT_EPS
-    from datadistill.evaluation.evaluate import check_matches
-
-    opts = distilled.manifest.get("data", {})
-    info = distilled.info
-    real = load_dataset(
-        opts.get("name", info.name),
-        data_root,
-        val_size=opts.get("val_size", 0.1),
-        zca=info.zca,
-        zca_eps=info.zca_eps if info.zca_eps is not None else DEFAULT_EPS,
-        max_train=opts.get("max_train"),
-    )
-    check_matches(distilled, real)  # e.g. another --data-root with other files
-    return real
 
 
 @app.command()

@@ -9,11 +9,12 @@ the logits of one expert of an expert buffer (``datadistill experts``) at a chos
 divided by a temperature; evaluation then trains on their softmax, the artefact's
 soft-label loss. With ``hard_weight`` w > 0 the target is the mixture
 w * one-hot(hard label) + (1 - w) * softmax(logits / T), stored as its logarithm: the
-cross-entropy with that target is Hinton et al.'s distillation loss, w * CE(hard) +
-(1 - w) * CE(teacher), which keeps a set's own labels where a weak teacher disagrees with
-them. The teacher is recorded in the artefact's manifest, and
-:func:`~datadistill.evaluation.evaluate` labels the random real subset beside it with the
-same teacher, so that both sides of the comparison are trained the same way.
+cross-entropy with that target is w * CE(hard) + (1 - w) * CE(teacher), the mixture of
+Hinton et al.'s distillation loss (with the student at temperature 1, so without their T²
+factor), which keeps a set's own labels where a weak teacher disagrees with them. The
+teacher is recorded in the artefact's manifest, and :func:`~datadistill.evaluation.evaluate`
+labels the random real subset beside it with the same teacher, so that both sides of the
+comparison are trained the same way.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Teacher:
 
     def network(self, real: RealData, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
         """The teacher network (eval mode) and what identifies it: the buffer (absolute),
-        the expert's file, the epoch read and a checksum of its parameters."""
+        the expert, its file, the epoch read, the temperature, the hard-label weight (when
+        above 0) and a checksum of its parameters."""
         buffer = ExpertBuffer(self.experts)
         buffer.check(real)  # trained on this data, with this normalisation and classes
         epoch = buffer.epochs if self.epoch == -1 else self.epoch
@@ -95,11 +97,14 @@ class Teacher:
         """Soft-label logits for ``images`` whose hard labels are ``hard``: the teacher's
         over the temperature, or the log of their mixture with the one-hot labels."""
         logits = teacher_logits(net, images, self.temperature)
-        if not self.hard_weight:
+        w = self.hard_weight
+        if not w:
             return logits
-        one_hot = torch.nn.functional.one_hot(hard.long().cpu(), logits.shape[1]).float()
-        target = self.hard_weight * one_hot + (1 - self.hard_weight) * logits.softmax(1)
-        return target.log()  # finite: the teacher's softmax is positive everywhere
+        # log(w * one-hot + (1 - w) * softmax) in log space: finite even where the
+        # teacher's softmax underflows to 0 in float32 (logits ~100 apart)
+        hot = torch.nn.functional.one_hot(hard.long().cpu(), logits.shape[1]).bool()
+        log_hard = torch.full_like(logits, -math.inf).masked_fill(hot, math.log(w))
+        return torch.logaddexp(logits.log_softmax(1) + math.log1p(-w), log_hard)
 
     @classmethod
     def from_manifest(cls, entry: object) -> Teacher:

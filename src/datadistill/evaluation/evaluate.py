@@ -277,6 +277,27 @@ def _describe(info: DatasetInfo) -> str:
     return f"{info.name} ({shape}, mean {stats}{whitening})"
 
 
+def dataset_of(distilled: Distilled, root: str | Path | None = None) -> RealData:
+    """The dataset ``distilled`` came from, loaded again from ``root`` (the loaders'
+    default when None) with the same splits, normalisation and whitening; a DataError if
+    the files there no longer match it."""
+    from datadistill.data import load_dataset
+    from datadistill.data.zca import DEFAULT_EPS
+
+    opts = distilled.manifest.get("data", {})
+    info = distilled.info
+    real = load_dataset(
+        opts.get("name", info.name),
+        root,
+        val_size=opts.get("val_size", 0.1),
+        zca=info.zca,
+        zca_eps=info.zca_eps if info.zca_eps is not None else DEFAULT_EPS,
+        max_train=opts.get("max_train"),
+    )
+    check_matches(distilled, real)  # e.g. another data root with other files
+    return real
+
+
 def check_matches(distilled: Distilled, real: RealData) -> None:
     """``distilled`` lives in ``real``'s model-input space: same image shape, classes,
     normalisation and whitening; otherwise a :class:`DataError` saying what differs."""
