@@ -356,9 +356,10 @@ def main() -> None:
     if args.teacher is not None and "teacher" not in args.tag.split("-"):
         # a relabelled set is another set: never the main cell's (or a plain tag's) file
         ap.error("--teacher needs a --tag with a 'teacher' part, e.g. teacher or mf2-teacher.")
-    relabelling = {"epoch": args.teacher_epoch, "temperature": args.temperature}
-    relabelling["hard_weight"] = args.hard_weight
-    if args.teacher is None and relabelling != {"epoch": -1, "temperature": 1.0, "hard_weight": 0}:
+    relabelling = dict(
+        epoch=args.teacher_epoch, temperature=args.temperature, hard_weight=args.hard_weight
+    )
+    if args.teacher is None and relabelling != dict(epoch=-1, temperature=1.0, hard_weight=0):
         ap.error("--teacher-epoch / --temperature / --hard-weight relabel sets: pass --teacher.")
     try:  # bad values refused before any budget is spent
         for d in args.datasets if args.teacher is not None else []:
