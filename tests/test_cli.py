@@ -150,6 +150,16 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         "evaluate", str(out / "distilled.safetensors"), "--json", str(tmp_path), check=False
     )
     assert bad_json.returncode == 2 and "is a folder" in bad_json.stderr
+    (tmp_path / "afile").write_text("")  # --json under a file: refused before training
+    bad_json = cli_here(
+        "evaluate",
+        str(out / "distilled.safetensors"),
+        "--json",
+        str(tmp_path / "afile" / "r"),
+        check=False,
+    )
+    assert bad_json.returncode == 2 and "afile" in bad_json.stderr
+    assert len(bad_json.stderr.strip().splitlines()) == 1
     listed = cli_here("list").stdout
     for name in ("dm", "herding", "mnist", "convnet", "resnet18", "dc", "imagefolder:PATH"):
         assert name in listed
@@ -182,6 +192,7 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         ),
         (["experts", "--dataset", "digits", "--num", "0", "--out", "X"], "number of experts"),
         (["experts", "--dataset", "digits", "--momentum", "2", "--out", "X"], "expert momentum"),
+        (["experts", "--dataset", "digits", "--lr", "inf", "--out", "X"], "finite number > 0"),
         (
             ["experts", "--dataset", "digits", "--weight-decay", "-1", "--out", "X"],
             "expert weight decay",
@@ -286,10 +297,46 @@ def test_ctrl_c_inside_a_command_says_how_to_resume(monkeypatch, cli_here):
     monkeypatch.setattr(datadistill.artefact, "load", interrupted)
     proc = cli_here("show", "set.safetensors", check=False)
     assert proc.returncode == 130
+    assert proc.stderr.strip().splitlines() == ["error: interrupted."]  # nothing to resume
+    import datadistill.experts
+
+    def interrupted_experts(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datadistill.experts, "train_experts", interrupted_experts)
+    proc = cli_here("experts", "--dataset", "digits", "--out", "buf", check=False)
+    assert proc.returncode == 130
     assert proc.stderr.strip().splitlines() == [
-        "error: interrupted. An interrupted `datadistill distill` continues from its last "
-        "checkpoint with the same command and --resume."
+        "error: interrupted. The finished epochs are kept: the same command continues from them."
     ]
+
+
+@pytest.mark.parametrize(
+    "raised,one_line",
+    [
+        (MemoryError(), True),
+        (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"), True),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug
+    ],
+)
+def test_out_of_memory_is_one_line(monkeypatch, cli_here, raised, one_line):
+    """Running out of memory is the user's to fix (smaller settings, a larger device): one
+    line; any other RuntimeError is a bug and keeps its traceback."""
+    from datadistill import cli as cli_module
+
+    def fail(**kwargs):
+        raise raised
+
+    monkeypatch.setattr(cli_module, "app", fail)
+    if not one_line:
+        with pytest.raises(RuntimeError, match="shapes"):
+            cli_here("distill", check=False)
+        return
+    proc = cli_here("distill", check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.startswith("error: out of memory;") and len(err.splitlines()) == 1
 
 
 def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path, cli_here):
@@ -364,3 +411,31 @@ def test_summary_prints_names_as_they_are(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "npz:data[/x]/a[b].npz ipc=1 convnet: distilled 50.00 ± 0.00" in out
     assert "(protocol dc, 2 seeds, test accuracy %)" in out and "run[1]" in out
+
+
+def test_evaluate_finds_moved_user_data_with_dataset(tmp_path, cli_here):
+    """A set distilled from npz:PATH whose file has moved since: a one-line error saying
+    how to point at it, and --dataset to do so."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", x=digits.images.astype(np.float32) / 16, y=digits.target)
+    out = tmp_path / "run"
+    options = "--method random --ipc 1 --protocol fast --eval-seeds 1 --no-full".split()
+    cli_here("distill", "--dataset", f"npz:{tmp_path / 'd.npz'}", *options, "--out", str(out))
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "d.npz").rename(tmp_path / "moved" / "d.npz")
+    args = ["evaluate", str(out / "distilled.safetensors"), "--protocol", "fast", "--seeds", "1"]
+    proc = cli_here(*args, "--no-full", "--no-baselines", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "which is not there" in err and "--dataset" in err, err
+    assert len(err.splitlines()) == 1
+    moved = f"npz:{tmp_path / 'moved' / 'd.npz'}"
+    proc = cli_here(*args, "--no-full", "--no-baselines", "--dataset", moved)
+    assert "convnet" in proc.stdout
+    # the moved data keeps the recorded name: expert buffers and caches know it by that
+    from datadistill.evaluation.evaluate import dataset_of
+
+    distilled = dd.load(out / "distilled.safetensors")
+    assert dataset_of(distilled, data=moved).info.name == distilled.manifest["data"]["name"]

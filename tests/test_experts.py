@@ -229,3 +229,40 @@ def test_buffer_refuses_data_whose_classes_are_in_another_order(expert_buffer, d
         match=r"other classes \(class_names\[0\] is '0' in the buffer and '9' in the data\)",
     ):
         ExpertBuffer(expert_buffer).check(other)
+
+
+def test_a_diverging_expert_stops_with_its_finished_epochs_kept(digits, tmp_path):
+    """An lr that blows the weights up stops the buffer with one clear error instead of
+    saving non-finite experts; the epochs before the divergence stay on disk."""
+    from datadistill.errors import RunError
+
+    recipe = ExpertRecipe(**{**EXPERT_RECIPE, "lr": 1e30})
+    with pytest.raises(RunError, match=r"Expert 0 diverged in epoch 1 .*lower --lr"):
+        train_experts(digits, tmp_path / "b", 1, recipe, device="cpu", log=lambda m: None)
+    folder = expert_file(tmp_path / "b", 0, partial=True)
+    assert [p.name for p in folder.iterdir()] == ["epoch_0000.safetensors"]
+    assert not expert_file(tmp_path / "b", 0).exists()
+    with pytest.raises(ConfigError, match="finite number > 0"):
+        ExpertRecipe(lr=float("inf"))
+
+
+def test_user_data_is_the_same_data_however_its_path_is_spelled(tmp_path, monkeypatch):
+    """`npz:d.npz`, `npz:./d.npz` and the absolute path name one file: a buffer trained on
+    one spelling serves the others, and one recorded as typed (older buffers) still does."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from datadistill import load_dataset
+    from datadistill.experts import data_fingerprint, fingerprint_difference
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", x=digits.images.astype(np.float32) / 16, y=digits.target)
+    monkeypatch.chdir(tmp_path)
+    spellings = ["npz:d.npz", "npz:./d.npz", f"npz:{tmp_path / 'd.npz'}"]
+    prints = [data_fingerprint(load_dataset(s, val_size=0.1)) for s in spellings]
+    assert prints[0] == prints[1] == prints[2]
+    assert prints[0]["dataset"] == f"npz:{(tmp_path / 'd.npz').resolve()}"
+    older = {**prints[0], "dataset": "npz:./d.npz"}  # recorded as typed
+    assert fingerprint_difference(older, prints[0]) is None
+    other = {**prints[0], "dataset": "npz:other.npz"}
+    assert fingerprint_difference(other, prints[0])[0] == "dataset"

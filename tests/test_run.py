@@ -75,6 +75,27 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path, digits):
         )
 
 
+def test_resume_accepts_user_data_however_its_path_is_spelled(tmp_path, monkeypatch):
+    """A run on `npz:d.npz` resumes as `npz:./d.npz` (the same file), also from a
+    checkpoint that recorded the name as typed, as older versions did."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", x=digits.images.astype(np.float32) / 16, y=digits.target)
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ckpt.pt"
+    first = dd.load_dataset("npz:d.npz")
+    dd.distill(first, "dm", 1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["fingerprint"]["dataset"]["name"] == f"npz:{(tmp_path / 'd.npz').resolve()}"
+    state["fingerprint"]["dataset"]["name"] = "npz:d.npz"  # as older versions wrote it
+    torch.save(state, ckpt)
+    again = dd.load_dataset("npz:./d.npz")
+    out = dd.distill(again, "dm", 1, iterations=4, device="cpu", checkpoint=ckpt, resume=True, **HP)
+    assert out.manifest["iterations"] == 4
+
+
 @pytest.mark.parametrize(
     ("nan_at", "every", "match", "kept"),
     [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -32,6 +33,17 @@ FullEpochs = Annotated[
     typer.Option(
         help="Epochs of the full-data reference (default: the protocol's, more on a small "
         "training split: at least 500 SGD steps)."
+    ),
+]
+
+
+# --dataset of `evaluate` and `relabel`: user data that moved after distillation
+MovedData = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Where the set's own data is now (npz:PATH or imagefolder:PATH), if it has "
+        "moved; default: the path recorded in the artefact.",
     ),
 ]
 
@@ -195,6 +207,17 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     console.print(f"run folder: {escape(str(out))}")
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse now an output file that could not be written later: a folder, or one in a
+    folder that cannot be created or written (creates that folder)."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name for the results.")
+    path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here is main's one line
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"{flag} {path} cannot be written; choose a path you can write to.")
+
+
 @app.command()
 def evaluate(
     artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
@@ -212,6 +235,7 @@ def evaluate(
     full_epochs: FullEpochs = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    dataset: MovedData = None,
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
     from rich.console import Console
@@ -223,11 +247,11 @@ def evaluate(
     from datadistill.evaluation import get_protocol
     from datadistill.evaluation.evaluate import dataset_of
 
-    if json_out is not None and json_out.is_dir():  # checked before hours of training
-        raise ConfigError(f"--json {json_out} is a folder; give a file name for the results.")
     distilled = load(artefact)
+    if json_out is not None:  # checked before hours of training
+        _check_writable(json_out, "--json")
     proto = get_protocol(protocol or distilled.manifest.get("protocol", "dc"))
-    real = dataset_of(distilled, data_root)
+    real = dataset_of(distilled, data_root, dataset)
     console = Console()
     report = run_eval(
         distilled,
@@ -281,6 +305,7 @@ def relabel(
         str | None,
         typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
     ] = None,
+    dataset: MovedData = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Give a set soft labels from a teacher: an expert network's logits on each training
@@ -293,7 +318,7 @@ def relabel(
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
     distilled = load(artefact)
-    real = dataset_of(distilled, data_root)
+    real = dataset_of(distilled, data_root, dataset)
     relabelled = do_relabel(
         distilled,
         real,
@@ -450,13 +475,38 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+_RESUME_ADVICE = {
+    "distill": " It continues from its last checkpoint with the same command and --resume.",
+    "experts": " The finished epochs are kept: the same command continues from them.",
+}
+
+
+# what to lower when a command runs out of memory
+_MEMORY_ADVICE = {
+    "distill": "what scales it (--ipc, --hp batch_real or batch_syn, --hp width)",
+    "experts": "--batch-size, --width or --workers",
+}
+
+
+def _command() -> str:
+    """The subcommand being run (the first word after the program's name that is not an
+    option), or "" when there is none."""
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+
+
 def _interrupted() -> NoReturn:
-    print(
-        "error: interrupted. An interrupted `datadistill distill` continues from its last "
-        "checkpoint with the same command and --resume.",
-        file=sys.stderr,
-    )
+    print(f"error: interrupted.{_RESUME_ADVICE.get(_command(), '')}", file=sys.stderr)
     sys.exit(130)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the CPU or an accelerator ran out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def main() -> None:
@@ -476,6 +526,16 @@ def main() -> None:
         print(
             f"error: {exc.strerror or exc}{where}; check that the path is right and that you "
             "can write there.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise  # a bug, not a user error: the traceback is what a report needs
+        lower = _MEMORY_ADVICE.get(_command(), "the model or the batch")
+        print(
+            f"error: out of memory; lower {lower}, or run on a device with more memory "
+            f"(--device).{_RESUME_ADVICE.get(_command(), '')}",
             file=sys.stderr,
         )
         sys.exit(2)

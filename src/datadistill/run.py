@@ -30,6 +30,7 @@ from datadistill._device import (
 from datadistill.artefact import ARTEFACT_NAME, Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
+from datadistill.data.load import absolute_dataset_name
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
@@ -521,7 +522,8 @@ def _distill_checked(
         "method": m.name,
         "ipc": ipc,
         "seed": seed,
-        "dataset": real.info.to_dict(),
+        # user data by its absolute path: `npz:x.npz` and `npz:./x.npz` are the same data
+        "dataset": _absolute_name(real.info.to_dict()),
         "splits": [list(real.train_x.shape), list(real.val_x.shape)],
         "hparams": m.hparams.to_dict(),
     }
@@ -533,6 +535,8 @@ def _distill_checked(
         resume_state = _load_checkpoint(ckpt)
         changes = list(resume_state.get("resume_changes", []))
         saved = dict(resume_state.get("fingerprint") or {})
+        if isinstance(saved.get("dataset"), dict):  # older checkpoints: the name as typed
+            saved["dataset"] = _absolute_name(saved["dataset"])
         if "hparams" in saved:
             saved["hparams"] = with_defaults(m.hparams, saved["hparams"])
         changed = _resume_changes(saved, fingerprint, m.changeable_on_resume(), ckpt)
@@ -627,13 +631,10 @@ def _distill_checked(
     )
 
 
-def _absolute_user_path(dataset: str) -> str:
-    """``npz:PATH`` / ``imagefolder:PATH`` with PATH made absolute, so that an artefact can
-    find its data from any working directory; builtin names unchanged."""
-    kind, sep, path = dataset.partition(":")
-    if sep and kind in ("npz", "imagefolder"):
-        return f"{kind}:{Path(path).expanduser().resolve()}"
-    return dataset
+def _absolute_name(info: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's recorded info with a user-data name made absolute."""
+    name = info.get("name")
+    return {**info, "name": absolute_dataset_name(name)} if isinstance(name, str) else info
 
 
 def with_defaults(hparams: Any, recorded: Any) -> Any:
@@ -664,7 +665,7 @@ def _finished_artefact(
         "hparams": with_defaults(method.hparams, m.get("hparams")),
         "ipc": d.ipc,
         "seed": m.get("seed"),
-        "data": m.get("data"),
+        "data": _absolute_name(m["data"]) if isinstance(m.get("data"), dict) else m.get("data"),
     }
     wanted = {
         "method": method.name,
@@ -753,7 +754,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
     data = {
-        "name": _absolute_user_path(config.dataset),
+        "name": absolute_dataset_name(config.dataset),
         "val_size": config.val_size,
         "max_train": config.max_train,
     }

@@ -36,7 +36,8 @@ def test_imagefolder_rgb_with_carved_test_split(tmp_path):
 
 def test_imagefolder_gray_resizes_to_most_common_size(tmp_path):
     root = _folder(tmp_path / "imgs", gray=True, odd_size=True)
-    real = load_dataset(f"imagefolder:{root}", val_size=0)
+    with pytest.warns(UserWarning, match=r"1 of 15 images .* not 10x12 pixels"):
+        real = load_dataset(f"imagefolder:{root}", val_size=0)
     assert real.info.channels == 1 and real.train_x.shape[1:] == (1, 12, 10)
 
 
@@ -45,6 +46,17 @@ def test_imagefolder_train_test_layout(tmp_path):
     _folder(tmp_path / "imgs" / "test", per_class=2)
     real = load_dataset(f"imagefolder:{tmp_path / 'imgs'}", val_size=0)
     assert len(real.train_y) == 12 and len(real.test_y) == 6
+
+
+@pytest.mark.parametrize("splits", [("train", "val"), ("Train", "Val"), ("training", "test")])
+def test_imagefolder_split_folders_are_not_read_as_classes(tmp_path, splits):
+    """train/ + val/ (or other spellings of the splits) holding class folders would
+    otherwise be read as two classes named after the splits."""
+    for split in splits:
+        _folder(tmp_path / "imgs" / split, per_class=2)
+    with pytest.raises(DataError, match="holds split folders") as err:
+        load_dataset(f"imagefolder:{tmp_path / 'imgs'}", val_size=0)
+    assert "named 'train' and 'test'" in str(err.value)
 
 
 def test_imagefolder_errors(tmp_path):
@@ -155,6 +167,30 @@ def test_a_class_left_without_training_images_names_the_cause(tmp_path):
     np.savez(path, x=pixels((40, 9, 7)), y=_labels(40))
     with pytest.raises(ConfigError, match="--max-train 2 is too small for its 4 classes"):
         load_dataset(f"npz:{path}", val_size=0, max_train=2)
+
+
+def test_npz_labels_beyond_the_image_count_are_refused(tmp_path):
+    """A -1 stored as uint32 would otherwise ask for four billion (empty) classes."""
+    path = tmp_path / "set.npz"
+    y = _labels(40).astype(np.uint32)
+    y[3] = np.uint32(2**32 - 1)
+    np.savez(path, x=pixels((40, 9, 7)), y=y)
+    with pytest.raises(DataError, match="has label 4294967295 but only 40 images"):
+        load_dataset(f"npz:{path}", val_size=0)
+
+
+def test_npz_labels_beyond_class_names_or_int64_are_refused(tmp_path):
+    path = tmp_path / "named.npz"
+    y = _labels(40).astype(np.uint32)
+    y[0] = np.uint32(2**32 - 1)
+    np.savez(path, x=pixels((40, 9, 7)), y=y, class_names=np.array(list("abcd")))
+    with pytest.raises(DataError, match="has label 4294967295 but 4 class_names"):
+        load_dataset(f"npz:{path}", val_size=0)
+    y = _labels(40).astype(np.uint64)
+    y[0] = np.uint64(2**64 - 1)
+    np.savez(path, x=pixels((40, 9, 7)), y=y)
+    with pytest.raises(DataError, match="has label 18446744073709551615"):
+        load_dataset(f"npz:{path}", val_size=0)
 
 
 def test_npz_allow_flip(tmp_path):

@@ -20,6 +20,7 @@ another shape is left alone, and one beside ``train/`` and ``test/`` folders is 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -169,6 +170,24 @@ def _has_split_layout(folder: Path) -> bool:
     return train.is_dir() and test.is_dir() and bool(_class_dirs(train)) and bool(_class_dirs(test))
 
 
+# folder names that mean a split, not a class
+_SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation"})
+
+
+def _check_not_split_folders(folder: Path) -> None:
+    """Refuse split folders (``train/``, ``val/``, ...) that are not the train / test layout
+    read as splits, instead of reading them as classes named after the splits."""
+    dirs = _class_dirs(folder)
+    if dirs and all(d.name.lower() in _SPLIT_NAMES for d in dirs) and any(map(_class_dirs, dirs)):
+        names = ", ".join(d.name for d in dirs)
+        raise DataError(
+            f"{folder} holds split folders ({names}), not one folder per class; datadistill "
+            "reads splits from folders named 'train' and 'test' (lower case) that each hold "
+            "the same class folders: arrange them so, or point 'imagefolder:' at the "
+            "training folder alone."
+        )
+
+
 def read_imagefolder(folder: Path) -> RawData:
     """Read ``folder`` as described in the module docstring."""
     if folder.is_file():
@@ -190,6 +209,7 @@ def read_imagefolder(folder: Path) -> RawData:
             )
         allow_flip = True
     else:
+        _check_not_split_folders(folder)
         names, files, labels = _scan(folder)
         names, labels, allow_flip = _exported_labels(folder, names, files, labels)
         train, test = split_off(labels, TEST_FRACTION, len(names), TEST_SEED, "test")
@@ -198,6 +218,14 @@ def read_imagefolder(folder: Path) -> RawData:
     headers = [_header(p) for p in train_files + test_files]
     mode = "L" if all(m in _GRAY_MODES for m, _ in headers) else "RGB"
     size = Counter(s for _, s in headers).most_common(1)[0][0]  # (W, H)
+    resized = sum(s != size for _, s in headers)
+    if resized:
+        warnings.warn(
+            f"{resized} of {len(headers)} images in {folder} are not {size[0]}x{size[1]} "
+            "pixels (the most common size) and are resized to it; resize them beforehand "
+            "to choose the size.",
+            stacklevel=2,
+        )
     raw = RawData(
         train_x=_load_images(train_files, mode, size),
         train_y=train_y,

@@ -44,6 +44,16 @@ def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tup
     return canonical, DATASETS.get(canonical)(resolve_root(root), download)
 
 
+def absolute_dataset_name(name: str) -> str:
+    """``npz:PATH`` / ``imagefolder:PATH`` with PATH made absolute (``~`` expanded, links
+    resolved), so that the same data spelled ``pets/``, ``./pets`` or from another working
+    directory is recognised as the same; builtin names are returned unchanged."""
+    kind, sep, path = name.partition(":")
+    if sep and kind.strip().lower() in USER_PREFIXES and path.strip():
+        return f"{kind.strip().lower()}:{Path(path.strip()).expanduser().resolve()}"
+    return name
+
+
 def _check_options(normalization: str, zca: bool, zca_eps: float, max_train: int | None) -> None:
     if normalization not in NORMALIZATIONS:
         raise ConfigError(

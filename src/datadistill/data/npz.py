@@ -80,6 +80,8 @@ def labels_to_int64(y: np.ndarray, n: int, where: str) -> np.ndarray:
         raise DataError(f"{where} has {n} images but {y.shape[0]} labels; they must match.")
     if y.size and y.min() < 0:
         raise DataError(f"{where} has negative labels; use class indices 0..K-1.")
+    if y.size and int(y.max()) > np.iinfo(np.int64).max:  # uint64: would wrap negative
+        raise DataError(f"{where} has label {int(y.max())}; use class indices 0..K-1.")
     return y.astype(np.int64)
 
 
@@ -96,6 +98,11 @@ def read_npz(path: Path) -> RawData:
         )
     if not path.is_file():
         raise DataError(f"The npz file {path} does not exist; check the path after 'npz:'.")
+    try:  # (zipfile.is_zipfile takes an unreadable file for "not a zip")
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise DataError(f"Cannot read {path} ({e.strerror}); check its permissions.") from None
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is not an .npz file (a zip of arrays); write it with numpy.savez.")
     try:
@@ -136,11 +143,22 @@ def read_npz(path: Path) -> RawData:
     if xt is not None and yt is not None:
         test_x = images_to_nchw(xt, f"{path} (test images)")
         test_y = labels_to_int64(yt, test_x.shape[0], f"{path} (test labels)")
+    top = max(int(train_y.max(initial=-1)), -1 if test_y is None else int(test_y.max(initial=-1)))
     if names is not None:
         num_classes = len(names)
+        if top >= num_classes:
+            raise DataError(
+                f"{path} has label {top} but {num_classes} class_names; labels must be class "
+                "indices 0..K-1 into class_names."
+            )
     else:
-        test_max = -1 if test_y is None else int(test_y.max(initial=-1))
-        num_classes = max(int(train_y.max(initial=-1)), test_max) + 1
+        num_classes = top + 1
+        images = len(train_y) + (0 if test_y is None else len(test_y))
+        if num_classes > images:  # e.g. a -1 stored as unsigned: billions of empty classes
+            raise DataError(
+                f"{path} has label {top} but only {images} images: labels must be class "
+                "indices 0..K-1 (or give 'class_names')."
+            )
     if test_x is None or test_y is None:
         train, test = split_off(train_y, TEST_FRACTION, num_classes, TEST_SEED, "test")
         train_x, test_x = train_x[train], train_x[test]

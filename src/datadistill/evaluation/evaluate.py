@@ -8,6 +8,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -277,17 +278,31 @@ def _describe(info: DatasetInfo) -> str:
     return f"{info.name} ({shape}, mean {stats}{whitening})"
 
 
-def dataset_of(distilled: Distilled, root: str | Path | None = None) -> RealData:
+def dataset_of(
+    distilled: Distilled, root: str | Path | None = None, data: str | None = None
+) -> RealData:
     """The dataset ``distilled`` came from, loaded again from ``root`` (the loaders'
     default when None) with the same splits, normalisation and whitening; a DataError if
-    the files there no longer match it."""
+    the files there no longer match it. ``data`` (``npz:PATH`` / ``imagefolder:PATH``)
+    replaces the recorded name, for user data that has moved since."""
     from datadistill.data import load_dataset
+    from datadistill.data.load import USER_PREFIXES
     from datadistill.data.zca import DEFAULT_EPS
 
     opts = distilled.manifest.get("data", {})
     info = distilled.info
+    recorded = opts.get("name", info.name)
+    name = data if data is not None else recorded
+    kind, sep, path = name.partition(":")
+    user = sep and kind.strip().lower() in USER_PREFIXES
+    if data is None and user and not Path(path.strip()).expanduser().exists():
+        where = "" if Path(path.strip()).expanduser().is_absolute() else " (from this folder)"
+        raise DataError(
+            f"The set was distilled from {name}, which is not there{where}; say where that "
+            "data is now (datadistill evaluate / relabel --dataset, or dataset_of(..., data=))."
+        )
     real = load_dataset(
-        opts.get("name", info.name),
+        name,
         root,
         val_size=opts.get("val_size", 0.1),
         zca=info.zca,
@@ -295,6 +310,8 @@ def dataset_of(distilled: Distilled, root: str | Path | None = None) -> RealData
         max_train=opts.get("max_train"),
     )
     check_matches(distilled, real)  # e.g. another data root with other files
+    if data is not None:  # the same data, moved: known by its recorded name (expert
+        real.info = dataclasses.replace(real.info, name=recorded)  # buffers, caches)
     return real
 
 

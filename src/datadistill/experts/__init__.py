@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from torch import Tensor, nn
 from datadistill._device import prepare_device, resolve_device
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
-from datadistill.errors import ConfigError, DataError, first_difference
+from datadistill.data.load import absolute_dataset_name
+from datadistill.errors import ConfigError, DataError, RunError, first_difference
 from datadistill.evaluation.train import accuracy, train_network
 from datadistill.models import check_width_applies, create_model_for, takes_width
 
@@ -61,13 +63,13 @@ class ExpertRecipe:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"The expert {name} must be an int >= 1; got {v!r}.")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"The expert lr must be a number > 0; got {self.lr!r}.")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
+            raise ConfigError(f"The expert lr must be a finite number > 0; got {self.lr!r}.")
         m, wd = self.momentum, self.weight_decay
         if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1):
             raise ConfigError(f"The expert momentum must be a number in [0, 1); got {m!r}.")
-        if not (isinstance(wd, (int, float)) and not isinstance(wd, bool) and wd >= 0):
-            raise ConfigError(f"The expert weight decay must be a number >= 0; got {wd!r}.")
+        if not (isinstance(wd, (int, float)) and not isinstance(wd, bool) and 0 <= wd < math.inf):
+            raise ConfigError(f"The expert weight decay must be a finite number >= 0; got {wd!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,7 +78,8 @@ class ExpertRecipe:
 def data_fingerprint(real: RealData) -> dict[str, Any]:
     """What must agree between a buffer and the data a method distils."""
     return {
-        "dataset": real.info.name,
+        # user data by its absolute path, so that `npz:x.npz` and `npz:./x.npz` agree
+        "dataset": absolute_dataset_name(real.info.name),
         "channels": real.info.channels,
         "image_size": list(real.info.image_size),
         "num_classes": real.info.num_classes,
@@ -97,6 +100,10 @@ def fingerprint_difference(
     for key, value in current.items():
         if key == "zca_eps" and key not in recorded:
             continue
+        if key == "dataset" and isinstance(recorded.get(key), str):
+            # buffers written before the path was made absolute hold it as typed
+            if absolute_dataset_name(recorded[key]) == value:
+                continue
         if recorded.get(key) != value:
             return key, recorded.get(key), value
     return None
@@ -306,7 +313,14 @@ def train_expert(
             optimizer=opt,
         )
         epoch += 1
-        tensors = {"params": _flat(net), "generator": g.get_state()}
+        params = _flat(net)
+        if not bool(torch.isfinite(params).all()):  # never saved: the epochs before stay
+            raise RunError(
+                f"Expert {index} diverged in epoch {epoch} (its weights became non-finite "
+                f"at lr {recipe.lr}); the epochs before it are kept in {folder}. Train the "
+                "buffer again into a new --out with a lower --lr."
+            )
+        tensors = {"params": params, "generator": g.get_state()}
         if recipe.momentum:
             tensors["momentum"] = _get_momentum(opt, net)
         _save_atomic(tensors, _epoch_file(folder, epoch), {})
@@ -347,6 +361,10 @@ def _set_momentum(opt: torch.optim.Optimizer, net: nn.Module, flat: Tensor) -> N
         n = p.numel()
         opt.state[p]["momentum_buffer"] = flat[start : start + n].view_as(p).clone()
         start += n
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _worker(args: tuple[Any, ...]) -> list[str]:
@@ -402,7 +420,15 @@ def train_experts(
         for w in range(workers):
             d = f"cuda:{w % n_gpu}" if n_gpu else str(dev)
             jobs.append((cpu_real, recipe, str(root), todo[w::workers], seed, d, threads))
-        with mp.get_context("spawn").Pool(workers) as pool:
+        # Ctrl-C reaches every process of the terminal's group: the workers ignore it (from
+        # their start: a spawned child inherits the ignored signal while it imports torch),
+        # and the parent stops them; their finished epochs are on disk
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        with pool:
             pool.map(_worker, jobs)
     return ExpertBuffer(root)
 
