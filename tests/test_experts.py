@@ -248,7 +248,8 @@ def test_a_diverging_expert_stops_with_its_finished_epochs_kept(digits, tmp_path
 
 def test_user_data_is_the_same_data_however_its_path_is_spelled(tmp_path, monkeypatch):
     """`npz:d.npz`, `npz:./d.npz` and the absolute path name one file: a buffer trained on
-    one spelling serves the others, and one recorded as typed (older buffers) still does."""
+    one spelling serves the others, and one recorded as typed (older buffers) still does;
+    cached baselines are found under any spelling."""
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -259,8 +260,12 @@ def test_user_data_is_the_same_data_however_its_path_is_spelled(tmp_path, monkey
     np.savez(tmp_path / "d.npz", x=digits.images.astype(np.float32) / 16, y=digits.target)
     monkeypatch.chdir(tmp_path)
     spellings = ["npz:d.npz", "npz:./d.npz", f"npz:{tmp_path / 'd.npz'}"]
-    prints = [data_fingerprint(load_dataset(s, val_size=0.1)) for s in spellings]
+    reals = [load_dataset(s, val_size=0.1) for s in spellings]
+    prints = [data_fingerprint(real) for real in reals]
     assert prints[0] == prints[1] == prints[2]
+    from datadistill.evaluation.evaluate import _fingerprint  # the baselines' cache key
+
+    assert _fingerprint(reals[0]) == _fingerprint(reals[1]) == _fingerprint(reals[2])
     assert prints[0]["dataset"] == f"npz:{(tmp_path / 'd.npz').resolve()}"
     older = {**prints[0], "dataset": "npz:./d.npz"}  # recorded as typed
     assert fingerprint_difference(older, prints[0]) is None

@@ -241,7 +241,11 @@ def _fingerprint(real: RealData) -> str:
     """Identifies the data a baseline was trained on: its description (name, normalisation,
     whitening) and the bytes of its training and test images and labels, so that an edited
     user dataset of the same size is not mistaken for the old one (about 0.1 s for MNIST)."""
-    h = hashlib.sha256(json.dumps(real.info.to_dict(), sort_keys=True).encode())
+    from datadistill.data.load import absolute_dataset_name
+
+    info = real.info.to_dict()  # user data by its absolute path: `d.npz` is `./d.npz`
+    info["name"] = absolute_dataset_name(real.info.name)
+    h = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
     for t in (real.train_x, real.train_y, real.test_x, real.test_y):
         h.update(str((tuple(t.shape), t.dtype)).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
