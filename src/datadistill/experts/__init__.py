@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -423,11 +424,16 @@ def train_experts(
         # Ctrl-C reaches every process of the terminal's group: the workers ignore it (from
         # their start: a spawned child inherits the ignored signal while it imports torch),
         # and the parent stops them; their finished epochs are on disk
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # (only the main thread may set handlers; None: one not set from Python, left alone)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT) if main else None
+        if previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             pool = mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         with pool:
             pool.map(_worker, jobs)
     return ExpertBuffer(root)
