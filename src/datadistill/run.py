@@ -30,7 +30,7 @@ from datadistill._device import (
 from datadistill.artefact import ARTEFACT_NAME, Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
-from datadistill.data.load import absolute_dataset_name
+from datadistill.data.load import absolute_dataset_name, with_absolute_name
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
@@ -523,7 +523,7 @@ def _distill_checked(
         "ipc": ipc,
         "seed": seed,
         # user data by its absolute path: `npz:x.npz` and `npz:./x.npz` are the same data
-        "dataset": _absolute_name(real.info.to_dict()),
+        "dataset": with_absolute_name(real.info.to_dict()),
         "splits": [list(real.train_x.shape), list(real.val_x.shape)],
         "hparams": m.hparams.to_dict(),
     }
@@ -536,7 +536,7 @@ def _distill_checked(
         changes = list(resume_state.get("resume_changes", []))
         saved = dict(resume_state.get("fingerprint") or {})
         if isinstance(saved.get("dataset"), dict):  # older checkpoints: the name as typed
-            saved["dataset"] = _absolute_name(saved["dataset"])
+            saved["dataset"] = with_absolute_name(saved["dataset"])
         if "hparams" in saved:
             saved["hparams"] = with_defaults(m.hparams, saved["hparams"])
         changed = _resume_changes(saved, fingerprint, m.changeable_on_resume(), ckpt)
@@ -631,12 +631,6 @@ def _distill_checked(
     )
 
 
-def _absolute_name(info: dict[str, Any]) -> dict[str, Any]:
-    """A dataset's recorded info with a user-data name made absolute."""
-    name = info.get("name")
-    return {**info, "name": absolute_dataset_name(name)} if isinstance(name, str) else info
-
-
 def with_defaults(hparams: Any, recorded: Any) -> Any:
     """``recorded`` hyperparameters of an older run, completed with the defaults of
     ``hparams``' class: a hyperparameter added since then ran at its default. Anything
@@ -665,7 +659,7 @@ def _finished_artefact(
         "hparams": with_defaults(method.hparams, m.get("hparams")),
         "ipc": d.ipc,
         "seed": m.get("seed"),
-        "data": _absolute_name(m["data"]) if isinstance(m.get("data"), dict) else m.get("data"),
+        "data": with_absolute_name(m["data"]) if isinstance(m.get("data"), dict) else m.get("data"),
     }
     wanted = {
         "method": method.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,14 +28,14 @@ def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tup
     """(the name recorded in DatasetInfo, the raw arrays)."""
     if not isinstance(name, str):  # a null or a number read from a config file
         DATASETS.canonical(name)  # raises the registry's one-line error
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix.strip().lower() in USER_PREFIXES:
-        kind = prefix.strip().lower()
-        if not rest.strip():
+    user = split_user_data(name)
+    if user is not None:
+        kind, rest = user
+        if not rest:
             raise DataError(f"Give a path after '{kind}:', e.g. '{kind}:data/my_set'.")
-        path = Path(rest.strip()).expanduser()
+        path = Path(rest).expanduser()
         raw = read_imagefolder(path) if kind == "imagefolder" else read_npz(path)
-        return f"{kind}:{rest.strip()}", raw
+        return f"{kind}:{rest}", raw
     try:
         canonical = DATASETS.canonical(name)
     except UnknownNameError as e:
@@ -44,14 +45,30 @@ def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tup
     return canonical, DATASETS.get(canonical)(resolve_root(root), download)
 
 
+def split_user_data(name: str) -> tuple[str, str] | None:
+    """``("npz" | "imagefolder", PATH as given)`` for user data (``npz:PATH`` /
+    ``imagefolder:PATH``, spaces stripped; PATH may be empty), ``None`` for other names."""
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix.strip().lower() in USER_PREFIXES:
+        return prefix.strip().lower(), rest.strip()
+    return None
+
+
 def absolute_dataset_name(name: str) -> str:
     """``npz:PATH`` / ``imagefolder:PATH`` with PATH made absolute (``~`` expanded, links
     resolved), so that the same data spelled ``pets/``, ``./pets`` or from another working
     directory is recognised as the same; builtin names are returned unchanged."""
-    kind, sep, path = name.partition(":")
-    if sep and kind.strip().lower() in USER_PREFIXES and path.strip():
-        return f"{kind.strip().lower()}:{Path(path.strip()).expanduser().resolve()}"
-    return name
+    user = split_user_data(name)
+    if user is None or not user[1]:
+        return name
+    return f"{user[0]}:{Path(user[1]).expanduser().resolve()}"
+
+
+def with_absolute_name(info: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's recorded info (``DatasetInfo.to_dict()``, or a record of one) with a
+    user-data name made absolute (:func:`absolute_dataset_name`)."""
+    name = info.get("name")
+    return {**info, "name": absolute_dataset_name(name)} if isinstance(name, str) else info
 
 
 def _check_options(normalization: str, zca: bool, zca_eps: float, max_train: int | None) -> None:

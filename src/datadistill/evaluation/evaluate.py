@@ -241,10 +241,9 @@ def _fingerprint(real: RealData) -> str:
     """Identifies the data a baseline was trained on: its description (name, normalisation,
     whitening) and the bytes of its training and test images and labels, so that an edited
     user dataset of the same size is not mistaken for the old one (about 0.1 s for MNIST)."""
-    from datadistill.data.load import absolute_dataset_name
+    from datadistill.data.load import with_absolute_name
 
-    info = real.info.to_dict()  # user data by its absolute path: `d.npz` is `./d.npz`
-    info["name"] = absolute_dataset_name(real.info.name)
+    info = with_absolute_name(real.info.to_dict())  # user data: `d.npz` is `./d.npz`
     h = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
     for t in (real.train_x, real.train_y, real.test_x, real.test_y):
         h.update(str((tuple(t.shape), t.dtype)).encode())
@@ -290,17 +289,17 @@ def dataset_of(
     the files there no longer match it. ``data`` (``npz:PATH`` / ``imagefolder:PATH``)
     replaces the recorded name, for user data that has moved since."""
     from datadistill.data import load_dataset
-    from datadistill.data.load import USER_PREFIXES
+    from datadistill.data.load import split_user_data
     from datadistill.data.zca import DEFAULT_EPS
 
     opts = distilled.manifest.get("data", {})
     info = distilled.info
     recorded = opts.get("name", info.name)
     name = data if data is not None else recorded
-    kind, sep, path = name.partition(":")
-    user = sep and kind.strip().lower() in USER_PREFIXES
-    if data is None and user and not Path(path.strip()).expanduser().exists():
-        where = "" if Path(path.strip()).expanduser().is_absolute() else " (from this folder)"
+    user = split_user_data(name)
+    path = Path(user[1]).expanduser() if user is not None else None
+    if data is None and path is not None and not path.exists():
+        where = "" if path.is_absolute() else " (from this folder)"
         raise DataError(
             f"The set was distilled from {name}, which is not there{where}; say where that "
             "data is now (datadistill evaluate / relabel --dataset, or dataset_of(..., data=))."
