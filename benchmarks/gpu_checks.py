@@ -9,6 +9,10 @@ one ``gpu-results.tar`` and the log), so a cut-off run still brings back what fi
 
 Parts, in their default order:
 
+* ``smoke``: every user-facing path of the command-line tool, a few steps each on digits
+  (multi-formation, k-means / herding starts, bf16 DC, MTT soft labels, parallel expert
+  workers, relabel, evaluation, a resume on the CPU), so that a crash on CUDA outside the
+  papers' recipes shows up first (``smoke-gpu.json``, see ``benchmarks.gpu_smoke``).
 * ``memory``: MTT peak memory, full unroll against constant memory, syn_steps 10 / 20 /
   40 / 80 (``mtt-memory-gpu.json``).
 * ``dc-step``: seconds per DC outer iteration at MNIST IPC 10 (the paper's width 128),
@@ -83,6 +87,7 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
     when their cap minus an evaluation allowance is spent, whichever comes first."""
     table = ("table", "--device", "cuda", "--paper", "--tag", "gpu", "--quiet", "--force")
     out = [
+        Part("smoke", ("gpu_smoke", "--device", "cuda"), 200, 60, ("smoke-gpu.json",)),
         Part("memory", ("mtt_memory", "--device", "cuda"), 240, 60, ("mtt-memory-gpu.json",)),
         Part(
             "dc-step",

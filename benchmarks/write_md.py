@@ -579,6 +579,20 @@ def main() -> None:
             f"per iteration, same settings{ref} (`{t['command']}`).",
             "",
         ]
+    smoke = RESULTS / "smoke-gpu.json"
+    if smoke.exists():  # benchmarks.gpu_smoke: every command-line path, a few steps, on CUDA
+        sm = json.loads(smoke.read_text())
+        ok = [r["step"] for r in sm["steps"] if r["ok"]]
+        failed = [f"{r['step']}: {r['error']}" for r in sm["steps"] if not r["ok"]]
+        lines += [
+            "## The command-line tool on a GPU",
+            "",
+            f"Each path of `datadistill`, a few steps on digits (`{sm['command']}`, "
+            f"{sm['machine']}, {sm['date']}): {len(ok)} of {len(sm['steps'])} ran "
+            f"({', '.join(ok) or 'none'}).",
+            *(["", "Failed:", "", *[f"- {f}" for f in failed]] if failed else []),
+            "",
+        ]
     dct = RESULTS / "dc-throughput.json"
     if dct.exists():
         lines += ["## DC / DSA outer iteration: ours against a reference-style per-class loop", ""]

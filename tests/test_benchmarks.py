@@ -58,13 +58,14 @@ def test_mtt_recipe_fits_the_gpu_expert_buffer(ipc):
 
 def test_parts_are_fitted_to_the_budget_left():
     ps = gpu_checks.parts(gpu_checks.EXPERTS, gpu_checks.EXPERT_EPOCHS, 20000)
-    memory = ps[0]
+    memory = next(p for p in ps if p.name == "memory")
     assert gpu_checks.fit(memory, memory.minimum - 1) is None
     assert gpu_checks.fit(memory, memory.cap + 100) == memory.cap
     assert gpu_checks.fit(memory, memory.minimum + 1) == memory.minimum + 1
     planned = gpu_checks.plan(ps, 500.0)
     assert sum(s for _, s in planned) <= 500.0
-    assert [p.name for p, _ in planned][:2] == ["memory", "dc-step"]  # asked-for checks first
+    # the smoke run of every path first, then the checks the issues ask for
+    assert [p.name for p, _ in planned][:3] == ["smoke", "memory", "dc-step"]
     assert gpu_checks.plan(ps, 10.0) == []
 
 
@@ -567,3 +568,23 @@ def test_sweep_relabels_one_given_set_without_distilling(
             sweep.main()
         assert exc.value.code == 2
     assert "No distilled set at" in capsys.readouterr().err  # one line, no traceback
+
+
+def test_gpu_smoke_steps_read_only_what_the_steps_they_need_wrote(tmp_path):
+    from benchmarks import gpu_smoke
+
+    names = [name for name, _, _ in gpu_smoke.STEPS]
+    assert len(set(names)) == len(names)
+    written: dict[str, str] = {}  # --out of each step
+    for name, line, needs in gpu_smoke.STEPS:
+        args = gpu_smoke.arguments(line, tmp_path, "cuda")
+        assert args[0] in {"distill", "experts", "relabel", "evaluate", "export"}, name
+        assert all(n in written for n in needs), name  # earlier steps
+        inputs = [a.split("=", 1)[-1] for a in args[1:] if str(tmp_path) in a]
+        out = args[args.index("--out") + 1] if "--out" in args else None
+        for path in inputs:
+            if path != out:
+                assert any(path.startswith(written[n]) for n in needs), (name, path)
+        if out is not None:
+            written[name] = out
+        assert "--device" in args or args[0] == "export", name

@@ -106,3 +106,35 @@ def test_the_programs_default_to_the_tuned_allocator_unless_the_user_chose(monke
         assert exit_.value.code == 0
         assert os.environ[_device.MALLOC_ENV] == expected
     capfd.readouterr()
+
+
+def test_compiler_works_needs_triton_and_a_recent_gpu_on_cuda(monkeypatch):
+    """On an old GPU or without Triton, "auto" settings run eagerly instead of failing at
+    the first step; "yes" still compiles as asked."""
+    from datadistill.methods.common import maybe_compile
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (6, 0))
+    assert not _device.compiler_works(cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    found = {"triton": None}
+    monkeypatch.setattr(_device.importlib.util, "find_spec", lambda name: found.get(name))
+    assert not _device.compiler_works(cuda)
+
+    def fn(x):
+        return x
+
+    assert maybe_compile(fn, "auto", cuda, 0) is fn
+    assert maybe_compile(fn, "yes", cuda, 0) is not fn
+    found["triton"] = object()
+    assert _device.compiler_works(cuda)
+    assert maybe_compile(fn, "auto", cuda, 0) is not fn
+
+
+def test_compiler_works_needs_a_cpp_compiler_on_the_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(_device.shutil, "which", lambda name: None)
+    assert not _device.compiler_works(cpu)
+    monkeypatch.setattr(_device.shutil, "which", lambda name: "/usr/bin/g++" * (name == "g++"))
+    assert _device.compiler_works(cpu)

@@ -271,3 +271,11 @@ def test_user_data_is_the_same_data_however_its_path_is_spelled(tmp_path, monkey
     assert fingerprint_difference(older, prints[0]) is None
     other = {**prints[0], "dataset": "npz:other.npz"}
     assert fingerprint_difference(other, prints[0])[0] == "dataset"
+
+
+def test_worker_devices_spread_a_bare_cuda_and_keep_an_index():
+    from datadistill.experts import worker_devices
+
+    assert worker_devices(torch.device("cuda"), 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices(torch.device("cuda:1"), 2, 2) == ["cuda:1", "cuda:1"]
+    assert worker_devices(torch.device("cpu"), 2, 0) == ["cpu", "cpu"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
+import shutil
 import sys
 
 import torch
@@ -131,6 +133,21 @@ def native_bf16(device: torch.device) -> bool:
         cpu = torch.cpu
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def compiler_works(device: torch.device) -> bool:
+    """Whether ``torch.compile``'s default backend can build kernels for ``device``: on
+    CUDA it needs Triton and a GPU of compute capability 7.0 or newer, on the CPU a C++
+    compiler (``$CXX``, g++ or clang++). Where it cannot, "auto" settings run eagerly
+    instead of failing at the first step."""
+    if device.type == "cuda":
+        if torch.cuda.get_device_capability(device) < (7, 0):
+            return False
+        return importlib.util.find_spec("triton") is not None
+    if device.type == "cpu":
+        names = (os.environ.get("CXX", ""), "g++", "clang++")
+        return any(shutil.which(name) for name in names if name)
     return False
 
 

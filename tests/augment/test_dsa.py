@@ -175,6 +175,20 @@ def test_params_to_and_take() -> None:
     assert replace(p, flip=torch.ones(4, dtype=torch.bool)).flip.all()
 
 
+def test_params_are_built_on_the_requested_device() -> None:
+    """One copy of the draws, then the parameters are computed where they are used (on
+    CUDA every separate copy waits for the queued work); the family choice stays on the
+    CPU, and the values are those drawn on the CPU."""
+    dsa = DSA()
+    on_meta = dsa.sample(4, gen(), "meta")
+    here = dsa.sample(4, gen())
+    for name, value in on_meta._tensor_fields().items():
+        assert value.device.type == ("cpu" if name == "choice" else "meta"), name
+        assert value.shape == getattr(here, name).shape
+    assert on_meta.choice is not None and here.choice is not None
+    assert torch.equal(on_meta.choice, here.choice)
+
+
 def test_dtype_is_preserved() -> None:
     x = torch.randn(2, 3, 3, 8, 8, dtype=torch.float64)
     dsa = DSA(DSAConfig(mode="multiple"))

@@ -279,7 +279,25 @@ def test_feature_cache_is_reused_and_forgotten_with_its_data(monkeypatch):
     again = features.all_class_features(real, "convnet", 8, 2, torch.Generator(), cpu)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
     assert len(trained) == 1 and features._LAST
-    del real, first, again
+    # a device copy made by RealData.to (on CUDA, new tensors every run) is the same data
+    copy = dd.RealData(
+        real.info,
+        real.train_x.clone(),
+        real.train_y.clone(),
+        real.val_x,
+        real.val_y,
+        real.test_x,
+        real.test_y,
+    )
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "to", lambda t, *a, **k: t.clone())  # new tensors, as on CUDA
+        moved = real.to("cpu")
+    assert moved.train_x is not real.train_x and moved.source_train_x is real.train_x
+    features.all_class_features(moved, "convnet", 8, 2, torch.Generator(), cpu)
+    assert len(trained) == 1
+    features.all_class_features(copy, "convnet", 8, 2, torch.Generator(), cpu)  # other data
+    assert len(trained) == 2
+    del real, first, again, copy, moved
     gc.collect()
     assert not features._LAST
 

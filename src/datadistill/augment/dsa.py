@@ -62,7 +62,10 @@ class DSA:
                 f"got {generator!r}."
             )
         cfg = self.config
-        u = torch.rand(groups, 11, generator=generator)  # (G, 11), float32 like the reference
+        # (G, 11), float32 like the reference; drawn on the CPU generator and copied once,
+        # so that the parameters below are built where they are used (on CUDA, every
+        # separate host-to-device copy would wait for the queued work)
+        u = torch.rand(groups, 11, generator=generator).to(device)
         low = 1.0 / cfg.scale
         choice = None
         if cfg.mode == "single" and self.families:
@@ -81,7 +84,7 @@ class DSA:
             scale=u[:, 8:10] * (cfg.scale - low) + low,
             rotate=(u[:, 10] - 0.5) * (2 * cfg.rotate * math.pi / 180),
         )
-        return params.to(device)
+        return params
 
     def __call__(self, x: Tensor, params: DSAParams) -> Tensor:
         """Augment ``x`` with ``params``.
@@ -124,16 +127,17 @@ class DSA:
         # Sort the groups by family, run each family once on its contiguous slice, unsort.
         order = torch.argsort(choice, stable=True)
         counts = torch.bincount(choice, minlength=len(params.families)).tolist()
-        xs, ps = x[order.to(x.device)], params.take(order)
+        order = order.to(x.device)
+        xs, ps = x[order], params.take(order)
         pieces, start = [], 0
         for family, count in zip(params.families, counts, strict=True):
             if count:
-                index = torch.arange(start, start + count)
+                index = torch.arange(start, start + count, device=x.device)
                 pieces.append(AUGMENTATIONS.get(family)(xs[start : start + count], ps.take(index)))
                 start += count
         inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel())
-        return torch.cat(pieces)[inverse.to(x.device)]
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return torch.cat(pieces)[inverse]
 
 
 def one_family_per_batch(params: DSAParams) -> DSAParams:

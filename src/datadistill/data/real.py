@@ -6,6 +6,8 @@ streaming backend can replace this in-memory one later.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 
@@ -52,6 +54,8 @@ class RealData:
         self.zca = zca
         self._indices: dict[str, list[Tensor]] = {}  # split -> K index tensors (CPU)
         self._padded: tuple[Tensor, Tensor] | None = None  # (K, L) train indices, (K,) counts
+        # the training images this object was copied from by ``to`` (see ``source_train_x``)
+        self._origin: weakref.ref[Tensor] | None = None
 
     # ------------------------------------------------------------------ structure
 
@@ -163,9 +167,22 @@ class RealData:
 
     # ------------------------------------------------------------------ misc
 
+    def __getstate__(self) -> dict[str, object]:
+        # a weak reference does not cross processes (expert workers get a pickled copy),
+        # and the tensor it names would not be the same object there anyway
+        return {**self.__dict__, "_origin": None}
+
+    @property
+    def source_train_x(self) -> Tensor:
+        """The training images this data were copied from by :meth:`to` (while they live),
+        else ``train_x``: one identity for the same data on any device, for caches keyed by
+        the data (a CUDA copy made per run is a new tensor each time)."""
+        origin = None if self._origin is None else self._origin()
+        return self.train_x if origin is None else origin
+
     def to(self, device: torch.device | str) -> RealData:
         """A new RealData with every tensor (and the ZCA) on ``device``."""
-        return RealData(
+        moved = RealData(
             self.info,
             self.train_x.to(device),
             self.train_y.to(device),
@@ -175,6 +192,8 @@ class RealData:
             self.test_y.to(device),
             None if self.zca is None else self.zca.to(device),
         )
+        moved._origin = weakref.ref(self.source_train_x)
+        return moved
 
     def __repr__(self) -> str:
         i = self.info

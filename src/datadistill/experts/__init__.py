@@ -379,6 +379,15 @@ def _worker(args: tuple[Any, ...]) -> list[str]:
     return done
 
 
+def worker_devices(device: torch.device, workers: int, gpus: int) -> list[str]:
+    """The device of each expert worker: a bare ``cuda`` spreads them over the ``gpus``
+    GPUs (worker w on ``cuda:w % gpus``); ``cuda:N`` keeps every worker on GPU N, as it
+    does with one worker; the CPU is shared."""
+    if device.type == "cuda" and device.index is None and gpus > 0:
+        return [f"cuda:{w % gpus}" for w in range(workers)]
+    return [str(device)] * workers
+
+
 def train_experts(
     real: RealData,
     out: str | Path,
@@ -392,8 +401,9 @@ def train_experts(
 ) -> ExpertBuffer:
     """Train ``num`` experts into ``out`` (resuming whatever is there) and open the buffer.
 
-    ``workers`` > 1 trains experts in that many processes; on several GPUs, worker w uses
-    ``cuda:w % count``; on the CPU the threads are shared out between the workers.
+    ``workers`` > 1 trains experts in that many processes; with ``device="cuda"`` (or
+    ``"auto"``) on several GPUs, worker w uses ``cuda:w % count``, with ``"cuda:N"`` every
+    worker uses GPU N; on the CPU the threads are shared out between the workers.
     """
     if not isinstance(num, int) or num < 1:
         raise ConfigError(f"The number of experts must be an int >= 1; got {num!r}.")
@@ -414,13 +424,13 @@ def train_experts(
     else:
         import multiprocessing as mp
 
-        n_gpu = torch.cuda.device_count() if dev.type == "cuda" else 0
-        threads = 0 if n_gpu else max(1, torch.get_num_threads() // workers)
-        jobs = []
+        threads = 0 if dev.type == "cuda" else max(1, torch.get_num_threads() // workers)
         cpu_real = real.to("cpu")
-        for w in range(workers):
-            d = f"cuda:{w % n_gpu}" if n_gpu else str(dev)
-            jobs.append((cpu_real, recipe, str(root), todo[w::workers], seed, d, threads))
+        gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
+        jobs = [
+            (cpu_real, recipe, str(root), todo[w::workers], seed, d, threads)
+            for w, d in enumerate(worker_devices(dev, workers, gpus))
+        ]
         # Ctrl-C reaches every process of the terminal's group: the workers ignore it (from
         # their start: a spawned child inherits the ignored signal while it imports torch),
         # and the parent stops them; their finished epochs are on disk

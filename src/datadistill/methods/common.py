@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from datadistill._device import native_bf16
+from datadistill._device import compiler_works, native_bf16
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.synthetic import MultiFormationSet, PixelSet, SyntheticSet, check_factor
@@ -145,9 +145,12 @@ def _init_pixels(
 def maybe_compile(
     fn: Callable[..., torch.Tensor], mode: str, device: torch.device, pixels: int
 ) -> Callable[..., torch.Tensor]:
-    """``torch.compile`` ``fn`` for "yes", or for "auto" on CUDA / large inputs."""
+    """``torch.compile`` ``fn`` for "yes", or for "auto" on CUDA / large inputs where the
+    compiler works on ``device`` (:func:`datadistill._device.compiler_works`)."""
     use = mode == "yes" or (
-        mode == "auto" and (device.type == "cuda" or pixels >= COMPILE_MIN_PIXELS)
+        mode == "auto"
+        and (device.type == "cuda" or pixels >= COMPILE_MIN_PIXELS)
+        and compiler_works(device)
     )
     if not use:
         return fn

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from datadistill._device import compiler_works
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
@@ -178,8 +179,9 @@ class DC(Method):
         self.bn = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
-        # "auto" compiles on CPU too: one DC iteration trains the network hundreds of times
-        mode = "yes" if hp.compile == "auto" else hp.compile
+        # "auto" compiles on CPU too (one DC iteration trains the network hundreds of
+        # times), where the compiler works on this device
+        mode = "yes" if hp.compile == "auto" and compiler_works(device) else hp.compile
         self.real_loss = maybe_compile(class_loss, mode, device, 0)
         # a ConvNet trains with the im2col weight gradient in its stem where that applies
         # (on CPU, several times faster than oneDNN's for 1- or 3-channel inputs; elsewhere

@@ -80,7 +80,8 @@ def all_class_features(
     """Per class, the embeddings and indices of its training images in the feature space
     of a freshly trained network; ``generator`` advances as if the network were trained."""
     # The data are identified by the tensor object itself (a weak reference, so a freed
-    # tensor whose address is reused can never match).
+    # tensor whose address is reused can never match); a device copy made by
+    # ``RealData.to`` counts as the data it was copied from.
     key = (
         arch,
         width,
@@ -89,14 +90,15 @@ def all_class_features(
         hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest(),
     )
     ref = _LAST.get("data")
-    if ref is not None and ref() is real.train_x and _LAST.get("key") == key:
+    source = real.source_train_x
+    if ref is not None and ref() is source and _LAST.get("key") == key:
         generator.set_state(_LAST["state"])
         return [(f.to(where), idx) for f, idx, where in _LAST["features"]]
     net = train_feature_network(real, arch, width, steps, generator, device)
     features = [class_features(net, real, c, device) for c in range(real.info.num_classes)]
     _LAST.clear()
     _LAST.update(
-        data=weakref.ref(real.train_x, _forget),
+        data=weakref.ref(source, _forget),
         key=key,
         state=generator.get_state(),
         features=[(f.cpu(), idx, f.device) for f, idx in features],
