@@ -2,7 +2,8 @@
 
 Both sides run the same outer iteration on the same machine in the same process: MNIST,
 IPC 10 (the paper's schedule: 10 matches, 50 network epochs on the synthetic set between
-matches), 256 real images per class, ConvNet-3, the per-channel cosine distance.
+matches), 256 real images per class, ConvNet-3 (width 32 by default, the table's CPU
+matching width; ``--width 128`` is the paper's), the per-channel cosine distance.
 
 * ours: ``datadistill``'s ``dc`` / ``dsa`` method step (one-pass per-class gradients,
   real side in compiled chunks, compiled inner training);
@@ -10,13 +11,12 @@ matches), 256 real images per class, ConvNet-3, the per-channel cosine distance.
   ``autograd.grad`` on the real batch and one (with ``create_graph``) on the synthetic
   batch, the summed distance back-propagated, then eager epochs of SGD on the synthetic set.
 
-Writes benchmarks/results/dc-throughput.json (``ours_s_per_outer``, ``loop_s_per_outer``).
+Writes benchmarks/results/dc-throughput.json (``ours_s_per_outer``, ``loop_s_per_outer``;
+with ``--dsa`` dc-throughput-dsa.json, on a GPU ``-gpu`` is added, ``--out`` names another).
 Usage:
 
-    .venv/bin/python -m benchmarks.dc_throughput [--width 128] [--iterations 3] [--dsa] \
+    .venv/bin/python -m benchmarks.dc_throughput [--width 32] [--iterations 3] [--dsa] \
         [--device cuda]
-
-On a GPU the figures go to dc-throughput-gpu.json instead.
 """
 
 from __future__ import annotations

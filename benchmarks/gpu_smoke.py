@@ -1,7 +1,8 @@
-"""Every user-facing path of the command-line tool, a few steps each, on one device.
+"""Each command of the command-line tool, and the method options off the papers' paths, a
+few steps each, on one device.
 
 The test suite runs on the CPU only; this is the first thing a lent GPU runs
-(``benchmarks.gpu_checks`` starts with it), so that a crash on CUDA in a path the paper
+(``benchmarks.gpu_checks`` starts with it), so that a crash on CUDA in a path the papers'
 runs do not touch (multi-formation sets, k-means and herding starts, bf16 DC, soft labels,
 a teacher's relabelling, parallel expert workers, resuming a run on another device) shows
 up in the first minute rather than never. Each step is one ``datadistill`` command on the
@@ -69,8 +70,13 @@ STEPS: list[tuple[str, str, tuple[str, ...]]] = [
     (
         "evaluate-soft-labels",
         "evaluate {work}/relabelled.safetensors --protocol fast --seeds 1 --no-full "
-        "--arch convnet,mlp --device {device}",
+        "--arch convnet,mlp --device {device} --json {work}/evaluation.json",
         ("relabel",),
+    ),
+    (
+        "herding-coreset",
+        f"distill {DIGITS} --method herding --ipc 2 {QUICK} --out {{work}}/herding",
+        (),
     ),
     (
         "resume-here",
@@ -89,6 +95,9 @@ STEPS: list[tuple[str, str, tuple[str, ...]]] = [
         "export {work}/dm/distilled.safetensors --format npz --out {work}/dm.npz",
         ("dm-mf2-kmeans",),
     ),
+    ("export-png", "export {work}/dm --format png --out {work}/png", ("dm-mf2-kmeans",)),
+    ("show", "show {work}/mtt --out {work}/mtt.png", ("mtt-soft-labels",)),
+    ("list", "list models", ()),
 ]
 
 

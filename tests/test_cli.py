@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -392,6 +393,26 @@ def test_evaluate_reloads_the_data_with_the_artefacts_whitening(tmp_path):
     back = dataset_of(dd.load(d.save(tmp_path / "z.safetensors")), None)
     assert back.info.zca_eps == 0.5
     assert torch.allclose(back.train_x, real.train_x)
+
+
+def test_a_set_distilled_from_python_records_how_to_load_its_data(tmp_path, monkeypatch):
+    """`dd.distill` + `save` (the README's Python example) with other data options than
+    the defaults: `datadistill evaluate` / `relabel` load the same data again."""
+    from datadistill.evaluation.evaluate import dataset_of
+
+    real = dd.load_dataset("digits", val_size=0.3, max_train=500, normalization="none")
+    d = dd.distill(real, "random", ipc=2, seed=0, device="cpu")
+    assert d.manifest["data"] == {
+        "name": "digits",
+        "val_size": 0.3,
+        "max_train": 500,
+        "normalization": "none",
+    }
+    monkeypatch.chdir(tmp_path)  # a relative npz: path is recorded absolute
+    np.savez("d.npz", x=np.zeros((8, 6, 6), np.uint8), y=np.arange(8) % 2)
+    assert dd.load_dataset("npz:d.npz", val_size=0).options["name"] == (f"npz:{tmp_path / 'd.npz'}")
+    back = dataset_of(dd.load(d.save(tmp_path / "z.safetensors")), None)
+    assert torch.equal(back.train_x, real.train_x) and torch.equal(back.val_y, real.val_y)
 
 
 def test_summary_prints_names_as_they_are(tmp_path, capsys):

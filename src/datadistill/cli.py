@@ -220,7 +220,9 @@ def _check_writable(path: Path, flag: str) -> None:
 
 @app.command()
 def evaluate(
-    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    artefact: Annotated[
+        Path, typer.Argument(help="A distilled .safetensors file, or a run folder holding one.")
+    ],
     arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
     seeds: Annotated[int | None, typer.Option(help="Fresh networks per number.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Default: the artefact's.")] = None,
@@ -287,7 +289,9 @@ def evaluate(
 
 @app.command()
 def relabel(
-    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    artefact: Annotated[
+        Path, typer.Argument(help="A distilled .safetensors file, or a run folder holding one.")
+    ],
     experts: Annotated[
         Path, typer.Option(help="Expert buffer holding the teacher (datadistill experts).")
     ],
@@ -340,7 +344,10 @@ def experts(
     width: Annotated[int, typer.Option(help="Network width (ConvNets and MLP).")] = 128,
     num: Annotated[int, typer.Option(help="Number of experts.")] = 20,
     epochs: Annotated[int, typer.Option(help="Epochs per expert (parameters kept each).")] = 50,
-    lr: Annotated[float, typer.Option(help="Expert SGD learning rate (lr_teacher).")] = 0.01,
+    lr: Annotated[
+        float,
+        typer.Option(help="Expert SGD learning rate; MTT's --hp lr_teacher should match it."),
+    ] = 0.01,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     batch_size: int = 256,
@@ -390,7 +397,9 @@ def experts(
 
 @app.command()
 def show(
-    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    artefact: Annotated[
+        Path, typer.Argument(help="A distilled .safetensors file, or a run folder holding one.")
+    ],
     out: Annotated[
         Path | None, typer.Option(help="PNG path (default: next to the artefact).")
     ] = None,
@@ -418,7 +427,9 @@ def show(
 
 @app.command()
 def export(
-    artefact: Annotated[Path, typer.Argument(help="A distilled .safetensors file.")],
+    artefact: Annotated[
+        Path, typer.Argument(help="A distilled .safetensors file, or a run folder holding one.")
+    ],
     out: Annotated[Path, typer.Option(help="Folder (png) or file (npz).")],
     format: Annotated[
         str, typer.Option(help="png (one folder per class, plus labels.json) or npz.")

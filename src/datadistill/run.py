@@ -30,7 +30,7 @@ from datadistill._device import (
 from datadistill.artefact import ARTEFACT_NAME, Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
-from datadistill.data.load import absolute_dataset_name, with_absolute_name
+from datadistill.data.load import with_absolute_name
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
@@ -617,6 +617,9 @@ def _distill_checked(
         "protocol": m.expected_protocol,
         # a change takes effect with the next step: one at the final iteration changed nothing
         "resume_changes": [c for c in changes if c["iteration"] < result.iterations],
+        # how to load the data again (datadistill evaluate / relabel): only for data from
+        # load_dataset, whose options the RealData carries
+        **({"data": dict(real.options)} if real.options is not None else {}),
         **m.manifest_extra(),
     }
     return Distilled(
@@ -747,11 +750,8 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
-    data = {
-        "name": absolute_dataset_name(config.dataset),
-        "val_size": config.val_size,
-        "max_train": config.max_train,
-    }
+    data = real.options  # what dataset_of needs to load these data again
+    assert data is not None  # set by load_dataset
     if finished:
         distilled = _finished_artefact(artefact, method, config, data)
     else:

@@ -2,6 +2,7 @@ import dataclasses
 import functools
 import importlib
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,6 +114,19 @@ def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path,
     monkeypatch.setattr("datadistill.models.convnet.MIN_NORM_SIDE", 2)  # depth 3 for 8x8
     run(cache_dir=tmp_path / "c")
     assert len(list((tmp_path / "c").glob("*.json"))) == 2
+
+
+def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    from datadistill.evaluation.evaluate import _cache_dir
+
+    monkeypatch.setenv("DATADISTILL_CACHE", str(tmp_path))
+    assert _cache_dir(None) == tmp_path / "eval"
+    assert _cache_dir(tmp_path / "mine") == tmp_path / "mine"  # an explicit folder wins
+    monkeypatch.setenv("DATADISTILL_CACHE", "off")
+    assert _cache_dir(None) is None
+    monkeypatch.delenv("DATADISTILL_CACHE")
+    assert _cache_dir(None) == Path.home() / ".cache" / "datadistill" / "eval"
+    assert _cache_dir(False) is None  # type: ignore[arg-type]
 
 
 def test_the_full_reference_takes_enough_steps_on_a_small_training_split(digits):

@@ -1,5 +1,6 @@
 import math
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -117,6 +118,17 @@ def test_mtt_soft_labels_and_window(digits, expert_buffer, unroll):
     assert not torch.equal(labels0, m.synthetic().soft_labels.detach())
     lr = float(m.synthetic().lr.detach())
     assert lr != lr0 and lr > 0
+
+
+def test_a_student_lr_other_than_the_experts_is_warned_about(digits, expert_buffer):
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)}
+    with pytest.warns(UserWarning, match="trained with lr 0.01.*lr_teacher=0.01"):
+        dd.distill(
+            digits, "mtt", ipc=1, seed=0, iterations=0, device="cpu", **{**hp, "lr_teacher": 0.03}
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the experts' own lr: no warning
+        dd.distill(digits, "mtt", ipc=1, seed=0, iterations=0, device="cpu", **hp)
 
 
 def test_initial_soft_labels_are_expert_logits(digits, expert_buffer):

@@ -166,4 +166,14 @@ def load_dataset(
         zca=zca,
         zca_eps=float(zca_eps) if zca else None,
     )
-    return RealData(info, train_x, train_y, val_x, val_y, test_x, test_y, whitening)
+    real = RealData(info, train_x, train_y, val_x, val_y, test_x, test_y, whitening)
+    # what it takes to load these data again (an artefact records it for `evaluate`)
+    options: dict[str, object] = {
+        "name": absolute_dataset_name(name),
+        "val_size": val_size,
+        "max_train": max_train,
+    }
+    if normalization != "train":
+        options["normalization"] = normalization
+    real.options = options
+    return real

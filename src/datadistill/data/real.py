@@ -56,6 +56,9 @@ class RealData:
         self._padded: tuple[Tensor, Tensor] | None = None  # (K, L) train indices, (K,) counts
         # the training images this object was copied from by ``to`` (see ``source_train_x``)
         self._origin: weakref.ref[Tensor] | None = None
+        # how load_dataset made these data (name, val_size, max_train, normalization when
+        # not "train"): an artefact records it, so that the data can be loaded again
+        self.options: dict[str, object] | None = None
 
     # ------------------------------------------------------------------ structure
 
@@ -193,6 +196,7 @@ class RealData:
             None if self.zca is None else self.zca.to(device),
         )
         moved._origin = weakref.ref(self.source_train_x)
+        moved.options = self.options
         return moved
 
     def __repr__(self) -> str:

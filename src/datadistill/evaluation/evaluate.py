@@ -234,6 +234,8 @@ def _cache_dir(cache_dir: str | Path | None) -> Path | None:
     if cache_dir is not None:
         return Path(cache_dir)
     env = os.environ.get("DATADISTILL_CACHE")
+    if env == "off":  # e.g. while editing the training code of an editable install
+        return None
     return Path(env) / "eval" if env else Path.home() / ".cache" / "datadistill" / "eval"
 
 
@@ -311,6 +313,7 @@ def dataset_of(
         zca=info.zca,
         zca_eps=info.zca_eps if info.zca_eps is not None else DEFAULT_EPS,
         max_train=opts.get("max_train"),
+        normalization=opts.get("normalization", "train"),
     )
     check_matches(distilled, real)  # e.g. another data root with other files
     if data is not None:  # the same data, moved: known by its recorded name (expert
@@ -391,7 +394,9 @@ def evaluate(
             protocol's ``full_epochs``, raised on small training splits to
             ``FULL_MIN_STEPS`` SGD steps, see :func:`full_reference_epochs`, and its
             ``seeds``).
-        cache_dir: where baseline results are cached (``False`` disables caching).
+        cache_dir: where baseline results are cached (``False`` disables caching); by
+            default ``$DATADISTILL_CACHE/eval``, else ``~/.cache/datadistill/eval``
+            (``DATADISTILL_CACHE=off`` disables it).
     """
     check_matches(distilled, real)
     proto = get_protocol(protocol)

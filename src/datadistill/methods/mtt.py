@@ -24,6 +24,8 @@ decoding to the stored pixels.
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from typing import Any
 
 import torch
@@ -143,6 +145,14 @@ class MTT(Method):
             raise ConfigError(
                 f"label_epoch {hp.label_epoch} is beyond the {self.buffer.epochs} epochs of the "
                 f"experts in {hp.buffer}; use -1 (the last) or a smaller epoch."
+            )
+        lr = self.buffer.recipe.lr
+        if not math.isclose(lr, hp.lr_teacher, rel_tol=1e-6):
+            warnings.warn(
+                f"The experts in {hp.buffer} were trained with lr {lr:g}, but the students "
+                f"start from lr_teacher {hp.lr_teacher:g} (the paper starts them at the "
+                f"experts' lr); pass --hp lr_teacher={lr:g} unless this is intended.",
+                stacklevel=2,
             )
         self._checked_for = data_fingerprint(real)
 
