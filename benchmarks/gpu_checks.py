@@ -87,7 +87,14 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
     when their cap minus an evaluation allowance is spent, whichever comes first."""
     table = ("table", "--device", "cuda", "--paper", "--tag", "gpu", "--quiet", "--force")
     out = [
-        Part("smoke", ("gpu_smoke", "--device", "cuda"), 200, 60, ("smoke-gpu.json",)),
+        # each step at most 100 s; the result file is rewritten after every step
+        Part(
+            "smoke",
+            ("gpu_smoke", "--device", "cuda", "--timeout", "100"),
+            150,
+            60,
+            ("smoke-gpu.json",),
+        ),
         Part("memory", ("mtt_memory", "--device", "cuda"), 240, 60, ("mtt-memory-gpu.json",)),
         Part(
             "dc-step",

@@ -81,13 +81,13 @@ STEPS: list[tuple[str, str, tuple[str, ...]]] = [
     (
         "resume-here",
         f"distill {DIGITS} --method dm --ipc 1 --iterations 2 --no-evaluate --checkpoint-every 1 "
-        "--out {work}/resumed",
+        "--hp compile=no --out {work}/resumed",
         (),
     ),
     (
         "resume-on-cpu",
         "distill --dataset digits --quiet --device cpu --method dm --ipc 1 --iterations 4 "
-        "--no-evaluate --resume --out {work}/resumed",
+        "--no-evaluate --hp compile=no --resume --out {work}/resumed",
         ("resume-here",),
     ),
     (
@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", default=None, help="run only these steps")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per step at most")
     args = ap.parse_args()
+    result = f"smoke-{'gpu' if args.device.startswith('cuda') else 'cpu'}.json"
     work = Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
     rows: list[dict[str, object]] = []
     failed: set[str] = set()
@@ -142,10 +143,10 @@ def main() -> None:
                 f"{name}: {'ok' if rc == 0 else 'FAILED ' + str(row['error'])} ({seconds} s)",
                 flush=True,
             )
+            write(result, {"device": args.device, "steps": rows})  # a cut-off run keeps these
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    where = "gpu" if args.device.startswith("cuda") else "cpu"
-    path = write(f"smoke-{where}.json", {"device": args.device, "steps": rows})
+    path = write(result, {"device": args.device, "steps": rows})
     print(f"{sum(bool(r['ok']) for r in rows)}/{len(rows)} steps ok ({path})")
     if failed:
         sys.exit(1)

@@ -109,16 +109,23 @@ def test_the_programs_default_to_the_tuned_allocator_unless_the_user_chose(monke
 
 
 def test_compiler_works_needs_triton_and_a_recent_gpu_on_cuda(monkeypatch):
-    """On an old GPU or without Triton, "auto" settings run eagerly instead of failing at
-    the first step; "yes" still compiles as asked."""
+    """On an old GPU, without Triton or without the C compiler Triton builds its launcher
+    with, "auto" settings run eagerly instead of failing at the first step; "yes" still
+    compiles as asked."""
     from datadistill.methods.common import maybe_compile
 
     cuda = torch.device("cuda")
+    monkeypatch.setattr(_device, "_has_triton", lambda: True)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(_device.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (6, 0))
     assert not _device.compiler_works(cuda)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
-    found = {"triton": None}
-    monkeypatch.setattr(_device.importlib.util, "find_spec", lambda name: found.get(name))
+    assert _device.compiler_works(cuda)
+    monkeypatch.setattr(_device.shutil, "which", lambda name: None)  # no C compiler
+    assert not _device.compiler_works(cuda)
+    monkeypatch.setattr(_device.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(_device, "_has_triton", lambda: False)
     assert not _device.compiler_works(cuda)
 
     def fn(x):
@@ -126,15 +133,18 @@ def test_compiler_works_needs_triton_and_a_recent_gpu_on_cuda(monkeypatch):
 
     assert maybe_compile(fn, "auto", cuda, 0) is fn
     assert maybe_compile(fn, "yes", cuda, 0) is not fn
-    found["triton"] = object()
-    assert _device.compiler_works(cuda)
+    monkeypatch.setattr(_device, "_has_triton", lambda: True)
     assert maybe_compile(fn, "auto", cuda, 0) is not fn
 
 
-def test_compiler_works_needs_a_cpp_compiler_on_the_cpu(monkeypatch):
+def test_compiler_works_looks_for_inductors_cpp_compiler_on_the_cpu(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(_device.shutil, "which", lambda name: None)
     assert not _device.compiler_works(cpu)
-    monkeypatch.setattr(_device.shutil, "which", lambda name: "/usr/bin/g++" * (name == "g++"))
-    assert _device.compiler_works(cpu)
+    monkeypatch.setattr(
+        _device.shutil, "which", lambda name: "/usr/bin/g++" if name == "g++" else None
+    )
+    assert _device.compiler_works(cpu) == (sys.platform != "darwin")
+    monkeypatch.setenv("CXX", "icpx")  # Inductor then looks for that one only
+    assert not _device.compiler_works(cpu)

@@ -136,18 +136,23 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def compiler_works(device: torch.device) -> bool:
     """Whether ``torch.compile``'s default backend can build kernels for ``device``: on
-    CUDA it needs Triton and a GPU of compute capability 7.0 or newer, on the CPU a C++
-    compiler (``$CXX``, g++ or clang++). Where it cannot, "auto" settings run eagerly
-    instead of failing at the first step."""
+    CUDA it needs a GPU of compute capability 7.0 or newer, Triton, and a C compiler for
+    Triton's launcher (``$CC``, gcc or clang); on the CPU the C++ compiler Inductor looks
+    for (``$CXX``, else g++; clang++ on macOS). Where it cannot, "auto" settings run
+    eagerly instead of failing at the first step."""
     if device.type == "cuda":
-        if torch.cuda.get_device_capability(device) < (7, 0):
+        if torch.cuda.get_device_capability(device) < (7, 0) or not _has_triton():
             return False
-        return importlib.util.find_spec("triton") is not None
+        return any(shutil.which(n) for n in (os.environ.get("CC", ""), "gcc", "clang") if n)
     if device.type == "cpu":
-        names = (os.environ.get("CXX", ""), "g++", "clang++")
-        return any(shutil.which(name) for name in names if name)
+        cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+        return shutil.which(cxx) is not None
     return False
 
 

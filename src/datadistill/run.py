@@ -750,8 +750,8 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
-    data = real.options  # what dataset_of needs to load these data again
-    assert data is not None  # set by load_dataset
+    assert real.options is not None  # set by load_dataset
+    data = dict(real.options)  # what dataset_of needs to load these data again
     if finished:
         distilled = _finished_artefact(artefact, method, config, data)
     else:

@@ -187,6 +187,9 @@ def test_params_are_built_on_the_requested_device() -> None:
         assert value.shape == getattr(here, name).shape
     assert on_meta.choice is not None and here.choice is not None
     assert torch.equal(on_meta.choice, here.choice)
+    u, cfg = torch.rand(4, 11, generator=gen()), dsa.config  # the draws, in their order
+    assert torch.equal(here.brightness, (u[:, 0] - 0.5) * cfg.brightness)
+    assert torch.equal(here.crop, u[:, 3:5]) and torch.equal(here.flip, u[:, 7] < cfg.flip)
 
 
 def test_dtype_is_preserved() -> None:

@@ -127,8 +127,10 @@ class DSA:
         # Sort the groups by family, run each family once on its contiguous slice, unsort.
         order = torch.argsort(choice, stable=True)
         counts = torch.bincount(choice, minlength=len(params.families)).tolist()
+        # (the families are applied slice by slice below: the groups' choice is not needed
+        # there, and taking it, on the CPU, with a device index would wait for the device)
         order = order.to(x.device)
-        xs, ps = x[order], params.take(order)
+        xs, ps = x[order], dataclasses.replace(params, choice=None).take(order)
         pieces, start = [], 0
         for family, count in zip(params.families, counts, strict=True):
             if count:

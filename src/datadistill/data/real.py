@@ -196,7 +196,7 @@ class RealData:
             None if self.zca is None else self.zca.to(device),
         )
         moved._origin = weakref.ref(self.source_train_x)
-        moved.options = self.options
+        moved.options = None if self.options is None else dict(self.options)
         return moved
 
     def __repr__(self) -> str:

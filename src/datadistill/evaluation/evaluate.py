@@ -234,7 +234,7 @@ def _cache_dir(cache_dir: str | Path | None) -> Path | None:
     if cache_dir is not None:
         return Path(cache_dir)
     env = os.environ.get("DATADISTILL_CACHE")
-    if env == "off":  # e.g. while editing the training code of an editable install
+    if env is not None and env.lower() == "off":  # e.g. while editing an editable install
         return None
     return Path(env) / "eval" if env else Path.home() / ".cache" / "datadistill" / "eval"
 
