@@ -70,6 +70,13 @@ def test_export_png_and_npz(tmp_path, digits):
     assert list(arr["y"]) == d.labels.tolist()
     assert list(arr["class_names"]) == list(digits.info.class_names)
     assert "soft_labels" not in arr and "lr" not in arr
+    # an existing file is kept, and a name with a dot gains the suffix rather than losing
+    # its last part
+    with pytest.raises(ConfigError, match="already exists"):
+        dd.export(d, tmp_path / "set.npz", "npz")
+    assert dd.export(d, tmp_path / "set.v1", "npz") == tmp_path / "set.v1.npz"
+    with pytest.raises(ConfigError, match="already exists"):
+        dd.export(d, tmp_path / "set.v1", "npz")
 
 
 def test_export_keeps_soft_labels_and_lr(tmp_path, digits):
@@ -226,3 +233,17 @@ def test_an_image_folder_takes_a_user_labels_json_for_what_it_is(tmp_path, digit
         dd.load_dataset(f"imagefolder:{out}", val_size=0)
     (out / "labels.json").write_text(json.dumps({"class_names": ["a"], "files": ["x.png"]}))
     assert dd.load_dataset(f"imagefolder:{out}", val_size=0).info.allow_flip is True
+
+
+def test_artefacts_and_npz_exports_get_the_umask_mode_not_owner_only(tmp_path, digits):
+    """safetensors writes owner-only files; a shared artefact is readable as any new file."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        d = _distilled(digits)
+        for path in (d.save(tmp_path / "set.safetensors"), dd.export(d, tmp_path / "x", "npz")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    finally:
+        os.umask(old)

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -34,6 +36,10 @@ def test_buffer_layout_and_lazy_read(expert_buffer, monkeypatch):
     assert all(a > 0.2 for a in buf.val_accs()), buf.val_accs()  # chance is 0.1
     with pytest.raises(ConfigError, match="outside"):
         buf.epoch(0, 4)
+    mask = os.umask(0o022)  # (reading the umask means setting it)
+    os.umask(mask)
+    for shard in expert_buffer.glob("*.safetensors"):  # shareable, not owner-only
+        assert stat.S_IMODE(shard.stat().st_mode) == 0o666 & ~mask, shard
 
     # lazy: one epoch is one slice of the file; the whole trajectory is never loaded
     def no_whole_file(*args, **kwargs):

@@ -205,17 +205,20 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
     # a set whose teacher buffer is gone: evaluated without baselines only
     copy = tmp_path / "copy"
     shutil.copytree(expert_buffer, copy)
-    cli_here("relabel", str(src), "--experts", str(copy), "--out", str(out))
+    out2 = tmp_path / "relabelled-2.safetensors"
+    cli_here("relabel", str(src), "--experts", str(copy), "--out", str(out2))
     shutil.rmtree(copy)
-    proc = cli_here("evaluate", str(out), "--protocol", "fast", "--seeds", "1", check=False)
+    proc = cli_here("evaluate", str(out2), "--protocol", "fast", "--seeds", "1", check=False)
     assert proc.returncode == 2 and "which is missing" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    cli_here("evaluate", str(out), "--protocol", "fast", "--seeds", "1", "--no-baselines")
+    cli_here("evaluate", str(out2), "--protocol", "fast", "--seeds", "1", "--no-baselines")
+    fresh = tmp_path / "fresh.safetensors"
     for args, expected in [
-        (["--experts", str(tmp_path / "none"), "--out", str(out)], "No expert buffer"),
+        (["--experts", str(tmp_path / "none"), "--out", str(fresh)], "No expert buffer"),
         (["--experts", str(expert_buffer), "--out", str(src)], "is the input artefact"),
         (["--experts", str(expert_buffer), "--out", str(run / "distilled.safetensors")], "input"),
-        (["--experts", str(expert_buffer), "--epoch", "9", "--out", str(out)], "beyond the 3"),
+        (["--experts", str(expert_buffer), "--epoch", "9", "--out", str(fresh)], "beyond the 3"),
+        (["--experts", str(expert_buffer), "--out", str(out)], "already exists"),  # kept
     ]:
         source = run if "distilled.safetensors" in args[-1] else src
         proc = cli_here("relabel", str(source), *args, check=False)

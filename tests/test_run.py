@@ -441,6 +441,11 @@ def test_a_resume_that_runs_no_step_records_no_change(tmp_path, digits):
     with pytest.warns(UserWarning, match="lr_img 1.0 -> 0.5"):
         same = dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
     assert same.manifest["iterations"] == 2 and same.manifest["resume_changes"] == []
+    # no step ran, and the user is told why (the budget counts the whole run)
+    with pytest.warns(UserWarning, match=r"budget of 2 iterations has reached.*--iterations"):
+        dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
+    with pytest.warns(UserWarning, match=r"has spent .* s of its 1e-06 s time budget"):
+        dd.distill(digits, "dm", 2, time_budget=1e-6, lr_img=0.5, **kw)
     # a second resume at the same iteration makes one change from the first old value
     with pytest.warns(UserWarning, match="lr_img 0.5 -> 0.25"):
         dd.distill(digits, "dm", 2, iterations=2, lr_img=0.25, **kw)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
+from datadistill._files import share_like_new_files
 from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
 from datadistill.data.zca import DEFAULT_EPS, ZCA
@@ -174,6 +175,7 @@ class Distilled:
                 size = written
             else:  # pragma: no cover - the size is a fixed point after a few passes
                 raise RuntimeError("the artefact's size did not settle; please report this.")
+            share_like_new_files(tmp)
             tmp.replace(path)
         except SafetensorError as exc:  # safetensors' own I/O errors (a full disk, ...)
             raise DataError(
@@ -260,6 +262,13 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
         # mixing with an earlier export would leave its images beside these
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new --out.")
+    if fmt == "npz":
+        if out.name in ("", ".", "..") or out.is_dir():
+            raise ConfigError(f"{out} is a folder; give the npz export a file name.")
+        # the suffix is added, not swapped in: "set.v1" -> "set.v1.npz", never "set.npz"
+        out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+        if out.exists():
+            raise ConfigError(f"{out} already exists; choose a new --out or delete it.")
     pixels = distilled.pixels(decoded=True)  # (N, C, H, W) in [0, 1]
     arr = (pixels.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)  # (N, H, W, C)
     _, labels_t, soft = distilled.training_set()
@@ -267,9 +276,6 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     names = list(distilled.info.class_names)
     soft = None if soft is None else soft.detach().float()
     if fmt == "npz":
-        if out.name in ("", ".", "..") or out.is_dir():
-            raise ConfigError(f"{out} is a folder; give the npz export a file name.")
-        out = out if out.suffix == ".npz" else out.with_suffix(".npz")
         out.parent.mkdir(parents=True, exist_ok=True)
         extras: dict[str, Any] = {
             "class_names": np.array(names, dtype=str),

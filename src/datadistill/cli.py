@@ -321,6 +321,8 @@ def relabel(
     source = artefact / ARTEFACT_NAME if (artefact / ARTEFACT_NAME).is_file() else artefact
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
+    if out.exists():  # checked before the teacher runs, so that no work is thrown away
+        raise ConfigError(f"--out {out} already exists; choose a new file name or delete it.")
     distilled = load(artefact)
     real = dataset_of(distilled, data_root, dataset)
     relabelled = do_relabel(

@@ -243,6 +243,28 @@ def _builtin(cb: Callback) -> Callback:
     return cb
 
 
+def _say_if_the_budget_is_spent(
+    state: dict[str, Any], iterations: int | None, time_budget: float | None, setup_s: float
+) -> None:
+    """Warn when a resumed run has nothing left of its budget (the budget counts the whole
+    run, resumes included), so that a resume that runs no step says why."""
+    at, spent = int(state["method"]["iteration"]), float(state["seconds"])
+    if iterations is not None and at >= iterations:
+        warnings.warn(
+            f"The resumed run is at iteration {at}, which its budget of {iterations} "
+            "iterations has reached, so no step runs; the budget counts the whole run: pass "
+            "a larger one (--iterations) to distill further.",
+            stacklevel=4,  # the caller of distill() (or run())
+        )
+    elif time_budget is not None and spent + setup_s >= time_budget:
+        warnings.warn(
+            f"The resumed run has spent {spent + setup_s:.1f} s of its {time_budget:g} s time "
+            "budget, so no step runs; the budget counts the whole run, its set-up included: "
+            "pass a larger one (--time-budget) to distill further.",
+            stacklevel=4,
+        )
+
+
 def run_loop(
     method: Method,
     *,
@@ -565,6 +587,8 @@ def _distill_checked(
         setup_seconds = float(resume_state["setup_seconds"])
     # a time budget covers the set-up too (e.g. a k-means initialisation)
     budget = None if time_budget is None else max(0.0, time_budget - setup_seconds)
+    if resume_state is not None and m.needs_steps:
+        _say_if_the_budget_is_spent(resume_state, iterations, time_budget, setup_seconds)
     if progress:
         spent = float(resume_state["seconds"]) if resume_state is not None else 0.0
         left = None if budget is None else max(0.0, budget - spent)

@@ -111,6 +111,13 @@ def test_download_with_bad_md5_fails_cleanly(tmp_path, monkeypatch):
         load_dataset("mnist", root, download=True)
     assert str(root / "mnist") in str(err.value)
     assert not (root / "mnist").exists()  # no partial or unverified file, no empty folder
+    # a data root that did not exist (a mistyped --data-root) is not left behind either,
+    # while one that existed stays
+    assert not root.exists()
+    root.mkdir()
+    with pytest.raises(DataError, match="MD5"):
+        load_dataset("mnist", root / "deeper" / "still", download=True)
+    assert root.is_dir() and not any(root.iterdir())
 
 
 def test_local_files_are_not_checked_against_archive_md5(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import datadistill as dd
 from datadistill.cli import app
-from datadistill.errors import UnknownNameError
+from datadistill.errors import DataError, UnknownNameError
 from datadistill.evaluation import PROTOCOLS, get_protocol, train_network
 from datadistill.evaluation.evaluate import (
     FULL_MIN_STEPS,
@@ -193,6 +193,18 @@ def test_the_report_says_which_lr_the_set_trained_with(digits, monkeypatch):
     used.clear()
     rep = dd.evaluate(d, digits, mtt, **{**kw, "archs": ["ConvNetW32", "convnetw32"]})
     assert list(rep.results) == ["convnetw32"] and len(used) == 1
+
+
+@pytest.mark.parametrize("bad", [-0.0004, 0.0, float("nan")])
+def test_a_learned_lr_that_cannot_train_is_one_clear_error(digits, bad):
+    """A set whose learned lr is not positive (one distilled before MTT kept it so) is
+    refused under a learned-lr protocol, naming the fix; a fixed-lr protocol still takes it."""
+    d = dataclasses.replace(dd.distill(digits, "random", 1, seed=0, device="cpu"), lr=bad)
+    kw = dict(seeds=1, baselines=False, full=False, device="cpu", archs=["convnetw32"])
+    with pytest.raises(DataError, match="cannot train a network.*--protocol dc"):
+        dd.evaluate(d, digits, dataclasses.replace(get_protocol("mtt"), epochs=1), **kw)
+    rep = dd.evaluate(d, digits, dataclasses.replace(get_protocol("fast"), epochs=1), **kw)
+    assert rep.to_dict()["lr_learned"] is False
 
 
 def test_report_md_says_the_set_trained_at_its_learned_lr(digits, tmp_path):

@@ -91,6 +91,21 @@ def test_mtt_step_learns_images_and_lr(digits, expert_buffer):
     assert m.synthetic().learned_lr() != lr0
 
 
+def test_the_learned_lr_stays_above_its_floor(digits, expert_buffer):
+    """Plain SGD on the student lr can push it to zero or below; after every step it is
+    projected back to at least LR_FLOOR x lr_teacher, so the set's lr can train a network."""
+    from datadistill.methods.mtt import LR_FLOOR
+
+    m = create_method("mtt", **{**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer)})
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    floor = LR_FLOOR * m.hparams.lr_teacher
+    with torch.no_grad():
+        m.synthetic().lr.fill_(-0.5)  # where a run of noisy lr updates could leave it
+    out = m.step()
+    assert out["syn_lr"] == pytest.approx(floor)
+    assert m.synthetic().learned_lr() == pytest.approx(floor)
+
+
 @pytest.mark.parametrize("unroll", ["full", "constant"])
 def test_mtt_soft_labels_and_window(digits, expert_buffer, unroll):
     hp = {

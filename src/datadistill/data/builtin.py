@@ -108,12 +108,14 @@ def require_files(
     shown = [m + alternative for m in missing]
     if not download:
         raise missing_files_error(dataset, folder, shown)
-    created = not folder.exists()
+    # the outermost folder the download may create (the data root itself, when it does
+    # not exist yet: a mistyped --data-root)
+    top = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
     try:
         download_all(dataset, folder, missing)
     except DownloadFailed as e:
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # leave no empty folder behind a failed download
+        if top is not None:
+            _remove_empty_folders(folder, top)  # leave no empty folder behind a failure
         # name only what is still missing: files fetched before the failure stay
         shown = [m + alternative for m in absent()] or shown
         raise missing_files_error(dataset, folder, shown, str(e), e.local) from None
@@ -121,6 +123,17 @@ def require_files(
     if found is None:  # pragma: no cover - the download wrote every missing file
         raise missing_files_error(dataset, folder, shown)
     return found
+
+
+def _remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` while they are empty folders."""
+    for p in (folder, *folder.parents):
+        try:
+            p.rmdir()  # only an empty folder
+        except OSError:
+            return
+        if p == top:
+            return
 
 
 def _idx_loader(dataset: str, class_names: tuple[str, ...]) -> DatasetLoader:

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from datadistill._files import share_like_new_files
 from datadistill.errors import DataError
 
 TIMEOUT_S = 10.0  # per connection attempt / read
@@ -92,6 +93,7 @@ def fetch(url: str, dest: Path, md5: str) -> None:
                 out.write(block)
         if digest.hexdigest() != md5:
             raise DownloadFailed(f"{url} has MD5 {digest.hexdigest()}, expected {md5}")
+        share_like_new_files(tmp)
         os.replace(tmp, dest)
     except DownloadFailed:
         raise

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import statistics
 import warnings
@@ -419,6 +420,12 @@ def evaluate(
     f_epochs = full_epochs if full_epochs is not None else full_reference_epochs(proto, real)
     ipc = distilled.ipc
     lr = distilled.lr if (proto.learned_lr and distilled.lr is not None) else None
+    if lr is not None and not (math.isfinite(float(lr)) and float(lr) > 0):
+        raise DataError(
+            f"The set's learned lr is {float(lr):g}, which cannot train a network (a set "
+            f"distilled before the lr was kept positive); evaluate it under a protocol with "
+            f"a fixed lr, e.g. --protocol dc."
+        )
     if lr is not None:
         _warn_if_lr_learned_elsewhere(distilled, archs)
     cache = _cache_dir(cache_dir)

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from datadistill._device import prepare_device, resolve_device
+from datadistill._files import share_like_new_files
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.data.load import absolute_dataset_name
@@ -224,6 +225,7 @@ def _save_atomic(tensors: dict[str, Tensor], path: Path, meta: dict[str, str]) -
     data reaches the disk before the rename, and the rename before the caller goes on)."""
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    share_like_new_files(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -50,6 +50,11 @@ from datadistill.methods.common import INITS, check_ipc, init_synset
 from datadistill.synthetic import MultiFormationSet, PixelSet, decode, encode
 from datadistill.synthetic.formation import at_tile_resolution, decode_rows
 
+# The learned student lr is kept at least this fraction of its start (lr_teacher): plain SGD
+# on it, as in the reference code, can drive it to zero or below on a short or noisy run,
+# and a network then cannot be trained with it.
+LR_FLOOR = 0.01
+
 
 @dataclasses.dataclass(frozen=True)
 class MTTParams(HParams):
@@ -59,7 +64,8 @@ class MTTParams(HParams):
     max_start_epoch: int = 10  # start epochs are drawn from [min_start_epoch, max_start_epoch)
     min_start_epoch: int = 0
     lr_img: float = 100.0  # SGD learning rate of the synthetic pixels (momentum 0.5)
-    lr_lr: float = 1e-5  # SGD learning rate of the learned student lr
+    lr_lr: float = 1e-5  # SGD learning rate of the learned student lr (kept >= 1% of
+    # lr_teacher, LR_FLOOR)
     lr_teacher: float = 0.01  # initial student lr (the experts' lr)
     momentum: float = 0.5
     batch_syn: int = 0  # synthetic images per student step; 0: the whole set
@@ -320,6 +326,9 @@ class MTT(Method):
         for opt in (self.opt_img, self.opt_lr, self.opt_label):
             if opt is not None:
                 opt.step()
+        with torch.no_grad():  # a step size <= 0 would train the student (and the
+            # evaluation that uses the learned lr) uphill: project it back above a floor
+            s.lr.clamp_(min=LR_FLOOR * hp.lr_teacher)
         self.iteration += 1
         return {"loss": res.loss, "syn_lr": float(s.lr.detach()), "start_epoch": start_epoch}
 
