@@ -110,6 +110,20 @@ def test_load_rejects_bad_files(tmp_path):
         dd.load(other)
 
 
+def test_a_manifest_without_a_dataset_field_names_the_file(tmp_path, digits):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = _distilled(digits).save(tmp_path / "set.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        manifest = json.loads(f.metadata()["manifest"])
+    del manifest["dataset"]["num_classes"]
+    save_file(tensors, str(path), metadata={"manifest": json.dumps(manifest)})
+    with pytest.raises(DataError, match=r"set.safetensors has a damaged manifest.*num_classes"):
+        dd.load(path)
+
+
 def test_exports_read_back_as_user_data(tmp_path, digits):
     """An npz export loads as ``npz:PATH`` and a PNG export as ``imagefolder:PATH``."""
     idx = torch.cat([torch.nonzero(digits.train_y == c)[:6, 0] for c in range(10)])
@@ -233,6 +247,10 @@ def test_an_image_folder_takes_a_user_labels_json_for_what_it_is(tmp_path, digit
         dd.load_dataset(f"imagefolder:{out}", val_size=0)
     (out / "labels.json").write_text(json.dumps({"class_names": ["a"], "files": ["x.png"]}))
     assert dd.load_dataset(f"imagefolder:{out}", val_size=0).info.allow_flip is True
+    # a damaged one (cut short) is read past, but not silently
+    (out / "labels.json").write_text(json.dumps(meta)[:40])
+    with pytest.warns(UserWarning, match="labels.json cannot be read.*labelled by their folders"):
+        assert dd.load_dataset(f"imagefolder:{out}", val_size=0).info.allow_flip is True
 
 
 def test_artefacts_and_npz_exports_get_the_umask_mode_not_owner_only(tmp_path, digits):

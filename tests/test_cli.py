@@ -358,7 +358,7 @@ def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path, cli_
         "--out",
         str(tmp_path / "buf"),
     )
-    assert "1 experts in" in proc.stdout and "no validation split" in proc.stdout
+    assert "1 expert in" in proc.stdout and "no validation split" in proc.stdout
 
 
 def test_resume_with_a_lower_learning_rate(tmp_path, cli_here):
@@ -460,3 +460,20 @@ def test_evaluate_finds_moved_user_data_with_dataset(tmp_path, cli_here):
 
     distilled = dd.load(out / "distilled.safetensors")
     assert dataset_of(distilled, data=moved).info.name == distilled.manifest["data"]["name"]
+    # --dataset is for user data that moved, not a way to swap datasets
+    with pytest.raises(dd.ConfigError, match="--dataset digits names where user data"):
+        dataset_of(distilled, data="digits")
+    builtin = dd.distill(dd.load_dataset("digits"), "random", 1, seed=0, device="cpu")
+    with pytest.raises(dd.ConfigError, match="came from digits: drop --dataset"):
+        dataset_of(builtin, data="digits")
+
+
+def test_the_summary_of_a_run_without_evaluation_says_so(tmp_path, capsys):
+    """``--no-evaluate``: no empty accuracy columns under a protocol that was not run."""
+    from datadistill.cli import _print_summary
+
+    report = {"method": "dm", "dataset": "digits", "ipc": 2, "protocol": "dc", "results": {}}
+    _print_summary(report, tmp_path)
+    out = capsys.readouterr().out
+    assert "distilled, not evaluated" in out and "datadistill evaluate" in out
+    assert "protocol dc" not in out and "random -" not in out

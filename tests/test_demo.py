@@ -10,7 +10,7 @@ from datadistill import demo
 def test_demo_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     demo.main(["--iterations", "2", "--seeds", "1", "--ipc", "1", "--full-epochs", "1"])
     out = capsys.readouterr().out
-    assert "ConvNet-2, protocol fast: 100 epochs, 1 seeds" in out  # 8x8 digits: depth 2
+    assert "ConvNet-2, protocol fast: 100 epochs, 1 seed;" in out  # 8x8 digits: depth 2
     row = next(line for line in out.splitlines() if line.startswith("│ dm "))
     cells = [c.strip() for c in row.strip("│").split("│")]
     assert cells[:2] == ["dm", "1"]

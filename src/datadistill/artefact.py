@@ -215,7 +215,7 @@ def load(path: str | Path) -> Distilled:
         )
     try:
         info = DatasetInfo.from_dict(manifest["dataset"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, DataError) as exc:
         raise DataError(f"{path} has a damaged manifest ({exc}).") from None
     zca = None
     held = [key for key in _ZCA_KEYS if key in tensors]

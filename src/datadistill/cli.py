@@ -177,24 +177,27 @@ def distill(
     _print_summary(report, out)
 
 
-def _seeds(n: int) -> str:
-    return f"{n} seed{'' if n == 1 else 's'}"
-
-
 def _print_summary(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from datadistill.report import format_result
+    from datadistill.report import format_result, plural
 
     console = Console()
     n = (report.get("evaluation") or {}).get("seeds")
-    seeds = f", {_seeds(n)}" if n else ""
+    seeds = f", {plural(n, 'seed')}" if n else ""
     # one line per evaluated architecture, each named (the first alone is "results")
     by_arch = report.get("results_by_arch") or {"": report.get("results") or {}}
     f = report.get("factor", 1)
     per_class = report["ipc"] * f * f
     factor = "" if f == 1 else f" (multi-formation x{f}: {per_class} training images per class)"
+    if not report.get("evaluation") and not any(by_arch.values()):  # --no-evaluate
+        console.print(
+            f"[bold]{escape(report['method'])}[/] {escape(report['dataset'])} "
+            f"ipc={report['ipc']}{factor}: distilled, not evaluated "
+            f"(`datadistill evaluate {escape(str(out))}` evaluates it)"
+        )
+        by_arch = {}
     for arch, res in by_arch.items():
         pct = {k: format_result(res.get(k)) for k in ("distilled", "random", "full")}
         # names are the user's (npz:PATH, a registered model, a folder): never markup
@@ -224,7 +227,10 @@ def evaluate(
         Path, typer.Argument(help="A distilled .safetensors file, or a run folder holding one.")
     ],
     arch: Annotated[str | None, typer.Option(help="Comma-separated architectures.")] = None,
-    seeds: Annotated[int | None, typer.Option(help="Fresh networks per number.")] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(help="Fresh networks trained per number (default: the protocol's)."),
+    ] = None,
     protocol: Annotated[str | None, typer.Option(help="Default: the artefact's.")] = None,
     data_root: Annotated[
         str | None,
@@ -248,6 +254,7 @@ def evaluate(
     from datadistill.evaluation import evaluate as run_eval
     from datadistill.evaluation import get_protocol
     from datadistill.evaluation.evaluate import dataset_of
+    from datadistill.report import plural
 
     distilled = load(artefact)
     if json_out is not None:  # checked before hours of training
@@ -265,11 +272,11 @@ def evaluate(
         full=full,
         full_epochs=full_epochs,
         device=device,
-        progress=lambda m: console.log(m),
+        progress=lambda m: console.print(m, markup=False, highlight=False),
     )
     table = Table(
         title=f"{escape(artefact.name)}: test accuracy (%), protocol {escape(proto.name)}, "
-        f"{_seeds(report.seeds)}",
+        f"{plural(report.seeds, 'seed')}",
         caption=f"the distilled set trained at its learned lr {report.lr_distilled:.4g}"
         if report.lr_learned
         else None,
@@ -369,6 +376,7 @@ def experts(
     from datadistill.data import load_dataset
     from datadistill.experts import ExpertRecipe, train_experts
     from datadistill.models import MODELS
+    from datadistill.report import plural
 
     MODELS.canonical(arch)
     recipe = ExpertRecipe(
@@ -390,11 +398,11 @@ def experts(
     )
     buf = train_experts(real, out, num, recipe, seed=seed, workers=workers, device=device)
     if real.val_x.shape[0] == 0:
-        typer.echo(f"{len(buf)} experts in {out} (no validation split to score them on)")
+        typer.echo(f"{plural(len(buf), 'expert')} in {out} (no validation split to score them on)")
         return
     accs = buf.val_accs()
     mean = 100 * sum(accs) / len(accs)
-    typer.echo(f"{len(buf)} experts in {out} (mean validation accuracy {mean:.2f}%)")
+    typer.echo(f"{plural(len(buf), 'expert')} in {out} (mean validation accuracy {mean:.2f}%)")
 
 
 @app.command()
@@ -405,7 +413,7 @@ def show(
     out: Annotated[
         Path | None, typer.Option(help="PNG path (default: next to the artefact).")
     ] = None,
-    per_class: int = 10,
+    per_class: Annotated[int, typer.Option(help="Images shown per class (one row each).")] = 10,
 ) -> None:
     """Write an image grid (one row per class) as PNG."""
     from datadistill.artefact import load

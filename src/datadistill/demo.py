@@ -24,6 +24,7 @@ from datadistill.errors import Interrupted
 from datadistill.evaluation import get_protocol
 from datadistill.methods.common import check_ipc
 from datadistill.models.convnet import default_depth
+from datadistill.report import plural
 
 DEMO_ITERATIONS = 150  # DM steps per IPC
 DEMO_SEEDS = 3  # fresh evaluation networks per number
@@ -81,8 +82,8 @@ def _run(args: argparse.Namespace) -> None:
     depth = default_depth(real.info.image_size)  # 2 for 8x8 images (the last norm sees 4x4)
     table = Table(
         title=f"DM on scikit-learn digits (test accuracy %, ConvNet-{depth}, protocol "
-        f"{protocol.name}: {protocol.epochs} epochs, {args.seeds} seeds; full data "
-        f"{args.full_epochs} epochs, 1 seed)"
+        f"{protocol.name}: {plural(protocol.epochs, 'epoch')}, {plural(args.seeds, 'seed')}; "
+        f"full data {plural(args.full_epochs, 'epoch')}, 1 seed)"
     )
     for col in (
         "method",

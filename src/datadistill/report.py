@@ -81,12 +81,19 @@ def save_curves(distilled: Distilled, path: str | Path) -> Path:
         axes[1].plot([v[0] for v in val], [100 * v[1] for v in val], marker="o")
     else:
         axes[1].text(0.5, 0.5, "no validation (--validate-every 0)", ha="center", va="center")
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])  # (not a 0-1 scale of percentages)
     axes[1].set_xlabel("iteration")
     axes[1].set_ylabel("validation accuracy (%)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 seed"``, ``"3 seeds"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def format_result(r: Mapping[str, Any] | None, count: bool = False) -> str:
@@ -140,7 +147,7 @@ def write_report(
     lines = [
         f"# {report['method']} on {report['dataset']}, IPC {report['ipc']}",
         "",
-        f"- seed {report['seed']}, {report['iterations']} iterations, "
+        f"- seed {report['seed']}, {plural(report['iterations'], 'iteration')}, "
         f"{report['distill_seconds']:.1f} s distillation on {report['device']}, "
         f"peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB, "
         f"artefact {artefact_bytes} bytes",
@@ -158,8 +165,8 @@ def write_report(
         lines.append(f"- resumed at iteration {change['iteration']} with {told}")
     if ev:
         full = (
-            f"; full data trained {ev['full_epochs']} epochs"
-            + (f", {ev['full_seeds']} seeds" if ev.get("full_seeds") else "")
+            f"; full data trained {plural(ev['full_epochs'], 'epoch')}"
+            + (f", {plural(ev['full_seeds'], 'seed')}" if ev.get("full_seeds") else "")
             if ev["full_epochs"] is not None
             else "; no full-data reference"
         )
@@ -167,8 +174,9 @@ def write_report(
         if ev.get("lr_learned"):
             learned = f" at the set's learned lr {ev['lr_distilled']:.4g}"
         lines += [
-            f"- evaluation protocol `{ev['protocol']}`: {ev['protocol_config']['epochs']} epochs, "
-            f"{ev['seeds']} seeds per number, test split{full}; the distilled set trained"
+            f"- evaluation protocol `{ev['protocol']}`: "
+            f"{plural(ev['protocol_config']['epochs'], 'epoch')}, "
+            f"{plural(ev['seeds'], 'seed')} per number, test split{full}; the distilled set trained"
             f"{learned}, the baselines at the protocol lr",
             "",
             "| architecture | distilled | random real subset | full data |",

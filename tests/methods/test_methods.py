@@ -56,6 +56,15 @@ def test_switches_take_only_true_or_false(name, switch, value):
     assert getattr(create_method(name, **{switch: False}).hparams, switch) is False
 
 
+@pytest.mark.parametrize("name", ["dm", "dc", "dsa"])
+def test_compile_takes_true_and_false_as_yes_and_no(name):
+    """``--hp compile=false`` reads as a bool: it means "no", not an invalid choice."""
+    assert create_method(name, compile=False).hparams.compile == "no"
+    assert create_method(name, compile=True).hparams.compile == "yes"
+    with pytest.raises(ConfigError, match="'compile' parameter"):
+        create_method(name, compile="maybe")
+
+
 @pytest.mark.parametrize(
     "ipc,message",
     [(0, "IPC must be an integer >= 1"), (10_000, "IPC 10000 exceeds the smallest class")],

@@ -130,7 +130,13 @@ def _exported_labels(
         return names, labels, True
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # most likely a damaged export's: its class names and allow_flip are lost
+        warnings.warn(
+            f"{path} cannot be read ({exc}); the images are labelled by their folders, with "
+            "flips allowed. Fix or remove it to silence this.",
+            stacklevel=2,
+        )
         return names, labels, True
     rows = meta.get("files") if isinstance(meta, dict) else None
     ours = (

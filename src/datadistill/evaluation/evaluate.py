@@ -298,6 +298,13 @@ def dataset_of(
     opts = distilled.manifest.get("data", {})
     info = distilled.info
     recorded = opts.get("name", info.name)
+    if data is not None and (split_user_data(data) is None or split_user_data(recorded) is None):
+        raise ConfigError(
+            f"--dataset {data} names where user data has moved (npz:PATH or "
+            f"imagefolder:PATH) for a set distilled from such data; this set came from "
+            f"{recorded}: {'drop --dataset' if data == recorded else 'a builtin dataset'} "
+            "(its files are found through --data-root)."
+        )
     name = data if data is not None else recorded
     user = split_user_data(name)
     path = Path(user[1]).expanduser() if user is not None else None

@@ -533,7 +533,10 @@ class ExpertBuffer:
 
     @property
     def info(self) -> DatasetInfo:
-        return DatasetInfo.from_dict(self.manifest["info"])
+        try:
+            return DatasetInfo.from_dict(self.manifest["info"])
+        except DataError as exc:  # named, so that the user knows which buffer to re-create
+            raise DataError(f"{self.root / 'manifest.json'}: {exc}") from None
 
     def check(self, real: RealData, arch: str | None = None, width: int | None = None) -> None:
         """One clear error if the buffer was trained on other data or another network."""

@@ -32,6 +32,9 @@ class HParams:
     def __post_init__(self) -> None:
         # A switch must be a real bool: a string such as "no" is truthy and would turn it on.
         owner = type(self).__name__.removesuffix("Params") or type(self).__name__
+        compile_choice = getattr(self, "compile", None)
+        if isinstance(compile_choice, bool):  # --hp compile=false reads as a bool
+            object.__setattr__(self, "compile", "yes" if compile_choice else "no")
         for f in dataclasses.fields(self):
             if isinstance(f.default, bool):
                 value = getattr(self, f.name)

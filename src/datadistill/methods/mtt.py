@@ -145,7 +145,8 @@ class MTT(Method):
             raise ConfigError(
                 f"A start epoch up to {top - 1} (max_start_epoch {top} excluded) plus "
                 f"expert_epochs {hp.expert_epochs} exceeds the {self.buffer.epochs} epochs of "
-                f"the experts in {hp.buffer}; lower them or train longer experts."
+                f"the experts in {hp.buffer}; lower them (--hp max_start_epoch=..., --hp "
+                "expert_epochs=..., and window_grow_to if set) or train longer experts."
             )
         if hp.label_epoch > self.buffer.epochs:
             raise ConfigError(
