@@ -431,7 +431,7 @@ def test_resume_may_lower_the_learning_rates(tmp_path, digits, request, method, 
         assert resumed.soft_labels is not None and torch.equal(soft, resumed.soft_labels)
 
 
-def test_a_resume_that_runs_no_step_records_no_change(tmp_path, digits):
+def test_a_resume_that_runs_no_step_records_no_change(tmp_path, digits, monkeypatch):
     """A lower lr given to a run that has already spent its budget changes nothing, so the
     manifest records no change (the checkpoint keeps it for a later, longer resume)."""
     ckpt = tmp_path / "ckpt.pt"
@@ -442,10 +442,15 @@ def test_a_resume_that_runs_no_step_records_no_change(tmp_path, digits):
         same = dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
     assert same.manifest["iterations"] == 2 and same.manifest["resume_changes"] == []
     # no step ran, and the user is told why (the budget counts the whole run)
-    with pytest.warns(UserWarning, match=r"budget of 2 iterations has reached.*--iterations"):
+    with pytest.warns(UserWarning, match=r"reached its budget of 2 iterations.*--iterations"):
         dd.distill(digits, "dm", 2, iterations=2, lr_img=0.5, **kw)
-    with pytest.warns(UserWarning, match=r"has spent .* s of its 1e-06 s time budget"):
+    with pytest.warns(UserWarning, match=r"reached its time budget .*--time-budget"):
         dd.distill(digits, "dm", 2, time_budget=1e-6, lr_img=0.5, **kw)
+    from datadistill.methods.dm import DM  # no budget given: the method's default one
+
+    monkeypatch.setattr(DM, "default_iterations", 2)
+    with pytest.warns(UserWarning, match=r"reached dm's default budget of 2 iterations"):
+        dd.distill(digits, "dm", 2, lr_img=0.5, **kw)
     # a second resume at the same iteration makes one change from the first old value
     with pytest.warns(UserWarning, match="lr_img 0.5 -> 0.25"):
         dd.distill(digits, "dm", 2, iterations=2, lr_img=0.25, **kw)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # reading the mask means setting it; it is put back at once
+    """The process umask: from /proc on Linux (reading it leaves it alone), elsewhere by
+    setting it and putting it back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -17,5 +25,9 @@ def share_like_new_files(path: str | Path) -> None:
 
     safetensors' ``save_file`` and ``tempfile.mkstemp`` create owner-only (0600) files, so
     an artefact, expert shard or downloaded data file written through them could not be
-    read by the colleagues it is shared with, unlike everything else a run writes."""
-    os.chmod(path, 0o666 & ~_umask())
+    read by the colleagues it is shared with, unlike everything else a run writes. Best
+    effort: a file system that refuses chmod keeps the file as it was written."""
+    try:
+        os.chmod(path, 0o666 & ~_umask())
+    except OSError:
+        pass

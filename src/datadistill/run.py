@@ -243,26 +243,36 @@ def _builtin(cb: Callback) -> Callback:
     return cb
 
 
+def iteration_cap(method: Method, iterations: int | None, time_budget: float | None) -> int | None:
+    """The iteration count at which :func:`run_loop` stops: ``iterations`` when given, none
+    under a time budget alone, else the method's default."""
+    if iterations is not None:
+        return iterations
+    return None if time_budget is not None else method.default_iterations
+
+
 def _say_if_the_budget_is_spent(
-    state: dict[str, Any], iterations: int | None, time_budget: float | None, setup_s: float
+    method: Method, state: dict[str, Any], iterations: int | None, budget: float | None
 ) -> None:
-    """Warn when a resumed run has nothing left of its budget (the budget counts the whole
-    run, resumes included), so that a resume that runs no step says why."""
+    """Say when a resumed run has nothing left of its budget (``budget``: the steps' share
+    of a time budget, as :func:`run_loop` gets it), so that a resume that runs no step says
+    why: the budget counts the whole run, resumes included."""
     at, spent = int(state["method"]["iteration"]), float(state["seconds"])
-    if iterations is not None and at >= iterations:
-        warnings.warn(
-            f"The resumed run is at iteration {at}, which its budget of {iterations} "
-            "iterations has reached, so no step runs; the budget counts the whole run: pass "
-            "a larger one (--iterations) to distill further.",
-            stacklevel=4,  # the caller of distill() (or run())
-        )
-    elif time_budget is not None and spent + setup_s >= time_budget:
-        warnings.warn(
-            f"The resumed run has spent {spent + setup_s:.1f} s of its {time_budget:g} s time "
-            "budget, so no step runs; the budget counts the whole run, its set-up included: "
-            "pass a larger one (--time-budget) to distill further.",
-            stacklevel=4,
-        )
+    cap = iteration_cap(method, iterations, budget)
+    if cap is not None and at >= cap:
+        given = "its budget" if iterations is not None else f"{method.name}'s default budget"
+        reached = f"{given} of {cap} iterations"
+    elif budget is not None and spent >= budget:
+        reached = "its time budget"
+    else:
+        return
+    option = "--iterations" if cap is not None and at >= cap else "--time-budget"
+    warnings.warn(
+        f"The distillation has already reached {reached} (at iteration {at}), so this resume "
+        f"runs no step and goes on to what follows it; a budget counts the whole run: a larger "
+        f"{option} distills further.",
+        stacklevel=4,  # the caller of distill() (or run())
+    )
 
 
 def run_loop(
@@ -294,11 +304,7 @@ def run_loop(
         carried = {k: v for k, v in saved.items() if k not in keys}
     if not method.needs_steps:
         return LoopResult(method, 0, seconds, "no-steps")
-    total = (
-        iterations
-        if iterations is not None
-        else (None if time_budget is not None else method.default_iterations)
-    )
+    total = iteration_cap(method, iterations, time_budget)
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -588,7 +594,7 @@ def _distill_checked(
     # a time budget covers the set-up too (e.g. a k-means initialisation)
     budget = None if time_budget is None else max(0.0, time_budget - setup_seconds)
     if resume_state is not None and m.needs_steps:
-        _say_if_the_budget_is_spent(resume_state, iterations, time_budget, setup_seconds)
+        _say_if_the_budget_is_spent(m, resume_state, iterations, budget)
     if progress:
         spent = float(resume_state["seconds"]) if resume_state is not None else 0.0
         left = None if budget is None else max(0.0, budget - spent)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -102,6 +104,11 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(
         f"{s}.gz" for s in IDX_STEMS
     )
+    if os.name != "nt":  # readable by others as any new file, not mkstemp's 0600
+        from datadistill._files import _umask
+
+        for p in (root / "mnist").iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~_umask(), p
 
 
 def test_download_with_bad_md5_fails_cleanly(tmp_path, monkeypatch):

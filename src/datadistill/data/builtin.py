@@ -7,6 +7,7 @@ when missing, fetched through :mod:`download` (official URLs and checksums).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -110,12 +111,13 @@ def require_files(
         raise missing_files_error(dataset, folder, shown)
     # the outermost folder the download may create (the data root itself, when it does
     # not exist yet: a mistyped --data-root)
-    top = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
+    whole = Path(os.path.abspath(folder))  # ("typo/../data" is "data")
+    top = next((p for p in reversed((whole, *whole.parents)) if not p.exists()), None)
     try:
         download_all(dataset, folder, missing)
     except DownloadFailed as e:
         if top is not None:
-            _remove_empty_folders(folder, top)  # leave no empty folder behind a failure
+            _remove_empty_folders(whole, top)  # leave no empty folder behind a failure
         # name only what is still missing: files fetched before the failure stay
         shown = [m + alternative for m in absent()] or shown
         raise missing_files_error(dataset, folder, shown, str(e), e.local) from None

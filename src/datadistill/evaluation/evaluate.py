@@ -291,19 +291,23 @@ def dataset_of(
     default when None) with the same splits, normalisation and whitening; a DataError if
     the files there no longer match it. ``data`` (``npz:PATH`` / ``imagefolder:PATH``)
     replaces the recorded name, for user data that has moved since."""
-    from datadistill.data import load_dataset
+    from datadistill.data import DATASETS, load_dataset
     from datadistill.data.load import split_user_data
     from datadistill.data.zca import DEFAULT_EPS
 
     opts = distilled.manifest.get("data", {})
     info = distilled.info
     recorded = opts.get("name", info.name)
-    if data is not None and (split_user_data(data) is None or split_user_data(recorded) is None):
+    if data is not None and split_user_data(data) is None:
         raise ConfigError(
-            f"--dataset {data} names where user data has moved (npz:PATH or "
-            f"imagefolder:PATH) for a set distilled from such data; this set came from "
-            f"{recorded}: {'drop --dataset' if data == recorded else 'a builtin dataset'} "
-            "(its files are found through --data-root)."
+            f"--dataset {data} is not user data (npz:PATH or imagefolder:PATH): it says where "
+            "a set's own data has moved; drop it, and point --data-root at a builtin "
+            "dataset's files."
+        )
+    if data is not None and recorded in DATASETS:
+        raise ConfigError(
+            f"This set came from the builtin dataset {recorded}, not from user data: drop "
+            "--dataset, and point --data-root at its files."
         )
     name = data if data is not None else recorded
     user = split_user_data(name)

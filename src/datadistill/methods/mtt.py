@@ -142,8 +142,9 @@ class MTT(Method):
         top = max(hp.max_start_epoch, hp.window_grow_to)
         # start epochs are drawn below ``top``, so the latest target is top - 1 + M
         if top - 1 + hp.expert_epochs > self.buffer.epochs:
+            bound = "window_grow_to" if top > hp.max_start_epoch else "max_start_epoch"
             raise ConfigError(
-                f"A start epoch up to {top - 1} (max_start_epoch {top} excluded) plus "
+                f"A start epoch up to {top - 1} (below {bound} {top}) plus "
                 f"expert_epochs {hp.expert_epochs} exceeds the {self.buffer.epochs} epochs of "
                 f"the experts in {hp.buffer}; lower them (--hp max_start_epoch=..., --hp "
                 "expert_epochs=..., and window_grow_to if set) or train longer experts."
