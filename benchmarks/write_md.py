@@ -631,6 +631,30 @@ def main() -> None:
         for t in runs:
             lines.append(f"- `{t['command']}` ({t['machine']}, {t['date']})")
         lines += [""]
+    for ep in sorted(RESULTS.glob("eval-throughput*.json")):
+        t = json.loads(ep.read_text())
+        lines += [
+            "## Training an evaluation network: eager against compiled"
+            + (" (GPU)" if ep.stem.endswith("-gpu") else ""),
+            "",
+            'Every accuracy trains fresh networks on a set. `train_network(compile="auto")`',
+            "compiles a long ConvNet training on CPU (at least "
+            f"{t['auto_threshold_pixels'] / 1e6:g} M input pixels: images x epochs x height x",
+            "width) where the compiler works: the same arithmetic in fused kernels. Same",
+            f"process, the `{t['protocol']}` protocol's optimiser, {t['arch']} on MNIST images,",
+            f"the two sides interleaved, medians of {t['rounds']} runs; the first compiled run,",
+            "which includes the compilation (once per process and input shape), apart. "
+            f"Settings: {t.get('settings', 'ConvNet-3 width 128')}.",
+            "",
+            "| case | images | epochs | eager s | compiled s | speed-up | first compiled run s |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for c in t["cases"]:
+            lines.append(
+                f"| {c['case']} | {c['images']} | {c['epochs']} | {c['eager_s']:.2f} | "
+                f"{c['compiled_s']:.2f} | {c['speedup']:.2f}x | {c['first_compiled_s']:.1f} |"
+            )
+        lines += ["", f"- `{t['command']}` ({t['machine']}, {t['date']})", ""]
     for stem in mtt_memory_stems():
         lines += mtt_memory_section(stem)
     if rows:

@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import datadistill as dd
+from datadistill._device import compiler_works
 from datadistill.cli import app
 from datadistill.errors import DataError, UnknownNameError
 from datadistill.evaluation import PROTOCOLS, get_protocol, train_network
@@ -251,6 +252,73 @@ def test_micro_batches_give_the_same_update():
         )
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.skipif(not compiler_works(torch.device("cpu")), reason="no C++ compiler")
+@pytest.mark.parametrize("norm", ["instancenorm", "batchnorm"])
+def test_a_compiled_training_gives_the_eager_update(norm):
+    """compile="yes" trains through torch.compile (a ConvNet through stem_logits): the same
+    parameters and batch-norm statistics as the eager training up to rounding; a second
+    network compiles nothing new, and a remainder batch runs eagerly."""
+    import torch._dynamo.utils as dynamo_utils
+
+    x, y = torch.randn(20, 1, 8, 8), torch.randint(10, (20,))  # batches of 8, 8 and 4
+
+    def net(seed=0):
+        g = torch.Generator().manual_seed(seed)
+        return dd.create_model(
+            "convnet", channels=1, num_classes=10, image_size=8, generator=g, width=8, norm=norm
+        )
+
+    def train(model, mode):
+        train_network(
+            model, x, y, epochs=3, lr=0.1, batch_size=8, compile=mode,
+            generator=torch.Generator().manual_seed(1),
+        )  # fmt: skip
+
+    nets = [net(), net()]
+    for model, mode in zip(nets, ("no", "yes"), strict=True):
+        train(model, mode)
+    eager, compiled = (m.state_dict() for m in nets)
+    for key in eager:
+        torch.testing.assert_close(eager[key], compiled[key], atol=1e-5, rtol=1e-4)
+    graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+    train(net(1), "yes")
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
+
+
+def test_auto_compiles_only_a_long_convnet_training_on_cpu(monkeypatch):
+    from datadistill.evaluation import train as train_module
+
+    x = torch.randn(10, 1, 28, 28)
+    net = dd.create_model("convnet", channels=1, num_classes=10, image_size=28, width=8)
+    mlp = dd.create_model("mlp", channels=1, num_classes=10, image_size=28)
+    monkeypatch.setattr(train_module, "compiler_works", lambda device: True)
+    monkeypatch.delenv(train_module.COMPILE_ENV, raising=False)
+    compiles = train_module.compiles
+    long = 30_000  # 23.5 M pixels: MNIST IPC 10 for 300 epochs
+    assert compiles(net, x, long, "auto") and compiles(net, x, long, None)
+    assert not compiles(net, x, 3000, "auto")  # 2.4 M pixels: IPC 1
+    assert not compiles(mlp, x, long, "auto") and compiles(mlp, x, 1, "yes")
+    assert not compiles(net, x, long, "no") and not compiles(net, x, long, False)
+    monkeypatch.setenv(train_module.COMPILE_ENV, "no")  # the switch for every training
+    assert not compiles(net, x, long, None) and compiles(net, x, 1, "yes")
+    monkeypatch.setenv(train_module.COMPILE_ENV, "sometimes")
+    with pytest.raises(dd.ConfigError, match="DATADISTILL_TRAIN_COMPILE.*auto, yes, no"):
+        compiles(net, x, long, None)
+    monkeypatch.delenv(train_module.COMPILE_ENV)
+    monkeypatch.setattr(train_module, "compiler_works", lambda device: False)
+    assert not compiles(net, x, long, "auto")
+    with pytest.raises(dd.ConfigError, match="must be one of auto, yes, no"):
+        compiles(net, x, 1, "maybe")
+    # what a training counts: epochs x images, or max_steps x batch when that is less
+    seen = []
+    monkeypatch.setattr(train_module, "compiles", lambda m, i, work, mode: seen.append(work))
+    g = torch.Generator().manual_seed(0)
+    kw = dict(lr=0.1, generator=g, batch_size=4)
+    train_network(net, x, torch.arange(10), epochs=2, **kw)
+    train_network(net, x, torch.arange(10), epochs=50, max_steps=3, **kw)
+    assert seen == [20, 12]
 
 
 def test_baseline_cache_key_sees_every_byte_of_the_data(digits):

@@ -40,7 +40,7 @@ from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.data.load import absolute_dataset_name
 from datadistill.errors import ConfigError, DataError, RunError, first_difference
-from datadistill.evaluation.train import accuracy, train_network
+from datadistill.evaluation.train import accuracy, compiles, train_network
 from datadistill.models import check_width_applies, create_model_for, takes_width
 
 FORMAT = "datadistill-experts/1"
@@ -300,6 +300,8 @@ def train_expert(
             _set_momentum(opt, net, opt_state.to(device))
     dsa = DSA(DSAConfig().for_dataset(real.info.allow_flip)) if recipe.dsa else None
     x, y = real.train_x.to(device), real.train_y.to(device)
+    # decided once for the whole trajectory (each call below trains one epoch)
+    compile_mode = "yes" if compiles(net, x, recipe.epochs * len(x), None) else "no"
     while epoch < recipe.epochs:
         train_network(
             net,
@@ -314,6 +316,7 @@ def train_expert(
             decay_at=2.0,  # constant lr: one epoch at a time
             dsa=dsa,
             optimizer=opt,
+            compile=compile_mode,
         )
         epoch += 1
         params = _flat(net)
