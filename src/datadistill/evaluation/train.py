@@ -25,6 +25,9 @@ TRAIN_COMPILE_MIN_PIXELS = 20_000_000
 COMPILE_CHOICES = ("auto", "yes", "no")
 COMPILE_ENV = "DATADISTILL_TRAIN_COMPILE"  # the default of ``compile`` (auto / yes / no)
 _compiled: dict[str, Callable[..., Tensor]] = {}  # one compiled function per process
+# from 2.5 Dynamo inlines nn.Modules (inline_inbuilt_nn_modules), so a module passed to a
+# compiled function is an input, not a constant: a new network does not compile again
+_TORCH = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 
 
 def _forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -115,8 +118,8 @@ def compiles(model: nn.Module, images: Tensor, work: int, mode: str | bool | Non
     """Whether a training of ``model`` on ``work`` images shaped as ``images`` runs compiled:
     ``mode`` "yes", or "auto" for a ConvNet on CPU whose training reads at least
     ``TRAIN_COMPILE_MIN_PIXELS`` input pixels, where the compiler works and a new network
-    does not compile again (torch's ``inline_inbuilt_nn_modules``, on by default since
-    2.5). ``mode`` None reads ``$DATADISTILL_TRAIN_COMPILE`` (default "auto")."""
+    does not compile again (torch 2.5 or newer). ``mode`` None reads
+    ``$DATADISTILL_TRAIN_COMPILE`` (default "auto")."""
     if mode is None:
         mode = os.environ.get(COMPILE_ENV, "auto").strip().lower() or "auto"
     if isinstance(mode, bool):
@@ -133,7 +136,7 @@ def compiles(model: nn.Module, images: Tensor, work: int, mode: str | bool | Non
         isinstance(model, ConvNet)
         and images.device.type == "cpu"
         and pixels >= TRAIN_COMPILE_MIN_PIXELS
-        and bool(getattr(torch._dynamo.config, "inline_inbuilt_nn_modules", False))
+        and _TORCH >= (2, 5)
         and compiler_works(images.device)
     )
 
