@@ -30,6 +30,9 @@ Parts, in their default order:
 * ``dm-step``: one DM iteration at MNIST IPC 10 with the paper's settings, ours against
   the reference-style step (``dm-throughput-gpu.json``); not asked for by the issues, so
   last.
+* ``eval-step``: training an evaluation network eagerly against compiled
+  (``eval-throughput-gpu.json``), which decides whether ``train_network``'s "auto" should
+  compile on a GPU too; after ``dm-step`` for the same reason.
 
 On the device machine (its python3 has torch, safetensors, typer, rich, scikit-learn and
 matplotlib, so nothing is installed there): first ``cp -r ../shared/data .devdata`` here
@@ -147,6 +150,15 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
             180,
             45,
             ("dm-throughput-gpu.json",),
+        )
+    )
+    out.append(  # whether compile="auto" should compile evaluation training on a GPU too
+        Part(
+            "eval-step",
+            ("eval_throughput", "--device", "cuda", "--epochs", "10", "--rounds", "3"),
+            150,
+            60,
+            ("eval-throughput-gpu.json",),
         )
     )
     return out
