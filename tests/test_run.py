@@ -245,6 +245,8 @@ def test_report_names_what_was_run(tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "None" not in md and "no full-data reference" in md
     assert "the distilled set trained at the protocol lr" in md
+    assert "1 seed per number" in md  # (not "1 seeds")
+    assert "draws a new subset for each network seed" in md  # two random columns explained
 
 
 def test_validation_trains_with_the_methods_recipe():

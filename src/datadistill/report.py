@@ -178,6 +178,14 @@ def write_report(
             f"{plural(ev['protocol_config']['epochs'], 'epoch')}, "
             f"{plural(ev['seeds'], 'seed')} per number, test split{full}; the distilled set trained"
             f"{learned}, the baselines at the protocol lr",
+        ]
+        if report["method"] == "random":
+            lines.append(
+                "- the `random` method's set is one draw of real images, trained once per "
+                "network seed; the random real subset draws a new subset for each network "
+                "seed, so the two columns differ by the luck of the draw"
+            )
+        lines += [
             "",
             "| architecture | distilled | random real subset | full data |",
             "| --- | --- | --- | --- |",
