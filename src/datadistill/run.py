@@ -261,12 +261,11 @@ def _say_if_the_budget_is_spent(
     cap = iteration_cap(method, iterations, budget)
     if cap is not None and at >= cap:
         given = "its budget" if iterations is not None else f"{method.name}'s default budget"
-        reached = f"{given} of {cap} iterations"
+        reached, option = f"{given} of {cap} iterations", "--iterations"
     elif budget is not None and spent >= budget:
-        reached = "its time budget"
+        reached, option = "its time budget", "--time-budget"
     else:
         return
-    option = "--iterations" if cap is not None and at >= cap else "--time-budget"
     warnings.warn(
         f"The distillation has already reached {reached} (at iteration {at}), so this resume "
         f"runs no step and goes on to what follows it; a budget counts the whole run: a larger "

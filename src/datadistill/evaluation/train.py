@@ -90,6 +90,7 @@ def train_network(
     # one input shape compiled: the micro-batch (or batch) size; a remainder runs eagerly
     full = min(batch_size, n)
     main = chunk if 0 < chunk < full else full
+    fast = compiled_forward(model) if compiled else _forward
     model.train()
     for epoch in range(epochs):
         if epoch == decay_epoch and epoch > 0:
@@ -104,7 +105,7 @@ def train_network(
             soft = soft_labels[idx] if soft_labels is not None else None
             opt.zero_grad(set_to_none=True)
             for xc, yc, sc in _chunks(x, labels[idx], soft, chunk):
-                fwd = compiled_forward(model) if compiled and len(xc) == main else _forward
+                fwd = fast if len(xc) == main else _forward
                 loss = label_loss(fwd(model, xc), yc, sc) * (xc.shape[0] / x.shape[0])
                 loss.backward()
             opt.step()
