@@ -1,6 +1,7 @@
 import dataclasses
 import functools
 import importlib
+import json
 import types
 from pathlib import Path
 
@@ -115,6 +116,38 @@ def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path,
     monkeypatch.setattr("datadistill.models.convnet.MIN_NORM_SIDE", 2)  # depth 3 for 8x8
     run(cache_dir=tmp_path / "c")
     assert len(list((tmp_path / "c").glob("*.json"))) == 2
+
+
+def test_a_baseline_trained_compiled_has_its_own_cache_key(digits, tmp_path, monkeypatch):
+    """Compiled training rounds differently, so a baseline's key says whether it would be
+    trained compiled; an eager one keeps the key it had before compiled training existed."""
+    from datadistill.evaluation.evaluate import _compiled_key
+
+    info = digits.info
+    monkeypatch.setenv("DATADISTILL_TRAIN_COMPILE", "no")
+    assert _compiled_key("convnet", info, 100, 300, torch.device("cpu")) == {}
+    monkeypatch.setenv("DATADISTILL_TRAIN_COMPILE", "yes")
+    assert _compiled_key("convnet", info, 100, 300, torch.device("cpu")) == {"compiled": True}
+    monkeypatch.setenv("DATADISTILL_TRAIN_COMPILE", "auto")  # digits are far below the bar
+    assert _compiled_key("convnet", info, 100, 300, torch.device("cpu")) == {}
+
+    # the decision reaches the keys of both baselines (the training itself stays eager)
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=2)
+    run = functools.partial(
+        dd.evaluate, d, digits, proto, archs=["convnetw32"], seeds=1, full_epochs=1
+    )
+    run(cache_dir=tmp_path / "c", device="cpu")
+    module = importlib.import_module("datadistill.evaluation.evaluate")  # not the function
+    monkeypatch.setattr(module, "compiles", lambda *a: True)
+    run(cache_dir=tmp_path / "c", device="cpu")
+    keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "c").glob("*.json")]
+    assert sorted((k["kind"], k.get("compiled", False)) for k in keys) == [
+        ("full", False),
+        ("full", True),
+        ("random", False),
+        ("random", True),
+    ]
 
 
 def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):

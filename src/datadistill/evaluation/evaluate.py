@@ -31,7 +31,7 @@ from datadistill.data import DatasetInfo, RealData
 from datadistill.data.real import require_real_data
 from datadistill.errors import ConfigError, DataError, first_difference
 from datadistill.evaluation.protocols import Protocol, get_protocol
-from datadistill.evaluation.train import accuracy, train_network
+from datadistill.evaluation.train import accuracy, compiles, train_network
 from datadistill.models import MODELS, create_model_for
 
 # Seeds of the random real subsets differ from the network seeds by this offset.
@@ -168,6 +168,18 @@ def _network(arch: str, info: DatasetInfo) -> str:
     (e.g. a default depth) is trained again rather than read back."""
     with torch.device("meta"):  # structure only: no memory, no draw from the global RNG
         return repr(_evaluation_model(arch, info))
+
+
+def _compiled_key(
+    arch: str, info: DatasetInfo, n: int, epochs: int, dev: torch.device
+) -> dict[str, bool]:
+    """``{"compiled": True}`` when train_and_test would train ``n`` images for ``epochs``
+    compiled (``train.compiles``), else ``{}``: part of a cached baseline's key, so that a
+    baseline trained compiled (which rounds differently) is not read back for an eager
+    run, nor the reverse; eager keys are those of the releases before compiled training."""
+    net = _evaluation_model(arch, info, torch.Generator())  # a throwaway draw
+    probe = torch.empty((1, info.channels, *info.image_size), device=dev)
+    return {"compiled": True} if compiles(net, probe, n * epochs, None) else {}
 
 
 def _random_acc(
@@ -473,17 +485,22 @@ def evaluate(
         }
         if baselines:
             accs = []
+            n_random = ipc * real.info.num_classes
+            random_compiled = _compiled_key(arch, real.info, n_random, proto.epochs, dev)
             for s in range(n_seeds):
                 say(f"{arch}: random real subset, seed {s}{labelled_by}")
-                key = {**base, "kind": "random", "ipc": ipc, "seed": s, **teacher_key}
+                key = {**base, "kind": "random", "ipc": ipc, "seed": s}
+                key |= teacher_key | random_compiled
                 run_random = functools.partial(_random_acc, train, real, ipc, s, label)
                 accs.append(_cached(cache, key, run_random))
             rows["random"] = Result(tuple(accs))
         if full:
             accs = []
+            n_train = real.train_x.shape[0]
+            full_compiled = _compiled_key(arch, real.info, n_train, f_epochs, dev)
             for s in range(n_full):
                 say(f"{arch}: full training set, seed {s}")
-                key = {**base, "kind": "full", "epochs": f_epochs, "seed": s}
+                key = {**base, "kind": "full", "epochs": f_epochs, "seed": s, **full_compiled}
                 run_full = functools.partial(
                     train, real.train_x, real.train_y, seed=s, epochs=f_epochs
                 )
