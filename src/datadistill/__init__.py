@@ -12,17 +12,101 @@ The public API, re-exported::
 
 __version__ = "0.1.0"
 
-from datadistill.artefact import Distilled, export, load
-from datadistill.augment import DSA, DSAConfig
-from datadistill.data import DATASETS, DatasetInfo, RealData, load_dataset
-from datadistill.errors import ConfigError, DatadistillError, DataError, RunError, UnknownNameError
-from datadistill.evaluation import PROTOCOLS, EvalReport, Protocol, evaluate
-from datadistill.labels import relabel
-from datadistill.methods import METHODS, Method, create_method
-from datadistill.models import MODELS, create_model, list_models
-from datadistill.registry import Registry
-from datadistill.run import RunConfig, distill, run
-from datadistill.synthetic import SYNSETS, PixelSet, SyntheticSet
+import importlib
+import importlib.util
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+# The public names and the module that defines each. They are imported on first use
+# (PEP 562), so that `import datadistill` and `datadistill --help` do not pay for torch's
+# import (about 2 s) until something needs it.
+_EXPORTS = {
+    "Distilled": "artefact",
+    "export": "artefact",
+    "load": "artefact",
+    "DSA": "augment",
+    "DSAConfig": "augment",
+    "DATASETS": "data",
+    "DatasetInfo": "data",
+    "RealData": "data",
+    "load_dataset": "data",
+    "ConfigError": "errors",
+    "DatadistillError": "errors",
+    "DataError": "errors",
+    "RunError": "errors",
+    "UnknownNameError": "errors",
+    "PROTOCOLS": "evaluation",
+    "EvalReport": "evaluation",
+    "Protocol": "evaluation",
+    "evaluate": "evaluation",
+    "relabel": "labels",
+    "METHODS": "methods",
+    "Method": "methods",
+    "create_method": "methods",
+    "MODELS": "models",
+    "create_model": "models",
+    "list_models": "models",
+    "Registry": "registry",
+    "RunConfig": "run",
+    "distill": "run",
+    "run": "run",
+    "SYNSETS": "synthetic",
+    "PixelSet": "synthetic",
+    "SyntheticSet": "synthetic",
+}
+
+if TYPE_CHECKING:
+    from datadistill.artefact import Distilled, export, load
+    from datadistill.augment import DSA, DSAConfig
+    from datadistill.data import DATASETS, DatasetInfo, RealData, load_dataset
+    from datadistill.errors import (
+        ConfigError,
+        DatadistillError,
+        DataError,
+        RunError,
+        UnknownNameError,
+    )
+    from datadistill.evaluation import PROTOCOLS, EvalReport, Protocol
+    from datadistill.evaluation.evaluate import evaluate  # the function, not its module
+    from datadistill.labels import relabel
+    from datadistill.methods import METHODS, Method, create_method
+    from datadistill.models import MODELS, create_model, list_models
+    from datadistill.registry import Registry
+    from datadistill.run import RunConfig, distill, run
+    from datadistill.synthetic import SYNSETS, PixelSet, SyntheticSet
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use; a subpackage by its name
+    (``datadistill.models``), as an eager ``__init__`` would have left it."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule binds its name on the package: for ``datadistill.run`` that
+    would hide the function ``run`` behind its module. A public name keeps its value, as
+    the eager imports of earlier releases left it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "DATASETS",

@@ -1,4 +1,7 @@
-"""Device selection shared by the API and the CLI, and the CPU allocator setting."""
+"""Device selection shared by the API and the CLI, and the CPU allocator setting.
+
+torch is imported where a function needs it: the command line imports this module to set
+its allocator default, and ``datadistill --help`` should not wait for torch (about 2 s)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,18 @@ import importlib.util
 import os
 import shutil
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from datadistill.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; anything else must exist."""
+    import torch
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:  # a torch.device is checked like its string: it must exist here too
@@ -127,6 +134,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 natively (faster than float32): a CUDA GPU
     with bf16 support, or a CPU with AVX512-BF16 or AMX instructions (elsewhere oneDNN
     emulates bf16, which is slower than float32)."""
+    import torch
+
     if device.type == "cuda":  # bf16 tensor cores from Ampere (compute capability 8) on
         return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
@@ -147,6 +156,8 @@ def compiler_works(device: torch.device) -> bool:
     for (``$CXX``, else g++; clang++ on macOS). Where it cannot, "auto" settings run
     eagerly instead of failing at the first step."""
     if device.type == "cuda":
+        import torch
+
         if torch.cuda.get_device_capability(device) < (7, 0) or not _has_triton():
             return False
         return any(shutil.which(n) for n in (os.environ.get("CC", ""), "gcc", "clang") if n)
@@ -159,6 +170,8 @@ def compiler_works(device: torch.device) -> bool:
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory window (CUDA allocator stats; Linux peak RSS via clear_refs)."""
     if device.type == "cuda":
+        import torch
+
         # unlike the stats readers, the reset does not start CUDA itself, and before start-up
         # it raises ("did you call init?"): a fresh process may not have touched CUDA yet
         torch.cuda.init()
@@ -177,6 +190,8 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory since :func:`reset_peak_memory`: CUDA allocator peak on GPU, peak RSS on CPU."""
     if device.type == "cuda":
+        import torch
+
         return int(torch.cuda.max_memory_allocated(device))
     try:
         with open("/proc/self/status") as f:

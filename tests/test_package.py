@@ -1,0 +1,63 @@
+"""The package's top level: public names imported on first use, and a command line whose
+help does not wait for torch."""
+
+import importlib
+import subprocess
+import sys
+
+import datadistill as dd
+
+_NO_TORCH = "assert 'torch' not in sys.modules, 'torch was imported'"
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_every_public_name_is_its_modules_object():
+    for name in dd.__all__:
+        value = getattr(dd, name)
+        if name == "__version__":
+            continue
+        module = importlib.import_module(f"datadistill.{dd._EXPORTS[name]}")
+        assert value is getattr(module, name), name
+    assert set(dd.__all__) <= set(dir(dd))
+    assert set(dd._EXPORTS) | {"__version__"} == set(dd.__all__)
+
+
+def test_importing_a_submodule_leaves_the_function_of_the_same_name():
+    """``datadistill.run`` is a module and ``dd.run`` a function: importing the module (as
+    the command line does) must not replace the function on the package."""
+    importlib.import_module("datadistill.run")
+    assert callable(dd.run) and not isinstance(dd.run, type(dd))
+    assert dd.run is importlib.import_module("datadistill.run").run
+    assert dd.models is importlib.import_module("datadistill.models")  # a subpackage by name
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    try:
+        dd.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("no AttributeError")
+
+
+def test_import_and_help_do_not_import_torch():
+    r = _python(f"import sys, datadistill; print(datadistill.__version__); {_NO_TORCH}")
+    assert r.returncode == 0, r.stderr
+    r = _python(
+        "import sys\n"
+        "from datadistill.cli import main\n"
+        "sys.argv = ['datadistill', '--help']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"{_NO_TORCH}"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "distill" in r.stdout
+    # a name from the API still works after a lazy import
+    r = _python("import datadistill as dd; print(sorted(dd.METHODS.names()))")
+    assert r.returncode == 0, r.stderr
+    assert "dm" in r.stdout
