@@ -394,3 +394,41 @@ def test_a_learned_lr_starts_on_the_images_device():
     images = torch.zeros(4, 1, 8, 8, device="meta")  # any device other than the CPU
     synset = dd.PixelSet(images, 2, lr=0.01)
     assert synset.lr is not None and synset.lr.device == images.device
+
+
+@pytest.mark.parametrize(
+    "method, hp, unused",
+    [
+        ("dc", {"net_real": 50}, "net_data='synthetic'"),
+        ("dc", {"dsa_strategy": "color"}, "dsa=False"),
+        ("dm", {"dsa": False, "dsa_strategy": "color"}, "dsa=False"),
+        ("mtt", {"lr_label": 1.0}, "soft_labels=False"),
+        ("mtt", {"momentum_label": 0.5}, "soft_labels=False"),
+        ("mtt", {"label_epoch": 2}, "soft_labels=False"),
+    ],
+)
+def test_a_hyperparameter_without_effect_says_so(method, hp, unused):
+    """Set while its switch is off, a hyperparameter changes nothing: a warning says so."""
+    with pytest.warns(UserWarning, match=f"no effect with {unused}"):
+        create_method(method, **hp)
+
+
+def test_no_warning_for_hyperparameters_that_apply():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_method("dc", net_data="real", net_real=50)
+        create_method("dsa", dsa_strategy="color_crop")
+        create_method("mtt", soft_labels=True, lr_label=1.0)
+        create_method("dm", dsa=False, dsa_strategy="")  # switching DSA off twice is fine
+
+
+@pytest.mark.parametrize("method", ["dm", "dsa", "mtt"])
+@pytest.mark.parametrize(
+    "strategy, message",
+    [("foo", "'dsa_strategy' parameter of .*Unknown augmentation"), ("", "names no augmentation")],
+)
+def test_the_dsa_strategy_is_checked_with_the_method(method, strategy, message):
+    with pytest.raises(ConfigError, match=message):
+        create_method(method, dsa_strategy=strategy)

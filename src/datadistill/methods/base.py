@@ -9,6 +9,7 @@ calls ``step`` lives once, in :mod:`datadistill.run`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -26,6 +27,10 @@ METHODS: Registry[type[Method]] = Registry("method")
 class HParams:
     """Base of every method's hyperparameters; subclasses add fields and validate them."""
 
+    # field -> (switch, value): the field has an effect only while the switch has that
+    # value; set to anything but its default otherwise, it is unused and a warning says so
+    applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {}
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an invalid value; called after construction."""
 
@@ -40,6 +45,18 @@ class HParams:
                 value = getattr(self, f.name)
                 require(owner, f.name, value, isinstance(value, bool), "true or false")
         self.validate()
+        if hasattr(self, "dsa_strategy"):
+            _check_dsa_strategy(owner, self.dsa_strategy, bool(getattr(self, "dsa", True)))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, (switch, needed) in self.applies_only_with.items():
+            value, actual = getattr(self, name), getattr(self, switch)
+            off = isinstance(value, str) and value.strip().lower() in ("", "none")
+            if value != defaults[name] and actual != needed and not off:
+                warnings.warn(
+                    f"{owner}'s {name}={value!r} has no effect with {switch}={actual!r} (it "
+                    f"applies with {switch}={needed!r}); it is recorded but unused.",
+                    stacklevel=3,
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,6 +82,22 @@ def positive(owner: str, name: str, value: Any, kind: type = float) -> None:
         )
     else:
         require(owner, name, value, is_num and value > 0, "a number > 0")
+
+
+def _check_dsa_strategy(owner: str, strategy: Any, dsa: bool) -> None:
+    """``dsa_strategy`` names DSA families DSA knows, and at least one while DSA is on."""
+    from datadistill.augment.config import parse_strategy
+
+    require(owner, "dsa_strategy", strategy, isinstance(strategy, str), "a str")
+    try:
+        families = parse_strategy(strategy)
+    except ConfigError as exc:
+        raise type(exc)(f"The 'dsa_strategy' parameter of {owner}: {exc}") from None
+    if dsa and not families:
+        raise ConfigError(
+            f"The 'dsa_strategy' parameter of {owner} names no augmentation while dsa is on; "
+            "name families (e.g. 'color_crop_cutout_flip_scale_rotate') or pass dsa=false."
+        )
 
 
 def one_of(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:

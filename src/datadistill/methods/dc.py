@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -118,6 +118,11 @@ class DCParams(HParams):
     # compute dtype of the real-side gradients and the inner training: "float32" (the
     # paper's), "bfloat16", or "auto" (bf16 where the device has native bf16)
     precision: str = "float32"
+
+    applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {
+        "net_real": ("net_data", "real"),
+        "dsa_strategy": ("dsa", True),
+    }
 
     def validate(self) -> None:
         for name in ("lr_img", "lr_net"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,8 @@ class DMParams(HParams):
     # synthetic half, its gradient and the loss stay float32. "auto": bfloat16 where the
     # device computes it natively (CPUs with AVX512-BF16 / AMX, recent GPUs), else float32
     real_precision: str = "float32"
+
+    applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {"dsa_strategy": ("dsa", True)}
 
     def validate(self) -> None:
         positive("DM", "lr_img", self.lr_img)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -86,6 +86,13 @@ class MTTParams(HParams):
     factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
     # images at 1/factor resolution, which share its soft label; 1: plain pixels.
     # batch_syn counts training (decoded) images
+
+    applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {
+        "dsa_strategy": ("dsa", True),
+        "lr_label": ("soft_labels", True),
+        "momentum_label": ("soft_labels", True),
+        "label_epoch": ("soft_labels", True),
+    }
 
     def validate(self) -> None:
         require("MTT", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
