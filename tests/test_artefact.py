@@ -266,3 +266,16 @@ def test_artefacts_and_npz_exports_get_the_umask_mode_not_owner_only(tmp_path, d
             assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("path", [5, None, 1.5])
+def test_load_takes_a_path(path):
+    with pytest.raises(ConfigError, match="path"):
+        dd.load(path)
+
+
+def test_a_distilled_sets_lr_is_a_number(digits):
+    d = dd.distill(digits, "random", 1, device="cpu")
+    with pytest.raises(DataError, match="lr"):
+        dd.Distilled(d.images, d.labels, d.info, lr="x")  # type: ignore[arg-type]
+    assert dd.Distilled(d.images, d.labels, d.info, lr=np.float32(0.02)).lr == np.float32(0.02)

@@ -285,3 +285,12 @@ def test_worker_devices_spread_a_bare_cuda_and_keep_an_index():
     assert worker_devices(torch.device("cuda"), 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
     assert worker_devices(torch.device("cuda:1"), 2, 2) == ["cuda:1", "cuda:1"]
     assert worker_devices(torch.device("cpu"), 2, 0) == ["cpu", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"dsa": "no"}, {"lr": True}, {"arch": ""}, {"arch": 3}, {"dsa": 1}]
+)
+def test_an_expert_recipe_takes_switches_and_numbers_of_their_own_type(bad):
+    """A string switch is truthy ("no" would train with DSA): refused, as HParams does."""
+    with pytest.raises(ConfigError):
+        ExpertRecipe(**bad)

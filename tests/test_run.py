@@ -744,3 +744,77 @@ def test_a_checkpoint_from_before_a_new_hyperparameter_resumes(tmp_path, digits,
             resume=True,
             **{**hp, "factor": 2},
         )
+
+
+def test_run_checks_its_evaluation_before_distilling(tmp_path):
+    """An unknown evaluation architecture, or data with no test images, fails before the
+    run folder exists, not after the distillation (DESIGN: bad options fail first)."""
+    import numpy as np
+
+    cfg = dd.RunConfig(
+        dataset="digits", method="random", ipc=1, device="cpu", eval_archs=("convnett",)
+    )
+    with pytest.raises(ConfigError, match="convnet"):
+        dd.run(cfg, tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "two.npz", x=rng.integers(0, 256, (2, 8, 8), dtype=np.uint8), y=[0, 1])
+    cfg = dd.RunConfig(
+        dataset=f"npz:{tmp_path / 'two.npz'}", method="random", ipc=1, device="cpu", val_size=0
+    )
+    with pytest.raises(dd.DataError, match="no test images"):
+        dd.run(cfg, tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
+    d = dd.distill(dd.load_dataset(f"npz:{tmp_path / 'two.npz'}", val_size=0), "random", 1)
+    with pytest.raises(dd.DataError, match="no test images"):  # not 0.00% for every row
+        dd.evaluate(d, dd.load_dataset(f"npz:{tmp_path / 'two.npz'}", val_size=0), "fast")
+
+
+def test_run_config_takes_eval_archs_as_names():
+    one = dd.RunConfig(dataset="digits", method="dm", ipc=1, eval_archs="mlp")  # type: ignore[arg-type]
+    assert one.eval_archs == ("mlp",) and one.to_dict()["eval_archs"] == ["mlp"]
+    two = dd.RunConfig(dataset="digits", method="dm", ipc=1, eval_archs="convnet, mlp")  # type: ignore[arg-type]
+    assert two.eval_archs == ("convnet", "mlp")
+    with pytest.raises(ConfigError, match="eval_archs"):
+        dd.RunConfig(dataset="digits", method="dm", ipc=1, eval_archs=(3,))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"validate_every": 1.5},
+        {"validate_every": -1},
+        {"validate_every": "2"},
+        {"callbacks": [object()]},
+        {"callbacks": None},
+        {"progress": "yes"},
+    ],
+)
+def test_distill_refuses_bad_loop_options_in_one_sentence(digits, bad):
+    with pytest.raises(ConfigError):
+        dd.distill(digits, "dm", 1, iterations=1, device="cpu", **{**HP, **bad})
+
+
+def test_a_coresets_callbacks_see_the_start_and_the_end(digits):
+    from datadistill.callbacks import Callback
+
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def on_start(self, method, start, total):
+            self.calls.append(f"start {start} {total}")
+
+        def on_end(self, method):
+            self.calls.append("end")
+
+    seen = Seen()
+    dd.distill(digits, "random", 1, device="cpu", callbacks=[seen])
+    assert seen.calls == ["start 0 0", "end"]
+
+
+def test_device_names_are_case_free():
+    from datadistill._device import resolve_device
+
+    assert resolve_device("CPU") == torch.device("cpu")
+    assert resolve_device(" Cpu ") == torch.device("cpu")

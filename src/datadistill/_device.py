@@ -23,6 +23,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; anything else must exist."""
     import torch
 
+    if isinstance(device, str):  # "CPU", "Auto", " cuda:0": as case-free as the registries
+        device = device.strip().lower()
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:  # a torch.device is checked like its string: it must exist here too

@@ -15,6 +15,8 @@ pickle, so opening a shared file never runs code.
 from __future__ import annotations
 
 import json
+import numbers
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,11 @@ class Distilled:
                 f"Labels must lie in 0..{info.num_classes - 1} for {info.name}'s "
                 f"{info.num_classes} classes; got {int(labels.min())}..{int(labels.max())}."
             )
+        lr = self.lr
+        if lr is not None and not (
+            isinstance(lr, (numbers.Real, Tensor)) and not isinstance(lr, bool)
+        ):
+            raise DataError(f"lr must be a number (the learned lr) or None; got {lr!r}.")
         soft = self.soft_labels
         n, k, tiles = images.shape[0], info.num_classes, self.factor**2
         if soft is not None and tuple(soft.shape) not in {(n, k), (n * tiles, k)}:
@@ -188,6 +195,10 @@ class Distilled:
 
 def load(path: str | Path) -> Distilled:
     """Read an artefact written by :meth:`Distilled.save` (or a run folder's artefact)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(
+            f"load() takes the path of an artefact or run folder (str or Path); got {path!r}."
+        )
     path = Path(path)
     if path.is_dir() and (path / ARTEFACT_NAME).is_file():  # a run folder
         path = path / ARTEFACT_NAME

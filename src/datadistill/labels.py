@@ -180,7 +180,7 @@ def relabel(
     drops the evaluation of the set as it was, which no longer describes it."""
     from datadistill.evaluation.evaluate import check_matches
 
-    check_matches(distilled, real)
+    check_matches(distilled, real, "relabel")
     teacher = Teacher(str(experts), expert, epoch, temperature, hard_weight)
     net, identity = teacher.network(real, resolve_device(device))
     images, hard, _ = distilled.training_set()

@@ -32,10 +32,11 @@ from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.data.load import with_absolute_name
 from datadistill.data.real import require_real_data
-from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
+from datadistill.errors import ConfigError, DataError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
+from datadistill.models import MODELS
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MAX_HISTORY_ROWS = 500  # loss rows kept in the manifest (evenly spaced)
@@ -69,6 +70,14 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        archs = self.eval_archs
+        if isinstance(archs, str):  # "convnet,mlp" as --eval-arch spells it, or one name
+            archs = tuple(a.strip() for a in archs.split(",") if a.strip())
+        if not (isinstance(archs, (tuple, list)) and all(isinstance(a, str) and a for a in archs)):
+            raise ConfigError(
+                f"eval_archs must be model names (a tuple of str); got {self.eval_archs!r}."
+            )
+        object.__setattr__(self, "eval_archs", tuple(archs))
         if self.select not in ("last", "best-val"):
             raise ConfigError(f"--select must be 'last' or 'best-val'; got {self.select!r}.")
         if self.select == "best-val" and self.validate_every <= 0:
@@ -301,7 +310,13 @@ def run_loop(
             if key in saved:
                 cb.load_state_dict(saved[key])
         carried = {k: v for k, v in saved.items() if k not in keys}
-    if not method.needs_steps:
+    if not method.needs_steps:  # a coreset: its callbacks still see the start and the end
+        try:
+            for cb in callbacks:
+                cb.on_start(method, method.iteration, 0)
+        finally:
+            for cb in callbacks:
+                cb.on_end(method)
         return LoopResult(method, 0, seconds, "no-steps")
     total = iteration_cap(method, iterations, time_budget)
 
@@ -427,6 +442,15 @@ def distill(
     """
     require_real_data(real, "distill")
     _check_loop_options(iterations, time_budget, checkpoint_every, seed, resume, checkpoint)
+    if not isinstance(progress, bool):
+        raise ConfigError(f"progress must be True or False; got {progress!r}.")
+    if isinstance(callbacks, Callback) or not (
+        isinstance(callbacks, (list, tuple)) and all(isinstance(c, Callback) for c in callbacks)
+    ):
+        raise ConfigError(
+            "callbacks must be a list of datadistill.callbacks.Callback objects (subclass "
+            f"Callback and override its hooks); got {callbacks!r}."
+        )
     m = _preflight(real, method, ipc, device, validate_every, select, hparams)
     if checkpoint is not None and not resume:
         path = Path(checkpoint)
@@ -500,6 +524,11 @@ def _preflight(
     """Every check that needs no computation, before anything is written: the method and
     its hyperparameters, the device, the IPC, the validation split and ``Method.check``
     (for MTT: its expert buffer). Returns the method, not yet set up."""
+    if not (_is_int(validate_every) and validate_every >= 0):
+        raise ConfigError(
+            f"validate_every (--validate-every) must be an int >= 0 (0: never); "
+            f"got {validate_every!r}."
+        )
     if isinstance(method, Method):
         if hparams:
             raise ConfigError(
@@ -594,7 +623,7 @@ def _distill_checked(
     budget = None if time_budget is None else max(0.0, time_budget - setup_seconds)
     if resume_state is not None and m.needs_steps:
         _say_if_the_budget_is_spent(m, resume_state, iterations, budget)
-    if progress:
+    if progress and m.needs_steps:  # a coreset has no steps to show
         spent = float(resume_state["seconds"]) if resume_state is not None else 0.0
         left = None if budget is None else max(0.0, budget - spent)
         overhead = (lambda: val.seconds) if val is not None else None
@@ -753,6 +782,9 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
             )
     # Bad options fail before the run folder is created.
     method = create_method(config.method, **config.hparams)  # before the (slower) data
+    if config.evaluate:
+        for arch in config.eval_archs:
+            MODELS.canonical(arch)  # an unknown name, with the closest one
     artefact = out / ARTEFACT_NAME
     # a coreset keeps no checkpoint: interrupted after its artefact, it resumes to evaluation
     finished = (
@@ -775,6 +807,12 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         max_train=config.max_train,
     )
     _preflight(real, method, config.ipc, config.device, config.validate_every, config.select, {})
+    if config.evaluate and real.test_x.shape[0] == 0:
+        raise DataError(
+            f"{real.info.name} has no test images to score on (its test split is empty); "
+            "give it a test split (npz: x_test / y_test) or more images per class, or pass "
+            "--no-evaluate."
+        )
     out.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted

@@ -182,3 +182,9 @@ def test_a_data_root_that_cannot_be_written_is_the_missing_files_error(tmp_path,
 def test_a_dataset_name_that_is_not_a_string_is_one_clear_error():
     with pytest.raises(UnknownNameError, match="A dataset name must be a string, got None"):
         load_dataset(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("zca", ["yes", 1, None])
+def test_the_zca_switch_is_a_bool(zca):
+    with pytest.raises(ConfigError, match="'zca' option must be True or False"):
+        load_dataset("digits", zca=zca)

@@ -388,3 +388,37 @@ def test_cache_entries_name_device_and_torch_and_leave_no_temporary(digits, tmp_
     assert _cached(tmp_path, {"kind": "random", "device": "cpu"}, lambda: 0.9) == 0.5
     assert _cached(tmp_path, {"kind": "random", "device": "cuda"}, lambda: 0.9) == 0.9
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("batch_size", 0),
+        ("lr", -1.0),
+        ("lr", float("nan")),
+        ("momentum", 1.0),
+        ("weight_decay", -1e-4),
+        ("decay_at", 1.5),
+        ("seeds", True),
+        ("dsa", "yes"),
+        ("full_epochs", 0),
+        ("name", ""),
+    ],
+)
+def test_a_protocol_built_by_hand_is_checked(field, value):
+    """dd.Protocol and dataclasses.replace of a registered one fail in one sentence,
+    before any network trains (not a ZeroDivisionError, torch's lr error, or ~10% from
+    untrained networks)."""
+    with pytest.raises(dd.ConfigError, match=f"'{field}' field of protocol"):
+        dataclasses.replace(get_protocol("fast"), **{field: value})
+
+
+def test_a_mismatch_names_the_call_and_the_split_options(digits):
+    d = dd.distill(digits, "random", 1, device="cpu")
+    other = dd.load_dataset("digits", val_size=0)  # another training split: other statistics
+    with pytest.raises(DataError, match="evaluate it with .*val_size and max_train"):
+        dd.evaluate(d, other, "fast", device="cpu")
+    with pytest.raises(DataError, match="relabel it with"):
+        dd.relabel(d, other, "no-such-buffer")

@@ -77,6 +77,8 @@ def _check_options(normalization: str, zca: bool, zca_eps: float, max_train: int
             f"The 'normalization' option must be one of {', '.join(map(repr, NORMALIZATIONS))}. "
             f"Got {normalization!r} instead."
         )
+    if not isinstance(zca, bool):
+        raise ConfigError(f"The 'zca' option must be True or False. Got {zca!r} instead.")
     if zca and not (isinstance(zca_eps, (int, float)) and zca_eps > 0):
         raise ConfigError(f"The 'zca_eps' option must be a float > 0. Got {zca_eps!r} instead.")
     if max_train is not None and (

@@ -345,15 +345,15 @@ def dataset_of(
     return real
 
 
-def check_matches(distilled: Distilled, real: RealData) -> None:
+def check_matches(distilled: Distilled, real: RealData, use: str = "evaluate") -> None:
     """``distilled`` lives in ``real``'s model-input space: same image shape, classes,
     normalisation and whitening; otherwise a :class:`DataError` saying what differs."""
     if not isinstance(distilled, Distilled):
         raise ConfigError(
-            f"evaluate() takes a Distilled set (from distill() or datadistill.load()), got "
+            f"{use}() takes a Distilled set (from distill() or datadistill.load()), got "
             f"{type(distilled).__name__}."
         )
-    require_real_data(real, "evaluate")
+    require_real_data(real, use)
     d, r = distilled.info, real.info
     same = (
         (d.channels, tuple(d.image_size), d.num_classes)
@@ -366,10 +366,19 @@ def check_matches(distilled: Distilled, real: RealData) -> None:
         and (d.zca, d.zca_eps) == (r.zca, r.zca_eps)
     )
     if not same:
+        # the mean and std come from the training split, which val_size / max_train change
+        split = (
+            " (the normalisation is computed on the training split, so load it with the "
+            "val_size and max_train the set was distilled with)"
+            if d.name == r.name
+            and (d.channels, tuple(d.image_size), d.zca, d.zca_eps)
+            == (r.channels, tuple(r.image_size), r.zca, r.zca_eps)
+            else ""
+        )
         raise DataError(
             f"This set was distilled from {_describe(d)} but the real data is {_describe(r)}; "
-            "evaluate it with the dataset it came from, loaded with the same normalisation "
-            "and whitening."
+            f"{use} it with the dataset it came from, loaded with the same normalisation "
+            f"and whitening{split}."
         )
     differ = (
         first_difference(
@@ -385,7 +394,8 @@ def check_matches(distilled: Distilled, real: RealData) -> None:
     if differ:
         raise DataError(
             f"The class names differ ({differ}): the set's labels would mean other classes. "
-            "Evaluate it with the dataset it came from, its classes in the same order."
+            f"{use.capitalize()} it with the dataset it came from, its classes in the same "
+            "order."
         )
 
 
@@ -423,6 +433,11 @@ def evaluate(
             (``DATADISTILL_CACHE=off`` disables it).
     """
     check_matches(distilled, real)
+    if real.test_x.shape[0] == 0:
+        raise DataError(
+            f"{real.info.name} has no test images to score on (its test split is empty); "
+            "give it a test split (npz: x_test / y_test) or more images per class."
+        )
     proto = get_protocol(protocol)
     dev = prepare_device(resolve_device(device))
     archs = [archs] if isinstance(archs, str) else (list(archs) if archs else [proto.arch])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from datadistill.errors import ConfigError
 from datadistill.registry import Registry
 
 
@@ -27,6 +29,33 @@ class Protocol:
     full_epochs: int = 20  # epochs of the full-data reference network, by default raised
     # on a small training split to take at least evaluate.FULL_MIN_STEPS SGD steps
     description: str = ""
+
+    def __post_init__(self) -> None:
+        """Checked on construction, so a protocol built by hand (``Protocol(...)``,
+        ``dataclasses.replace``) fails in one sentence before any network trains."""
+
+        def need(name: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ConfigError(
+                    f"The {name!r} field of protocol {self.name!r} must be {expected}. "
+                    f"Got {getattr(self, name)!r} instead."
+                )
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        need("name", isinstance(self.name, str) and bool(self.name.strip()), "a non-empty str")
+        for name in ("epochs", "batch_size", "seeds", "full_epochs"):
+            v = getattr(self, name)
+            need(name, isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1")
+        need("lr", number(self.lr) and self.lr > 0, "a number > 0")
+        need("momentum", number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)")
+        need("weight_decay", number(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
+        need("decay_at", number(self.decay_at) and 0 <= self.decay_at <= 1, "a number in [0, 1]")
+        for name in ("dsa", "learned_lr"):
+            need(name, isinstance(getattr(self, name), bool), "True or False")
+        need("arch", isinstance(self.arch, str) and bool(self.arch), "a model name")
+        need("description", isinstance(self.description, str), "a str")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

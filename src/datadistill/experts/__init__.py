@@ -65,7 +65,12 @@ class ExpertRecipe:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"The expert {name} must be an int >= 1; got {v!r}.")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
+        if not (isinstance(self.arch, str) and self.arch):
+            raise ConfigError(f"The expert arch must be a model name; got {self.arch!r}.")
+        if not isinstance(self.dsa, bool):  # "no" would be truthy: experts with DSA
+            raise ConfigError(f"The expert dsa must be True or False; got {self.dsa!r}.")
+        lr = self.lr
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < math.inf):
             raise ConfigError(f"The expert lr must be a finite number > 0; got {self.lr!r}.")
         m, wd = self.momentum, self.weight_decay
         if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1):
