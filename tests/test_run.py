@@ -754,7 +754,7 @@ def test_run_checks_its_evaluation_before_distilling(tmp_path):
     cfg = dd.RunConfig(
         dataset="digits", method="random", ipc=1, device="cpu", eval_archs=("convnett",)
     )
-    with pytest.raises(ConfigError, match="convnet"):
+    with pytest.raises(ConfigError, match="Did you mean 'convnet'"):
         dd.run(cfg, tmp_path / "r1")
     assert not (tmp_path / "r1").exists()
     rng = np.random.default_rng(0)
@@ -780,18 +780,18 @@ def test_run_config_takes_eval_archs_as_names():
 
 
 @pytest.mark.parametrize(
-    "bad",
+    "bad, message",
     [
-        {"validate_every": 1.5},
-        {"validate_every": -1},
-        {"validate_every": "2"},
-        {"callbacks": [object()]},
-        {"callbacks": None},
-        {"progress": "yes"},
+        ({"validate_every": 1.5}, "validate_every"),
+        ({"validate_every": -1}, "validate_every"),
+        ({"validate_every": "2"}, "validate_every"),
+        ({"callbacks": [object()]}, "callbacks must be a list"),
+        ({"callbacks": None}, "callbacks must be a list"),
+        ({"progress": "yes"}, "progress must be True or False"),
     ],
 )
-def test_distill_refuses_bad_loop_options_in_one_sentence(digits, bad):
-    with pytest.raises(ConfigError):
+def test_distill_refuses_bad_loop_options_in_one_sentence(digits, bad, message):
+    with pytest.raises(ConfigError, match=message):
         dd.distill(digits, "dm", 1, iterations=1, device="cpu", **{**HP, **bad})
 
 
@@ -811,6 +811,10 @@ def test_a_coresets_callbacks_see_the_start_and_the_end(digits):
     seen = Seen()
     dd.distill(digits, "random", 1, device="cpu", callbacks=[seen])
     assert seen.calls == ["start 0 0", "end"]
+    # with validation asked for, a coreset is scored once, at iteration 0
+    d = dd.distill(digits, "random", 1, device="cpu", validate_every=1, select="best-val")
+    assert len(d.manifest["validation"]["history"]) == 1
+    assert d.manifest["selected"] == "best-val (iteration 0)"
 
 
 def test_device_names_are_case_free():

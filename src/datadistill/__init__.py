@@ -12,11 +12,11 @@ The public API, re-exported::
 
 __version__ = "0.1.0"
 
-import importlib
-import importlib.util
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import importlib.util as _importlib_util
+import sys as _sys
+import types as _types
+from typing import TYPE_CHECKING
 
 # The public names and the module that defines each. They are imported on first use
 # (PEP 562), so that `import datadistill` and `datadistill --help` do not pay for torch's
@@ -77,35 +77,41 @@ if TYPE_CHECKING:
     from datadistill.synthetic import SYNSETS, PixelSet, SyntheticSet
 
 
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use; a subpackage by its name
-    (``datadistill.models``), as an eager ``__init__`` would have left it."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # type checkers see the imports above, and report misspelled names
+
+    def __getattr__(name: str):
+        """A public name, imported from its module on first use; a subpackage by its name
+        (``datadistill.models``), as an eager ``__init__`` would have left it."""
+        if name in _EXPORTS:
+            value = getattr(_importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        elif (
+            name.isidentifier()
+            and not name.startswith("__")
+            and _importlib_util.find_spec(f"{__name__}.{name}")
+        ):
+            value = _importlib.import_module(f"{__name__}.{name}")
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({n for n in globals() if not n.startswith("_")} | set(__all__))
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """Importing a submodule binds its name on the package: for ``datadistill.run`` that
     would hide the function ``run`` behind its module. A public name keeps its value, as
     the eager imports of earlier releases left it."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _EXPORTS and isinstance(value, _types.ModuleType):
             return
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -331,7 +331,7 @@ def relabel(
     if out.exists():  # checked before the teacher runs, so that no work is thrown away
         raise ConfigError(f"--out {out} already exists; choose a new file name or delete it.")
     distilled = load(artefact)
-    real = dataset_of(distilled, data_root, dataset)
+    real = dataset_of(distilled, data_root, dataset, "relabel")
     relabelled = do_relabel(
         distilled,
         real,
@@ -543,6 +543,8 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:  # an output folder that cannot be written, a full disk, ...
+        if exc.errno is None:  # e.g. a shared library torch could not load: not a user error
+            raise
         where = f" ({exc.filename})" if exc.filename else ""
         print(
             f"error: {exc.strerror or exc}{where}; check that the path is right and that you "

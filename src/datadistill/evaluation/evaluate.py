@@ -177,7 +177,8 @@ def _compiled_key(
     compiled (``train.compiles``), else ``{}``: part of a cached baseline's key, so that a
     baseline trained compiled (which rounds differently) is not read back for an eager
     run, nor the reverse; eager keys are those of the releases before compiled training."""
-    net = _evaluation_model(arch, info, torch.Generator())  # a throwaway draw
+    with torch.device("meta"):  # the network's type is what counts: no memory, no draw
+        net = _evaluation_model(arch, info)
     probe = torch.empty((1, info.channels, *info.image_size), device=dev)
     return {"compiled": True} if compiles(net, probe, n * epochs, None) else {}
 
@@ -297,12 +298,16 @@ def _describe(info: DatasetInfo) -> str:
 
 
 def dataset_of(
-    distilled: Distilled, root: str | Path | None = None, data: str | None = None
+    distilled: Distilled,
+    root: str | Path | None = None,
+    data: str | None = None,
+    use: str = "evaluate",
 ) -> RealData:
     """The dataset ``distilled`` came from, loaded again from ``root`` (the loaders'
     default when None) with the same splits, normalisation and whitening; a DataError if
     the files there no longer match it. ``data`` (``npz:PATH`` / ``imagefolder:PATH``)
-    replaces the recorded name, for user data that has moved since."""
+    replaces the recorded name, for user data that has moved since. ``use`` names what the
+    data is loaded for, in that error."""
     from datadistill.data import DATASETS, load_dataset
     from datadistill.data.load import split_user_data
     from datadistill.data.zca import DEFAULT_EPS
@@ -339,7 +344,7 @@ def dataset_of(
         max_train=opts.get("max_train"),
         normalization=opts.get("normalization", "train"),
     )
-    check_matches(distilled, real)  # e.g. another data root with other files
+    check_matches(distilled, real, use)  # e.g. another data root with other files
     if data is not None:  # the same data, moved: known by its recorded name (expert
         real.info = dataclasses.replace(real.info, name=recorded)  # buffers, caches)
     return real
@@ -368,11 +373,11 @@ def check_matches(distilled: Distilled, real: RealData, use: str = "evaluate") -
     if not same:
         # the mean and std come from the training split, which val_size / max_train change
         split = (
-            " (the normalisation is computed on the training split, so load it with the "
-            "val_size and max_train the set was distilled with)"
+            " (the mean and std come from the training split: load it with the "
+            "normalization, val_size and max_train the set was distilled with)"
             if d.name == r.name
-            and (d.channels, tuple(d.image_size), d.zca, d.zca_eps)
-            == (r.channels, tuple(r.image_size), r.zca, r.zca_eps)
+            and (d.channels, tuple(d.image_size), d.num_classes, d.zca, d.zca_eps)
+            == (r.channels, tuple(r.image_size), r.num_classes, r.zca, r.zca_eps)
             else ""
         )
         raise DataError(
@@ -500,7 +505,7 @@ def evaluate(
         }
         if baselines:
             accs = []
-            n_random = ipc * real.info.num_classes
+            n_random = sum(min(ipc, n) for n in real.class_counts("train"))  # as sampled
             random_compiled = _compiled_key(arch, real.info, n_random, proto.epochs, dev)
             for s in range(n_seeds):
                 say(f"{arch}: random real subset, seed {s}{labelled_by}")

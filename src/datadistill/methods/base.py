@@ -9,8 +9,10 @@ calls ``step`` lives once, in :mod:`datadistill.run`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, ClassVar
 
 import torch
@@ -30,13 +32,15 @@ class HParams:
     # field -> (switch, value): the field has an effect only while the switch has that
     # value; set to anything but its default otherwise, it is unused and a warning says so
     applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {}
+    # the method's name in messages; default: the class name without "Params"
+    display_name: ClassVar[str] = ""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an invalid value; called after construction."""
 
     def __post_init__(self) -> None:
         # A switch must be a real bool: a string such as "no" is truthy and would turn it on.
-        owner = type(self).__name__.removesuffix("Params") or type(self).__name__
+        owner = self.display_name or type(self).__name__.removesuffix("Params")
         compile_choice = getattr(self, "compile", None)
         if isinstance(compile_choice, bool):  # --hp compile=false reads as a bool
             object.__setattr__(self, "compile", "yes" if compile_choice else "no")
@@ -55,7 +59,7 @@ class HParams:
                 warnings.warn(
                     f"{owner}'s {name}={value!r} has no effect with {switch}={actual!r} (it "
                     f"applies with {switch}={needed!r}); it is recorded but unused.",
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,11 +97,23 @@ def _check_dsa_strategy(owner: str, strategy: Any, dsa: bool) -> None:
         families = parse_strategy(strategy)
     except ConfigError as exc:
         raise type(exc)(f"The 'dsa_strategy' parameter of {owner}: {exc}") from None
-    if dsa and not families:
-        raise ConfigError(
-            f"The 'dsa_strategy' parameter of {owner} names no augmentation while dsa is on; "
-            "name families (e.g. 'color_crop_cutout_flip_scale_rotate') or pass dsa=false."
+    if dsa and not families:  # a warning, so that such a run made before still resumes
+        warnings.warn(
+            f"The 'dsa_strategy' parameter of {owner} names no augmentation while dsa is on, "
+            "so nothing is augmented; name families (e.g. 'color_crop_cutout_flip_scale_rotate') "
+            "or pass dsa=false.",
+            stacklevel=user_stacklevel(),
         )
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point
+    at the first frame outside datadistill: the user's own line, however deep the call."""
+    level = 2  # level 1: the frame that warns, our caller
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("datadistill"):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def one_of(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:

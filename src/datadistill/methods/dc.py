@@ -323,6 +323,8 @@ class DC(Method):
 class DSAParamsHP(DCParams):
     dsa: bool = True
 
+    display_name: ClassVar[str] = "DSA"
+
 
 @register_method("dsa")
 class DSAMethod(DC):

@@ -156,7 +156,7 @@ class MTT(Method):
                 f"the experts in {hp.buffer}; lower them (--hp max_start_epoch=..., --hp "
                 "expert_epochs=..., and window_grow_to if set) or train longer experts."
             )
-        if hp.label_epoch > self.buffer.epochs:
+        if hp.soft_labels and hp.label_epoch > self.buffer.epochs:
             raise ConfigError(
                 f"label_epoch {hp.label_epoch} is beyond the {self.buffer.epochs} epochs of the "
                 f"experts in {hp.buffer}; use -1 (the last) or a smaller epoch."
