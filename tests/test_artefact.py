@@ -78,6 +78,9 @@ def test_export_png_and_npz(tmp_path, digits):
     assert dd.export(d, tmp_path / "set.v1", "npz") == tmp_path / "set.v1.npz"
     with pytest.raises(ConfigError, match="already exists"):
         dd.export(d, tmp_path / "set.v1", "npz")
+    # a PNG export over an existing file says it is a file, not a folder
+    with pytest.raises(ConfigError, match="already exists and is a file"):
+        dd.export(d, tmp_path / "set.npz", "png")
 
 
 def test_export_keeps_soft_labels_and_lr(tmp_path, digits):

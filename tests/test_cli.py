@@ -141,7 +141,7 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
     again = cli_here(
         "export", str(out / "distilled.safetensors"), "--out", str(tmp_path / "png"), check=False
     )
-    assert again.returncode == 2 and "not an empty folder" in again.stderr
+    assert again.returncode == 2 and "is a folder that is not empty" in again.stderr
     # --show without a suffix writes (and prints) a .png; --json to a folder fails at once
     assert cli_here(
         "show", str(out / "distilled.safetensors"), "--out", str(tmp_path / "g2")
@@ -269,6 +269,7 @@ def test_mismatched_expert_buffer_is_one_line_and_nonzero(tmp_path, expert_buffe
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip()
     assert "train experts for this data" in err and str(expert_buffer) in err
+    assert "load the data as the buffer was (without --zca)" in err  # the simpler fix
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
 
 

@@ -272,7 +272,11 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     out, fmt = Path(out), str(fmt).lower()
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
         # mixing with an earlier export would leave its images beside these
-        raise ConfigError(f"{out} already exists and is not an empty folder; choose a new --out.")
+        what = "is a file" if not out.is_dir() else "is a folder that is not empty"
+        raise ConfigError(
+            f"{out} already exists and {what}; the PNG export writes a new or empty folder, "
+            "so choose a new --out."
+        )
     if fmt == "npz":
         if out.name in ("", ".", "..") or out.is_dir():
             raise ConfigError(f"{out} is a folder; give the npz export a file name.")

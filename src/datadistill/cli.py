@@ -411,7 +411,11 @@ def show(
         Path, typer.Argument(help="A distilled .safetensors file, or a run folder holding one.")
     ],
     out: Annotated[
-        Path | None, typer.Option(help="PNG path (default: next to the artefact).")
+        Path | None,
+        typer.Option(
+            help="PNG path (default: next to the artefact, SET.png; for a run folder its "
+            "grid.png, which is rewritten)."
+        ),
     ] = None,
     per_class: Annotated[int, typer.Option(help="Images shown per class (one row each).")] = 10,
 ) -> None:

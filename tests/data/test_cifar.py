@@ -43,6 +43,27 @@ def test_cifar10_folder(tmp_path, layout):
     _check_cifar10(real, files)
 
 
+def test_cifar10_batches_saved_with_bytes_keys(tmp_path):
+    """Batches pickled again after ``pickle.load(f, encoding="bytes")`` (the CIFAR page's
+    recipe) hold b"data" / b"labels" / b"label_names": read like the official ones."""
+
+    def as_bytes_keys(obj):
+        if isinstance(obj, dict):
+            return {
+                k.encode(): [n.encode() for n in v] if k == "label_names" else v
+                for k, v in obj.items()
+            }
+        return obj
+
+    files = cifar_files("cifar10")
+    resaved = {
+        n: pickle.dumps(as_bytes_keys(pickle.loads(b)), protocol=2) for n, b in files.items()
+    }
+    write_cifar_folder(tmp_path / "cifar-10-batches-py", resaved)
+    real = load_dataset("cifar10", tmp_path, val_size=0, normalization="none", download=False)
+    _check_cifar10(real, files)
+
+
 @pytest.mark.parametrize("where", ["cifar10", "."])
 def test_cifar10_tarball_read_without_extracting(tmp_path, where):
     files = cifar_files("cifar10")

@@ -55,3 +55,18 @@ def test_load_dataset_zca_whitens_all_splits(tmp_path):
     pixels = real.denormalize(real.val_x)
     assert torch.allclose(pixels, plain.denormalize(plain.val_x), atol=1e-4)
     assert torch.allclose(real.normalize(pixels), real.val_x, atol=1e-3)
+
+
+def test_zca_on_fewer_images_than_dimensions_warns(tmp_path):
+    """Fewer training images than values per image: the whitening is mostly eps; said."""
+    import numpy as np
+
+    from datadistill.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)  # 40 images, 64 values each
+    np.savez(tmp_path / "small.npz", x=x, y=np.arange(40) % 2)
+    with pytest.warns(UserWarning, match="fewer images than dimensions"):
+        real = load_dataset(f"npz:{tmp_path / 'small.npz'}", zca=True, val_size=0)
+    assert real.val_x.shape[0] == 0  # an empty split is whitened too (it used to raise)
+    assert load_dataset("digits", zca=True, val_size=0).val_x.shape == (0, 1, 8, 8)

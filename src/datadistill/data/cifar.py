@@ -50,8 +50,18 @@ CIFAR100 = CifarLayout(
 )
 
 
+def _str_keys(obj: Any) -> Any:
+    """A batch dict with its keys as str: the official files read as str keys with
+    ``encoding="latin1"``, but batches saved again after the CIFAR page's recipe
+    (``pickle.load(f, encoding="bytes")``) hold ``b"data"`` / ``b"labels"``."""
+    if isinstance(obj, dict) and any(isinstance(k, bytes) for k in obj):
+        return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    return obj
+
+
 def _batch_arrays(obj: Any, layout: CifarLayout, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(n, 3, 32, 32) uint8 images and (n,) int64 labels from an unpickled batch dict."""
+    obj = _str_keys(obj)
     if not isinstance(obj, dict) or "data" not in obj or layout.label_key not in obj:
         raise DataError(
             f"{where} is not a CIFAR batch (expected a dict with 'data' and "
@@ -87,6 +97,7 @@ def _batch_arrays(obj: Any, layout: CifarLayout, where: str) -> tuple[np.ndarray
 
 
 def _class_names(obj: Any, layout: CifarLayout, where: str) -> tuple[str, ...]:
+    obj = _str_keys(obj)
     names = obj.get(layout.names_key) if isinstance(obj, dict) else None
     if not isinstance(names, (list, tuple)) or len(names) != layout.num_classes:
         raise DataError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,14 @@ def load_dataset(
     test_x, test_y = tensors(raw.test_x, raw.test_y)
     whitening = None
     if zca:
+        n, d = train_x.shape[0], train_x[0].numel()
+        if n < d:  # the covariance has rank below n: eps alone scales the other directions
+            warnings.warn(
+                f"ZCA is fitted on {n} training images of {d} values each (fewer images than "
+                "dimensions), so most directions are whitened by eps alone, which can cost "
+                "much accuracy on a small set; load more images or leave zca off.",
+                stacklevel=2,
+            )
         whitening = ZCA.fit(train_x, eps=zca_eps)
         train_x, val_x, test_x = (whitening.transform(t) for t in (train_x, val_x, test_x))
     info = DatasetInfo(

@@ -13,6 +13,8 @@ distillation literature, on images normalised per channel).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -75,7 +77,7 @@ class ZCA:
         return cls(matrix.to(f32), inverse.to(f32), mean.to(f32), eps)
 
     def _apply(self, x: Tensor, m: Tensor, before: Tensor | None, after: Tensor | None) -> Tensor:
-        if x.dim() != 4 or x[0].numel() != self.dim:
+        if x.dim() != 4 or math.prod(x.shape[1:]) != self.dim:  # also for an empty split
             raise ConfigError(
                 f"ZCA expects (N, C, H, W) images with C*H*W = {self.dim}. "
                 f"Got shape {tuple(x.shape)}."

@@ -551,9 +551,15 @@ class ExpertBuffer:
         diff = fingerprint_difference(self.manifest["data"], data_fingerprint(real))
         if diff is not None:
             key, mine, theirs = diff
+            fix = "train experts for this data"
+            if key in ("zca", "zca_eps"):  # the same data, loaded another way
+                fix = (
+                    f"load the data as the buffer was ({'with' if mine else 'without'} --zca"
+                    f"{f', zca_eps {mine}' if key == 'zca_eps' else ''}), or {fix}"
+                )
             raise ConfigError(
                 f"The expert buffer {self.root} was trained with {key}={mine!r}, "
-                f"but the data has {key}={theirs!r}; train experts for this data."
+                f"but the data has {key}={theirs!r}; {fix}."
             )
         # one class order (say, an image folder's read in sorted folder order)
         mine, theirs = list(self.info.class_names), list(real.info.class_names)
