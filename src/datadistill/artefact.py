@@ -2,8 +2,9 @@
 
 Tensors: ``images`` (N, C, H, W) float32 in model-input space, ``labels`` (N,) int64,
 optional ``soft_labels`` (N, K; a teacher's have one row per training image), optional
-``lr`` (scalar learned training lr), optional ``zca_matrix`` / ``zca_inverse`` /
-``zca_mean`` (to show whitened images un-whitened).
+``lr`` (scalar learned training lr), optional ``zca_inverse`` / ``zca_mean`` (to show
+whitened images un-whitened; formats 1-3 also held ``zca_matrix``, the whitening matrix,
+which is computed from the inverse when needed).
 A multi-formation set (manifest ``factor`` above 1) stores its compact images; each decodes
 to ``factor**2`` training images (:meth:`Distilled.training_set`).
 The header's metadata holds ``manifest``: a JSON document (format version, package
@@ -35,16 +36,20 @@ from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError
 from datadistill.synthetic.formation import check_factor, decode_set
 
-FORMAT_VERSION = 3  # what this package writes for a set relabelled by a teacher
+FORMAT_VERSION = 4  # what this package writes for a whitened set
 # format 1: ``images`` is the training set itself; format 2 adds the manifest's ``factor``
 # (the images are stored tiles to decode); format 3 adds the manifest's ``teacher`` (soft
 # labels from an expert, one row per training image, whose random baseline must be labelled
-# by the same teacher). Each set is written in the oldest format that describes it, so a
-# plain set is still format 1; a newer format stops an older reader, which would misread
-# it (a teacher-labelled set beside a hard-labelled baseline).
-READABLE_FORMATS = (1, 2, 3)
+# by the same teacher); format 4 stores a whitened set's ZCA as its inverse and mean only
+# (the whitening matrix doubled a CIFAR set's file to 76 MB). Each set is written in the
+# oldest format that describes it, so a plain set is still format 1; a newer format stops
+# an older reader, which would misread it (a teacher-labelled set beside a hard-labelled
+# baseline) or refuse it half-way (a ZCA without its matrix).
+READABLE_FORMATS = (1, 2, 3, 4)
+TEACHER_FORMAT = 3
 TEACHER_KEY = "teacher"  # where the manifest records a teacher (datadistill.labels)
-_ZCA_KEYS = {"zca_matrix": "matrix", "zca_inverse": "inverse", "zca_mean": "mean"}
+_ZCA_KEYS = {"zca_inverse": "inverse", "zca_mean": "mean"}  # what a whitened set holds
+_ZCA_MATRIX_KEY = "zca_matrix"  # also held by whitened sets of formats 1-3
 
 
 def _package_version() -> str:
@@ -151,11 +156,19 @@ class Distilled:
         if self.lr is not None:
             tensors["lr"] = torch.tensor(float(self.lr))
         if self.zca is not None:
-            state = self.zca.state_dict()
+            state = {"inverse": self.zca.inverse, "mean": self.zca.mean}
             for key, name in _ZCA_KEYS.items():
                 tensors[key] = state[name].float().cpu().contiguous()
         # the oldest format that describes the set (see READABLE_FORMATS)
-        version = FORMAT_VERSION if TEACHER_KEY in self.manifest else 2 if self.factor != 1 else 1
+        version = (
+            FORMAT_VERSION
+            if self.zca is not None
+            else TEACHER_FORMAT
+            if TEACHER_KEY in self.manifest
+            else 2
+            if self.factor != 1
+            else 1
+        )
         manifest = {
             **self.manifest,
             "format_version": version,
@@ -230,13 +243,17 @@ def load(path: str | Path) -> Distilled:
         raise DataError(f"{path} has a damaged manifest ({exc}).") from None
     zca = None
     held = [key for key in _ZCA_KEYS if key in tensors]
-    if (held and len(held) < len(_ZCA_KEYS)) or bool(held) != info.zca:
+    whitening = held or _ZCA_MATRIX_KEY in tensors
+    if (info.zca and len(held) < len(_ZCA_KEYS)) or (whitening and not info.zca):
         raise DataError(
             f"{path} is inconsistent: its dataset is {'' if info.zca else 'not '}whitened but "
-            f"it holds {len(held)} of the {len(_ZCA_KEYS)} whitening tensors."
+            f"it holds {len(held)} of the {len(_ZCA_KEYS)} whitening tensors"
+            f"{' and a whitening matrix' if _ZCA_MATRIX_KEY in tensors else ''}."
         )
     if held:
         state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}
+        if _ZCA_MATRIX_KEY in tensors:  # formats 1-3
+            state["matrix"] = tensors[_ZCA_MATRIX_KEY]
         zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or DEFAULT_EPS))
     images, labels = tensors["images"], tensors["labels"]
     if images.shape[0] != labels.shape[0]:

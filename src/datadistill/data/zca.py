@@ -29,18 +29,30 @@ _FLOAT64_MATMUL_MAX_DIM = 1024  # above this D, block products run in float32 (2
 class ZCA:
     """A fitted ZCA whitening; ``transform`` / ``inverse_transform`` keep the (N, C, H, W) shape."""
 
-    def __init__(self, matrix: Tensor, inverse: Tensor, mean: Tensor, eps: float) -> None:
+    def __init__(self, matrix: Tensor | None, inverse: Tensor, mean: Tensor, eps: float) -> None:
         d = mean.numel()
-        if mean.dim() != 1 or matrix.shape != (d, d) or inverse.shape != (d, d):
+        shape = None if matrix is None else tuple(matrix.shape)
+        if mean.dim() != 1 or shape not in (None, (d, d)) or inverse.shape != (d, d):
             raise DataError(
-                f"ZCA tensors have inconsistent shapes (matrix {tuple(matrix.shape)}, "
+                f"ZCA tensors have inconsistent shapes (matrix {shape}, "
                 f"inverse {tuple(inverse.shape)}, mean {tuple(mean.shape)}); "
                 "they must be (D, D), (D, D) and (D,)."
             )
-        self.matrix = matrix  # (D, D)
+        self._matrix = matrix  # (D, D), or None: computed from the inverse when first used
         self.inverse = inverse  # (D, D)
         self.mean = mean  # (D,)
         self.eps = float(eps)
+
+    @property
+    def matrix(self) -> Tensor:
+        """The whitening matrix W, (D, D). An artefact stores the inverse only (D*D floats
+        are most of a whitened CIFAR set's file); W shares its eigenvectors, with the
+        reciprocal eigenvalues, and is computed once, when first needed."""
+        if self._matrix is None:
+            r, u = torch.linalg.eigh(self.inverse.to(torch.float64))  # r = sqrt(S + eps) > 0
+            w = (u * r.clamp_min(torch.finfo(torch.float64).tiny).reciprocal()) @ u.T
+            self._matrix = w.to(self.inverse.dtype)
+        return self._matrix
 
     @property
     def dim(self) -> int:
@@ -100,7 +112,8 @@ class ZCA:
 
     def to(self, device: torch.device | str) -> ZCA:
         """A copy with its tensors on ``device``."""
-        return ZCA(self.matrix.to(device), self.inverse.to(device), self.mean.to(device), self.eps)
+        matrix = None if self._matrix is None else self._matrix.to(device)
+        return ZCA(matrix, self.inverse.to(device), self.mean.to(device), self.eps)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The tensors to save (e.g. in a safetensors artefact): matrix, inverse, mean."""
@@ -108,14 +121,15 @@ class ZCA:
 
     @classmethod
     def from_state_dict(cls, d: dict[str, Tensor], eps: float) -> ZCA:
-        """Inverse of :meth:`state_dict`."""
-        missing = [k for k in ("matrix", "inverse", "mean") if k not in d]
+        """Inverse of :meth:`state_dict`; without ``matrix`` it is computed from the
+        inverse when first used."""
+        missing = [k for k in ("inverse", "mean") if k not in d]
         if missing:
             raise DataError(
                 f"The ZCA state is missing {', '.join(missing)}; "
                 "save it with ZCA.state_dict() and load the whole dict."
             )
-        return cls(d["matrix"], d["inverse"], d["mean"], eps)
+        return cls(d.get("matrix"), d["inverse"], d["mean"], eps)
 
     def __repr__(self) -> str:
         return f"ZCA(dim={self.dim}, eps={self.eps})"
