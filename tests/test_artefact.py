@@ -233,10 +233,11 @@ def test_load_checks_version_first_and_whitening_tensors(tmp_path, digits):
 
 
 def test_a_whitened_set_stores_the_inverse_only_and_reads_older_files(tmp_path):
-    """The ZCA of a whitened set is its inverse and mean (format 4): the whitening matrix
-    would double the file (76 MB for CIFAR-10's 3072 x 3072). Un-whitened pixels are the
-    same after the round trip; the matrix, computed from the inverse, matches the fitted
-    one; a format-1 file that holds the matrix too still loads."""
+    """The ZCA of a whitened set is the upper triangle of its symmetric inverse and its
+    mean (format 4): formats 1-3 held the whitening matrix and the whole inverse, 76 MB for
+    CIFAR-10's 3072 x 3072. Un-whitened pixels are the same after the round trip; the
+    matrix, computed from the inverse, matches the fitted one; a format-1 file that holds
+    the matrix and the whole inverse still loads."""
     from safetensors.torch import load_file, save_file
 
     real = dd.load_dataset("digits", zca=True)
@@ -248,11 +249,16 @@ def test_a_whitened_set_stores_the_inverse_only_and_reads_older_files(tmp_path):
     assert back.manifest["format_version"] == 4
     assert torch.equal(back.pixels(), d.pixels())
     assert torch.allclose(back.zca.matrix, real.zca.matrix, atol=1e-4)
-    d64 = 64 * 64 * 4
-    assert path.stat().st_size < d64 * 1.5  # one 64 x 64 float32 matrix, not two
+    assert tensors["zca_inverse"].shape == (64 * 65 // 2,)  # one triangle of 64 x 64
+    assert torch.equal(back.zca.inverse, real.zca.inverse)
+    assert path.stat().st_size < tensors["images"].numel() * 4 + 64 * 65 // 2 * 4 + 4096
     with safe_open(str(path), "pt") as f:
         manifest = json.loads(f.metadata()["manifest"])
-    old = {**tensors, "zca_matrix": real.zca.matrix.contiguous()}
+    old = {
+        **tensors,
+        "zca_matrix": real.zca.matrix.contiguous(),
+        "zca_inverse": real.zca.inverse.contiguous(),
+    }
     manifest = {**manifest, "format_version": 1}
     save_file(old, str(tmp_path / "old.safetensors"), {"manifest": json.dumps(manifest)})
     assert torch.equal(dd.load(tmp_path / "old.safetensors").zca.matrix, real.zca.matrix)

@@ -2,9 +2,10 @@
 
 Tensors: ``images`` (N, C, H, W) float32 in model-input space, ``labels`` (N,) int64,
 optional ``soft_labels`` (N, K; a teacher's have one row per training image), optional
-``lr`` (scalar learned training lr), optional ``zca_inverse`` / ``zca_mean`` (to show
-whitened images un-whitened; formats 1-3 also held ``zca_matrix``, the whitening matrix,
-which is computed from the inverse when needed).
+``lr`` (scalar learned training lr), optional ``zca_inverse`` (the upper triangle of the
+symmetric inverse, row by row) / ``zca_mean`` (to show whitened images un-whitened;
+formats 1-3 held the whole inverse and also ``zca_matrix``, the whitening matrix, which
+is computed from the inverse when needed).
 A multi-formation set (manifest ``factor`` above 1) stores its compact images; each decodes
 to ``factor**2`` training images (:meth:`Distilled.training_set`).
 The header's metadata holds ``manifest``: a JSON document (format version, package
@@ -32,7 +33,7 @@ from torch.utils.data import Dataset, TensorDataset
 from datadistill._files import share_like_new_files
 from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
-from datadistill.data.zca import DEFAULT_EPS, ZCA
+from datadistill.data.zca import DEFAULT_EPS, ZCA, pack_symmetric, unpack_symmetric
 from datadistill.errors import ConfigError, DataError
 from datadistill.synthetic.formation import check_factor, decode_set
 
@@ -40,8 +41,9 @@ FORMAT_VERSION = 4  # what this package writes for a whitened set
 # format 1: ``images`` is the training set itself; format 2 adds the manifest's ``factor``
 # (the images are stored tiles to decode); format 3 adds the manifest's ``teacher`` (soft
 # labels from an expert, one row per training image, whose random baseline must be labelled
-# by the same teacher); format 4 stores a whitened set's ZCA as its inverse and mean only
-# (the whitening matrix doubled a CIFAR set's file to 76 MB). Each set is written in the
+# by the same teacher); format 4 stores a whitened set's ZCA as the upper triangle of its
+# symmetric inverse and its mean (formats 1-3 held the whitening matrix and the whole
+# inverse: 76 MB for a CIFAR set, now 19 MB). Each set is written in the
 # oldest format that describes it, so a plain set is still format 1; a newer format stops
 # an older reader, which would misread it (a teacher-labelled set beside a hard-labelled
 # baseline) or refuse it half-way (a ZCA without its matrix).
@@ -155,10 +157,10 @@ class Distilled:
             tensors["soft_labels"] = self.soft_labels.detach().float().cpu().contiguous()
         if self.lr is not None:
             tensors["lr"] = torch.tensor(float(self.lr))
-        if self.zca is not None:
-            state = {"inverse": self.zca.inverse, "mean": self.zca.mean}
-            for key, name in _ZCA_KEYS.items():
-                tensors[key] = state[name].float().cpu().contiguous()
+        if self.zca is not None:  # the inverse's upper triangle (it is symmetric) and mean
+            inverse = self.zca.inverse.detach().float().cpu()
+            tensors["zca_inverse"] = pack_symmetric((inverse + inverse.T) / 2).contiguous()
+            tensors["zca_mean"] = self.zca.mean.detach().float().cpu().contiguous()
         # the oldest format that describes the set (see READABLE_FORMATS)
         version = (
             FORMAT_VERSION
@@ -252,6 +254,11 @@ def load(path: str | Path) -> Distilled:
         )
     if held:
         state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}
+        if state["inverse"].dim() == 1:  # format 4: the upper triangle
+            try:
+                state["inverse"] = unpack_symmetric(state["inverse"], state["mean"].numel())
+            except DataError as exc:
+                raise DataError(f"{path} is inconsistent: {exc}") from None
         if _ZCA_MATRIX_KEY in tensors:  # formats 1-3
             state["matrix"] = tensors[_ZCA_MATRIX_KEY]
         zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or DEFAULT_EPS))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from datadistill.data import ZCA, load_dataset
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, DataError
 from tests.data.fabricate import write_idx_set
 
 
@@ -70,3 +70,16 @@ def test_zca_on_fewer_images_than_dimensions_warns(tmp_path):
         real = load_dataset(f"npz:{tmp_path / 'small.npz'}", zca=True, val_size=0)
     assert real.val_x.shape[0] == 0  # an empty split is whitened too (it used to raise)
     assert load_dataset("digits", zca=True, val_size=0).val_x.shape == (0, 1, 8, 8)
+
+
+def test_a_fitted_zca_is_exactly_symmetric_and_packs_into_one_triangle():
+    from datadistill.data.zca import pack_symmetric, unpack_symmetric
+
+    x = torch.randn(50, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    zca = ZCA.fit(x)
+    assert torch.equal(zca.inverse, zca.inverse.T) and torch.equal(zca.matrix, zca.matrix.T)
+    packed = pack_symmetric(zca.inverse)
+    assert packed.shape == (12 * 13 // 2,)
+    assert torch.equal(unpack_symmetric(packed, 12), zca.inverse)
+    with pytest.raises(DataError, match="78 values"):
+        unpack_symmetric(packed[:-1], 12)

@@ -26,6 +26,31 @@ _CHUNK = 4096  # rows per block when accumulating the covariance
 _FLOAT64_MATMUL_MAX_DIM = 1024  # above this D, block products run in float32 (2x faster)
 
 
+def _symmetric(m: Tensor) -> Tensor:
+    """``m`` made exactly symmetric (a product ``A @ A.T`` may differ in the last bit)."""
+    return (m + m.T) / 2
+
+
+def pack_symmetric(m: Tensor) -> Tensor:
+    """The upper triangle of a symmetric (D, D) matrix, row by row: D (D + 1) / 2 values."""
+    rows, cols = torch.triu_indices(m.shape[0], m.shape[0], device=m.device)
+    return m[rows, cols]
+
+
+def unpack_symmetric(v: Tensor, d: int) -> Tensor:
+    """Inverse of :func:`pack_symmetric`: the (d, d) symmetric matrix."""
+    if v.dim() != 1 or v.numel() != d * (d + 1) // 2:
+        raise DataError(
+            f"A packed symmetric {d} x {d} matrix has {d * (d + 1) // 2} values; "
+            f"got shape {tuple(v.shape)}."
+        )
+    rows, cols = torch.triu_indices(d, d, device=v.device)
+    m = v.new_zeros(d, d)
+    m[rows, cols] = v
+    m[cols, rows] = v
+    return m
+
+
 class ZCA:
     """A fitted ZCA whitening; ``transform`` / ``inverse_transform`` keep the (N, C, H, W) shape."""
 
@@ -83,8 +108,8 @@ class ZCA:
         cov /= n
         s, u = torch.linalg.eigh(cov)  # ascending S (D,), U (D, D)
         s = s.clamp_min(0.0) + eps
-        matrix = (u * s.rsqrt()) @ u.T
-        inverse = (u * s.sqrt()) @ u.T
+        matrix = _symmetric((u * s.rsqrt()) @ u.T)  # exactly: an artefact keeps one triangle
+        inverse = _symmetric((u * s.sqrt()) @ u.T)
         f32 = torch.float32
         return cls(matrix.to(f32), inverse.to(f32), mean.to(f32), eps)
 
