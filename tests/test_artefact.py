@@ -261,7 +261,35 @@ def test_a_whitened_set_stores_the_inverse_only_and_reads_older_files(tmp_path):
     }
     manifest = {**manifest, "format_version": 1}
     save_file(old, str(tmp_path / "old.safetensors"), {"manifest": json.dumps(manifest)})
-    assert torch.equal(dd.load(tmp_path / "old.safetensors").zca.matrix, real.zca.matrix)
+    legacy = dd.load(tmp_path / "old.safetensors")
+    assert torch.equal(legacy.zca.matrix, real.zca.matrix)
+    assert torch.equal(legacy.zca.inverse, real.zca.inverse)
+    assert torch.equal(legacy.pixels(), d.pixels())
+    # damaged whitening tensors: one sentence naming the file
+    for name, bad in {
+        "short": {**tensors, "zca_inverse": tensors["zca_inverse"][:-1]},
+        "mean": {**tensors, "zca_mean": torch.zeros(10)},
+        "missing": {k: v for k, v in tensors.items() if k != "zca_mean"},
+    }.items():
+        save_file(bad, str(tmp_path / f"{name}.safetensors"), {"manifest": json.dumps(manifest)})
+        with pytest.raises(DataError, match=f"{name}.safetensors is inconsistent"):
+            dd.load(tmp_path / f"{name}.safetensors")
+
+
+def test_a_whitened_multi_formation_set_relabelled_is_format_4(tmp_path):
+    """Format 4 carries formats 2 and 3 (a factor, a teacher): readers key on the manifest."""
+    from datadistill.experts import ExpertRecipe, train_experts
+    from tests.conftest import EXPERT_RECIPE
+
+    real = dd.load_dataset("digits", zca=True)
+    recipe = ExpertRecipe(**{**EXPERT_RECIPE, "epochs": 1})
+    train_experts(real, tmp_path / "zbuf", 1, recipe, device="cpu", log=lambda m: None)
+    d = dd.distill(real, "random", 1, device="cpu", factor=2)
+    r = dd.relabel(d, real, tmp_path / "zbuf")
+    back = dd.load(r.save(tmp_path / "r.safetensors"))
+    assert back.manifest["format_version"] == 4 and back.factor == 2
+    assert back.soft_labels is not None and back.soft_labels.shape == (40, 10)
+    assert torch.equal(back.pixels(), r.pixels())
 
 
 def test_an_image_folder_takes_a_user_labels_json_for_what_it_is(tmp_path, digits):

@@ -254,14 +254,20 @@ def load(path: str | Path) -> Distilled:
         )
     if held:
         state = {name: tensors[key] for key, name in _ZCA_KEYS.items()}
-        if state["inverse"].dim() == 1:  # format 4: the upper triangle
-            try:
-                state["inverse"] = unpack_symmetric(state["inverse"], state["mean"].numel())
-            except DataError as exc:
-                raise DataError(f"{path} is inconsistent: {exc}") from None
-        if _ZCA_MATRIX_KEY in tensors:  # formats 1-3
-            state["matrix"] = tensors[_ZCA_MATRIX_KEY]
-        zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or DEFAULT_EPS))
+        d = info.channels * info.image_size[0] * info.image_size[1]
+        try:
+            if tuple(state["mean"].shape) != (d,):
+                raise DataError(
+                    f"its ZCA mean has shape {tuple(state['mean'].shape)}, not ({d},) for "
+                    f"{info.channels}x{info.image_size[0]}x{info.image_size[1]} images"
+                )
+            if state["inverse"].dim() == 1:  # format 4 (and 8d0c738's full one): a triangle
+                state["inverse"] = unpack_symmetric(state["inverse"], d)
+            if _ZCA_MATRIX_KEY in tensors:  # formats 1-3
+                state["matrix"] = tensors[_ZCA_MATRIX_KEY]
+            zca = ZCA.from_state_dict(state, eps=float(info.zca_eps or DEFAULT_EPS))
+        except DataError as exc:
+            raise DataError(f"{path} is inconsistent: {exc}") from None
     images, labels = tensors["images"], tensors["labels"]
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{path} holds {images.shape[0]} images but {labels.shape[0]} labels.")

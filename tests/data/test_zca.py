@@ -66,7 +66,7 @@ def test_zca_on_fewer_images_than_dimensions_warns(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)  # 40 images, 64 values each
     np.savez(tmp_path / "small.npz", x=x, y=np.arange(40) % 2)
-    with pytest.warns(UserWarning, match="fewer images than dimensions"):
+    with pytest.warns(UserWarning, match="no more images than dimensions"):
         real = load_dataset(f"npz:{tmp_path / 'small.npz'}", zca=True, val_size=0)
     assert real.val_x.shape[0] == 0  # an empty split is whitened too (it used to raise)
     assert load_dataset("digits", zca=True, val_size=0).val_x.shape == (0, 1, 8, 8)
@@ -75,11 +75,18 @@ def test_zca_on_fewer_images_than_dimensions_warns(tmp_path):
 def test_a_fitted_zca_is_exactly_symmetric_and_packs_into_one_triangle():
     from datadistill.data.zca import pack_symmetric, unpack_symmetric
 
-    x = torch.randn(50, 3, 2, 2, generator=torch.Generator().manual_seed(0))
-    zca = ZCA.fit(x)
+    real = load_dataset("digits")  # where the plain product is not symmetric in float32
+    x = real.train_x.reshape(real.train_x.shape[0], -1).double()
+    s, u = torch.linalg.eigh(torch.cov(x.T, correction=0))
+    plain = ((u * (s.clamp_min(0) + 0.1).sqrt()) @ u.T).float()
+    assert not torch.equal(plain, plain.T)
+    zca = ZCA.fit(real.train_x)
     assert torch.equal(zca.inverse, zca.inverse.T) and torch.equal(zca.matrix, zca.matrix.T)
     packed = pack_symmetric(zca.inverse)
-    assert packed.shape == (12 * 13 // 2,)
-    assert torch.equal(unpack_symmetric(packed, 12), zca.inverse)
-    with pytest.raises(DataError, match="78 values"):
-        unpack_symmetric(packed[:-1], 12)
+    assert packed.shape == (64 * 65 // 2,)
+    assert torch.equal(packed[:64], zca.inverse[0])  # row by row: the first row first
+    assert torch.equal(unpack_symmetric(packed, 64), zca.inverse)
+    with pytest.raises(DataError, match="2080 values"):
+        unpack_symmetric(packed[:-1], 64)
+    with pytest.raises(DataError, match="square"):
+        pack_symmetric(zca.inverse[:3])

@@ -156,9 +156,9 @@ def load_dataset(
     whitening = None
     if zca:
         n, d = train_x.shape[0], train_x[0].numel()
-        if n < d:  # the covariance has rank below n: eps alone scales the other directions
+        if n <= d:  # the centred covariance has rank below n: eps alone scales the rest
             warnings.warn(
-                f"ZCA is fitted on {n} training images of {d} values each (fewer images than "
+                f"ZCA is fitted on {n} training images of {d} values each (no more images than "
                 "dimensions), so most directions are whitened by eps alone, which can cost "
                 "much accuracy on a small set; load more images or leave zca off.",
                 stacklevel=2,

@@ -31,10 +31,16 @@ def _symmetric(m: Tensor) -> Tensor:
     return (m + m.T) / 2
 
 
+def _upper(d: int, device: torch.device) -> Tensor:
+    """The (d, d) mask of the upper triangle; row-major selection reads it row by row."""
+    return torch.ones(d, d, dtype=torch.bool, device=device).triu()
+
+
 def pack_symmetric(m: Tensor) -> Tensor:
     """The upper triangle of a symmetric (D, D) matrix, row by row: D (D + 1) / 2 values."""
-    rows, cols = torch.triu_indices(m.shape[0], m.shape[0], device=m.device)
-    return m[rows, cols]
+    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        raise DataError(f"pack_symmetric takes a square matrix; got shape {tuple(m.shape)}.")
+    return m[_upper(m.shape[0], m.device)]
 
 
 def unpack_symmetric(v: Tensor, d: int) -> Tensor:
@@ -44,11 +50,10 @@ def unpack_symmetric(v: Tensor, d: int) -> Tensor:
             f"A packed symmetric {d} x {d} matrix has {d * (d + 1) // 2} values; "
             f"got shape {tuple(v.shape)}."
         )
-    rows, cols = torch.triu_indices(d, d, device=v.device)
+    mask = _upper(d, v.device)
     m = v.new_zeros(d, d)
-    m[rows, cols] = v
-    m[cols, rows] = v
-    return m
+    m[mask] = v
+    return torch.where(mask, m, m.T)  # the lower triangle mirrors the upper, exactly
 
 
 class ZCA:
@@ -61,7 +66,8 @@ class ZCA:
             raise DataError(
                 f"ZCA tensors have inconsistent shapes (matrix {shape}, "
                 f"inverse {tuple(inverse.shape)}, mean {tuple(mean.shape)}); "
-                "they must be (D, D), (D, D) and (D,)."
+                "they must be (D, D) (or no matrix: computed from the inverse), (D, D) and "
+                "(D,)."
             )
         self._matrix = matrix  # (D, D), or None: computed from the inverse when first used
         self.inverse = inverse  # (D, D)
@@ -70,9 +76,10 @@ class ZCA:
 
     @property
     def matrix(self) -> Tensor:
-        """The whitening matrix W, (D, D). An artefact stores the inverse only (D*D floats
-        are most of a whitened CIFAR set's file); W shares its eigenvectors, with the
-        reciprocal eigenvalues, and is computed once, when first needed."""
+        """The whitening matrix W, (D, D). An artefact stores the inverse only (one
+        triangle of it: D*D floats are most of a whitened CIFAR set's file); W shares its
+        eigenvectors, with the reciprocal eigenvalues, and is computed once, when first
+        needed."""
         if self._matrix is None:
             r, u = torch.linalg.eigh(self.inverse.to(torch.float64))  # r = sqrt(S + eps) > 0
             w = (u * r.clamp_min(torch.finfo(torch.float64).tiny).reciprocal()) @ u.T
@@ -141,7 +148,8 @@ class ZCA:
         return ZCA(matrix, self.inverse.to(device), self.mean.to(device), self.eps)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The tensors to save (e.g. in a safetensors artefact): matrix, inverse, mean."""
+        """All three tensors: matrix (computed from the inverse if it was not given),
+        inverse, mean. An artefact keeps less (the inverse's triangle and the mean)."""
         return {"matrix": self.matrix, "inverse": self.inverse, "mean": self.mean}
 
     @classmethod

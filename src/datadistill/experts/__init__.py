@@ -553,10 +553,12 @@ class ExpertBuffer:
             key, mine, theirs = diff
             fix = "train experts for this data"
             if key in ("zca", "zca_eps"):  # the same data, loaded another way
-                fix = (
-                    f"load the data as the buffer was ({'with' if mine else 'without'} --zca"
-                    f"{f', zca_eps {mine}' if key == 'zca_eps' else ''}), or {fix}"
+                how = (
+                    f"load_dataset(..., zca=True, zca_eps={mine})"
+                    if key == "zca_eps"
+                    else f"{'with' if mine else 'without'} --zca"
                 )
+                fix = f"load the data as the buffer was ({how}), or {fix}"
             raise ConfigError(
                 f"The expert buffer {self.root} was trained with {key}={mine!r}, "
                 f"but the data has {key}={theirs!r}; {fix}."
