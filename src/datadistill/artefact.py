@@ -261,7 +261,7 @@ def load(path: str | Path) -> Distilled:
                     f"its ZCA mean has shape {tuple(state['mean'].shape)}, not ({d},) for "
                     f"{info.channels}x{info.image_size[0]}x{info.image_size[1]} images"
                 )
-            if state["inverse"].dim() == 1:  # format 4 (and 8d0c738's full one): a triangle
+            if state["inverse"].dim() == 1:  # format 4's triangle; a 2-D one is read whole
                 state["inverse"] = unpack_symmetric(state["inverse"], d)
             if _ZCA_MATRIX_KEY in tensors:  # formats 1-3
                 state["matrix"] = tensors[_ZCA_MATRIX_KEY]
