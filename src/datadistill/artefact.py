@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, TensorDataset
 from datadistill._files import share_like_new_files
 from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
-from datadistill.data.zca import DEFAULT_EPS, ZCA, pack_symmetric, unpack_symmetric
+from datadistill.data.zca import DEFAULT_EPS, ZCA, pack_symmetric, symmetric, unpack_symmetric
 from datadistill.errors import ConfigError, DataError
 from datadistill.synthetic.formation import check_factor, decode_set
 
@@ -159,7 +159,7 @@ class Distilled:
             tensors["lr"] = torch.tensor(float(self.lr))
         if self.zca is not None:  # the inverse's upper triangle (it is symmetric) and mean
             inverse = self.zca.inverse.detach().float().cpu()
-            tensors["zca_inverse"] = pack_symmetric((inverse + inverse.T) / 2).contiguous()
+            tensors["zca_inverse"] = pack_symmetric(symmetric(inverse)).contiguous()
             tensors["zca_mean"] = self.zca.mean.detach().float().cpu().contiguous()
         # the oldest format that describes the set (see READABLE_FORMATS)
         version = (

@@ -32,7 +32,7 @@ from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.data.load import with_absolute_name
 from datadistill.data.real import require_real_data
-from datadistill.errors import ConfigError, DataError, Interrupted, RunError, first_difference
+from datadistill.errors import ConfigError, Interrupted, RunError, first_difference
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
@@ -757,6 +757,7 @@ _RUN_FILES = frozenset(
 def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Run ``config`` end to end and fill the folder ``out``; returns ``report.json``'s dict."""
     from datadistill.evaluation import evaluate
+    from datadistill.evaluation.evaluate import require_test_images
     from datadistill.report import write_report
 
     out = Path(out)
@@ -807,12 +808,8 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         max_train=config.max_train,
     )
     _preflight(real, method, config.ipc, config.device, config.validate_every, config.select, {})
-    if config.evaluate and real.test_x.shape[0] == 0:
-        raise DataError(
-            f"{real.info.name} has no test images to score on (its test split is empty); "
-            "give it a test split (npz: x_test / y_test) or more images per class, or pass "
-            "--no-evaluate."
-        )
+    if config.evaluate:
+        require_test_images(real, ", or pass --no-evaluate")
     out.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted

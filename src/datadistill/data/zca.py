@@ -26,7 +26,7 @@ _CHUNK = 4096  # rows per block when accumulating the covariance
 _FLOAT64_MATMUL_MAX_DIM = 1024  # above this D, block products run in float32 (2x faster)
 
 
-def _symmetric(m: Tensor) -> Tensor:
+def symmetric(m: Tensor) -> Tensor:
     """``m`` made exactly symmetric (a product ``A @ A.T`` may differ in the last bit)."""
     return (m + m.T) / 2
 
@@ -115,8 +115,8 @@ class ZCA:
         cov /= n
         s, u = torch.linalg.eigh(cov)  # ascending S (D,), U (D, D)
         s = s.clamp_min(0.0) + eps
-        matrix = _symmetric((u * s.rsqrt()) @ u.T)  # exactly: an artefact keeps one triangle
-        inverse = _symmetric((u * s.sqrt()) @ u.T)
+        matrix = symmetric((u * s.rsqrt()) @ u.T)  # exactly: an artefact keeps one triangle
+        inverse = symmetric((u * s.sqrt()) @ u.T)
         f32 = torch.float32
         return cls(matrix.to(f32), inverse.to(f32), mean.to(f32), eps)
 

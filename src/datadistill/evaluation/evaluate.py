@@ -350,6 +350,16 @@ def dataset_of(
     return real
 
 
+def require_test_images(real: RealData, otherwise: str = "") -> None:
+    """A DataError unless ``real`` has test images to score on (a tiny user set's carved
+    test split can be empty); ``otherwise`` adds a way out (e.g. ``--no-evaluate``)."""
+    if real.test_x.shape[0] == 0:
+        raise DataError(
+            f"{real.info.name} has no test images to score on (its test split is empty); "
+            f"give it a test split (npz: x_test / y_test) or more images per class{otherwise}."
+        )
+
+
 def check_matches(distilled: Distilled, real: RealData, use: str = "evaluate") -> None:
     """``distilled`` lives in ``real``'s model-input space: same image shape, classes,
     normalisation and whitening; otherwise a :class:`DataError` saying what differs."""
@@ -438,11 +448,7 @@ def evaluate(
             (``DATADISTILL_CACHE=off`` disables it).
     """
     check_matches(distilled, real)
-    if real.test_x.shape[0] == 0:
-        raise DataError(
-            f"{real.info.name} has no test images to score on (its test split is empty); "
-            "give it a test split (npz: x_test / y_test) or more images per class."
-        )
+    require_test_images(real)
     proto = get_protocol(protocol)
     dev = prepare_device(resolve_device(device))
     archs = [archs] if isinstance(archs, str) else (list(archs) if archs else [proto.arch])
