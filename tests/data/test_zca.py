@@ -90,3 +90,16 @@ def test_a_fitted_zca_is_exactly_symmetric_and_packs_into_one_triangle():
         unpack_symmetric(packed[:-1], 64)
     with pytest.raises(DataError, match="square"):
         pack_symmetric(zca.inverse[:3])
+
+
+def test_a_matrix_computed_from_the_inverse_is_shared_by_copies_and_usable_with_autograd():
+    fitted = ZCA.fit(_correlated(), eps=0.1)
+    lazy = ZCA(None, fitted.inverse, fitted.mean, eps=0.1)  # as an artefact loads it
+    copy = lazy.to("cpu")
+    with torch.inference_mode():  # first needed there, e.g. while evaluating
+        w = copy.matrix
+    assert not w.is_inference() and lazy._matrix is w  # computed once, by the source
+    assert torch.allclose(w, fitted.matrix, atol=1e-5)
+    x = _correlated(n=4, seed=2).requires_grad_()
+    copy.transform(x).square().sum().backward()  # an inference tensor would refuse this
+    assert x.grad is not None and x.grad.shape == x.shape

@@ -70,6 +70,7 @@ class ZCA:
                 "(D,)."
             )
         self._matrix = matrix  # (D, D), or None: computed from the inverse when first used
+        self._source: ZCA | None = None  # the ZCA this is a device copy of (see ``to``)
         self.inverse = inverse  # (D, D)
         self.mean = mean  # (D,)
         self.eps = float(eps)
@@ -79,11 +80,18 @@ class ZCA:
         """The whitening matrix W, (D, D). An artefact stores the inverse only (one
         triangle of it: D*D floats are most of a whitened CIFAR set's file); W shares its
         eigenvectors, with the reciprocal eigenvalues, and is computed once, when first
-        needed."""
+        needed: by the ZCA a device copy was made from, so that copies share one
+        eigendecomposition. It is an ordinary tensor even when first needed under
+        ``torch.inference_mode`` (an inference tensor could not be used with autograd later)."""
         if self._matrix is None:
-            r, u = torch.linalg.eigh(self.inverse.to(torch.float64))  # r = sqrt(S + eps) > 0
-            w = (u * r.clamp_min(torch.finfo(torch.float64).tiny).reciprocal()) @ u.T
-            self._matrix = w.to(self.inverse.dtype)
+            with torch.inference_mode(False), torch.no_grad():
+                if self._source is not None:
+                    w = self._source.matrix.to(self.inverse.device)
+                else:
+                    r, u = torch.linalg.eigh(self.inverse.to(torch.float64))  # sqrt(S + eps)
+                    w = (u * r.clamp_min(torch.finfo(torch.float64).tiny).reciprocal()) @ u.T
+                self._matrix = w.to(self.inverse.dtype)
+                self._source = None
         return self._matrix
 
     @property
@@ -143,9 +151,13 @@ class ZCA:
         return self._apply(x, self.inverse, None, self.mean)
 
     def to(self, device: torch.device | str) -> ZCA:
-        """A copy with its tensors on ``device``."""
+        """A copy with its tensors on ``device``; a whitening matrix not computed yet is
+        computed once, by this ZCA, when either needs it."""
         matrix = None if self._matrix is None else self._matrix.to(device)
-        return ZCA(matrix, self.inverse.to(device), self.mean.to(device), self.eps)
+        copy = ZCA(matrix, self.inverse.to(device), self.mean.to(device), self.eps)
+        if matrix is None:
+            copy._source = self
+        return copy
 
     def state_dict(self) -> dict[str, Tensor]:
         """All three tensors: matrix (computed from the inverse if it was not given),
