@@ -17,11 +17,65 @@ from typing import Any
 import torch
 
 from datadistill._device import MALLOC_ENV, cpu_allocator_tuned, native_bf16
+from datadistill.errors import DatadistillError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"  # artefacts and caches (git-ignored)
+# where the scripts read MNIST / Fashion-MNIST from, unless --data-root says otherwise
 DATA = Path(os.environ.get("DATADISTILL_DATA", ROOT.parent / "shared" / "data"))
+
+
+def add_data_root(ap: argparse.ArgumentParser) -> None:
+    """``--data-root PATH``: the folder of the datasets' files (see :func:`data_root`)."""
+    ap.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder of the datasets' files, one subfolder per dataset (default: "
+        f"$DATADISTILL_DATA, else ../shared/data beside the repository; now {DATA})",
+    )
+
+
+def data_root(args: argparse.Namespace) -> Path:
+    """The data folder a script was given (``--data-root``), else :data:`DATA`."""
+    root = getattr(args, "data_root", None)
+    return Path(root) if root is not None else DATA
+
+
+def add_output_options(ap: argparse.ArgumentParser, default: str) -> None:
+    """``--out NAME`` and ``--force`` of a script that writes one result file (see
+    :func:`output_name`); ``default`` says which name it writes otherwise."""
+    ap.add_argument(
+        "--out",
+        default=None,
+        help=f"result file under benchmarks/results (default {default}); another name "
+        "keeps the published file",
+    )
+    ap.add_argument("--force", action="store_true", help="replace an existing result file")
+
+
+def output_name(ap: argparse.ArgumentParser, args: argparse.Namespace, default: str) -> str:
+    """The result file's name (``--out``, else ``default``), refused before anything is
+    measured when it exists and ``--force`` was not given: a short or partial run must not
+    replace a published figure by accident."""
+    name = str(args.out or default)
+    if Path(name).name != name or not name.endswith(".json"):
+        ap.error(f"--out takes a file name ending in .json (written to {RESULTS}); got {name!r}.")
+    if (RESULTS / name).exists() and not args.force:
+        ap.error(f"{RESULTS / name} exists; pass --out NAME.json to keep both, or --force.")
+    return name
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a script's ``main``: a user error (an unknown name, missing data files, a bad
+    hyperparameter) ends it with its one sentence and exit status 2, without a traceback,
+    as argparse does for a bad option. Result files already written stay."""
+    try:
+        main()
+    except DatadistillError as exc:
+        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def machine() -> str:

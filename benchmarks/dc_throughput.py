@@ -15,7 +15,7 @@ Writes benchmarks/results/dc-throughput.json (``ours_s_per_outer``, ``loop_s_per
 with ``--dsa`` dc-throughput-dsa.json, on a GPU ``-gpu`` is added, ``--out`` names another).
 Usage:
 
-    .venv/bin/python -m benchmarks.dc_throughput [--width 32] [--iterations 3] [--dsa] \
+    .venv/bin/python -m benchmarks.dc_throughput [--width 32] [--iterations 3] [--dsa] \\
         [--device cuda]
 """
 
@@ -29,7 +29,18 @@ import torch
 import torch.nn.functional as F
 
 import datadistill as dd
-from benchmarks._common import DATA, TIMING, add_bf16_option, time_interleaved, wants_bf16, write
+from benchmarks._common import (
+    TIMING,
+    add_bf16_option,
+    add_data_root,
+    add_output_options,
+    data_root,
+    output_name,
+    run_main,
+    time_interleaved,
+    wants_bf16,
+    write,
+)
 from datadistill.augment import one_family_per_batch
 from datadistill.functional import gradient_distance
 from datadistill.methods import create_method
@@ -91,11 +102,15 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--dsa", action="store_true")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=None, help="result file (default by method and device)")
+    add_output_options(ap, "dc-throughput[-dsa][-gpu].json, by method and device")
     add_bf16_option(ap, "precision=bfloat16")
+    add_data_root(ap)
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
-    real = dd.load_dataset("mnist", root=DATA).to(dev)
+    # the table's figure is plain DC on CPU; DSA or a GPU write their own files
+    kind = ("-dsa" if args.dsa else "") + ("" if dev.type == "cpu" else "-gpu")
+    out = output_name(ap, args, f"dc-throughput{kind}.json")
+    real = dd.load_dataset("mnist", root=data_root(args)).to(dev)
     name = "dsa" if args.dsa else "dc"
     m = create_method(name, width=args.width)
     gen = torch.Generator().manual_seed(0)
@@ -121,9 +136,6 @@ def main() -> None:
         b = statistics.median(rest[0])
         extra = {"bf16_s_per_outer": b, "bf16_speedup": loop / b, "bf16_s_each": rest[0]}
         print(f"ours in bfloat16 {b:.2f} s per outer iteration: speed-up {loop / b:.2f}x")
-    # the table's figure is plain DC on CPU; DSA or a GPU write their own files
-    kind = ("-dsa" if args.dsa else "") + ("" if dev.type == "cpu" else "-gpu")
-    out = args.out or f"dc-throughput{kind}.json"
     write(
         out,
         {
@@ -146,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

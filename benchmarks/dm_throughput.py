@@ -23,7 +23,18 @@ import time
 import torch
 
 import datadistill as dd
-from benchmarks._common import DATA, TIMING, add_bf16_option, time_interleaved, wants_bf16, write
+from benchmarks._common import (
+    TIMING,
+    add_bf16_option,
+    add_data_root,
+    add_output_options,
+    data_root,
+    output_name,
+    run_main,
+    time_interleaved,
+    wants_bf16,
+    write,
+)
 from datadistill.methods import create_method
 from datadistill.models import reset_parameters
 
@@ -57,13 +68,18 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reference", choices=["auto", "yes", "no"], default="auto")
     add_bf16_option(ap, "real_precision=bfloat16")
+    add_output_options(ap, "dm-throughput.json, or dm-throughput-gpu.json on a GPU")
+    add_data_root(ap)
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
+    result = output_name(
+        ap, args, "dm-throughput.json" if dev.type == "cpu" else "dm-throughput-gpu.json"
+    )
     with_ref = args.reference == "yes" or (args.reference == "auto" and dev.type == "cpu")
     with_bf16 = wants_bf16(args.bf16, dev)
     # both sides sample from the same data on the same device (no host-to-device copies
     # in the reference's timing that ours does not pay)
-    real = dd.load_dataset("mnist", root=DATA).to(dev)
+    real = dd.load_dataset("mnist", root=data_root(args)).to(dev)
     m = create_method("dm", compile=args.compile)
     gen = torch.Generator().manual_seed(0)
     m.setup(real, 10, gen, dev)
@@ -100,7 +116,7 @@ def main() -> None:
         out |= {"reference_s_per_iteration": ref, "speedup": ref / s, "reference_s_each": ref_t}
         print(f"reference-style step {ref:.3f} s: speed-up {ref / s:.2f}x")
     path = write(
-        "dm-throughput.json" if dev.type == "cpu" else "dm-throughput-gpu.json",
+        result,
         {
             **out,
             "settings": "MNIST IPC 10, batch_real 256 per class, DSA, ConvNet-3 w128 instancenorm",
@@ -113,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,7 +27,16 @@ import time
 import torch
 
 import datadistill as dd
-from benchmarks._common import DATA, TIMING, time_interleaved, write
+from benchmarks._common import (
+    TIMING,
+    add_data_root,
+    add_output_options,
+    data_root,
+    output_name,
+    run_main,
+    time_interleaved,
+    write,
+)
 from datadistill.evaluation import get_protocol, train_network
 from datadistill.evaluation.train import TRAIN_COMPILE_MIN_PIXELS, default_micro_batch
 from datadistill.models import create_model_for
@@ -47,9 +56,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="epochs of the IPC cases")
     ap.add_argument("--rounds", type=int, default=3, help="timed runs of each side")
     ap.add_argument("--device", default="cpu")
+    add_output_options(ap, "eval-throughput.json, or eval-throughput-gpu.json on a GPU")
+    add_data_root(ap)
     args = ap.parse_args()
     dev = dd._device.prepare_device(dd._device.resolve_device(args.device))
-    real = dd.load_dataset("mnist", root=DATA)
+    result = output_name(
+        ap, args, "eval-throughput-gpu.json" if dev.type == "cuda" else "eval-throughput.json"
+    )
+    real = dd.load_dataset("mnist", root=data_root(args))
     proto = get_protocol("dc")
 
     def sync() -> None:
@@ -104,9 +118,8 @@ def main() -> None:
             }
         )
         print(f"{name}: eager {e:.2f} s, compiled {c:.2f} s ({e / c:.2f}x); first {first:.1f} s")
-    suffix = "-gpu" if dev.type == "cuda" else ""
     path = write(
-        f"eval-throughput{suffix}.json",
+        result,
         {
             "arch": proto.arch,
             "protocol": proto.name,
@@ -121,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,10 +4,21 @@ Trains (or resumes) an expert buffer per dataset under benchmarks/work/experts/ 
 benchmarks/results/<dataset>-experts.json with the recipe and the wall-clock seconds, which
 the table reports in its own column (paid once, reused by every IPC). Usage:
 
-    .venv/bin/python -m benchmarks.experts --datasets mnist fashion-mnist \
+    .venv/bin/python -m benchmarks.experts --datasets mnist fashion-mnist \\
         --num 4 --epochs 8 --width 32
 
 ``--tag gpu`` keeps a second buffer (and record) beside the CPU one, for the GPU cells.
+
+The buffers are git-ignored (benchmarks/work/); their records in benchmarks/results/ are
+committed. To re-run the published MTT cells, train the buffers they used first, with the
+commands their records hold (each took 5-22 minutes on the 2-core machines):
+
+    python -m benchmarks.experts --datasets mnist                        # MNIST IPC 10
+    python -m benchmarks.experts --datasets mnist --num 20 --epochs 3 --tag ipc1  # IPC 1
+    python -m benchmarks.experts --datasets fashion-mnist --num 3        # Fashion-MNIST
+    python -m benchmarks.experts --datasets mnist --num 1 --tag teacher  # teacher labels
+    python -m benchmarks.experts --datasets fashion-mnist --num 1 --epochs 10 \\
+        --momentum 0.9 --tag teacher
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import json
 import time
 
 import datadistill as dd
-from benchmarks._common import DATA, RESULTS, WORK, write
+from benchmarks._common import RESULTS, WORK, add_data_root, data_root, run_main, write
 from datadistill.experts import ExpertRecipe, train_experts
 
 
@@ -38,7 +49,9 @@ def expert_seconds(dataset: str, tag: str = "") -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     ap.add_argument("--num", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=8)
@@ -49,10 +62,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=1, help="experts trained in parallel")
     ap.add_argument("--tag", default="", help="suffix of the buffer and record, e.g. gpu")
+    add_data_root(ap)
     args = ap.parse_args()
     recipe = ExpertRecipe(width=args.width, epochs=args.epochs, lr=args.lr, momentum=args.momentum)
     for name in args.datasets:
-        real = dd.load_dataset(name, root=DATA)
+        real = dd.load_dataset(name, root=data_root(args))
         t0 = time.perf_counter()
         out = buffer_dir(name, args.tag)
         buf = train_experts(
@@ -75,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

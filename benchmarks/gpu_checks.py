@@ -98,10 +98,16 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
             60,
             ("smoke-gpu.json",),
         ),
-        Part("memory", ("mtt_memory", "--device", "cuda"), 240, 60, ("mtt-memory-gpu.json",)),
+        Part(
+            "memory",
+            ("mtt_memory", "--device", "cuda", "--force"),
+            240,
+            60,
+            ("mtt-memory-gpu.json",),
+        ),
         Part(
             "dc-step",
-            ("dc_throughput", "--device", "cuda", "--width", "128", "--iterations", "3"),
+            ("dc_throughput", "--device", "cuda", "--width", "128", "--iterations", "3", "--force"),
             240,
             90,
             ("dc-throughput-gpu.json",),

@@ -10,7 +10,7 @@ benchmarks/results/mtt-memory.json (mtt-memory-gpu.json on a GPU; another width 
 ``-w<width>`` to the name) as a list of ``{"syn_steps", "full_unroll_peak_bytes",
 "constant_peak_bytes"}``. Usage:
 
-    .venv/bin/python -m benchmarks.mtt_memory [--steps 10 20 40 80] [--width 128] \
+    .venv/bin/python -m benchmarks.mtt_memory [--steps 10 20 40 80] [--width 128] \\
         [--device auto]
 
 A full unroll whose projected peak exceeds 80% of the machine's memory is not run (its
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from benchmarks._common import RESULTS, write
+from benchmarks._common import RESULTS, add_output_options, output_name, run_main, write
 
 
 def measure(mode: str, steps: int, device: str, width: int = 128) -> dict[str, float]:
@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--width", type=int, default=128, help="ConvNet-3 width (the paper's: 128)")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "STEPS"), help=argparse.SUPPRESS)
+    add_output_options(
+        ap, "mtt-memory[-wWIDTH][-gpu].json, by width and device, its command in .meta.json"
+    )
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args.device, args.width)))
@@ -79,6 +82,9 @@ def main() -> None:
     from datadistill._device import resolve_device
 
     dev = resolve_device(args.device)
+    stem = "mtt-memory" + ("" if args.width == 128 else f"-w{args.width}")
+    stem += "" if dev.type == "cpu" else "-gpu"
+    name = output_name(ap, args, f"{stem}.json")
     total = (
         torch.cuda.get_device_properties(dev).total_memory
         if dev.type == "cuda"
@@ -109,17 +115,16 @@ def main() -> None:
                 per_step = res["peak"] / steps
         rows.append(row)
         print(row, flush=True)
-        save(rows, dev, args.device, args.width)  # after every row: a cut-off run keeps them
+        save(rows, name, args.device, args.width)  # after every row: a cut-off run keeps them
 
 
-def save(rows: list[dict[str, object]], dev: torch.device, device_arg: str, width: int) -> None:
-    """The result file is the plain list of rows; its command, machine and date go beside it."""
-    stem = "mtt-memory" + ("" if width == 128 else f"-w{width}")
-    stem += "" if dev.type == "cpu" else "-gpu"
-    path = RESULTS / f"{stem}.json"
+def save(rows: list[dict[str, object]], name: str, device_arg: str, width: int) -> None:
+    """The result file is the plain list of rows; its command, machine and date go beside it
+    (``NAME.meta.json``)."""
+    path = RESULTS / name
     path.write_text(json.dumps(rows, indent=2) + "\n")
     write(
-        f"{stem}.meta.json",
+        name.removesuffix(".json") + ".meta.json",
         {
             "settings": f"MNIST-shaped inputs, ConvNet-3 w{width} instancenorm, IPC 10 (100 "
             "images per student step), one MTT gradient",
@@ -130,4 +135,4 @@ def save(rows: list[dict[str, object]], dev: torch.device, device_arg: str, widt
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -10,30 +10,44 @@ same artefacts, nothing re-distilled) under ``--protocol`` and writes each as a 
 size under the same protocol. Usage:
 
     python -m benchmarks.reevaluate --datasets mnist --methods dm dsa --ipcs 10 --protocol dsa
+
+``--tag NAME`` re-evaluates the sets of a tagged table run (``benchmarks.table ... --tag
+NAME``) instead, into ``...-NAME-eval-<protocol>.json``: how a published cell's evaluation
+is reproduced without replacing its file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import datadistill as dd
-from benchmarks._common import DATA, RESULTS, WORK, write
+from benchmarks._common import RESULTS, WORK, add_data_root, data_root, run_main, write
 from benchmarks.table import FULL_EPOCHS, cell_header, cell_name, evaluate_cell
 
 
-def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespace) -> None:
-    base = cell_name(real.info.name, method, ipc)
-    tag = f"eval-{args.protocol}"
+def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespace) -> bool:
+    """Evaluate one cell's set again; False when the cell's files are missing."""
+    base = cell_name(real.info.name, method, ipc, args.tag)
+    tag = f"{args.tag}-eval-{args.protocol}" if args.tag else f"eval-{args.protocol}"
     name = cell_name(real.info.name, method, ipc, tag)
     if (RESULTS / name).exists() and not args.force:
-        print(f"skip {name} (exists)")
-        return
+        print(f"skip {name} (exists; pass --force to replace it)")
+        return True
     cell_path, artefact = RESULTS / base, WORK / base.replace(".json", ".safetensors")
-    if not cell_path.is_file() or not artefact.is_file():
-        print(f"skip {name}: run the table's cell first ({cell_path.name}, {artefact.name})")
-        return
+    missing = [str(p) for p in (cell_path, artefact) if not p.is_file()]
+    if missing:
+        # the artefacts are git-ignored: a fresh clone has the cells' results, not their sets
+        retag = f" --tag {args.tag}" if args.tag else " --tag NAME (then pass it here)"
+        print(
+            f"skip {name}: {' and '.join(missing)} not found; distil the cell first with "
+            f"python -m benchmarks.table --datasets {real.info.name} --methods {method} "
+            f"--ipcs {ipc}{retag}",
+            file=sys.stderr,
+        )
+        return False
     cell = json.loads(cell_path.read_text())
     distilled = dd.load(artefact)
     t0 = time.perf_counter()
@@ -68,10 +82,13 @@ def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespac
         f"{name}: distilled {100 * r['distilled']['mean']:.2f} random "
         f"{100 * r['random']['mean']:.2f} full {100 * r['full']['mean']:.2f} -> {path}"
     )
+    return True
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     ap.add_argument("--ipcs", nargs="+", type=int, default=[10])
     ap.add_argument("--methods", nargs="+", default=["dm", "dsa", "dc", "mtt"])
@@ -79,15 +96,26 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--full-epochs", type=int, default=FULL_EPOCHS)
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--tag", default="", help="the table run's tag whose sets to evaluate")
+    ap.add_argument("--force", action="store_true", help="replace existing result files")
     ap.add_argument("--quiet", action="store_true")
+    add_data_root(ap)
     args = ap.parse_args()
-    for d in args.datasets:
-        real = dd.load_dataset(d, root=DATA)
-        for method in args.methods:
-            for ipc in args.ipcs:
-                reevaluate(real, method, ipc, args)
+    try:
+        dd.PROTOCOLS.get(args.protocol)
+    except dd.ConfigError as exc:
+        ap.error(str(exc))
+    not_run = [
+        f"{d} {method} IPC {ipc}"
+        for d in args.datasets
+        for real in [dd.load_dataset(d, root=data_root(args))]
+        for method in args.methods
+        for ipc in args.ipcs
+        if not reevaluate(real, method, ipc, args)
+    ]
+    if not_run:
+        sys.exit(f"reevaluate: {len(not_run)} cell(s) could not run: {', '.join(not_run)}.")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

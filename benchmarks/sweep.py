@@ -20,7 +20,7 @@ buffer before it is scored; ``teacher_epoch`` (-1: the last) and ``temperature``
 ``--grid`` or ``--set``) choose its labels. With ``--method random`` this sweeps a teacher's
 labels on a random real subset, without distilling anything:
 
-    python -m benchmarks.sweep --dataset mnist --method random --ipc 10 \
+    python -m benchmarks.sweep --dataset mnist --method random --ipc 10 \\
         --grid temperature=1,2,4 --set factor=2 --teacher teacher
 
 ``hard_weight`` mixes the one-hot hard labels into the teacher's (``dd.relabel``). With
@@ -28,7 +28,7 @@ labels on a random real subset, without distilling anything:
 instead of distilling a set each: a sweep of teacher options alone, for the price of its
 evaluations. The set should be distilled as the table's cell is (its seed and budget):
 
-    python -m benchmarks.sweep --artefact benchmarks/work/SET.safetensors \
+    python -m benchmarks.sweep --artefact benchmarks/work/SET.safetensors \\
         --grid hard_weight=0,0.25,0.5 --set temperature=2 --teacher teacher
 """
 
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import datadistill as dd
-from benchmarks._common import DATA, RESULTS, write
+from benchmarks._common import RESULTS, add_data_root, data_root, run_main, write
 from benchmarks.experts import buffer_dir
 from benchmarks.table import cpu_defaults
 from datadistill.evaluation import get_protocol
@@ -104,6 +104,7 @@ def main() -> None:
     )
     ap.add_argument("--tag", default="", help="appended to the result file's name")
     ap.add_argument("--force", action="store_true", help="replace an existing result file")
+    add_data_root(ap)
     args = ap.parse_args()
 
     name, _, values = args.grid.partition("=")
@@ -125,7 +126,7 @@ def main() -> None:
             )
         try:  # the set, and its dataset with the same splits, normalisation and whitening
             given = dd.load(args.artefact)
-            given_real = dataset_of(given, DATA)
+            given_real = dataset_of(given, data_root(args))
         except dd.DatadistillError as exc:
             ap.error(str(exc))
         args.dataset, args.method, args.ipc = given.info.name, given.manifest["method"], given.ipc
@@ -166,7 +167,7 @@ def main() -> None:
             return given_real, rest
         key = tuple(sorted(options.items()))
         if key not in datasets:
-            datasets[key] = dd.load_dataset(args.dataset, root=DATA, **options)
+            datasets[key] = dd.load_dataset(args.dataset, root=data_root(args), **options)
         return datasets[key], rest
 
     # (sweeps before 2026-12-04 trained networks 0, 1, ...: the table's own seeds)
@@ -260,4 +261,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -5,14 +5,14 @@ ConvNet-3 (width 128, instance norm) under the `dc` protocol (300 epochs, no
 augmentation), 3 seeds, beside a random real subset of the same size (same protocol)
 and a full-data reference (cached). One JSON per cell in benchmarks/results/. Usage:
 
-    .venv/bin/python -m benchmarks.table --datasets mnist fashion-mnist --ipcs 10 1 \
+    .venv/bin/python -m benchmarks.table --datasets mnist fashion-mnist --ipcs 10 1 \\
         --methods dm random herding kcenter --budget 600
 
 On a GPU, the papers' own recipes (no CPU defaults, a fixed number of iterations, the
 method's own evaluation protocol) go to separately tagged files that BENCHMARKS.md lists
 in their own table, e.g. DM with its paper defaults:
 
-    python -m benchmarks.table --device cuda --paper --iterations 20000 --protocol dsa \
+    python -m benchmarks.table --device cuda --paper --iterations 20000 --protocol dsa \\
         --methods dm --ipcs 10 --tag gpu
 """
 
@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import datadistill as dd
-from benchmarks._common import DATA, RESULTS, WORK, write
+from benchmarks._common import RESULTS, WORK, add_data_root, data_root, run_main, write
 from benchmarks.experts import buffer_dir, expert_seconds, tag_suffix
 from datadistill.labels import Teacher
 
@@ -229,13 +232,36 @@ def cell_buffer_tag(dataset: str, ipc: int, tag: str, paper: bool) -> str:
     return "" if paper else cell_experts_tag(dataset, ipc)
 
 
+def missing_buffer(dataset: str, ipc: int, experts_tag: str) -> str:
+    """Why an MTT cell cannot run from the buffer of ``experts_tag`` ("" when it can): the
+    buffer itself (git-ignored, so absent from a fresh clone even where its committed
+    record is present) or the record of its training time, written by ``benchmarks.experts``."""
+    buffer = Path(buffer_dir(dataset, experts_tag))
+    record = RESULTS / f"{dataset}-experts{tag_suffix(experts_tag)}.json"
+    missing = [str(buffer)] if not (buffer / "manifest.json").exists() else []
+    missing += [str(record)] if not record.exists() else []
+    if not missing:
+        return ""
+    chosen_by_tag = experts_tag not in ("", cell_experts_tag(dataset, ipc))
+    why = " (a --tag other than seedN, mfN or teacher names a buffer of its own)"
+    train = f"python -m benchmarks.experts --datasets {dataset}" + (
+        f" --tag {experts_tag}" if experts_tag else ""
+    )
+    return (
+        f"no expert buffer: {' and '.join(missing)} not found{why if chosen_by_tag else ''}; "
+        f"train it with {train} (its --help gives the recipes of the published buffers)"
+    )
+
+
 def run_cell(
     real: dd.RealData, method: str, ipc: int, args: argparse.Namespace, hparams: dict[str, object]
-) -> None:
+) -> bool:
+    """Distil, evaluate and write one cell; False when it could not run (a missing expert
+    buffer), True when it ran or its file exists already."""
     name = cell_name(real.info.name, method, ipc, args.tag)
     if (RESULTS / name).exists() and not args.force:
-        print(f"skip {name} (exists)")
-        return
+        print(f"skip {name} (exists; pass --tag NAME to keep it and write another file)")
+        return True
     needs_steps = dd.METHODS.get(method).needs_steps
     defaults = {} if args.paper else cpu_defaults(method, ipc, real.info.name)
     hparams = {**defaults, **hparams}
@@ -244,10 +270,11 @@ def run_cell(
     if method == "mtt":
         experts_tag = cell_buffer_tag(real.info.name, ipc, args.tag, args.paper)
         hparams.setdefault("buffer", buffer_dir(real.info.name, experts_tag))
+        problem = missing_buffer(real.info.name, ipc, experts_tag)
+        if problem:
+            print(f"skip {name}: {problem}", file=sys.stderr)
+            return False
         expert_s = expert_seconds(real.info.name, experts_tag)
-        if expert_s is None:
-            print(f"skip {name}: no expert buffer (run python -m benchmarks.experts first)")
-            return
     t0 = time.perf_counter()
     distilled = dd.distill(
         real,
@@ -302,6 +329,7 @@ def run_cell(
         f"{name}: distilled {100 * r['distilled']['mean']:.2f} random "
         f"{100 * r['random']['mean']:.2f} full {100 * r['full']['mean']:.2f} -> {path}"
     )
+    return True
 
 
 def main() -> None:
@@ -342,9 +370,21 @@ def main() -> None:
         "--hard-weight", type=float, default=0.0, help="weight of the hard labels mixed in"
     )
     ap.add_argument("--full-epochs", type=int, default=FULL_EPOCHS)
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--force", action="store_true", help="replace existing result files")
     ap.add_argument("--quiet", action="store_true")
+    add_data_root(ap)
     args = ap.parse_args()
+    try:  # names and IPCs refused before any cell spends its budget
+        for d in args.datasets:
+            if ":" not in d:  # imagefolder:PATH / npz:PATH are checked when loaded
+                dd.DATASETS.get(d)
+        for method in args.methods:
+            dd.METHODS.get(method)
+        dd.PROTOCOLS.get(args.protocol)
+    except dd.ConfigError as exc:
+        ap.error(str(exc))
+    if any(ipc < 1 for ipc in args.ipcs):
+        ap.error(f"--ipcs takes integers >= 1; got {' '.join(map(str, args.ipcs))}.")
     if args.budget is None and not args.iterations:
         args.budget = 600.0
     seed_tag = SEED_TAG.fullmatch(args.tag)
@@ -371,21 +411,34 @@ def main() -> None:
 
     hps: dict[str, dict[str, object]] = {}
     for item in args.hp:
-        method, kv = item.split(":", 1)
-        hps.setdefault(method, {}).update(_parse_hparams([kv]))
+        method, sep, kv = item.partition(":")
+        if not sep or "=" not in kv:
+            ap.error(f"--hp takes METHOD:KEY=VALUE, e.g. dm:lr_img=10; got {item!r}.")
+        try:
+            hps.setdefault(method, {}).update(_parse_hparams([kv]))
+            with warnings.catch_warnings():  # distill warns of them, once
+                warnings.simplefilter("ignore")
+                dd.create_method(method, **hps[method])  # unknown keys and bad values, now
+        except dd.ConfigError as exc:
+            ap.error(str(exc))
     for method, hp in hps.items():
         factor = hp.get("factor", 1)
         tag = MF_TAG.fullmatch(args.tag)
         if factor != 1 and (tag is None or int(tag.group(1)) != factor):
             # a multi-formation set is another parameterisation: never the main cell's file
             ap.error(f"--hp {method}:factor={factor} needs --tag mf{factor} (or mf{factor}-NAME).")
-    datasets = {d: dd.load_dataset(d, root=DATA) for d in args.datasets}
+    datasets = {d: dd.load_dataset(d, root=data_root(args)) for d in args.datasets}
     # dataset -> method -> IPC: herding and k-center share one feature network per dataset
-    for real in datasets.values():
-        for method in args.methods:
-            for ipc in args.ipcs:
-                run_cell(real, method, ipc, args, hps.get(method, {}))
+    not_run = [
+        cell_name(real.info.name, method, ipc, args.tag)
+        for real in datasets.values()
+        for method in args.methods
+        for ipc in args.ipcs
+        if not run_cell(real, method, ipc, args, hps.get(method, {}))
+    ]
+    if not_run:
+        sys.exit(f"table: {len(not_run)} cell(s) could not run: {', '.join(not_run)}.")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

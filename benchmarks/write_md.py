@@ -18,7 +18,7 @@ from datadistill.evaluation.evaluate import Result
 from datadistill.report import format_result
 from datadistill.run import with_defaults
 
-# Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (../shared/PROTOCOL.md;
+# Published test accuracy (%) at IPC 1 / 10, ConvNet-3, DC protocol (the DC and DSA papers;
 # the MNIST / Fashion-MNIST coreset and random rows are the DC paper's table, approximate).
 PUBLISHED: dict[tuple[str, str], dict[int, float]] = {
     ("mnist", "random"): {1: 64.9, 10: 95.1},
@@ -190,6 +190,7 @@ def table(rows: list[dict[str, Any]], tagged: bool = False) -> list[str]:
         cols += [
             ("defaults", lambda r: r.get("defaults", "-")),
             ("protocol", lambda r: r["protocol"]),
+            ("seeds", lambda r: r.get("seeds", "-")),
         ]
     cols += [
         (
@@ -338,8 +339,9 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 ]
         else:
             intro = [
-                "Each row names its protocol and hyperparameter defaults (`paper`: the paper's",
-                "own, no CPU defaults); seeds and the random subset as in the main table.",
+                "Each row names its protocol, hyperparameter defaults (`paper`: the paper's",
+                "own, no CPU defaults) and number of network seeds; the random subset is",
+                "trained as in the main table, with the row's seeds and protocol.",
             ]
             if MF_TAG.fullmatch(tag):
                 intro += [
@@ -472,7 +474,41 @@ def seeds_section(
     return out, left
 
 
+REPRODUCING = [
+    "**Reproducing a figure.** The commands below are run from the repository with its",
+    "environment (`.venv/bin/python -m benchmarks.NAME`, or `python` once",
+    "`.venv/bin/activate` is sourced).",
+    "",
+    "- Data: the scripts read MNIST and Fashion-MNIST from `--data-root`, else",
+    "  `$DATADISTILL_DATA`, else `../shared/data` beside the repository (the original IDX",
+    "  files, one folder per dataset; nothing downloads here).",
+    "- The published result files are committed: a recorded command skips a cell whose",
+    "  file exists, and `--force` replaces it. To re-run a cell beside it, add a tag:",
+    "  `python -m benchmarks.table --datasets mnist --methods dm --ipcs 1 --tag repro`",
+    "  writes `mnist-dm-ipc1-repro.json` (the throughput and memory scripts take `--out",
+    "  NAME.json`; the sweeps refuse to replace a file without `--tag` or `--force`).",
+    "  `write_md` lists every result file it finds, so a tagged run appears here in its own",
+    "  section until its file is deleted.",
+    "- The first cell of a dataset also trains the random-subset and full-data baselines",
+    "  (minutes on 2 cores), cached in `benchmarks/work/cache` for every later cell.",
+    "- MTT cells need expert buffers, which are git-ignored (`benchmarks/work/experts`):",
+    "  train them first with the commands in `python -m benchmarks.experts --help` (MNIST",
+    "  IPC 1 uses its own buffer of 20 experts). A tag other than `seedN`, `mfN` or",
+    "  `teacher` makes an MTT cell look for a buffer of that tag.",
+    "- A cell distils for a wall-clock budget, so its iteration count depends on the",
+    "  machine; `--iterations N` fixes the work instead (runs with the same seed and",
+    "  iterations give the same set on CPU).",
+    "",
+]
+
+
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(
+        description="Build BENCHMARKS.md from the result files in benchmarks/results/ "
+        "(run after the benchmark scripts)."
+    ).parse_args()
     every = load()
     rows = [r for r in every if not r.get("tag")]
     tagged = [r for r in every if r.get("tag")]
@@ -483,6 +519,7 @@ def main() -> None:
         "`benchmarks/results/` records its exact command, machine and date. Regenerate this",
         "page with `.venv/bin/python -m benchmarks.write_md`.",
         "",
+        *REPRODUCING,
     ]
     tp = RESULTS / "dm-throughput.json"
     if tp.exists():
@@ -678,7 +715,10 @@ def main() -> None:
             "dataset included (on CPU; a GPU run reports its allocator's peak).",
             "The full-data reference is "
             f"{first.get('full_reference', '-')} of the same optimiser (CPU cost).",
-            "`published` is the paper's figure (ConvNet, DC protocol; see ../shared/PROTOCOL.md).",
+            "`published` is the paper's figure (ConvNet-3, DC protocol): the DC paper (Zhao et",
+            "al., ICLR 2021) for random, herding, k-center and DC, the DSA paper (Zhao and",
+            "Bilen, ICML 2021) for DSA; the DM and MTT papers report no MNIST / Fashion-MNIST",
+            "figures.",
             "",
             *table(rows),
             "",

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,6 +130,7 @@ def test_tagged_cells_get_their_own_files_and_table(tmp_path, monkeypatch):
         "protocol": "dsa",
         "tag": "gpu",
         "defaults": "paper",
+        "seeds": 2,
         "results": {
             "distilled": {"mean": 0.975, "std": 0.001},
             "random": {"mean": 0.95, "std": 0.002},
@@ -150,7 +152,7 @@ def test_tagged_cells_get_their_own_files_and_table(tmp_path, monkeypatch):
     lines = write_md.tagged_section([r for r in rows if r.get("tag")])
     text = "\n".join(lines)
     assert "## Tagged runs: gpu" in text
-    assert "| mnist | 10 | dm | paper | dsa | **97.50 ± 0.10** | 95.00 ± 0.20 |" in text
+    assert "| mnist | 10 | dm | paper | dsa | 2 | **97.50 ± 0.10** | 95.00 ± 0.20 |" in text
     assert write_md.tagged_section([]) == []
 
 
@@ -273,9 +275,9 @@ def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp
     }
     (results / "digits-random-ipc1.json").write_text(json.dumps({**cell, "date": "d"}))
     args = argparse.Namespace(
-        protocol="fast", seeds=1, full_epochs=1, device="cpu", force=False, quiet=True
+        protocol="fast", seeds=1, full_epochs=1, device="cpu", force=False, quiet=True, tag=""
     )
-    reevaluate.reevaluate(digits, "random", 1, args)
+    assert reevaluate.reevaluate(digits, "random", 1, args)
     out = json.loads((results / "digits-random-ipc1-eval-fast.json").read_text())
     assert out["protocol"] == "fast" and out["tag"] == "eval-fast"
     assert out["evaluated_from"]["cell"] == "digits-random-ipc1.json"
@@ -286,9 +288,18 @@ def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp
     assert out["results"]["distilled"]["mean"] > 0.2
     text = "\n".join(write_md.tagged_section([out]))
     assert "## Tagged runs: eval-fast" in text and "under the `fast` protocol" in text
-    # no artefact: one line, nothing written
-    reevaluate.reevaluate(digits, "dm", 1, args)
+    # no artefact: one line, nothing written, and the caller is told (a non-zero exit)
+    assert not reevaluate.reevaluate(digits, "dm", 1, args)
     assert not (results / "digits-dm-ipc1-eval-fast.json").exists()
+    # a tagged table run's set, re-evaluated beside the published cell
+    distilled.save(work / "digits-random-ipc1-repro.safetensors")
+    (results / "digits-random-ipc1-repro.json").write_text(json.dumps({**cell, "date": "e"}))
+    assert reevaluate.reevaluate(
+        digits, "random", 1, argparse.Namespace(**{**vars(args), "tag": "repro"})
+    )
+    tagged = json.loads((results / "digits-random-ipc1-repro-eval-fast.json").read_text())
+    assert tagged["evaluated_from"]["cell"] == "digits-random-ipc1-repro.json"
+    assert tagged["tag"] == "repro-eval-fast"
 
 
 def test_sweep_scores_each_data_option_in_its_own_space(tmp_path, monkeypatch):
@@ -598,3 +609,56 @@ def test_gpu_smoke_steps_read_only_what_the_steps_they_need_wrote(tmp_path):
         sub = command.get_command(None, args[0])  # type: ignore[attr-defined]
         assert sub is not None, name
         sub.make_context(args[0], list(args[1:]))
+
+
+def test_a_missing_expert_buffer_is_named_with_the_command_that_trains_it(tmp_path, monkeypatch):
+    from benchmarks import experts, table
+
+    monkeypatch.setattr(table, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experts, "WORK", tmp_path / "work")
+    (tmp_path / "results").mkdir()
+    # a fresh clone: the record is committed, the (git-ignored) buffer is not there
+    (tmp_path / "results" / "mnist-experts.json").write_text("{}")
+    msg = table.missing_buffer("mnist", 10, "")
+    assert "experts/mnist not found" in msg and "mnist-experts.json" not in msg
+    assert "python -m benchmarks.experts --datasets mnist (" in msg and "own" not in msg
+    msg = table.missing_buffer("mnist", 10, "repro")  # a plain --tag names its own buffer
+    assert "names a buffer of its own" in msg and "--datasets mnist --tag repro" in msg
+    own = table.missing_buffer("mnist", 1, "ipc1")  # the MNIST IPC 1 cell's own buffer
+    assert "--datasets mnist --tag ipc1" in own and "names a buffer" not in own
+    buffer = tmp_path / "work" / "experts" / "mnist"
+    buffer.mkdir(parents=True)
+    (buffer / "manifest.json").write_text("{}")
+    assert table.missing_buffer("mnist", 10, "") == ""
+
+
+def test_scripts_refuse_to_replace_a_result_and_end_user_errors_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    from benchmarks import _common
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    ap = argparse.ArgumentParser()
+    _common.add_output_options(ap, "x.json")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        _common.output_name(ap, ap.parse_args([]), "x.json")
+    assert "x.json exists; pass --out NAME.json" in capsys.readouterr().err
+    assert _common.output_name(ap, ap.parse_args(["--force"]), "x.json") == "x.json"
+    assert _common.output_name(ap, ap.parse_args(["--out", "y.json"]), "x.json") == "y.json"
+    with pytest.raises(SystemExit):
+        _common.output_name(ap, ap.parse_args(["--out", "../y.json"]), "x.json")
+
+    def main() -> None:
+        raise dd.ConfigError("Unknown method 'foo'. Valid methods: dm.")
+
+    with pytest.raises(SystemExit) as exc:
+        _common.run_main(main)
+    assert exc.value.code == 2
+    assert (
+        capsys.readouterr().err.strip().endswith("error: Unknown method 'foo'. Valid methods: dm.")
+    )
+    data_ap = argparse.ArgumentParser()
+    _common.add_data_root(data_ap)
+    assert _common.data_root(data_ap.parse_args(["--data-root", "d"])) == Path("d")
+    assert _common.data_root(data_ap.parse_args([])) == _common.DATA
