@@ -743,8 +743,9 @@ def main() -> None:
             "`table` marks the value the table's cells use (`demo`: `make demo`'s, for digits);",
             "`fixed` lists the other settings the sweep held.",
             "",
-            "| dataset | method | IPC | fixed | budget s | value | iterations | val % | date |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| dataset | method | IPC | fixed | budget s | value | iterations | val % | "
+            "protocol, seeds | date |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for sw in sweeps:
             fixed = ", ".join(
@@ -798,7 +799,8 @@ def main() -> None:
                 lines.append(
                     f"| {sw['dataset']} | {sw['method']} | {sw['ipc']} | {fixed} | "
                     f"{budget:.0f} | {sw['param']}={r[sw['param']]}{mark} | "
-                    f"{r['iterations']} | {100 * r['val_mean']:.2f} | {sw['date'][:10]} |"
+                    f"{r['iterations']} | {100 * r['val_mean']:.2f} | "
+                    f"{sw['protocol']}, {len(r['val_accs'])} | {sw['date'][:10]} |"
                 )
         lines += [""]
         for sw in sweeps:
