@@ -60,11 +60,44 @@ def output_name(ap: argparse.ArgumentParser, args: argparse.Namespace, default: 
     measured when it exists and ``--force`` was not given: a short or partial run must not
     replace a published figure by accident."""
     name = str(args.out or default)
-    if Path(name).name != name or not name.endswith(".json"):
+    if Path(name).name != name or not name.endswith(".json") or name.endswith(".meta.json"):
         ap.error(f"--out takes a file name ending in .json (written to {RESULTS}); got {name!r}.")
     if (RESULTS / name).exists() and not args.force:
         ap.error(f"{RESULTS / name} exists; pass --out NAME.json to keep both, or --force.")
     return name
+
+
+def check_cells(
+    ap: argparse.ArgumentParser,
+    datasets: list[str],
+    methods: list[str],
+    ipcs: list[int],
+    protocol: str,
+) -> None:
+    """Refuse unknown dataset, method and protocol names and IPCs below 1 (``ap.error``)
+    before a script spends any budget on the cells it was asked for."""
+    import datadistill as dd
+
+    try:
+        for d in datasets:
+            if ":" not in d:  # imagefolder:PATH / npz:PATH are checked when loaded
+                dd.DATASETS.get(d)
+        for method in methods:
+            dd.METHODS.get(method)
+        dd.PROTOCOLS.get(protocol)
+    except DatadistillError as exc:
+        ap.error(str(exc))
+    if any(ipc < 1 for ipc in ipcs):
+        ap.error(f"--ipcs takes integers >= 1; got {' '.join(map(str, ipcs))}.")
+
+
+def exit_if_not_run(not_run: list[str]) -> None:
+    """End a script that ran what it could with a non-zero status naming the cells that
+    could not run (each already said why)."""
+    if not_run:
+        sys.exit(
+            f"{Path(sys.argv[0]).name}: {len(not_run)} cell(s) could not run: {', '.join(not_run)}."
+        )
 
 
 def run_main(main: Callable[[], None]) -> None:
@@ -74,7 +107,7 @@ def run_main(main: Callable[[], None]) -> None:
     try:
         main()
     except DatadistillError as exc:
-        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)  # as argparse
         raise SystemExit(2) from None
 
 

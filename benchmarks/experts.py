@@ -11,7 +11,7 @@ the table reports in its own column (paid once, reused by every IPC). Usage:
 
 The buffers are git-ignored (benchmarks/work/); their records in benchmarks/results/ are
 committed. To re-run the published MTT cells, train the buffers they used first, with the
-commands their records hold (each took 5-22 minutes on the 2-core machines):
+commands their records hold (each took 4-22 minutes on the 2-core machines):
 
     python -m benchmarks.experts --datasets mnist                        # MNIST IPC 10
     python -m benchmarks.experts --datasets mnist --num 20 --epochs 3 --tag ipc1  # IPC 1
@@ -62,8 +62,21 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=1, help="experts trained in parallel")
     ap.add_argument("--tag", default="", help="suffix of the buffer and record, e.g. gpu")
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing record (a finished buffer resumes in seconds, so its "
+        "record would then report those seconds, not the training's)",
+    )
     add_data_root(ap)
     args = ap.parse_args()
+    for name in args.datasets:
+        record = RESULTS / f"{name}-experts{tag_suffix(args.tag)}.json"
+        if record.exists() and not args.force:
+            ap.error(
+                f"{record} exists (the record of a buffer's training); pass --tag NAME to "
+                "train another buffer beside it, or --force to replace the record."
+            )
     recipe = ExpertRecipe(width=args.width, epochs=args.epochs, lr=args.lr, momentum=args.momentum)
     for name in args.datasets:
         real = dd.load_dataset(name, root=data_root(args))

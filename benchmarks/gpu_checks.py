@@ -131,7 +131,7 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
             + ("--num", str(experts), "--epochs", str(expert_epochs), "--width", "128")
             # one process: the multi-process path ships the dataset through shared memory,
             # whose size on the device machine is unknown, and one GPU gains little from it
-            + ("--workers", "1"),
+            + ("--workers", "1", "--force"),
             300,
             90,
             ("fashion-mnist-experts-gpu.json",),
@@ -152,7 +152,8 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
     out.append(  # not asked for by the issues, so last
         Part(
             "dm-step",
-            ("dm_throughput", "--device", "cuda", "--iterations", "20", "--reference", "yes"),
+            ("dm_throughput", "--device", "cuda", "--iterations", "20", "--reference", "yes")
+            + ("--force",),
             180,
             45,
             ("dm-throughput-gpu.json",),
@@ -161,7 +162,7 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
     out.append(  # whether compile="auto" should compile evaluation training on a GPU too
         Part(
             "eval-step",
-            ("eval_throughput", "--device", "cuda", "--epochs", "10", "--rounds", "3"),
+            ("eval_throughput", "--device", "cuda", "--epochs", "10", "--rounds", "3", "--force"),
             150,
             60,
             ("eval-throughput-gpu.json",),

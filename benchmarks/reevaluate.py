@@ -24,7 +24,16 @@ import sys
 import time
 
 import datadistill as dd
-from benchmarks._common import RESULTS, WORK, add_data_root, data_root, run_main, write
+from benchmarks._common import (
+    RESULTS,
+    WORK,
+    add_data_root,
+    check_cells,
+    data_root,
+    exit_if_not_run,
+    run_main,
+    write,
+)
 from benchmarks.table import FULL_EPOCHS, cell_header, cell_name, evaluate_cell
 
 
@@ -101,10 +110,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     add_data_root(ap)
     args = ap.parse_args()
-    try:
-        dd.PROTOCOLS.get(args.protocol)
-    except dd.ConfigError as exc:
-        ap.error(str(exc))
+    check_cells(ap, args.datasets, args.methods, args.ipcs, args.protocol)
     not_run = [
         f"{d} {method} IPC {ipc}"
         for d in args.datasets
@@ -113,8 +119,7 @@ def main() -> None:
         for ipc in args.ipcs
         if not reevaluate(real, method, ipc, args)
     ]
-    if not_run:
-        sys.exit(f"reevaluate: {len(not_run)} cell(s) could not run: {', '.join(not_run)}.")
+    exit_if_not_run(not_run)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 import datadistill as dd
 from benchmarks._common import RESULTS, add_data_root, data_root, run_main, write
 from benchmarks.experts import buffer_dir
-from benchmarks.table import cpu_defaults
+from benchmarks.table import cpu_defaults, missing_buffer
 from datadistill.evaluation import get_protocol
 from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, dataset_of, train_and_test
 from datadistill.labels import Teacher
@@ -147,11 +147,23 @@ def main() -> None:
     for item in args.set:
         k, _, v = item.partition("=")
         fixed[k] = parse_value(v)
-    if args.method == "mtt" and given is None:
-        fixed.setdefault("buffer", buffer_dir(args.dataset, args.experts_tag))
+    if args.method == "mtt" and given is None and "buffer" not in fixed:
+        fixed["buffer"] = buffer_dir(args.dataset, args.experts_tag)
+        problem = missing_buffer(
+            args.dataset, args.experts_tag, record_needed=False, buffer=str(fixed["buffer"])
+        )
+        if problem:
+            ap.error(f"{problem}.")
     if args.teacher is None and split_teacher_options({**fixed, name: None})[0]:
         ap.error("teacher_epoch / temperature / hard_weight relabel the sets: pass --teacher TAG.")
     teacher_buffer = buffer_dir(args.dataset, args.teacher) if args.teacher is not None else ""
+    teacher_problem = (
+        missing_buffer(args.dataset, args.teacher, record_needed=False, buffer=teacher_buffer)
+        if args.teacher is not None
+        else ""
+    )
+    if teacher_problem:
+        ap.error(f"--teacher {args.teacher!r}: {teacher_problem}.")
     for value in grid if args.teacher is not None else []:  # bad values before any budget
         try:
             Teacher(teacher_buffer, **split_teacher_options({**fixed, name: value})[0])  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ in their own table, e.g. DM with its paper defaults:
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -29,7 +30,16 @@ from typing import Any
 import torch
 
 import datadistill as dd
-from benchmarks._common import RESULTS, WORK, add_data_root, data_root, run_main, write
+from benchmarks._common import (
+    RESULTS,
+    WORK,
+    add_data_root,
+    check_cells,
+    data_root,
+    exit_if_not_run,
+    run_main,
+    write,
+)
 from benchmarks.experts import buffer_dir, expert_seconds, tag_suffix
 from datadistill.labels import Teacher
 
@@ -232,24 +242,35 @@ def cell_buffer_tag(dataset: str, ipc: int, tag: str, paper: bool) -> str:
     return "" if paper else cell_experts_tag(dataset, ipc)
 
 
-def missing_buffer(dataset: str, ipc: int, experts_tag: str) -> str:
-    """Why an MTT cell cannot run from the buffer of ``experts_tag`` ("" when it can): the
-    buffer itself (git-ignored, so absent from a fresh clone even where its committed
-    record is present) or the record of its training time, written by ``benchmarks.experts``."""
-    buffer = Path(buffer_dir(dataset, experts_tag))
+def missing_buffer(
+    dataset: str,
+    experts_tag: str,
+    chosen_by_tag: bool = False,
+    record_needed: bool = True,
+    buffer: str | None = None,
+) -> str:
+    """Why the expert buffer of ``experts_tag`` cannot be used ("" when it can): the buffer
+    itself (git-ignored, so absent from a fresh clone even where its committed record is
+    present) or, with ``record_needed`` (an MTT cell reports its experts' seconds), the
+    record of its training written by ``benchmarks.experts``. The command that trains it is
+    the record's own where there is one (the published recipe). ``chosen_by_tag``: the
+    buffer was named by a cell's ``--tag`` (say so). ``buffer``: its folder, if not the
+    tag's usual one."""
+    folder = Path(buffer or buffer_dir(dataset, experts_tag))
     record = RESULTS / f"{dataset}-experts{tag_suffix(experts_tag)}.json"
-    missing = [str(buffer)] if not (buffer / "manifest.json").exists() else []
-    missing += [str(record)] if not record.exists() else []
+    missing = [str(folder)] if not (folder / "manifest.json").exists() else []
+    missing += [str(record)] if record_needed and not record.exists() else []
     if not missing:
         return ""
-    chosen_by_tag = experts_tag not in ("", cell_experts_tag(dataset, ipc))
     why = " (a --tag other than seedN, mfN or teacher names a buffer of its own)"
     train = f"python -m benchmarks.experts --datasets {dataset}" + (
         f" --tag {experts_tag}" if experts_tag else ""
     )
+    if record.exists():  # the recipe the published buffer was trained with
+        train = str(json.loads(record.read_text()).get("command", train))
     return (
         f"no expert buffer: {' and '.join(missing)} not found{why if chosen_by_tag else ''}; "
-        f"train it with {train} (its --help gives the recipes of the published buffers)"
+        f"train it with {train}"
     )
 
 
@@ -267,10 +288,12 @@ def run_cell(
     hparams = {**defaults, **hparams}
     expert_s = None
     experts_tag = args.tag
-    if method == "mtt":
+    given_buffer = method == "mtt" and "buffer" in hparams  # --hp mtt:buffer=PATH
+    if method == "mtt" and not given_buffer:
         experts_tag = cell_buffer_tag(real.info.name, ipc, args.tag, args.paper)
-        hparams.setdefault("buffer", buffer_dir(real.info.name, experts_tag))
-        problem = missing_buffer(real.info.name, ipc, experts_tag)
+        hparams["buffer"] = buffer_dir(real.info.name, experts_tag)
+        own = experts_tag in ("", cell_experts_tag(real.info.name, ipc))
+        problem = missing_buffer(real.info.name, experts_tag, chosen_by_tag=not own)
         if problem:
             print(f"skip {name}: {problem}", file=sys.stderr)
             return False
@@ -313,8 +336,9 @@ def run_cell(
             "defaults": "paper" if args.paper else "cpu",
             "iterations": m["iterations"],
             "expert_seconds": expert_s,
+            # the buffer's record; a buffer given with --hp is named by its path (hparams)
             "experts": f"{real.info.name}-experts{tag_suffix(experts_tag)}.json"
-            if method == "mtt"
+            if method == "mtt" and not given_buffer
             else None,
             "hparams": m["hparams"],
             "teacher": m.get("teacher"),  # the random subset is labelled by it too
@@ -374,17 +398,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     add_data_root(ap)
     args = ap.parse_args()
-    try:  # names and IPCs refused before any cell spends its budget
-        for d in args.datasets:
-            if ":" not in d:  # imagefolder:PATH / npz:PATH are checked when loaded
-                dd.DATASETS.get(d)
-        for method in args.methods:
-            dd.METHODS.get(method)
-        dd.PROTOCOLS.get(args.protocol)
-    except dd.ConfigError as exc:
-        ap.error(str(exc))
-    if any(ipc < 1 for ipc in args.ipcs):
-        ap.error(f"--ipcs takes integers >= 1; got {' '.join(map(str, args.ipcs))}.")
+    check_cells(ap, args.datasets, args.methods, args.ipcs, args.protocol)
     if args.budget is None and not args.iterations:
         args.budget = 600.0
     seed_tag = SEED_TAG.fullmatch(args.tag)
@@ -401,9 +415,12 @@ def main() -> None:
     )
     if args.teacher is None and relabelling != dict(epoch=-1, temperature=1.0, hard_weight=0):
         ap.error("--teacher-epoch / --temperature / --hard-weight relabel sets: pass --teacher.")
-    try:  # bad values refused before any budget is spent
+    try:  # a missing teacher and bad values refused before any budget is spent
         for d in args.datasets if args.teacher is not None else []:
             Teacher(buffer_dir(d, args.teacher), **relabelling)
+            problem = missing_buffer(d, args.teacher, record_needed=False) if ":" not in d else ""
+            if problem:
+                ap.error(f"--teacher {args.teacher!r}: {problem}.")
     except dd.ConfigError as exc:
         ap.error(str(exc))
     torch.set_num_threads(torch.get_num_threads())
@@ -436,8 +453,7 @@ def main() -> None:
         for ipc in args.ipcs
         if not run_cell(real, method, ipc, args, hps.get(method, {}))
     ]
-    if not_run:
-        sys.exit(f"table: {len(not_run)} cell(s) could not run: {', '.join(not_run)}.")
+    exit_if_not_run(not_run)
 
 
 if __name__ == "__main__":

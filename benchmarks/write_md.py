@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ METHOD_ORDER = ["random", "herding", "kcenter", "dm", "dc", "dsa", "mtt"]
 # untimed and rotates the sides' order each round; earlier runs timed ours first in every
 # round (the reference side's first timed call unwarmed)
 ROTATED_SINCE = "2026-12-02T14:47:43+00:00"
+# a tag of `benchmarks.reevaluate`'s files: eval-PROTOCOL, or SOURCE-eval-PROTOCOL for the
+# sets of a tagged table run
+EVAL_TAG = re.compile(r"(?:(.+)-)?eval-([a-z0-9_]+)")
 
 
 def timing(run: dict[str, Any]) -> str:
@@ -277,11 +281,13 @@ def mtt_memory_section(stem: str) -> list[str]:
     mem = json.loads(mm.read_text())
     meta_path = RESULTS / f"{stem}.meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    gpu = stem.endswith("-gpu")
-    width = stem.removesuffix("-gpu").removeprefix("mtt-memory").removeprefix("-w")
+    named = re.fullmatch(r"mtt-memory(?:-w(\d+))?(-gpu)?", stem)  # the default names
+    gpu = bool(named and named.group(2)) or str(meta.get("device", "")).startswith("cuda")
+    width = named.group(1) if named else None
     lines = [
         "## MTT: peak memory of one gradient, full unroll against constant memory"
         + (f" (width {width})" if width else "")
+        + ("" if named else f" (`{stem}.json`)")
         + (" (GPU)" if gpu else ""),
         "",
         f"{meta.get('settings', '')}; peak "
@@ -320,17 +326,20 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
     for tag in sorted({r["tag"] for r in rows}):
         sel = [r for r in rows if r["tag"] == tag]
-        if tag.startswith("eval-"):
+        evaluated = EVAL_TAG.fullmatch(tag)  # eval-PROTOCOL, or SOURCE-eval-PROTOCOL
+        if evaluated:
+            source, protocol = evaluated.groups()
+            whose = f"The `{source}` runs'" if source else "The main table's own"
             intro = [
-                "The main table's own distilled sets (the same artefacts, not distilled again)",
-                f"trained under the `{tag[5:]}` protocol (`python -m benchmarks.reevaluate`),",
+                f"{whose} distilled sets (the same artefacts, not distilled again)",
+                f"trained under the `{protocol}` protocol (`python -m benchmarks.reevaluate`),",
                 "beside a random real subset of the same size under that protocol. DSA's and",
                 "DM's papers evaluate with DSA augmentation for 1000 epochs; DC's code augments",
                 "MNIST (crop, scale, rotate; 1000 epochs), not Fashion-MNIST. A row whose",
                 "iterations differ from its main-table cell was measured on an earlier set of",
                 "that cell, distilled before the cell was re-run (its date below says when).",
             ]
-            if tag == "eval-mtt":
+            if protocol == "mtt":
                 intro += [
                     "The `mtt` protocol is MTT's and DATM's evaluation: 1000 epochs with DSA",
                     "at each set's learned learning rate. The CPU sets learned theirs for the",
@@ -481,14 +490,18 @@ REPRODUCING = [
     "",
     "- Data: the scripts read MNIST and Fashion-MNIST from `--data-root`, else",
     "  `$DATADISTILL_DATA`, else `../shared/data` beside the repository (the original IDX",
-    "  files, one folder per dataset; nothing downloads here).",
+    "  files, one folder per dataset; where they are missing, the loader tries the official",
+    "  download and otherwise says which files to put where).",
     "- The published result files are committed: a recorded command skips a cell whose",
     "  file exists, and `--force` replaces it. To re-run a cell beside it, add a tag:",
     "  `python -m benchmarks.table --datasets mnist --methods dm --ipcs 1 --tag repro`",
     "  writes `mnist-dm-ipc1-repro.json` (the throughput and memory scripts take `--out",
     "  NAME.json`; the sweeps refuse to replace a file without `--tag` or `--force`).",
-    "  `write_md` lists every result file it finds, so a tagged run appears here in its own",
-    "  section until its file is deleted. A recorded command is the one that ran, and may",
+    "  `write_md` lists every table, sweep and re-evaluation file it finds, so a tagged run",
+    "  appears here in its own section until its file is deleted; a throughput or memory",
+    "  file written with `--out` is listed beside the published one when its name starts",
+    "  as theirs does (`dm-throughput-repro.json`). A recorded command is the one that",
+    "  ran, and may",
     "  have covered more cells than the file's (`--methods mtt dm dsa`): to re-run one",
     "  cell, give its `--datasets`, `--methods` and `--ipcs` alone.",
     "- The first cell of a dataset also trains the random-subset and full-data baselines",

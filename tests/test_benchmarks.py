@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import os
 import sys
@@ -45,6 +47,13 @@ def test_gpu_parts_run_on_cuda_and_write_only_gpu_files():
             assert set(p.outputs) == expected, p.name
         if p.args[0] == "experts":
             assert _values(p.args, "--tag") == ["gpu"]
+        # the scripts that refuse to replace a result file without --force are told to:
+        # a second GPU run finds the first one's files in benchmarks/results
+        script = importlib.import_module(f"benchmarks.{p.args[0]}")
+        if "--force" in inspect.getsource(script) or "add_output_options(" in inspect.getsource(
+            script
+        ):
+            assert "--force" in p.args, p.name
     outputs = [o for p in ps for o in p.outputs]
     assert len(set(outputs)) == len(outputs)
     assert all(o.endswith("-gpu.json") for o in outputs)  # never the CPU figures
@@ -617,19 +626,23 @@ def test_a_missing_expert_buffer_is_named_with_the_command_that_trains_it(tmp_pa
     monkeypatch.setattr(table, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experts, "WORK", tmp_path / "work")
     (tmp_path / "results").mkdir()
-    # a fresh clone: the record is committed, the (git-ignored) buffer is not there
-    (tmp_path / "results" / "mnist-experts.json").write_text("{}")
-    msg = table.missing_buffer("mnist", 10, "")
-    assert "experts/mnist not found" in msg and "mnist-experts.json" not in msg
-    assert "python -m benchmarks.experts --datasets mnist (" in msg and "own" not in msg
-    msg = table.missing_buffer("mnist", 10, "repro")  # a plain --tag names its own buffer
-    assert "names a buffer of its own" in msg and "--datasets mnist --tag repro" in msg
-    own = table.missing_buffer("mnist", 1, "ipc1")  # the MNIST IPC 1 cell's own buffer
-    assert "--datasets mnist --tag ipc1" in own and "names a buffer" not in own
-    buffer = tmp_path / "work" / "experts" / "mnist"
+    # a fresh clone: the record is committed, the (git-ignored) buffer is not there; the
+    # command offered is the record's own, with the published recipe
+    recorded = "python -m benchmarks.experts --datasets mnist --num 20 --epochs 3 --tag ipc1"
+    (tmp_path / "results" / "mnist-experts-ipc1.json").write_text(json.dumps({"command": recorded}))
+    msg = table.missing_buffer("mnist", "ipc1")
+    assert "experts/mnist-ipc1 not found" in msg and "mnist-experts-ipc1.json" not in msg
+    assert msg.endswith(f"train it with {recorded}") and "names a buffer" not in msg
+    # no record either: both named, and a plain --tag is said to name a buffer of its own
+    msg = table.missing_buffer("mnist", "repro", chosen_by_tag=True)
+    assert "experts/mnist-repro and" in msg and "mnist-experts-repro.json not found" in msg
+    assert "names a buffer of its own" in msg and msg.endswith("--datasets mnist --tag repro")
+    assert "json" not in table.missing_buffer("mnist", "repro", record_needed=False)
+    buffer = tmp_path / "work" / "experts" / "mnist-ipc1"
     buffer.mkdir(parents=True)
     (buffer / "manifest.json").write_text("{}")
-    assert table.missing_buffer("mnist", 10, "") == ""
+    assert table.missing_buffer("mnist", "ipc1") == ""
+    assert table.missing_buffer("mnist", "x", buffer=str(buffer), record_needed=False) == ""
 
 
 def test_scripts_refuse_to_replace_a_result_and_end_user_errors_in_one_line(
