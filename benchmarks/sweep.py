@@ -68,6 +68,10 @@ def split_teacher_options(hp: dict[str, object]) -> tuple[dict[str, object], dic
 
 
 def parse_value(text: str) -> object:
+    """A ``--grid`` / ``--set`` value: a Python literal (``3``, ``0.5``, ``None``), ``true`` /
+    ``false`` in any case (as the command line's ``--hp`` takes them), else the string."""
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

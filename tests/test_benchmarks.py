@@ -675,3 +675,11 @@ def test_scripts_refuse_to_replace_a_result_and_end_user_errors_in_one_line(
     _common.add_data_root(data_ap)
     assert _common.data_root(data_ap.parse_args(["--data-root", "d"])) == Path("d")
     assert _common.data_root(data_ap.parse_args([])) == _common.DATA
+
+
+def test_sweep_values_read_booleans_as_the_command_line_does():
+    from benchmarks.sweep import parse_value
+
+    assert parse_value("false") is False and parse_value("True") is True
+    assert parse_value("0.5") == 0.5 and parse_value("None") is None
+    assert parse_value("color_crop") == "color_crop"
