@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import datadistill as dd
 from benchmarks._common import RESULTS, WORK, add_data_root, data_root, run_main, write
-from datadistill.experts import ExpertRecipe, train_experts
+from datadistill.experts import ExpertRecipe, expert_file, train_experts
 
 
 def tag_suffix(tag: str) -> str:
@@ -65,8 +66,8 @@ def main() -> None:
     ap.add_argument(
         "--force",
         action="store_true",
-        help="replace an existing record (a finished buffer resumes in seconds, so its "
-        "record would then report those seconds, not the training's)",
+        help="replace an existing record (a buffer whose experts were all trained before "
+        "keeps its record: it would resume in seconds)",
     )
     add_data_root(ap)
     args = ap.parse_args()
@@ -82,23 +83,30 @@ def main() -> None:
         real = dd.load_dataset(name, root=data_root(args))
         t0 = time.perf_counter()
         out = buffer_dir(name, args.tag)
+        # experts finished by an earlier run: their time is not in this run's seconds
+        before = sum(expert_file(Path(out), i).exists() for i in range(args.num))
         buf = train_experts(
             real, out, args.num, recipe, seed=args.seed, workers=args.workers, device=args.device
         )
         seconds = time.perf_counter() - t0
+        record = f"{name}-experts{tag_suffix(args.tag)}.json"
+        if before == args.num and (RESULTS / record).exists():
+            print(f"{name}: all {args.num} experts were trained before; {record} kept")
+            continue
         write(
-            f"{name}-experts{tag_suffix(args.tag)}.json",
+            record,
             {
                 "dataset": name,
                 "num_experts": args.num,
                 "recipe": recipe.to_dict(),
                 "seconds": seconds,
+                "experts_trained_before": before,  # resumed: seconds covers the rest only
                 "final_val_accs": buf.val_accs(),
                 "buffer": out,
                 "device": args.device,
             },
         )
-        print(f"{name}: {args.num} experts in {seconds:.0f} s")
+        print(f"{name}: {args.num - before} of {args.num} experts in {seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -683,3 +683,26 @@ def test_sweep_values_read_booleans_as_the_command_line_does():
     assert parse_value("false") is False and parse_value("True") is True
     assert parse_value("0.5") == 0.5 and parse_value("None") is None
     assert parse_value("color_crop") == "color_crop"
+
+
+def test_expert_records_are_kept_unless_replaced_and_say_what_was_resumed(
+    tmp_path, monkeypatch, capsys
+):
+    from benchmarks import _common, experts
+
+    for mod in (experts, _common):
+        monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experts, "WORK", tmp_path / "work")
+    argv = ["experts", "--datasets", "digits", "--num", "1", "--epochs", "1", "--width", "8"]
+    monkeypatch.setattr(sys, "argv", argv)
+    experts.main()
+    record = tmp_path / "results" / "digits-experts.json"
+    first = json.loads(record.read_text())
+    assert first["experts_trained_before"] == 0 and first["seconds"] > 0
+    with pytest.raises(SystemExit) as exc:  # a record is not replaced unasked
+        experts.main()
+    assert exc.value.code == 2 and "--force" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*argv, "--force"])
+    experts.main()  # the buffer is complete: its record keeps the training's seconds
+    assert json.loads(record.read_text()) == first
+    assert "trained before" in capsys.readouterr().out
