@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+import datadistill as dd
 from datadistill._device import MALLOC_ENV, cpu_allocator_tuned, native_bf16
 from datadistill.errors import DatadistillError
 
@@ -76,8 +77,6 @@ def check_cells(
 ) -> None:
     """Refuse unknown dataset, method and protocol names and IPCs below 1 (``ap.error``)
     before a script spends any budget on the cells it was asked for."""
-    import datadistill as dd
-
     try:
         for d in datasets:
             if ":" not in d:  # imagefolder:PATH / npz:PATH are checked when loaded

@@ -42,8 +42,13 @@ def buffer_dir(dataset: str, tag: str = "") -> str:
     return str(WORK / "experts" / f"{dataset}{tag_suffix(tag)}")
 
 
+def record_name(dataset: str, tag: str = "") -> str:
+    """The result file recording how the buffer of ``tag`` was trained (and how long)."""
+    return f"{dataset}-experts{tag_suffix(tag)}.json"
+
+
 def expert_seconds(dataset: str, tag: str = "") -> float | None:
-    path = RESULTS / f"{dataset}-experts{tag_suffix(tag)}.json"
+    path = RESULTS / record_name(dataset, tag)
     if not path.exists():
         return None
     return float(json.loads(path.read_text())["seconds"])
@@ -72,7 +77,7 @@ def main() -> None:
     add_data_root(ap)
     args = ap.parse_args()
     for name in args.datasets:
-        record = RESULTS / f"{name}-experts{tag_suffix(args.tag)}.json"
+        record = RESULTS / record_name(name, args.tag)
         if record.exists() and not args.force:
             ap.error(
                 f"{record} exists (the record of a buffer's training); pass --tag NAME to "
@@ -89,7 +94,7 @@ def main() -> None:
             real, out, args.num, recipe, seed=args.seed, workers=args.workers, device=args.device
         )
         seconds = time.perf_counter() - t0
-        record = f"{name}-experts{tag_suffix(args.tag)}.json"
+        record = record_name(name, args.tag)
         if before == args.num and (RESULTS / record).exists():
             print(f"{name}: all {args.num} experts were trained before; {record} kept")
             continue

@@ -40,7 +40,7 @@ from benchmarks._common import (
     run_main,
     write,
 )
-from benchmarks.experts import buffer_dir, expert_seconds, tag_suffix
+from benchmarks.experts import buffer_dir, expert_seconds, record_name, tag_suffix
 from datadistill.labels import Teacher
 
 FULL_EPOCHS = 1  # full-data reference: 1 epoch, 1 seed (CPU cost); the report says so
@@ -257,7 +257,7 @@ def missing_buffer(
     buffer was named by a cell's ``--tag`` (say so). ``buffer``: its folder, if not the
     tag's usual one."""
     folder = Path(buffer or buffer_dir(dataset, experts_tag))
-    record = RESULTS / f"{dataset}-experts{tag_suffix(experts_tag)}.json"
+    record = RESULTS / record_name(dataset, experts_tag)
     missing = [str(folder)] if not (folder / "manifest.json").exists() else []
     missing += [str(record)] if record_needed and not record.exists() else []
     if not missing:
@@ -337,7 +337,7 @@ def run_cell(
             "iterations": m["iterations"],
             "expert_seconds": expert_s,
             # the buffer's record; a buffer given with --hp is named by its path (hparams)
-            "experts": f"{real.info.name}-experts{tag_suffix(experts_tag)}.json"
+            "experts": record_name(real.info.name, experts_tag)
             if method == "mtt" and not given_buffer
             else None,
             "hparams": m["hparams"],
