@@ -24,10 +24,13 @@ HP = SMOKE_HPARAMS["dm"]
         ("mtt", {"soft_labels": True}),
         ("dm", {"factor": 2}),
         ("mtt", {"soft_labels": True, "factor": 2}),
+        ("dsa", {"net_init": "experts", "width": 16}),  # the buffer: the fixture's
     ],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, digits, request, method, extra):
     hp = {**smoke_hparams(method, request), **extra}
+    if extra.get("net_init") == "experts":
+        hp["buffer"] = str(request.getfixturevalue("expert_buffer"))
     n = 4 if method in ("dc", "dsa") else 8
     straight = dd.distill(digits, method, 2, seed=1, iterations=n, device="cpu", **hp)
     ckpt = tmp_path / "ckpt.pt"

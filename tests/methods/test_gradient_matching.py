@@ -9,6 +9,7 @@ import datadistill as dd
 from datadistill.errors import ConfigError
 from datadistill.evaluation import get_protocol
 from datadistill.evaluation.evaluate import train_and_test
+from datadistill.experts import ExpertBuffer
 from datadistill.functional import gradient_distance
 from datadistill.functional.class_grads import (
     class_grads,
@@ -18,7 +19,7 @@ from datadistill.functional.class_grads import (
 )
 from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
 from datadistill.methods import create_method
-from datadistill.methods.dc import default_loops
+from datadistill.methods.dc import default_loops, perturb_filters
 from datadistill.models import create_model
 from tests.conftest import SMOKE_HPARAMS
 
@@ -426,3 +427,73 @@ def test_dc_at_the_paper_pixel_lr_improves_on_its_real_start(digits):
         )
 
     assert acc(distilled) > acc(start) + 0.03
+
+
+def test_perturb_filters_moves_each_filter_by_its_own_norm():
+    g = torch.Generator().manual_seed(0)
+    theta = [torch.randn(6, 3, 3, 3) * torch.arange(1, 7).view(-1, 1, 1, 1), torch.randn(6)]
+    out = perturb_filters(theta, 0.01, 0.09, g)
+    assert torch.equal(out[1], theta[1])  # biases and norm parameters stay
+    rel = (out[0] - theta[0]).flatten(1).norm(dim=1) / theta[0].flatten(1).norm(dim=1)
+    # two directions, each of a filter's norm times a size in [0.01, 0.09]
+    assert (rel > 0).all() and (rel <= 0.18 + 1e-6).all()
+    again = perturb_filters(theta, 0.01, 0.09, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(out, again, strict=True))
+    # one size for all filters: with lo == hi and the two directions nearly orthogonal
+    # (27 dimensions per filter), every filter moves by about sqrt(2) * 0.05 of its norm
+    big = [torch.randn(8, 512)]
+    move = perturb_filters(big, 0.05, 0.05, g)[0] - big[0]
+    ratio = move.norm(dim=1) / big[0].norm(dim=1)
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.05 * 2**0.5), rtol=0.1)
+    still = perturb_filters(theta, 0.0, 0.0, g)
+    assert all(torch.equal(a, b) for a, b in zip(still, theta, strict=True))
+
+
+def test_dc_early_stage_networks_come_from_the_expert_buffer(digits, expert_buffer):
+    hp = {
+        **SMOKE_HPARAMS["dc"],
+        "width": 16,
+        "net_init": "experts",
+        "buffer": str(expert_buffer),
+        "expert_epoch": 1,
+        "perturb_min": 0.0,
+        "perturb_max": 0.0,
+    }
+    m = create_method("dc", **hp)
+    m.check(digits)
+    m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    buf = ExpertBuffer(expert_buffer)
+    epochs = [buf.epoch(i, 1) for i in range(len(buf))]
+    for _ in range(4):  # unperturbed, the network is one of the experts after epoch 1
+        m._early_stage_net()
+        flat = torch.cat([p.detach().reshape(-1) for p in m.net.parameters()])
+        assert any(torch.equal(flat, e) for e in epochs)
+    perturbed = create_method("dc", **{**hp, "perturb_min": 0.01, "perturb_max": 0.09})
+    perturbed.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    perturbed._early_stage_net()
+    flat = torch.cat([p.detach().reshape(-1) for p in perturbed.net.parameters()])
+    near = min(float((flat - e).norm() / e.norm()) for e in epochs)
+    assert 0 < near < 0.2
+    before = perturbed.synthetic().images.clone()
+    metrics = perturbed.step()
+    assert math.isfinite(metrics["loss"])
+    assert not torch.equal(perturbed.synthetic().images, before)
+    extra = perturbed.manifest_extra()
+    assert extra["experts"] == buf.names() and extra["expert_recipe"]["width"] == 16
+    assert create_method("dc", **SMOKE_HPARAMS["dc"]).manifest_extra() == {}
+
+
+def test_dc_expert_networks_bad_input(digits, expert_buffer):
+    with pytest.raises(ConfigError, match="an expert buffer.*--hp buffer=FOLDER"):
+        create_method("dc", net_init="experts").check(digits)
+    with pytest.raises(ConfigError, match="width 16, not 32"):
+        create_method("dc", net_init="experts", buffer=str(expert_buffer), width=32).check(digits)
+    m = create_method("dc", net_init="experts", buffer=str(expert_buffer), width=16, expert_epoch=4)
+    with pytest.raises(ConfigError, match="expert_epoch 4 is beyond the 3 epochs"):
+        m.check(digits)
+    with pytest.raises(ConfigError, match="'perturb_max' parameter of DC must be at least"):
+        create_method("dc", perturb_min=0.1, perturb_max=0.05)
+    with pytest.raises(ConfigError, match="net_init"):
+        create_method("dc", net_init="pretrained")
+    with pytest.warns(UserWarning, match="buffer='x' has no effect with net_init='random'"):
+        create_method("dc", buffer="x")

@@ -27,6 +27,15 @@ draw of ``net_real`` real images, evenly over the classes), which keeps the netw
 trajectory that of real training and, with a multi-formation set, costs far less than
 epochs over its ``ipc * factor**2`` images per class.
 
+``net_init="experts"`` starts each outer iteration from an early-stage network instead of
+a fresh initialisation (Acc-DD, Zhang et al., CVPR 2023, "model augmentation"): one expert,
+drawn at random from an expert buffer (``datadistill experts``), after ``expert_epoch``
+epochs of real training, moved along two random directions, each Gaussian rescaled per
+output filter to that filter's norm (biases and norm parameters stay), by amounts drawn
+uniformly from [``perturb_min``, ``perturb_max``] with a random sign (the paper's 0.01 and
+0.09). The networks then see the real data's gradients from the first match on, which the
+paper finds converges in a fraction of the iterations.
+
 ``precision="bfloat16"`` (or ``"auto"``: bf16 where the device computes it natively)
 autocasts the two parts that need no second-order gradient, the real side's per-class
 gradients and the network's training between matches; the synthetic side, whose gradient
@@ -47,6 +56,7 @@ from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.evaluation.train import label_loss
+from datadistill.experts import ExpertBuffer, data_fingerprint
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance, l1_matches
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads
@@ -75,6 +85,7 @@ from datadistill.models.convnet import ConvNet
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 BN_IMAGES_PER_CLASS = 16  # real images per class that set batch-norm statistics
 NET_DATA = ("synthetic", "real")  # what the network trains on between matches
+NET_INITS = ("random", "experts")  # where each outer iteration's network starts
 
 
 def default_loops(ipc: int) -> tuple[int, int]:
@@ -102,6 +113,12 @@ class DCParams(HParams):
     distance: str = "ours"  # "ours" (per-channel 1 - cos), "mse", "cos" or "l1" (IDC's:
     # summed absolute difference of the convolution kernels' gradients only)
     arch: str = "convnet"  # the matching network, re-initialised every iteration
+    net_init: str = "random"  # each iteration's network: "random" (a fresh initialisation,
+    # the paper's) or "experts" (Acc-DD: an early-stage expert from `buffer`, perturbed)
+    buffer: str = ""  # expert buffer folder (`datadistill experts`) for net_init "experts"
+    expert_epoch: int = 2  # the experts' epoch the networks start from (Acc-DD: 2 on CIFAR)
+    perturb_min: float = 0.01  # the size of each of the two filter-normalised random
+    perturb_max: float = 0.09  # directions is drawn uniformly from [min, max] (0, 0: none)
     width: int = 128  # network width (ConvNets, MLP: see takes_width; refused for others)
     dsa: bool = False  # Siamese augmentation (True for the "dsa" method)
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # flip is dropped for digits
@@ -122,6 +139,10 @@ class DCParams(HParams):
     applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {
         "net_real": ("net_data", "real"),
         "dsa_strategy": ("dsa", True),
+        "buffer": ("net_init", "experts"),
+        "expert_epoch": ("net_init", "experts"),
+        "perturb_min": ("net_init", "experts"),
+        "perturb_max": ("net_init", "experts"),
     }
 
     def validate(self) -> None:
@@ -140,6 +161,15 @@ class DCParams(HParams):
             require("DC", name, v, isinstance(v, int) and v >= 0, "an int >= 0 (0: by IPC)")
         one_of("DC", "distance", self.distance, GRADIENT_DISTANCES)
         one_of("DC", "net_data", self.net_data, NET_DATA)
+        one_of("DC", "net_init", self.net_init, NET_INITS)
+        require("DC", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
+        e = self.expert_epoch
+        require("DC", "expert_epoch", e, isinstance(e, int) and e >= 0, "an int >= 0")
+        lo, hi = self.perturb_min, self.perturb_max
+        for name, v in (("perturb_min", lo), ("perturb_max", hi)):
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            require("DC", name, v, number and v >= 0, "a number >= 0")
+        require("DC", "perturb_max", hi, hi >= lo, f"at least perturb_min ({lo})")
         registered_model(self, "DC")
         one_of("DC", "init", self.init, INITS)
         positive("DC", "factor", self.factor, int)
@@ -156,8 +186,12 @@ class DC(Method):
     resume_may_change = frozenset({"lr_img", "lr_net"})  # lr_net: read at each outer step
 
     def check(self, real: RealData) -> None:
-        """``distance="l1"`` matches convolution kernels only: refuse a network without."""
+        """``distance="l1"`` matches convolution kernels only: refuse a network without.
+        ``net_init="experts"``: the buffer exists, holds this data's experts of the matching
+        network, and reaches ``expert_epoch``."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
+        if hp.net_init == "experts":
+            self._check_buffer(real)
         if hp.distance != "l1":
             return
         net = create_model_for(hp.arch, real.info, hp.width, torch.Generator().manual_seed(0))
@@ -168,10 +202,30 @@ class DC(Method):
                 f"distance (ours, mse, cos)."
             )
 
+    def _check_buffer(self, real: RealData) -> None:
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        if not hp.buffer:
+            raise ConfigError(
+                "net_init 'experts' starts the networks from an expert buffer: train one with "
+                "`datadistill experts` (a few epochs suffice) and pass --hp buffer=FOLDER."
+            )
+        self.buffer = ExpertBuffer(hp.buffer)
+        self.buffer.check(real, hp.arch, hp.width)
+        if hp.expert_epoch > self.buffer.epochs:
+            raise ConfigError(
+                f"expert_epoch {hp.expert_epoch} is beyond the {self.buffer.epochs} epochs of "
+                f"the experts in {hp.buffer}; lower it or train longer experts."
+            )
+        self._checked_for = data_fingerprint(real)
+
     def setup(
         self, real: RealData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> None:
         hp: DCParams = self.hparams  # type: ignore[assignment]
+        if hp.net_init == "experts" and getattr(self, "_checked_for", None) != data_fingerprint(
+            real
+        ):
+            self._check_buffer(real)  # not checked yet (a direct setup() call), or other data
         self.real, self.generator, self.device = real, generator, device
         self.synset = init_synset(real, ipc, hp.init, generator, device, hp.factor).to(device)
         self.optimizer = torch.optim.SGD(
@@ -204,7 +258,10 @@ class DC(Method):
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
         hp: DCParams = self.hparams  # type: ignore[assignment]
-        reset_parameters(self.net, self.generator)  # a fresh network every iteration
+        if hp.net_init == "experts":
+            self._early_stage_net()
+        else:
+            reset_parameters(self.net, self.generator)  # a fresh network every iteration
         net_opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr_net)
         total = 0.0
         for ol in range(self.outer_loop):
@@ -215,6 +272,33 @@ class DC(Method):
         self.iteration += 1
         k = self.real.info.num_classes
         return {"loss": total / (self.outer_loop * k)}
+
+    def _early_stage_net(self) -> None:
+        """Acc-DD's model augmentation: a random expert after ``expert_epoch`` epochs,
+        perturbed (:func:`perturb_filters`), copied into the network in place (its memory
+        format, and so a compiled forward, stay as they are)."""
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        g = self.generator
+        expert = int(torch.randint(len(self.buffer), (1,), generator=g))
+        flat = self.buffer.epoch(expert, hp.expert_epoch)
+        params = list(self.net.parameters())
+        values = torch.split(flat, [p.numel() for p in params])
+        theta = [v.view_as(p) for v, p in zip(values, params, strict=True)]
+        theta = perturb_filters(theta, hp.perturb_min, hp.perturb_max, g)
+        with torch.no_grad():
+            for p, v in zip(params, theta, strict=True):
+                p.copy_(v)
+            for m in self.bn:  # the buffer keeps no statistics; _match sets them
+                m.reset_running_stats()
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """With ``net_init="experts"``: the experts' recipe and which experts were drawn."""
+        if self.hparams.net_init != "experts":  # type: ignore[attr-defined]
+            return {}
+        return {
+            "expert_recipe": dataclasses.asdict(self.buffer.recipe),
+            "experts": self.buffer.names(),
+        }
 
     def _match(self) -> float:
         hp: DCParams = self.hparams  # type: ignore[assignment]
@@ -311,12 +395,46 @@ class DC(Method):
                 net_opt.step()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        out = {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.hparams.net_init == "experts":  # type: ignore[attr-defined]
+            out["experts"] = self.buffer.names()  # a resume draws from the same experts
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "experts" in state:
+            self.buffer.keep_only(state["experts"])
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         set_lr(self.optimizer, self.hparams.lr_img)  # type: ignore[attr-defined]
+
+
+def perturb_filters(
+    theta: list[torch.Tensor], lo: float, hi: float, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """``theta`` moved along two random directions (Acc-DD's parameter perturbation, after
+    Li et al.'s filter-normalised directions): each direction is Gaussian, rescaled so that
+    each output filter (row of a weight) has the norm of that filter of ``theta``; it is
+    zero for one-dimensional parameters (biases, norm affines). Each direction's size is
+    drawn from U[lo, hi] with a random sign. Draws come from ``generator`` (on the CPU)."""
+    sizes = [
+        float(torch.empty(()).uniform_(lo, hi, generator=generator))
+        * (1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0)
+        for _ in range(2)
+    ]
+    out = []
+    for w in theta:
+        if w.dim() <= 1 or hi == 0:
+            out.append(w.clone())
+            continue
+        move = torch.zeros_like(w)
+        for size in sizes:
+            d = torch.randn(w.shape, generator=generator).to(w.device, w.dtype)
+            w_norm = w.flatten(1).norm(dim=1)
+            d_norm = d.flatten(1).norm(dim=1)
+            scale = (w_norm / (d_norm + 1e-10)).view(-1, *([1] * (w.dim() - 1)))
+            move += size * d * scale
+        out.append(w + move)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
