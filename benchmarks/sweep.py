@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import datadistill as dd
 from benchmarks._common import RESULTS, add_data_root, data_root, run_main, write
@@ -76,6 +77,16 @@ def parse_value(text: str) -> object:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text  # a bare string such as a strategy name
+
+
+def name_part(item: str) -> str:
+    """A ``--set NAME=VALUE`` item as it names the result file: ``NAMEVALUE``, a path value
+    (an expert buffer, say) by its last component, and any character a file name should not
+    hold as ``_``."""
+    key, _, value = item.partition("=")
+    if "/" in value or "\\" in value:
+        value = PurePath(value.replace("\\", "/")).name
+    return re.sub(r"[^A-Za-z0-9._,+-]", "_", key + value)
 
 
 def main() -> None:
@@ -137,7 +148,7 @@ def main() -> None:
     # --set overrides name the file too, so that sweeps of one parameter under different
     # fixed settings do not overwrite each other; an existing file is evidence a later
     # sweep (another budget, machine, ...) must not replace unasked
-    suffix = "".join(f"-{item.replace('=', '')}" for item in args.set)
+    suffix = "".join(f"-{name_part(item)}" for item in args.set)
     suffix += f"-experts{args.experts_tag}" if args.experts_tag else ""
     suffix += f"-teacher{args.teacher}" if args.teacher is not None else ""
     suffix += f"-{Path(args.artefact).stem}" if args.artefact else ""
@@ -254,25 +265,27 @@ def main() -> None:
             }
         )
         print(f"{name}={value!r}: val {100 * mean:.2f}% ({rows[-1]['iterations']} it)", flush=True)
-    best = max(rows, key=lambda r: float(r["val_mean"]))  # type: ignore[arg-type]
-    path = write(
-        out_name,
-        {
-            "dataset": args.dataset,
-            "method": args.method,
-            "ipc": args.ipc,
-            "param": name,
-            "fixed": fixed,
-            "budget_seconds": args.budget if given is None else None,
-            "artefact": str(Path(args.artefact).resolve()) if given is not None else None,
-            "protocol": args.protocol,
-            "split": "val",
-            "network_seeds": network_seeds,
-            "teacher": teacher_buffer or None,
-            "rows": rows,
-            "best": best[name],
-        },
-    )
+        # written after every value, so that an interrupted sweep keeps the values it scored
+        best = max(rows, key=lambda r: float(r["val_mean"]))  # type: ignore[arg-type]
+        path = write(
+            out_name,
+            {
+                "dataset": args.dataset,
+                "method": args.method,
+                "ipc": args.ipc,
+                "param": name,
+                "fixed": fixed,
+                "budget_seconds": args.budget if given is None else None,
+                "artefact": str(Path(args.artefact).resolve()) if given is not None else None,
+                "protocol": args.protocol,
+                "split": "val",
+                "network_seeds": network_seeds,
+                "teacher": teacher_buffer or None,
+                "rows": rows,
+                "best": best[name],
+                "complete": len(rows) == len(grid),  # False: the sweep stopped before the end
+            },
+        )
     print(f"best {name}={best[name]!r} on the validation split ({path})")
 
 

@@ -353,6 +353,36 @@ def test_sweep_scores_each_data_option_in_its_own_space(tmp_path, monkeypatch):
         assert row["val_mean"] > 0.2  # a 10-class problem: above chance in both spaces
 
 
+def test_sweep_names_its_file_from_any_value_and_keeps_what_it_scored(tmp_path, monkeypatch):
+    """A path in --set (an expert buffer) names the file by its last component (a slash
+    made the write fail after the whole sweep); each value's score is written as it comes,
+    so a sweep that stops keeps the values it scored."""
+    from benchmarks import _common, sweep
+
+    assert sweep.name_part("buffer=benchmarks/work/experts/mnist-early") == "buffermnist-early"
+    assert sweep.name_part("hard_weight=0.5") == "hard_weight0.5"
+    assert sweep.name_part("x=a b:c") == "xa_b_c"
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    real_score = sweep.train_and_test
+    calls = []
+
+    def score(*args, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real_score(*args, **kw)
+
+    monkeypatch.setattr(sweep, "train_and_test", score)
+    argv = ["sweep", "--dataset", "digits", "--method", "random", "--ipc", "1", "--seeds", "1"]
+    argv += ["--grid", "factor=1,2", "--protocol", "fast"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main()
+    out = json.loads((tmp_path / "sweep-digits-random-ipc1-factor.json").read_text())
+    assert [row["factor"] for row in out["rows"]] == [1] and out["complete"] is False
+
+
 def test_sweep_warms_every_value_and_scores_the_decoded_set(tmp_path, monkeypatch):
     """Each value gets its own untimed warm-up (a factor changes the compiled shapes), and
     a multi-formation set is scored on the images a network trains on."""
