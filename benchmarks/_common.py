@@ -140,9 +140,12 @@ def stamp() -> dict[str, str]:
 
 
 def write(name: str, payload: dict[str, Any]) -> Path:
+    """Write a result file whole or not at all (a temporary file, then renamed over)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    path.write_text(json.dumps({**payload, **stamp()}, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**payload, **stamp()}, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 

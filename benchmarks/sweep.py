@@ -265,10 +265,13 @@ def main() -> None:
             }
         )
         print(f"{name}={value!r}: val {100 * mean:.2f}% ({rows[-1]['iterations']} it)", flush=True)
-        # written after every value, so that an interrupted sweep keeps the values it scored
+        # written after every value, so that an interrupted sweep keeps the values it
+        # scored: beside the result (NAME.json.partial, which write_md does not read) until
+        # the last value, so that a stopped --force run leaves a complete file as it was
         best = max(rows, key=lambda r: float(r["val_mean"]))  # type: ignore[arg-type]
+        complete = len(rows) == len(grid)
         path = write(
-            out_name,
+            out_name if complete else out_name + ".partial",
             {
                 "dataset": args.dataset,
                 "method": args.method,
@@ -283,9 +286,9 @@ def main() -> None:
                 "teacher": teacher_buffer or None,
                 "rows": rows,
                 "best": best[name],
-                "complete": len(rows) == len(grid),  # False: the sweep stopped before the end
             },
         )
+    (RESULTS / (out_name + ".partial")).unlink(missing_ok=True)
     print(f"best {name}={best[name]!r} on the validation split ({path})")
 
 

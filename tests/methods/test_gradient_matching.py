@@ -1,12 +1,14 @@
 import dataclasses
+import json
 import math
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import datadistill as dd
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, DataError
 from datadistill.evaluation import get_protocol
 from datadistill.evaluation.evaluate import train_and_test
 from datadistill.experts import ExpertBuffer
@@ -464,10 +466,13 @@ def test_dc_early_stage_networks_come_from_the_expert_buffer(digits, expert_buff
     m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
     buf = ExpertBuffer(expert_buffer)
     epochs = [buf.epoch(i, 1) for i in range(len(buf))]
-    for _ in range(4):  # unperturbed, the network is one of the experts after epoch 1
-        m._early_stage_net()
+    drawn = set()
+    for _ in range(8):  # unperturbed, the network is one of the experts after epoch 1,
+        m._early_stage_net()  # drawn at random
         flat = torch.cat([p.detach().reshape(-1) for p in m.net.parameters()])
+        drawn |= {i for i, e in enumerate(epochs) if torch.equal(flat, e)}
         assert any(torch.equal(flat, e) for e in epochs)
+    assert drawn == {0, 1}
     perturbed = create_method("dc", **{**hp, "perturb_min": 0.01, "perturb_max": 0.09})
     perturbed.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
     perturbed._early_stage_net()
@@ -475,7 +480,11 @@ def test_dc_early_stage_networks_come_from_the_expert_buffer(digits, expert_buff
     near = min(float((flat - e).norm() / e.norm()) for e in epochs)
     assert 0 < near < 0.2
     before = perturbed.synthetic().images.clone()
+    starts: list[int] = []
+    early = perturbed._early_stage_net
+    perturbed._early_stage_net = lambda: (starts.append(1), early())[1]
     metrics = perturbed.step()
+    assert starts == [1]  # the iteration's network came from the buffer
     assert math.isfinite(metrics["loss"])
     assert not torch.equal(perturbed.synthetic().images, before)
     extra = perturbed.manifest_extra()
@@ -483,10 +492,35 @@ def test_dc_early_stage_networks_come_from_the_expert_buffer(digits, expert_buff
     assert create_method("dc", **SMOKE_HPARAMS["dc"]).manifest_extra() == {}
 
 
-def test_dc_expert_networks_bad_input(digits, expert_buffer):
+def test_dc_expert_networks_keep_the_bf16_layout(digits, expert_buffer):
+    """In bf16 the network is channels-last (and its forward compiled for it): the expert's
+    values are copied into it in place, so it stays so."""
+    hp = {
+        **SMOKE_HPARAMS["dc"],
+        "width": 16,
+        "net_init": "experts",
+        "buffer": str(expert_buffer),
+        "perturb_max": 0.0,
+        "perturb_min": 0.0,
+        "precision": "bfloat16",
+    }
+    m = create_method("dc", **hp)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    conv = [p for p in m.net.parameters() if p.dim() == 4]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
+    m._early_stage_net()
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
+    flat = torch.cat([p.detach().reshape(-1) for p in m.net.parameters()])
+    buf = ExpertBuffer(expert_buffer)
+    assert any(torch.equal(flat, buf.epoch(i, 2)) for i in range(len(buf)))
+
+
+def test_dc_expert_networks_bad_input(digits, expert_buffer, tmp_path):
     with pytest.raises(ConfigError, match="an expert buffer.*--hp buffer=FOLDER"):
         create_method("dc", net_init="experts").check(digits)
-    with pytest.raises(ConfigError, match="width 16, not 32"):
+    with pytest.raises(
+        ConfigError, match="width 16, not 32; pass width=16 or train experts of width 32"
+    ):
         create_method("dc", net_init="experts", buffer=str(expert_buffer), width=32).check(digits)
     m = create_method("dc", net_init="experts", buffer=str(expert_buffer), width=16, expert_epoch=4)
     with pytest.raises(ConfigError, match="expert_epoch 4 is beyond the 3 epochs"):
@@ -497,3 +531,14 @@ def test_dc_expert_networks_bad_input(digits, expert_buffer):
         create_method("dc", net_init="pretrained")
     with pytest.warns(UserWarning, match="buffer='x' has no effect with net_init='random'"):
         create_method("dc", buffer="x")
+    with pytest.raises(ConfigError, match="'perturb_max' parameter of DC must be a number"):
+        create_method("dc", perturb_max=float("inf"))
+    # a buffer of another version's network (the same name and width, other layers)
+    other = tmp_path / "other"
+    shutil.copytree(expert_buffer, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["layout"]["names"][0] = "stem.weight"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    m = create_method("dc", net_init="experts", buffer=str(other), width=16)
+    with pytest.raises(DataError, match="does not fit this version's convnet; retrain it"):
+        m.check(digits)

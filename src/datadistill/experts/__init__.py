@@ -584,7 +584,8 @@ class ExpertBuffer:
         if width is not None and takes_width(self.recipe.arch) and width != self.recipe.width:
             raise ConfigError(
                 f"The expert buffer {self.root} holds {self.recipe.arch} networks of width "
-                f"{self.recipe.width}, not {width}."
+                f"{self.recipe.width}, not {width}; pass width={self.recipe.width} or train "
+                f"experts of width {width} (`datadistill experts --width {width}`)."
             )
 
     def network(self, generator: torch.Generator | None = None) -> nn.Module:

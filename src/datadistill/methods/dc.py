@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from datadistill._device import compiler_works
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
@@ -164,11 +166,12 @@ class DCParams(HParams):
         one_of("DC", "net_init", self.net_init, NET_INITS)
         require("DC", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
         e = self.expert_epoch
-        require("DC", "expert_epoch", e, isinstance(e, int) and e >= 0, "an int >= 0")
+        integer = isinstance(e, int) and not isinstance(e, bool)
+        require("DC", "expert_epoch", e, integer and e >= 0, "an int >= 0")
         lo, hi = self.perturb_min, self.perturb_max
         for name, v in (("perturb_min", lo), ("perturb_max", hi)):
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            require("DC", name, v, number and v >= 0, "a number >= 0")
+            require("DC", name, v, number and math.isfinite(v) and v >= 0, "a number >= 0")
         require("DC", "perturb_max", hi, hi >= lo, f"at least perturb_min ({lo})")
         registered_model(self, "DC")
         one_of("DC", "init", self.init, INITS)
@@ -211,6 +214,7 @@ class DC(Method):
             )
         self.buffer = ExpertBuffer(hp.buffer)
         self.buffer.check(real, hp.arch, hp.width)
+        self.buffer.network()  # its parameter layout is this version's network's
         if hp.expert_epoch > self.buffer.epochs:
             raise ConfigError(
                 f"expert_epoch {hp.expert_epoch} is beyond the {self.buffer.epochs} epochs of "
@@ -288,11 +292,12 @@ class DC(Method):
         with torch.no_grad():
             for p, v in zip(params, theta, strict=True):
                 p.copy_(v)
-            for m in self.bn:  # the buffer keeps no statistics; _match sets them
-                m.reset_running_stats()
+            for m in self.net.modules():  # the buffer keeps no statistics (as a fresh
+                if isinstance(m, _NormBase) and m.track_running_stats:  # network: reset)
+                    m.reset_running_stats()
 
     def manifest_extra(self) -> dict[str, Any]:
-        """With ``net_init="experts"``: the experts' recipe and which experts were drawn."""
+        """With ``net_init="experts"``: the experts' recipe and the experts it drew from."""
         if self.hparams.net_init != "experts":  # type: ignore[attr-defined]
             return {}
         return {
@@ -427,9 +432,9 @@ def perturb_filters(
             out.append(w.clone())
             continue
         move = torch.zeros_like(w)
+        w_norm = w.flatten(1).norm(dim=1)
         for size in sizes:
             d = torch.randn(w.shape, generator=generator).to(w.device, w.dtype)
-            w_norm = w.flatten(1).norm(dim=1)
             d_norm = d.flatten(1).norm(dim=1)
             scale = (w_norm / (d_norm + 1e-10)).view(-1, *([1] * (w.dim() - 1)))
             move += size * d * scale
