@@ -626,3 +626,30 @@ class ExpertBuffer:
             with safe_open(str(path), "pt") as f:
                 out.append(float((f.metadata() or {}).get("val_acc", math.nan)))
         return out
+
+
+def open_buffer(
+    path: str,
+    real: RealData,
+    needs: str,
+    arch: str | None = None,
+    width: int | None = None,
+) -> ExpertBuffer:
+    """The expert buffer a method reads, checked before a run writes anything: it exists,
+    was trained on ``real`` (with ``arch`` / ``width``: of that network) and its parameters
+    fit this version's network. ``needs`` opens the error for a missing ``path`` ("MTT
+    needs an expert buffer", ...)."""
+    if not path:
+        raise ConfigError(
+            f"{needs}: train one with `datadistill experts` and pass --hp buffer=FOLDER."
+        )
+    buffer = ExpertBuffer(path)
+    buffer.check(real, arch, width)
+    buffer.network()  # raises if the stored layout is another version's network
+    return buffer
+
+
+def buffer_manifest(buffer: ExpertBuffer) -> dict[str, Any]:
+    """What an artefact distilled from ``buffer`` records of it: the experts' recipe (a
+    learned lr, say, was learned for their network) and the experts the run drew from."""
+    return {"expert_recipe": dataclasses.asdict(buffer.recipe), "experts": buffer.names()}

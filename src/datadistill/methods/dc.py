@@ -58,7 +58,7 @@ from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.evaluation.train import label_loss
-from datadistill.experts import ExpertBuffer, data_fingerprint
+from datadistill.experts import buffer_manifest, data_fingerprint, open_buffer
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance, l1_matches
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads
@@ -207,14 +207,8 @@ class DC(Method):
 
     def _check_buffer(self, real: RealData) -> None:
         hp: DCParams = self.hparams  # type: ignore[assignment]
-        if not hp.buffer:
-            raise ConfigError(
-                "net_init 'experts' starts the networks from an expert buffer: train one with "
-                "`datadistill experts` (a few epochs suffice) and pass --hp buffer=FOLDER."
-            )
-        self.buffer = ExpertBuffer(hp.buffer)
-        self.buffer.check(real, hp.arch, hp.width)
-        self.buffer.network()  # its parameter layout is this version's network's
+        needs = "net_init 'experts' starts the networks from an expert buffer (a few epochs)"
+        self.buffer = open_buffer(hp.buffer, real, needs, hp.arch, hp.width)
         if hp.expert_epoch > self.buffer.epochs:
             raise ConfigError(
                 f"expert_epoch {hp.expert_epoch} is beyond the {self.buffer.epochs} epochs of "
@@ -300,10 +294,7 @@ class DC(Method):
         """With ``net_init="experts"``: the experts' recipe and the experts it drew from."""
         if self.hparams.net_init != "experts":  # type: ignore[attr-defined]
             return {}
-        return {
-            "expert_recipe": dataclasses.asdict(self.buffer.recipe),
-            "experts": self.buffer.names(),
-        }
+        return buffer_manifest(self.buffer)
 
     def _match(self) -> float:
         hp: DCParams = self.hparams  # type: ignore[assignment]

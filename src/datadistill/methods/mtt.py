@@ -35,7 +35,12 @@ from torch.func import functional_call
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
-from datadistill.experts import ExpertBuffer, calibrate_batch_norm, data_fingerprint
+from datadistill.experts import (
+    buffer_manifest,
+    calibrate_batch_norm,
+    data_fingerprint,
+    open_buffer,
+)
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods.base import (
     HParams,
@@ -139,13 +144,7 @@ class MTT(Method):
     def check(self, real: RealData) -> None:
         """The expert buffer exists, was trained on this data and is long enough."""
         hp: MTTParams = self.hparams  # type: ignore[assignment]
-        if not hp.buffer:
-            raise ConfigError(
-                "MTT needs an expert buffer: train one with `datadistill experts` and pass "
-                "--hp buffer=FOLDER."
-            )
-        self.buffer = ExpertBuffer(hp.buffer)
-        self.buffer.check(real)
+        self.buffer = open_buffer(hp.buffer, real, "MTT needs an expert buffer")
         top = max(hp.max_start_epoch, hp.window_grow_to)
         # start epochs are drawn below ``top``, so the latest target is top - 1 + M
         if top - 1 + hp.expert_epochs > self.buffer.epochs:
@@ -225,10 +224,7 @@ class MTT(Method):
     def manifest_extra(self) -> dict[str, Any]:
         """The experts' recipe (the learned lr was learned for their network) and which
         experts of the buffer the run drew from."""
-        return {
-            "expert_recipe": dataclasses.asdict(self.buffer.recipe),
-            "experts": self.buffer.names(),
-        }
+        return buffer_manifest(self.buffer)
 
     def _calibrate_batch_norm(self, real: RealData) -> None:
         """The label expert's batch-norm statistics, estimated from real images (the
