@@ -62,6 +62,7 @@ from datadistill.experts import buffer_manifest, data_fingerprint, open_buffer
 from datadistill.functional import GRADIENT_DISTANCES, gradient_distance, l1_matches
 from datadistill.functional.class_grads import class_grads, class_loss, stem_logits, supports
 from datadistill.functional.grads import detached_params, per_class_grads
+from datadistill.functional.unroll import FlatParams
 from datadistill.methods.base import (
     HParams,
     Method,
@@ -278,13 +279,10 @@ class DC(Method):
         hp: DCParams = self.hparams  # type: ignore[assignment]
         g = self.generator
         expert = int(torch.randint(len(self.buffer), (1,), generator=g))
-        flat = self.buffer.epoch(expert, hp.expert_epoch)
-        params = list(self.net.parameters())
-        values = torch.split(flat, [p.numel() for p in params])
-        theta = [v.view_as(p) for v, p in zip(values, params, strict=True)]
-        theta = perturb_filters(theta, hp.perturb_min, hp.perturb_max, g)
+        theta = FlatParams.of(self.net).unflatten(self.buffer.epoch(expert, hp.expert_epoch))
+        moved = perturb_filters(list(theta.values()), hp.perturb_min, hp.perturb_max, g)
         with torch.no_grad():
-            for p, v in zip(params, theta, strict=True):
+            for p, v in zip(self.net.parameters(), moved, strict=True):
                 p.copy_(v)
             for m in self.net.modules():  # the buffer keeps no statistics (as a fresh
                 if isinstance(m, _NormBase) and m.track_running_stats:  # network: reset)
