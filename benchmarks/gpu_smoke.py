@@ -43,8 +43,9 @@ STEPS: list[tuple[str, str, tuple[str, ...]]] = [
         (),
     ),
     (
-        "dsa-l1-validate-best",
+        "dsa-l1-dream-validate-best",
         f"distill {DIGITS} --method dsa --ipc 1 --iterations 4 --no-evaluate --hp distance=l1 "
+        "--hp sampling=representative --hp rep_interval=2 --hp batch_real=16 "
         "--validate-every 2 --select best-val --out {work}/dsa",
         (),
     ),

@@ -327,7 +327,7 @@ def test_outer_iteration_runs_the_schedule(digits, name):
     assert (m.outer_loop, m.inner_loop) == (2, 2)
     calls: list[str] = []
     match, train = m._match, m._train_net
-    m._match = lambda: (calls.append("match"), match())[1]  # type: ignore[method-assign]
+    m._match = lambda ol: (calls.append("match"), match(ol))[1]  # type: ignore[method-assign]
     m._train_net = lambda opt: (calls.append("train"), train(opt))[1]  # type: ignore[method-assign]
     forward = m.train_forward
     m.train_forward = lambda x: (calls.append("batch"), forward(x))[1]
@@ -542,3 +542,79 @@ def test_dc_expert_networks_bad_input(digits, expert_buffer, tmp_path):
     m = create_method("dc", net_init="experts", buffer=str(other), width=16)
     with pytest.raises(DataError, match="does not fit this version's convnet; retrain it"):
         m.check(digits)
+
+
+def _clustered_digits(digits, clusters: int = 3) -> dd.RealData:
+    """``digits`` whose training images of each class are ``clusters`` prototypes (random,
+    one set per class) plus a little noise, image i of a class in cluster i % clusters."""
+    g = torch.Generator().manual_seed(0)
+    x = digits.train_x.clone()
+    protos = torch.randn(digits.info.num_classes, clusters, *x.shape[1:], generator=g)
+    for c, idx in enumerate(digits.class_indices("train")):
+        for j, i in enumerate(idx.tolist()):
+            x[i] = protos[c, j % clusters] + 0.01 * torch.randn(x.shape[1:], generator=g)
+    return dd.RealData(
+        digits.info, x, digits.train_y, digits.val_x, digits.val_y, digits.test_x, digits.test_y
+    )
+
+
+def test_representative_batch_takes_one_image_per_cluster(digits):
+    from datadistill.methods.common import representative_indices
+
+    real = _clustered_digits(digits)
+    cpu = torch.device("cpu")
+    rep = representative_indices(real, lambda x: x.flatten(1), 3, 0, torch.Generator(), cpu)
+    assert rep.shape == (10, 3) and rep.dtype == torch.int64
+    for c, (row, idx) in enumerate(zip(rep, real.class_indices("train"), strict=True)):
+        assert (real.train_y[row] == c).all()
+        position = {int(i): j for j, i in enumerate(idx.tolist())}
+        assert sorted(position[int(i)] % 3 for i in row) == [0, 1, 2]  # each cluster once
+    assert torch.equal(real.train_images(rep)[4, 1], real.train_x[rep[4, 1]])
+    # a pool as large as the batch is the batch: distinct images of the class, no clustering
+    g = torch.Generator().manual_seed(1)
+    pooled = representative_indices(real, lambda x: 1 / 0, 4, 4, g, cpu)
+    for c, row in enumerate(pooled):
+        assert len(set(row.tolist())) == 4 and (real.train_y[row] == c).all()
+    # a class smaller than the batch gives all of its images, cycled
+    keep = torch.ones(len(real.train_y), dtype=torch.bool)
+    keep[real.class_indices()[2][2:]] = False
+    small = dd.RealData(
+        real.info, real.train_x[keep], real.train_y[keep], *real.split("val"), *real.split("test")
+    )
+    row = representative_indices(small, lambda x: x.flatten(1), 3, 0, torch.Generator(), cpu)[2]
+    assert row[0] == row[2] != row[1] and (small.train_y[row] == 2).all()
+
+
+def test_dc_representative_batch_is_clustered_in_the_network_every_interval(digits, monkeypatch):
+    from datadistill.methods import dc
+
+    hp = {**SMOKE_HPARAMS["dsa"], "sampling": "representative", "rep_interval": 3}
+    m = create_method("dsa", **hp)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    calls: list[tuple] = []
+    cluster = dc.representative_indices
+
+    def spy(real, embed, n, pool, generator, device):
+        calls.append((embed, n, pool))
+        return cluster(real, embed, n, pool, generator, device)
+
+    monkeypatch.setattr(dc, "representative_indices", spy)
+    batches = []
+    real_batch = m._real_batch
+    m._real_batch = lambda ol: (lambda b: (batches.append(b), b)[1])(real_batch(ol))
+    for _ in range(3):  # 6 matches (outer_loop 2): clusterings before the 1st and the 4th
+        m.step()
+    assert len(calls) == 2 and all(c == (m.net.embed, 32, 0) for c in calls)
+    assert [torch.equal(batches[0], b) for b in batches] == [True] * 3 + [False] * 3
+    assert torch.equal(batches[-1], digits.train_images(m.rep))
+
+
+def test_dc_sampling_bad_input():
+    with pytest.raises(ConfigError, match="sampling"):
+        create_method("dc", sampling="dream")
+    with pytest.raises(ConfigError, match="'rep_pool' parameter of DC must be 0"):
+        create_method("dc", sampling="representative", batch_real=64, rep_pool=32)
+    with pytest.raises(ConfigError, match="rep_interval"):
+        create_method("dc", sampling="representative", rep_interval=0)
+    with pytest.warns(UserWarning, match="rep_pool=512 has no effect with sampling='random'"):
+        create_method("dc", rep_pool=512)

@@ -122,6 +122,18 @@ class RealData:
         m contributes all its images in random order, cycled to fill its m slots (so each
         of its images appears m // count or m // count + 1 times), instead of capping every
         class at the smallest one. Uses only ``generator``."""
+        return self.train_images(self.sample_indices_per_class(n, generator))
+
+    def train_images(self, idx: Tensor) -> Tensor:
+        """The training images at positions ``idx`` (any shape, int64): ``(*idx.shape, C,
+        H, W)``, e.g. (K, m, C, H, W) for the indices :meth:`sample_indices_per_class`
+        draws or a method picked from :meth:`class_indices`."""
+        flat = self.train_x[idx.reshape(-1).to(self.device)]
+        return flat.reshape(*idx.shape, *self.train_x.shape[1:])
+
+    def sample_indices_per_class(self, n: int, generator: torch.Generator) -> Tensor:
+        """The training-split positions of :meth:`sample_per_class`'s draw: (K, m) int64
+        on the CPU, row k holding class k's."""
         if n < 0:
             raise ConfigError(f"The number of images to sample must be >= 0. Got {n!r} instead.")
         padded, counts = self._padded_train()  # (K, L), (K,)
@@ -140,8 +152,7 @@ class RealData:
         else:
             order = keys.argsort(dim=1)  # (K, L): each class's positions, shuffled, first
             pos = order.gather(1, torch.arange(m)[None, :] % counts[:, None])
-        idx = padded.gather(1, pos).reshape(-1).to(self.device)  # (K*m,)
-        return self.train_x[idx].reshape(k, m, *self.train_x.shape[1:])
+        return padded.gather(1, pos)  # (K, m)
 
     # ------------------------------------------------------------------ pixel space
 

@@ -73,6 +73,43 @@ def kmeans_nearest(x: Tensor, k: int, seed: int) -> Tensor:
     return torch.tensor(chosen, dtype=torch.long)
 
 
+@torch.no_grad()
+def representative_indices(
+    real: RealData,
+    embed: Callable[[Tensor], Tensor],
+    n: int,
+    pool: int,
+    generator: torch.Generator,
+    device: torch.device,
+    chunk: int = 1024,
+) -> Tensor:
+    """DREAM's representative real batch (Liu et al., ICCV 2023): per class, the ``n``
+    training images nearest to the centroids of an ``n``-means clustering of the class in
+    the feature space ``embed`` (a network's embedding), so that the batch covers the
+    class evenly instead of by chance. ``pool`` > 0 clusters a random draw of that many of
+    the class's images instead of all of them (DREAM's; on a CPU the whole class can take
+    longer than the matches it serves). A class with at most ``n`` images (in its pool)
+    gives them all, cycled. Returns (K, n) training-split positions on the CPU; draws come
+    from ``generator``."""
+    rows = []
+    for idx in real.class_indices("train"):
+        if 0 < pool < len(idx):
+            perm = torch.randperm(len(idx), generator=generator, device=generator.device)
+            idx = idx[perm[:pool].cpu()]
+        if len(idx) <= n:
+            rows.append(idx[torch.arange(n) % len(idx)])
+            continue
+        feats = torch.cat(
+            [
+                embed(real.train_images(idx[i : i + chunk]).to(device)).float().flatten(1)
+                for i in range(0, len(idx), chunk)
+            ]
+        )
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        rows.append(idx[kmeans_nearest(feats, n, seed)])
+    return torch.stack(rows)
+
+
 def init_synset(
     real: RealData,
     ipc: int,
