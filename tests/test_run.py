@@ -25,7 +25,7 @@ HP = SMOKE_HPARAMS["dm"]
         ("dm", {"factor": 2}),
         ("mtt", {"soft_labels": True, "factor": 2}),
         ("dsa", {"net_init": "experts", "width": 16}),  # the buffer: the fixture's
-        ("dsa", {"sampling": "representative", "rep_interval": 3}),  # resumed mid-interval
+        ("dsa", {"sampling": "representative", "rep_pool": 40}),
     ],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, digits, request, method, extra):

@@ -570,27 +570,35 @@ def test_representative_batch_takes_one_image_per_cluster(digits):
         position = {int(i): j for j, i in enumerate(idx.tolist())}
         assert sorted(position[int(i)] % 3 for i in row) == [0, 1, 2]  # each cluster once
     assert torch.equal(real.train_images(rep)[4, 1], real.train_x[rep[4, 1]])
-    # a pool as large as the batch is the batch: distinct images of the class, no clustering
-    g = torch.Generator().manual_seed(1)
-    pooled = representative_indices(real, lambda x: 1 / 0, 4, 4, g, cpu)
-    for c, row in enumerate(pooled):
-        assert len(set(row.tolist())) == 4 and (real.train_y[row] == c).all()
-    # a class smaller than the batch gives all of its images, cycled
+    # a pool: each clustering sees that many images of the class, and picks among them
+    seen: list[torch.Tensor] = []
+    spy = lambda x: (seen.append(x), x.flatten(1))[1]  # noqa: E731
+    pooled = representative_indices(real, spy, 3, 6, torch.Generator().manual_seed(1), cpu)
+    assert [len(x) for x in seen] == [6] * 10
+    for c, (row, x) in enumerate(zip(pooled, seen, strict=True)):
+        assert len(set(row.tolist())) == 3 and (real.train_y[row] == c).all()
+        assert all((x == real.train_x[i]).flatten(1).all(1).any() for i in row)
+    # a class smaller than the batch gives all of its images, in random order, cycled
     keep = torch.ones(len(real.train_y), dtype=torch.bool)
     keep[real.class_indices()[2][2:]] = False
     small = dd.RealData(
         real.info, real.train_x[keep], real.train_y[keep], *real.split("val"), *real.split("test")
     )
     row = representative_indices(small, lambda x: x.flatten(1), 3, 0, torch.Generator(), cpu)[2]
-    assert row[0] == row[2] != row[1] and (small.train_y[row] == 2).all()
+    assert set(row.tolist()) == set(small.class_indices()[2].tolist()) and len(row) == 3
+    # the batch is capped at the largest class, as a random draw is
+    assert representative_indices(small, lambda x: 1 / 0, 500, 0, torch.Generator(), cpu).shape[
+        1
+    ] == max(small.class_counts())
 
 
-def test_dc_representative_batch_is_clustered_in_the_network_every_interval(digits, monkeypatch):
+def test_dc_representative_batch_is_clustered_in_each_network(digits, monkeypatch):
     from datadistill.methods import dc
 
     hp = {**SMOKE_HPARAMS["dsa"], "sampling": "representative", "rep_interval": 3}
     m = create_method("dsa", **hp)
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    m.outer_loop = 4
     calls: list[tuple] = []
     cluster = dc.representative_indices
 
@@ -602,19 +610,33 @@ def test_dc_representative_batch_is_clustered_in_the_network_every_interval(digi
     batches = []
     real_batch = m._real_batch
     m._real_batch = lambda ol: (lambda b: (batches.append(b), b)[1])(real_batch(ol))
-    for _ in range(3):  # 6 matches (outer_loop 2): clusterings before the 1st and the 4th
+    for _ in range(2):  # 8 matches: clusterings at matches 0 and 3 of each network
         m.step()
-    assert len(calls) == 2 and all(c == (m.net.embed, 32, 0) for c in calls)
-    assert [torch.equal(batches[0], b) for b in batches] == [True] * 3 + [False] * 3
-    assert torch.equal(batches[-1], digits.train_images(m.rep))
+    assert len(calls) == 4 and all(c == (m.net.embed, 32, 0) for c in calls)
+    same = [[torch.equal(a, b) for b in batches] for a in batches]
+    groups = [[0, 1, 2], [3], [4, 5, 6], [7]]
+    assert same == [[any(i in g and j in g for g in groups) for j in range(8)] for i in range(8)]
+    assert torch.equal(batches[-1], digits.train_images(m.rep_idx))
+
+
+@pytest.mark.parametrize("arch,precision", [("convnet_bn", "float32"), ("convnet", "bfloat16")])
+def test_dc_representative_batch_with_batch_norm_and_bf16(digits, arch, precision):
+    hp = {**SMOKE_HPARAMS["dsa"], "sampling": "representative", "rep_pool": 40}
+    m = create_method("dsa", **{**hp, "arch": arch, "precision": precision})
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    before = m.synthetic().images.detach().clone()
+    assert math.isfinite(m.step()["loss"])
+    assert not torch.equal(before, m.synthetic().images.detach())
 
 
 def test_dc_sampling_bad_input():
     with pytest.raises(ConfigError, match="sampling"):
         create_method("dc", sampling="dream")
-    with pytest.raises(ConfigError, match="'rep_pool' parameter of DC must be 0"):
-        create_method("dc", sampling="representative", batch_real=64, rep_pool=32)
+    with pytest.raises(ConfigError, match="rep_pool 64 leaves nothing to cluster"):
+        create_method("dc", sampling="representative", batch_real=64, rep_pool=64)
+    with pytest.raises(ConfigError, match="'rep_pool' parameter of DC must be an int >= 0"):
+        create_method("dc", sampling="representative", rep_pool=-1)
     with pytest.raises(ConfigError, match="rep_interval"):
         create_method("dc", sampling="representative", rep_interval=0)
-    with pytest.warns(UserWarning, match="rep_pool=512 has no effect with sampling='random'"):
-        create_method("dc", rep_pool=512)
+    with pytest.warns(UserWarning, match="rep_pool=32 has no effect with sampling='random'"):
+        create_method("dc", rep_pool=32)  # below batch_real, but unused: a warning only

@@ -83,21 +83,26 @@ def representative_indices(
     device: torch.device,
     chunk: int = 1024,
 ) -> Tensor:
-    """DREAM's representative real batch (Liu et al., ICCV 2023): per class, the ``n``
-    training images nearest to the centroids of an ``n``-means clustering of the class in
-    the feature space ``embed`` (a network's embedding), so that the batch covers the
-    class evenly instead of by chance. ``pool`` > 0 clusters a random draw of that many of
-    the class's images instead of all of them (DREAM's; on a CPU the whole class can take
-    longer than the matches it serves). A class with at most ``n`` images (in its pool)
-    gives them all, cycled. Returns (K, n) training-split positions on the CPU; draws come
-    from ``generator``."""
+    """DREAM's representative real batch (Liu et al., ICCV 2023): per class, the training
+    images nearest to the centroids of an ``m``-means clustering of the class in the
+    feature space ``embed`` (a network's embedding), one distinct image per centroid
+    (:func:`kmeans_nearest`; DREAM's nearest-image rule may pick one twice), so that the
+    batch covers the class evenly instead of by chance. DREAM clusters all of the class's
+    images; ``pool`` > 0 clusters a random draw of that many instead (cheaper on a CPU,
+    where the whole class can take longer than the matches it serves). As with
+    :meth:`RealData.sample_indices_per_class`, m = min(n, largest class), and a class with
+    at most m images (in its pool) gives them all in random order, cycled to m. Returns
+    (K, m) training-split positions on the CPU; draws come from ``generator``."""
+    per_class = real.class_indices("train")
+    m = min(n, max(len(idx) for idx in per_class))
     rows = []
-    for idx in real.class_indices("train"):
+    for idx in per_class:
         if 0 < pool < len(idx):
             perm = torch.randperm(len(idx), generator=generator, device=generator.device)
-            idx = idx[perm[:pool].cpu()]
-        if len(idx) <= n:
-            rows.append(idx[torch.arange(n) % len(idx)])
+            idx = idx[perm.cpu()[:pool]]
+        if len(idx) <= m:
+            order = torch.randperm(len(idx), generator=generator, device=generator.device)
+            rows.append(idx[order.cpu()[torch.arange(m) % len(idx)]])
             continue
         feats = torch.cat(
             [
@@ -105,8 +110,8 @@ def representative_indices(
                 for i in range(0, len(idx), chunk)
             ]
         )
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        rows.append(idx[kmeans_nearest(feats, n, seed)])
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+        rows.append(idx[kmeans_nearest(feats, m, seed)])
     return torch.stack(rows)
 
 

@@ -37,13 +37,14 @@ uniformly from [``perturb_min``, ``perturb_max``] with a random sign (the paper'
 paper finds converges in a fraction of the iterations.
 
 ``sampling="representative"`` matches on a representative real batch instead of a random
-one (DREAM, Liu et al., ICCV 2023): every ``rep_interval`` matches (DREAM's 10; counted
-over the whole run, so at IPC 1, one match per network, every tenth network clusters), each
-class's images (or a random pool of ``rep_pool`` of them) are clustered into
-``batch_real`` groups by k-means in the current network's embedding, and the image
-nearest to each centre joins the batch, which the matches then reuse until the next
-clustering. The batch covers each class evenly; the paper reaches random sampling's
-accuracy in an eighth of the iterations.
+one (DREAM, Liu et al., ICCV 2023): at the first match of each outer iteration and every
+``rep_interval``-th after it (DREAM's 10), each class's training images (DREAM's choice;
+or a random pool of ``rep_pool`` of them, cheaper) are clustered into ``batch_real``
+groups by k-means in the network's current embedding, and the image nearest to each
+centre joins the batch, which the matches then reuse until the next clustering. The batch
+covers each class evenly; the paper reaches random sampling's accuracy in an eighth of the
+iterations. The k-means runs on the CPU (scikit-learn): for a whole class of thousands of
+images into hundreds of centres, seconds per class, which ``rep_pool`` bounds.
 
 ``precision="bfloat16"`` (or ``"auto"``: bf16 where the device computes it natively)
 autocasts the two parts that need no second-order gradient, the real side's per-class
@@ -120,9 +121,10 @@ class DCParams(HParams):
     sampling: str = "random"  # the real batch: "random" (the paper's) or "representative"
     # (DREAM: the images nearest to batch_real k-means centres of the class, re-clustered
     # in the current network's embedding every rep_interval matches)
-    rep_interval: int = 10  # matches between two clusterings (DREAM's 10)
+    rep_interval: int = 10  # matches between two clusterings within an outer iteration
+    # (each iteration's network clusters at its first match; DREAM's 10)
     rep_pool: int = 0  # images per class clustered: 0, all of them (DREAM's), else a
-    # random draw of this many at each clustering (cheaper; at least batch_real)
+    # random draw of this many at each clustering (cheaper; more than batch_real)
     batch_train: int = 256  # batch size of the network's training between matches
     outer_loop: int = 0  # matches per iteration; 0: the paper's schedule by IPC
     inner_loop: int = 0  # network epochs between matches; 0: by IPC (net_data "real": 1)
@@ -186,8 +188,14 @@ class DCParams(HParams):
         one_of("DC", "sampling", self.sampling, SAMPLINGS)
         positive("DC", "rep_interval", self.rep_interval, int)
         p = self.rep_pool
-        fits = isinstance(p, int) and not isinstance(p, bool) and (p == 0 or p >= self.batch_real)
-        require("DC", "rep_pool", p, fits, "0 (the whole class) or an int >= batch_real")
+        integer = isinstance(p, int) and not isinstance(p, bool)
+        require("DC", "rep_pool", p, integer and p >= 0, "an int >= 0 (0: the whole class)")
+        if self.sampling == "representative" and 0 < p <= self.batch_real:
+            raise ConfigError(
+                f"rep_pool {p} leaves nothing to cluster: each clustering picks batch_real "
+                f"({self.batch_real}) images per class from the pool, so give more than "
+                f"{self.batch_real}, or 0 for the whole class."
+            )
         one_of("DC", "net_init", self.net_init, NET_INITS)
         require("DC", "buffer", self.buffer, isinstance(self.buffer, str), "a folder path")
         e = self.expert_epoch
@@ -256,7 +264,6 @@ class DC(Method):
         )
         outer, inner = default_loops(ipc)
         self.outer_loop = hp.outer_loop or outer
-        self.rep: torch.Tensor | None = None  # the representative batch's train positions
         self.inner_loop = hp.inner_loop or (inner if hp.net_data == "synthetic" else 1)
         self.net = create_model_for(hp.arch, real.info, hp.width, generator).to(device)
         self.bn = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -278,6 +285,7 @@ class DC(Method):
         self.layout = torch.channels_last if self.dtype == torch.bfloat16 else None
         if self.layout is not None:
             self.net.to(memory_format=self.layout)  # type: ignore[call-overload]
+        self.rep_idx: torch.Tensor | None = None  # representative batch (train positions)
 
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
@@ -348,19 +356,19 @@ class DC(Method):
         return float(loss.detach())
 
     def _real_batch(self, ol: int) -> torch.Tensor:
-        """The real images of the ``ol``-th match of this outer iteration, (K, batch_real,
-        C, H, W): a fresh random draw, or DREAM's representative batch, re-clustered in the
-        network's current embedding at every ``rep_interval``-th match of the run."""
+        """The real images of the ``ol``-th match of this outer iteration, (K, m, C, H, W)
+        with m = min(batch_real, largest class): a fresh random draw, or DREAM's
+        representative batch, clustered in the network's current embedding (float32,
+        batch norm frozen as for the match) at match 0 and every ``rep_interval``-th."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
         if hp.sampling == "random":
             return self.real.sample_per_class(hp.batch_real, self.generator)
-        if self.rep is None or (self.iteration * self.outer_loop + ol) % hp.rep_interval == 0:
-            embed: Any = self.net.embed  # the network as it matches (batch norm frozen)
-            with autocast_to(self.dtype, self.device):
-                self.rep = representative_indices(
-                    self.real, embed, hp.batch_real, hp.rep_pool, self.generator, self.device
-                )
-        return self.real.train_images(self.rep)
+        if ol % hp.rep_interval == 0 or self.rep_idx is None:
+            embed: Any = self.net.embed
+            self.rep_idx = representative_indices(
+                self.real, embed, hp.batch_real, hp.rep_pool, self.generator, self.device
+            )
+        return self.real.train_images(self.rep_idx)
 
     def _real_grads(self, theta: dict[str, torch.Tensor], real: torch.Tensor, y: torch.Tensor):
         """Per-class gradients on the real batch (no graph): one pass per chunk of
@@ -432,8 +440,6 @@ class DC(Method):
         out = {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
         if self.hparams.net_init == "experts":  # type: ignore[attr-defined]
             out["experts"] = self.buffer.names()  # a resume draws from the same experts
-        if self.rep is not None:  # a resume matches on the same batch until re-clustering
-            out["representative"] = self.rep.clone()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -441,7 +447,6 @@ class DC(Method):
             self.buffer.keep_only(state["experts"])
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rep = state.get("representative")
         set_lr(self.optimizer, self.hparams.lr_img)  # type: ignore[attr-defined]
 
 
