@@ -286,6 +286,8 @@ class DC(Method):
         if self.layout is not None:
             self.net.to(memory_format=self.layout)  # type: ignore[call-overload]
         self.rep_idx: torch.Tensor | None = None  # representative batch (train positions)
+        embed: Any = self.net.embed  # DREAM's clustering space, compiled as the training
+        self.embed = maybe_compile(embed, mode, device, 0) if hp.sampling != "random" else embed
 
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
@@ -364,9 +366,8 @@ class DC(Method):
         if hp.sampling == "random":
             return self.real.sample_per_class(hp.batch_real, self.generator)
         if ol % hp.rep_interval == 0 or self.rep_idx is None:
-            embed: Any = self.net.embed
             self.rep_idx = representative_indices(
-                self.real, embed, hp.batch_real, hp.rep_pool, self.generator, self.device
+                self.real, self.embed, hp.batch_real, hp.rep_pool, self.generator, self.device
             )
         return self.real.train_images(self.rep_idx)
 
