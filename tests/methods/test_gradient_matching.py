@@ -570,20 +570,20 @@ def test_representative_batch_takes_one_image_per_cluster(digits):
         position = {int(i): j for j, i in enumerate(idx.tolist())}
         assert sorted(position[int(i)] % 3 for i in row) == [0, 1, 2]  # each cluster once
     assert torch.equal(real.train_images(rep)[4, 1], real.train_x[rep[4, 1]])
-    # a pool: the clustering sees that many images of each class, and picks among them;
-    # all classes are embedded together, in chunks of one shape (the last one padded)
+    # a pool: the clustering sees that many images of each class, and picks among them
     seen: list[torch.Tensor] = []
     spy = lambda x: (seen.append(x), x.flatten(1))[1]  # noqa: E731
     pooled = representative_indices(real, spy, 3, 6, torch.Generator().manual_seed(1), cpu)
-    assert [len(x) for x in seen] == [60]
-    for c, row in enumerate(pooled):
+    assert [len(x) for x in seen] == [6] * 10
+    for c, (row, x) in enumerate(zip(pooled, seen, strict=True)):
         assert len(set(row.tolist())) == 3 and (real.train_y[row] == c).all()
-        assert all((seen[0] == real.train_x[i]).flatten(1).all(1).any() for i in row)
+        assert all((x == real.train_x[i]).flatten(1).all(1).any() for i in row)
+    # in chunks of one shape, each class's last one padded: the same picks
     seen.clear()
     chunked = representative_indices(
-        real, spy, 3, 6, torch.Generator().manual_seed(1), cpu, chunk=7
+        real, spy, 3, 6, torch.Generator().manual_seed(1), cpu, chunk=4
     )
-    assert [len(x) for x in seen] == [7] * 9 and not seen[-1][4:].any()  # 60 = 8 * 7 + 4
+    assert [len(x) for x in seen] == [4] * 20 and not seen[1][2:].any()  # 6 = 4 + 2
     assert torch.equal(chunked, pooled)
     # a class smaller than the batch gives all of its images, in random order, cycled
     keep = torch.ones(len(real.train_y), dtype=torch.bool)

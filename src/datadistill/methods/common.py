@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -117,9 +117,10 @@ def representative_indices(
     :meth:`RealData.sample_indices_per_class`, m = min(n, largest class), and a class with
     at most m images (in its pool) gives them all in random order, cycled to m.
 
-    The images are embedded together, in chunks of ``chunk`` (the last one padded with
-    zeros), so that a compiled ``embed`` sees one shape. Returns (K, m) training-split
-    positions on the CPU; draws come from ``generator``."""
+    The images are embedded class by class (one class's features in memory at a time) in
+    chunks of one size, at most ``chunk``, each class's last one padded with zeros, so
+    that a compiled ``embed`` sees one shape. Returns (K, m) training-split positions on
+    the CPU; draws come from ``generator``."""
     per_class = real.class_indices("train")
     m = min(n, max(len(idx) for idx in per_class))
     pools = []
@@ -129,41 +130,40 @@ def representative_indices(
             idx = idx[perm.cpu()[:pool]]
         pools.append(idx)
     clustered = [idx for idx in pools if len(idx) > m]
-    feats = iter(_embed_all(real, embed, clustered, device, chunk))
+    feats = _class_embeddings(real, embed, clustered, device, chunk)
     rows = []
     for idx in pools:
         if len(idx) <= m:
             order = torch.randperm(len(idx), generator=generator, device=generator.device)
             rows.append(idx[order.cpu()[torch.arange(m) % len(idx)]])
             continue
-        x = next(feats)
+        x = next(feats)  # this class's features (classes in order)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
         start = kmeans_plus_plus(x, m, torch.Generator().manual_seed(seed))
         rows.append(idx[kmeans_nearest(x, m, seed, init=start)])
     return torch.stack(rows)
 
 
-def _embed_all(
+def _class_embeddings(
     real: RealData,
     embed: Callable[[Tensor], Tensor],
     groups: list[Tensor],
     device: torch.device,
     chunk: int,
-) -> list[Tensor]:
-    """``embed`` of the training images of each index tensor in ``groups``, (n_i, D)
-    float32 each, computed over all groups at once in equal chunks (the last one padded)."""
-    if not groups:
-        return []
-    flat = torch.cat(groups)
-    size = min(chunk, len(flat))
-    out = []
-    for start in range(0, len(flat), size):
-        x = real.train_images(flat[start : start + size]).to(device)
-        short = size - x.shape[0]
-        if short:
-            x = torch.cat([x, x.new_zeros(short, *x.shape[1:])])
-        out.append(embed(x)[: size - short].float().flatten(1))
-    return list(torch.cat(out).split([len(g) for g in groups]))
+) -> Iterator[Tensor]:
+    """``embed`` of the training images of each index tensor in ``groups`` in turn, (n_i,
+    D) float32, in chunks of one size (the largest group's size, at most ``chunk``), each
+    group's last chunk padded with zeros."""
+    size = min(chunk, max((len(g) for g in groups), default=1))
+    for g in groups:
+        parts = []
+        for start in range(0, len(g), size):
+            x = real.train_images(g[start : start + size]).to(device)
+            short = size - x.shape[0]
+            if short:
+                x = torch.cat([x, x.new_zeros(short, *x.shape[1:])])
+            parts.append(embed(x)[: size - short].float().flatten(1))
+        yield torch.cat(parts)
 
 
 def init_synset(
