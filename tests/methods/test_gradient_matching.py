@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import datadistill as dd
-from datadistill.errors import ConfigError, DataError
+from datadistill.errors import ConfigError, DataError, RunError
 from datadistill.evaluation import get_protocol
 from datadistill.evaluation.evaluate import train_and_test
 from datadistill.experts import ExpertBuffer
@@ -626,14 +626,45 @@ def test_dc_representative_batch_is_clustered_in_each_network(digits, monkeypatc
     assert torch.equal(batches[-1], digits.train_images(m.rep_idx))
 
 
+def test_kmeans_plus_plus_starts_in_each_cluster():
+    from datadistill.methods.common import kmeans_plus_plus
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = centres.repeat_interleave(20, 0) + 0.1 * torch.randn(60, 2, generator=g)
+    start = kmeans_plus_plus(x, 3, torch.Generator().manual_seed(1))
+    assert start.shape == (3, 2) and all((x == row).all(1).any() for row in start)
+    assert sorted(torch.cdist(start, centres).argmin(1).tolist()) == [0, 1, 2]
+    # fewer distinct rows than centres: a start all the same, then the fit's distinct rows
+    from datadistill.methods.common import kmeans_nearest
+
+    two = torch.tensor([[0.0, 0.0], [1.0, 1.0]]).repeat(3, 1)
+    start = kmeans_plus_plus(two, 4, torch.Generator().manual_seed(0))
+    assert len({tuple(r) for r in start.tolist()}) == 2
+    assert len(set(kmeans_nearest(two, 4, 0, init=start).tolist())) == 4
+
+
+def test_representative_batch_refuses_a_diverged_network(digits):
+    from datadistill.methods.common import representative_indices
+
+    nan = lambda x: torch.full((x.shape[0], 3), float("nan"))  # noqa: E731
+    with pytest.raises(RunError, match="embedding of the real images is not finite"):
+        representative_indices(digits, nan, 3, 0, torch.Generator(), torch.device("cpu"))
+
+
 @pytest.mark.parametrize("arch,precision", [("convnet_bn", "float32"), ("convnet", "bfloat16")])
 def test_dc_representative_batch_with_batch_norm_and_bf16(digits, arch, precision):
     hp = {**SMOKE_HPARAMS["dsa"], "sampling": "representative", "rep_pool": 40}
     m = create_method("dsa", **{**hp, "arch": arch, "precision": precision})
     m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    modes: list[bool] = []
+    embed = m.embed
+    m.embed = lambda x: (modes.extend(b.training for b in m.bn), embed(x))[1]
     before = m.synthetic().images.detach().clone()
     assert math.isfinite(m.step()["loss"])
     assert not torch.equal(before, m.synthetic().images.detach())
+    # batch norm: the clustering sees the network as the match does, statistics frozen
+    assert (len(modes) > 0 and not any(modes)) if arch == "convnet_bn" else modes == []
 
 
 def test_dc_sampling_bad_input():

@@ -40,8 +40,9 @@ paper finds converges in a fraction of the iterations.
 one (DREAM, Liu et al., ICCV 2023): at the first match of each outer iteration and every
 ``rep_interval``-th after it (DREAM's 10), each class's training images (DREAM's choice;
 or a random pool of ``rep_pool`` of them, cheaper) are clustered into ``batch_real``
-groups by k-means in the network's current embedding, and the image nearest to each
-centre joins the batch, which the matches then reuse until the next clustering. The batch
+groups (at most the largest class's size; a class no larger gives all its images) by
+k-means in the network's current embedding, and the image nearest to each centre joins
+the batch, which the matches then reuse until the next clustering. The batch
 covers each class evenly; the paper reaches random sampling's accuracy in an eighth of the
 iterations. The k-means runs on the CPU (scikit-learn): for a whole class of thousands of
 images into hundreds of centres, seconds per class, which ``rep_pool`` bounds.
@@ -365,7 +366,7 @@ class DC(Method):
         hp: DCParams = self.hparams  # type: ignore[assignment]
         if hp.sampling == "random":
             return self.real.sample_per_class(hp.batch_real, self.generator)
-        if ol % hp.rep_interval == 0 or self.rep_idx is None:
+        if ol % hp.rep_interval == 0 or self.rep_idx is None:  # (ol 0 always clusters)
             self.rep_idx = representative_indices(
                 self.real, self.embed, hp.batch_real, hp.rep_pool, self.generator, self.device
             )
