@@ -124,6 +124,17 @@ class RealData:
         class at the smallest one. Uses only ``generator``."""
         return self.train_images(self.sample_indices_per_class(n, generator))
 
+    def require_train_images(self) -> None:
+        """Raise a :class:`DataError` naming the first class without training images: every
+        class needs one to be sampled from."""
+        counts = self._padded_train()[1]
+        if int(counts.min()) == 0:
+            empty = int((counts == 0).nonzero()[0])
+            raise DataError(
+                f"Class {empty} has no training images to sample from; every class needs "
+                "at least one."
+            )
+
     def train_images(self, idx: Tensor) -> Tensor:
         """The training images at positions ``idx`` (any shape, int64): ``(*idx.shape, C,
         H, W)``, e.g. (K, m, C, H, W) for the indices :meth:`sample_indices_per_class`
@@ -141,12 +152,8 @@ class RealData:
         m = min(n, length)
         keys = torch.rand(k, length, generator=generator, device=generator.device).cpu()
         keys.masked_fill_(torch.arange(length) >= counts[:, None], 2.0)  # padding sorts last
-        if m > 0 and int(counts.min()) == 0:
-            empty = int((counts == 0).nonzero()[0])
-            raise DataError(
-                f"Class {empty} has no training images to sample from; every class needs "
-                "at least one."
-            )
+        if m > 0:
+            self.require_train_images()
         if m <= int(counts.min()):  # every class has m images: a partial sort suffices
             pos = keys.topk(m, dim=1, largest=False).indices  # (K, m), random order per row
         else:

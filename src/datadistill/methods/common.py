@@ -11,7 +11,7 @@ from torch import Tensor
 
 from datadistill._device import compiler_works, native_bf16
 from datadistill.data import RealData
-from datadistill.errors import ConfigError, DataError, RunError
+from datadistill.errors import ConfigError, RunError
 from datadistill.synthetic import MultiFormationSet, PixelSet, SyntheticSet, check_factor
 
 PRECISIONS = ("float32", "bfloat16", "auto")
@@ -123,11 +123,7 @@ def representative_indices(
     that a compiled ``embed`` sees one shape. Returns (K, m) training-split positions on
     the CPU; draws come from ``generator``."""
     per_class = real.class_indices("train")
-    if any(len(idx) == 0 for idx in per_class):
-        empty = next(c for c, idx in enumerate(per_class) if len(idx) == 0)
-        raise DataError(
-            f"Class {empty} has no training images to sample from; every class needs at least one."
-        )
+    real.require_train_images()
     m = min(n, max(len(idx) for idx in per_class))
     pools = []
     for idx in per_class:

@@ -288,7 +288,7 @@ class DC(Method):
             self.net.to(memory_format=self.layout)  # type: ignore[call-overload]
         self.rep_idx: torch.Tensor | None = None  # representative batch (train positions)
         embed: Any = self.net.embed  # DREAM's clustering space, compiled as the training
-        self.embed = maybe_compile(embed, mode, device, 0) if hp.sampling != "random" else embed
+        self.embed = maybe_compile(embed, mode, device, 0)  # (compiled at its first call)
 
     # ------------------------------------------------------------------ one outer iteration
     def step(self) -> dict[str, float]:
