@@ -61,3 +61,25 @@ def test_import_and_help_do_not_import_torch():
     r = _python("import datadistill as dd; print(sorted(dd.METHODS.names()))")
     assert r.returncode == 0, r.stderr
     assert "dm" in r.stdout
+
+
+def test_an_unknown_name_on_the_command_line_is_refused_before_torch_loads():
+    for argv, expected in (
+        (["distill", "--dataset", "digits", "--method", "dmm", "--out", "x"], "'dm'"),
+        (["distill", "--dataset", "mnisst", "--out", "x"], "npz:PATH"),
+        (["distill", "--dataset", "digits", "--out", "x", "--protocol", "dcc"], "'dc'"),
+        (["distill", "--dataset", "digits", "--out", "x", "--eval-arch", "convnet,vgg"], "vgg11"),
+        (["experts", "--dataset", "digits", "--out", "x", "--arch", "lenett"], "'lenet'"),
+        (["evaluate", "no-such.safetensors", "--protocol", "dcc"], "'dc'"),
+    ):
+        r = _python(
+            "import sys\n"
+            "from datadistill.cli import main\n"
+            f"sys.argv = ['datadistill', *{argv!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 2, e.code\n"
+            "else:\n    raise AssertionError('no exit')\n"
+            f"{_NO_TORCH}"
+        )
+        assert r.returncode == 0, (argv, r.stderr)
+        assert r.stderr.startswith("error: Unknown ") and expected in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1, r.stderr

@@ -1,3 +1,6 @@
+import importlib
+import sys
+
 import pytest
 
 from datadistill.errors import UnknownNameError
@@ -68,3 +71,47 @@ def test_a_name_that_is_not_a_string_is_one_clear_error(name):
     reg.register("dm")(0)
     with pytest.raises(UnknownNameError, match=f"A method name must be a string, got {name}"):
         reg.get(name)  # type: ignore[arg-type]
+
+
+def test_the_command_lines_name_lists_are_the_registries():
+    """``datadistill._names`` checks names before torch loads; its lists must be the
+    registries' (a new method, model, dataset or protocol is added to both)."""
+    from datadistill import _names
+
+    for kind, (module, attr) in _names.REGISTRIES.items():
+        registry = getattr(importlib.import_module(module), attr)
+        assert list(_names.BUILTIN_NAMES[kind]) == registry.names(), kind
+
+
+def test_the_early_check_matches_the_registry(monkeypatch):
+    from datadistill import _names
+    from datadistill.methods import METHODS
+
+    with pytest.raises(UnknownNameError) as live:
+        METHODS.canonical("dmm")
+    _names.check_name("method", "DM")  # case-free, as the registry
+    _names.check_name("model", "resnet18-bn")  # - and _ alike
+    _names.check_dataset("npz:anything.npz")  # user data: checked when read
+    # without the loaded registry: the static list gives the registry's own sentence
+    monkeypatch.delitem(sys.modules, "datadistill.methods.base")
+    with pytest.raises(UnknownNameError) as early:
+        _names.check_name("method", "dmm")
+    assert str(early.value) == str(live.value)
+    with pytest.raises(UnknownNameError, match="must be a string"):
+        _names.check_name("method", None)  # type: ignore[arg-type]
+    with pytest.raises(UnknownNameError, match="Did you mean 'mnist'.*npz:PATH"):
+        _names.check_dataset("mnsit")
+
+
+def test_the_early_check_sees_a_method_registered_in_the_process():
+    """A script that registers its own method, then calls the command line in-process: the
+    loaded registry answers, not the builtin list."""
+    from datadistill import _names
+    from datadistill.methods import METHODS
+
+    METHODS.register("my-test-method")(object)  # type: ignore[arg-type]
+    try:
+        _names.check_name("method", "my_test_method")
+    finally:
+        METHODS._items.pop("my_test_method")
+        METHODS._meta.pop("my_test_method")

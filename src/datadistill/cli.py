@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from datadistill._device import program_allocator_default
+from datadistill._names import check_dataset, check_name
 from datadistill.errors import ConfigError, DatadistillError, Interrupted
 
 app = typer.Typer(
@@ -140,14 +141,15 @@ def distill(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Distill a dataset into a run folder (artefact, report, grid, curves)."""
-    from datadistill.evaluation import get_protocol
-    from datadistill.models import MODELS
+    check_dataset(dataset)  # a misspelt name is refused before torch loads
+    check_name("method", method)
+    if protocol is not None:
+        check_name("protocol", protocol)
+    for a in _split(eval_arch):
+        check_name("model", a)
+
     from datadistill.run import RunConfig, run
 
-    if protocol is not None:
-        get_protocol(protocol)
-    for a in _split(eval_arch):
-        MODELS.canonical(a)
     val_size = _val_size(val_size)
     config = RunConfig(
         dataset=dataset,
@@ -246,6 +248,11 @@ def evaluate(
     dataset: MovedData = None,
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
+    if protocol is not None:  # a misspelt name is refused before torch loads
+        check_name("protocol", protocol)
+    for a in _split(arch):
+        check_name("model", a)
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -373,12 +380,13 @@ def experts(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Train expert trajectories for trajectory matching (resumable: run it again)."""
+    check_dataset(dataset)  # a misspelt name is refused before torch loads
+    check_name("model", arch)
+
     from datadistill.data import load_dataset
     from datadistill.experts import ExpertRecipe, train_experts
-    from datadistill.models import MODELS
     from datadistill.report import plural
 
-    MODELS.canonical(arch)
     recipe = ExpertRecipe(
         arch=arch,
         width=width,

@@ -33,6 +33,20 @@ def _normalise_pattern(pattern: str) -> str:
     return "".join(out)
 
 
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    """The one line for a ``kind`` name that is none of ``valid``: the closest valid name,
+    if one is close, and all of them."""
+    close = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}."
+
+
+def is_name(name: str, valid: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``name`` is one of ``valid`` as a registry matches names (case-free, ``-``
+    and ``_`` alike)."""
+    return _normalise(name) in {_normalise(v) for v in valid}
+
+
 class Registry(Generic[T]):
     """A name -> object mapping with helpful errors.
 
@@ -66,12 +80,7 @@ class Registry(Generic[T]):
             )
         key = _normalise(name)
         if key not in self._items:
-            valid = self.names()
-            close = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.5)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(
-                f"Unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(valid)}."
-            )
+            raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
         return str(self._meta[key]["name"])
 
     def get(self, name: str) -> T:

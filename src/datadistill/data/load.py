@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datadistill._names import USER_DATA_HINT, split_user_data
 from datadistill.data.builtin import DATASETS
 from datadistill.data.imagefolder import read_imagefolder
 from datadistill.data.info import DatasetInfo
@@ -21,8 +22,6 @@ from datadistill.data.real import RealData
 from datadistill.data.splits import CAP_SEED, VAL_SEED, split_off, stratified_subset
 from datadistill.data.zca import DEFAULT_EPS, ZCA
 from datadistill.errors import ConfigError, DataError, UnknownNameError
-
-USER_PREFIXES = ("imagefolder", "npz")
 
 
 def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tuple[str, RawData]:
@@ -40,19 +39,8 @@ def _read(name: str, root: str | os.PathLike[str] | None, download: bool) -> tup
     try:
         canonical = DATASETS.canonical(name)
     except UnknownNameError as e:
-        raise UnknownNameError(
-            f"{str(e).rstrip('.')}, or 'imagefolder:PATH' / 'npz:PATH' for your own data."
-        ) from None
+        raise UnknownNameError(f"{str(e).rstrip('.')}{USER_DATA_HINT}") from None
     return canonical, DATASETS.get(canonical)(resolve_root(root), download)
-
-
-def split_user_data(name: str) -> tuple[str, str] | None:
-    """``("npz" | "imagefolder", PATH as given)`` for user data (``npz:PATH`` /
-    ``imagefolder:PATH``, spaces stripped; PATH may be empty), ``None`` for other names."""
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix.strip().lower() in USER_PREFIXES:
-        return prefix.strip().lower(), rest.strip()
-    return None
 
 
 def absolute_dataset_name(name: str) -> str:

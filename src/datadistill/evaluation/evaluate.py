@@ -308,8 +308,8 @@ def dataset_of(
     the files there no longer match it. ``data`` (``npz:PATH`` / ``imagefolder:PATH``)
     replaces the recorded name, for user data that has moved since. ``use`` names what the
     data is loaded for, in that error."""
+    from datadistill._names import split_user_data
     from datadistill.data import DATASETS, load_dataset
-    from datadistill.data.load import split_user_data
     from datadistill.data.zca import DEFAULT_EPS
 
     opts = distilled.manifest.get("data", {})

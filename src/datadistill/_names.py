@@ -1,0 +1,88 @@
+"""The builtin names of the registries, so that the command line refuses an unknown method,
+dataset, model or protocol in a fraction of a second, before it loads torch (the
+registries live with the code they name, which needs torch). ``tests/test_registry.py``
+holds these lists equal to the registries.
+
+In a process that has already loaded a registry (a user's script that registered its own
+method, then called the command line's ``main``), the checks ask that registry instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from datadistill.errors import UnknownNameError
+from datadistill.registry import is_name, unknown_name_message
+
+BUILTIN_NAMES: dict[str, tuple[str, ...]] = {
+    "method": ("dc", "dm", "dsa", "herding", "kcenter", "mtt", "random"),
+    "dataset": ("cifar10", "cifar100", "digits", "fashion-mnist", "kmnist", "mnist", "svhn"),
+    "model": (
+        "alexnet",
+        "convnet",
+        "convnet_bn",
+        "convnet_ln",
+        "convnet_mp",
+        "convnet_nn",
+        "convnetd3",
+        "convnetd4",
+        "convnetd5",
+        "convnetw32",
+        "convnetw64",
+        "lenet",
+        "mlp",
+        "resnet18",
+        "resnet18_bn",
+        "vgg11",
+        "vgg11_bn",
+    ),
+    "protocol": ("dc", "dsa", "fast", "mtt"),
+}
+
+# kind -> (module, attribute) of the live registry
+REGISTRIES: dict[str, tuple[str, str]] = {
+    "method": ("datadistill.methods.base", "METHODS"),
+    "dataset": ("datadistill.data.builtin", "DATASETS"),
+    "model": ("datadistill.models._factory", "MODELS"),
+    "protocol": ("datadistill.evaluation.protocols", "PROTOCOLS"),
+}
+
+USER_PREFIXES = ("imagefolder", "npz")
+USER_DATA_HINT = ", or 'imagefolder:PATH' / 'npz:PATH' for your own data."
+
+
+def split_user_data(name: str) -> tuple[str, str] | None:
+    """``("npz" | "imagefolder", PATH as given)`` for user data (``npz:PATH`` /
+    ``imagefolder:PATH``, spaces stripped; PATH may be empty), ``None`` for other names."""
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix.strip().lower() in USER_PREFIXES:
+        return prefix.strip().lower(), rest.strip()
+    return None
+
+
+def check_name(kind: str, name: str) -> None:
+    """Raise the registry's :class:`UnknownNameError` when ``name`` is not a ``kind`` (one of
+    :data:`BUILTIN_NAMES`' keys); without loading the registry unless it is loaded."""
+    module, attr = REGISTRIES[kind]
+    loaded = sys.modules.get(module)
+    if loaded is not None and hasattr(loaded, attr):
+        getattr(loaded, attr).canonical(name)
+        return
+    valid = list(BUILTIN_NAMES[kind])
+    if not isinstance(name, str):  # e.g. a null or a number read from a config file
+        raise UnknownNameError(
+            f"A {kind} name must be a string, got {name!r}. Valid {kind}s: {', '.join(valid)}."
+        )
+    if not is_name(name, valid):
+        raise UnknownNameError(unknown_name_message(kind, name, valid))
+
+
+def check_dataset(name: str) -> None:
+    """:func:`check_name` for a dataset, which may also be user data (``npz:`` /
+    ``imagefolder:``; their paths are checked when read)."""
+    if isinstance(name, str) and split_user_data(name) is not None:
+        return
+    try:
+        check_name("dataset", name)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"{str(e).rstrip('.')}{USER_DATA_HINT}") from None
