@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -97,6 +98,22 @@ def test_manifest_records_the_file_size(tmp_path, digits):
     for d in (_distilled(digits), _distilled(digits, soft=True, lr=0.1)):
         path = d.save(tmp_path / "x.safetensors")
         assert dd.load(path).manifest["artefact_bytes"] == path.stat().st_size
+
+
+def test_the_manifest_describes_the_set_in_memory_as_in_the_file(tmp_path, digits):
+    """What the manifest says of the set itself (dataset, IPC, sizes, factor) is there
+    before saving too, kept true by every copy; the file's own entries come with it."""
+    d = _distilled(digits)
+    described = ("dataset", "ipc", "num_images", "factor", "num_training_images")
+    assert d.manifest["ipc"] == 2 and d.manifest["num_training_images"] == 20
+    assert d.manifest["dataset"] == digits.info.to_dict() and d.manifest["seed"] == 3
+    assert "format_version" not in d.manifest and "artefact_bytes" not in d.manifest
+    back = dd.load(d.save(tmp_path / "x.safetensors"))
+    assert {k: back.manifest[k] for k in described} == {k: d.manifest[k] for k in described}
+    assert back.manifest["format_version"] == 1
+    smaller = dataclasses.replace(d, images=d.images[:10], labels=d.labels[:10])
+    assert smaller.manifest["ipc"] == 1 and smaller.manifest["num_images"] == 10
+    assert d.with_manifest(note="x").manifest["ipc"] == 2
 
 
 def test_load_rejects_bad_files(tmp_path):

@@ -111,6 +111,21 @@ class Distilled:
                 f"soft_labels must have shape (N, K) = ({n}, {k}){per_tile}; "
                 f"got {tuple(soft.shape)}."
             )
+        # what the manifest says of the set itself holds in memory as in the file (only
+        # the file's own entries, format_version, package_version, artefact_bytes, wait
+        # for save)
+        object.__setattr__(self, "manifest", {**self.manifest, **self._described()})
+
+    def _described(self) -> dict[str, Any]:
+        """The manifest entries derived from the set itself."""
+        n = int(self.images.shape[0])
+        return {
+            "dataset": self.info.to_dict(),
+            "ipc": self.ipc,
+            "num_images": n,
+            "factor": self.factor,
+            "num_training_images": n * self.factor**2,
+        }
 
     @property
     def ipc(self) -> int:
@@ -175,11 +190,7 @@ class Distilled:
             **self.manifest,
             "format_version": version,
             "package_version": _package_version(),
-            "dataset": self.info.to_dict(),
-            "ipc": self.ipc,
-            "num_images": int(self.images.shape[0]),
-            "factor": self.factor,
-            "num_training_images": int(self.images.shape[0]) * self.factor**2,
+            **self._described(),
         }
         # The manifest records the file's own size: write until the recorded number is the
         # size of the file that carries it. Only its digits change the header, and their
