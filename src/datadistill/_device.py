@@ -11,7 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from datadistill.errors import ConfigError
 
@@ -149,6 +149,17 @@ def native_bf16(device: torch.device) -> bool:
 
 def _has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
+
+
+COMPILE_CHOICES = ("auto", "yes", "no")  # every compile option's values
+
+
+def compile_choice(value: Any) -> Any:
+    """A compile option's value with a bool (``--hp compile=false`` reads as one) as "yes" /
+    "no"; anything else as given, for the caller to check against ``COMPILE_CHOICES``."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
 
 
 def compiler_works(device: torch.device) -> bool:

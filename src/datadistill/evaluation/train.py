@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datadistill._device import compiler_works
+from datadistill._device import COMPILE_CHOICES, compile_choice, compiler_works
 from datadistill.augment import DSA
 from datadistill.errors import ConfigError
 from datadistill.functional.class_grads import stem_logits
@@ -22,7 +22,6 @@ from datadistill.models.convnet import ConvNet
 # MNIST IPC 10 (100 x 300 x 784 = 23.5 M) compiles, one at IPC 1 (2.4 M) or on
 # scikit-learn's digits does not. GPUs: not measured yet, so "auto" stays eager there.
 TRAIN_COMPILE_MIN_PIXELS = 20_000_000
-COMPILE_CHOICES = ("auto", "yes", "no")
 COMPILE_ENV = "DATADISTILL_TRAIN_COMPILE"  # the default of ``compile`` (auto / yes / no)
 _compiled: dict[str, Callable[..., Tensor]] = {}  # one compiled function per process
 # from 2.5 Dynamo inlines nn.Modules (inline_inbuilt_nn_modules), so a module passed to a
@@ -123,8 +122,7 @@ def compiles(model: nn.Module, images: Tensor, work: int, mode: str | bool | Non
     ``$DATADISTILL_TRAIN_COMPILE`` (default "auto")."""
     if mode is None:
         mode = os.environ.get(COMPILE_ENV, "auto").strip().lower() or "auto"
-    if isinstance(mode, bool):
-        mode = "yes" if mode else "no"
+    mode = compile_choice(mode)
     if mode not in COMPILE_CHOICES:
         raise ConfigError(
             f"compile (or ${COMPILE_ENV}) must be one of {', '.join(COMPILE_CHOICES)}; "

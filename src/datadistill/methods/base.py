@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from datadistill._device import compile_choice
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.registry import Registry
@@ -41,9 +42,8 @@ class HParams:
     def __post_init__(self) -> None:
         # A switch must be a real bool: a string such as "no" is truthy and would turn it on.
         owner = self.display_name or type(self).__name__.removesuffix("Params")
-        compile_choice = getattr(self, "compile", None)
-        if isinstance(compile_choice, bool):  # --hp compile=false reads as a bool
-            object.__setattr__(self, "compile", "yes" if compile_choice else "no")
+        if hasattr(self, "compile"):
+            object.__setattr__(self, "compile", compile_choice(self.compile))
         for f in dataclasses.fields(self):
             if isinstance(f.default, bool):
                 value = getattr(self, f.name)

@@ -64,7 +64,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from datadistill._device import compiler_works
+from datadistill._device import COMPILE_CHOICES, compiler_works
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
@@ -210,7 +210,7 @@ class DCParams(HParams):
         registered_model(self, "DC")
         one_of("DC", "init", self.init, INITS)
         positive("DC", "factor", self.factor, int)
-        one_of("DC", "compile", self.compile, ("auto", "yes", "no"))
+        one_of("DC", "compile", self.compile, COMPILE_CHOICES)
         one_of("DC", "precision", self.precision, PRECISIONS)
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import Tensor, nn
 
+from datadistill._device import COMPILE_CHOICES
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
 from datadistill.functional import mean_embedding_loss
@@ -83,7 +84,7 @@ class DMParams(HParams):
         registered_model(self, "DM")
         one_of("DM", "init", self.init, INITS)
         positive("DM", "factor", self.factor, int)
-        one_of("DM", "compile", self.compile, ("auto", "yes", "no"))
+        one_of("DM", "compile", self.compile, COMPILE_CHOICES)
         one_of("DM", "real_precision", self.real_precision, PRECISIONS)
         require(
             "DM",
