@@ -114,6 +114,9 @@ def test_the_manifest_describes_the_set_in_memory_as_in_the_file(tmp_path, digit
     smaller = dataclasses.replace(d, images=d.images[:10], labels=d.labels[:10])
     assert smaller.manifest["ipc"] == 1 and smaller.manifest["num_images"] == 10
     assert d.with_manifest(note="x").manifest["ipc"] == 2
+    assert d.with_manifest(ipc=5).manifest["ipc"] == 2  # the set's own, not a claim
+    with pytest.raises(DataError, match="manifest must be a dict"):
+        dataclasses.replace(d, manifest=None)
 
 
 def test_load_rejects_bad_files(tmp_path):

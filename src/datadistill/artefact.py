@@ -77,6 +77,8 @@ class Distilled:
     factor: int = 1  # multi-formation: each stored image decodes to factor**2 training images
 
     def __post_init__(self) -> None:
+        if not isinstance(self.manifest, dict):
+            raise DataError(f"manifest must be a dict of JSON values; got {self.manifest!r}.")
         info, images, labels = self.info, self.images, self.labels
         try:
             check_factor(self.factor, info.image_size)
@@ -139,7 +141,9 @@ class Distilled:
         return decode_set(self.images, self.labels, self.soft_labels, self.factor)
 
     def with_manifest(self, **entries: Any) -> Distilled:
-        """A copy whose manifest is updated with ``entries``."""
+        """A copy whose manifest is updated with ``entries`` (the entries that describe the
+        set itself, ``dataset``, ``ipc``, ``num_images``, ``factor`` and
+        ``num_training_images``, always come from the set)."""
         return replace(self, manifest={**self.manifest, **entries})
 
     def as_dataset(self) -> Dataset[tuple[Tensor, ...]]:

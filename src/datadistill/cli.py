@@ -471,6 +471,10 @@ def list_(
     ] = None,
 ) -> None:
     """List the registered methods, datasets, models and protocols."""
+    kinds = ("methods", "datasets", "models", "protocols")
+    if what is not None and what not in kinds:  # refused before torch loads
+        raise ConfigError(f"Cannot list {what!r}; choose one of {', '.join(kinds)}.")
+
     from rich.console import Console
     from rich.table import Table
 
@@ -486,8 +490,6 @@ def list_(
         "models": MODELS,
         "protocols": PROTOCOLS,
     }
-    if what is not None and what not in registries:
-        raise ConfigError(f"Cannot list {what!r}; choose one of {', '.join(registries)}.")
     console = Console()
     for name, reg in registries.items():
         if what not in (None, name):
