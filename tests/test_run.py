@@ -696,6 +696,32 @@ def test_run_never_writes_into_a_folder_of_other_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
+def test_a_resume_leaves_files_added_to_its_run_folder_alone(tmp_path):
+    """show's PNG, an evaluation's JSON or a user's notes in a run folder do not stop its
+    resume (nor are they touched); without a checkpoint there is nothing to resume."""
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="dm",
+        ipc=1,
+        iterations=2,
+        evaluate=False,
+        device="cpu",
+        hparams=HP,
+    )
+    out = tmp_path / "run"
+    dd.run(cfg, out)
+    (out / "distilled.png").write_bytes(b"png")
+    (out / "notes.txt").write_text("keep me")
+    report = dd.run(dataclasses.replace(cfg, iterations=3), out, resume=True)
+    assert report["iterations"] == 3
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "distilled.png").read_bytes() == b"png"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="Nothing to resume"):
+        dd.run(cfg, tmp_path / "mine", resume=True)
+
+
 def test_two_callbacks_of_one_class_resume_their_own_states(tmp_path, digits):
     """A user's second History (every third step) keeps its own rows across a resume."""
     from datadistill.callbacks import History

@@ -774,7 +774,9 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run.")
-    if out.is_dir():  # a run writes config.json, report.md, ...: never over someone's files
+    # a run writes config.json, report.md, ...: never over someone's files; a resumed run's
+    # folder is its own, and what was added there since (show's PNG, notes) stays untouched
+    if out.is_dir() and not resume:
         others = sorted(p.name for p in out.iterdir() if p.name not in _RUN_FILES)
         if others:
             raise ConfigError(
