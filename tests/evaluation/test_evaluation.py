@@ -118,6 +118,28 @@ def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path,
     assert len(list((tmp_path / "c").glob("*.json"))) == 2
 
 
+def test_a_cache_that_cannot_be_written_keeps_the_results(digits, tmp_path):
+    """The baselines are trained before their cache entry is written: a cache folder that
+    cannot be created loses the caching (one warning naming the fix), not the results."""
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=2)
+    (tmp_path / "afile").write_text("")
+    with pytest.warns(UserWarning, match="cannot be written.*DATADISTILL_CACHE") as caught:
+        rep = dd.evaluate(
+            d,
+            digits,
+            proto,
+            archs=["convnetw32"],
+            seeds=1,
+            full_epochs=1,
+            device="cpu",
+            cache_dir=tmp_path / "afile" / "cache",
+        )
+    assert set(rep.results["convnetw32"]) == {"distilled", "random", "full"}
+    assert len({str(w.message) for w in caught}) == 1
+    assert (tmp_path / "afile").read_text() == ""
+
+
 def test_a_baseline_trained_compiled_has_its_own_cache_key(digits, tmp_path, monkeypatch):
     """Compiled training rounds differently, so a baseline's key says whether it would be
     trained compiled; an eager one keeps the key it had before compiled training existed."""

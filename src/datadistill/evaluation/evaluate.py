@@ -8,6 +8,7 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -242,12 +243,15 @@ def random_subset(real: RealData, ipc: int, seed: int) -> tuple[Tensor, Tensor]:
     return torch.cat(per_class), labels
 
 
+CACHE_ENV = "DATADISTILL_CACHE"
+
+
 def _cache_dir(cache_dir: str | Path | None) -> Path | None:
     if cache_dir is False:  # type: ignore[comparison-overlap]
         return None
     if cache_dir is not None:
         return Path(cache_dir)
-    env = os.environ.get("DATADISTILL_CACHE")
+    env = os.environ.get(CACHE_ENV)
     if env is not None and env.lower() == "off":  # e.g. while editing an editable install
         return None
     return Path(env) / "eval" if env else Path.home() / ".cache" / "datadistill" / "eval"
@@ -276,16 +280,26 @@ def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float
     key = {**key, "version": __version__, "torch": torch.__version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = cache / f"{digest}.json"
-    if path.is_file():
-        try:
+    try:
+        if path.is_file():
             return float(json.loads(path.read_text())["acc"])
-        except (ValueError, KeyError):
-            pass  # a damaged cache entry is recomputed
+    except (ValueError, KeyError, OSError):
+        pass  # a damaged or unreadable cache entry is recomputed
     acc = compute()
-    cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # concurrent runs never share one
-    tmp.write_text(json.dumps({"key": key, "acc": acc}))
-    tmp.replace(path)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"key": key, "acc": acc}))
+        tmp.replace(path)
+    except OSError as exc:  # the trained baseline is kept; only its caching is lost
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        warnings.warn(
+            f"The baseline cache {cache} cannot be written ({exc.strerror or exc}), so these "
+            f"baselines will be trained again next time; set ${CACHE_ENV} to a writable "
+            "folder or to 'off' (in Python: cache_dir=PATH or False).",
+            stacklevel=2,
+        )
     return acc
 
 
