@@ -97,6 +97,14 @@ class Teacher:
         """Soft-label logits for ``images`` whose hard labels are ``hard``: the teacher's
         over the temperature, or the log of their mixture with the one-hot labels."""
         logits = teacher_logits(net, images, self.temperature)
+        if not bool(torch.isfinite(logits).all()):
+            raise ConfigError(
+                f"The teacher's logits over temperature {self.temperature:g} are not finite "
+                f"(expert {self.expert} of {self.experts}, "
+                f"{'its last epoch' if self.epoch < 0 else f'epoch {self.epoch}'}): the "
+                "temperature is too small or the expert diverged; use a larger temperature "
+                "or another expert / epoch."
+            )
         w = self.hard_weight
         if not w:
             return logits
