@@ -151,6 +151,10 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         "evaluate", str(out / "distilled.safetensors"), "--json", str(tmp_path), check=False
     )
     assert bad_json.returncode == 2 and "is a folder" in bad_json.stderr
+    report = (out / "report.json").read_text()  # an existing file (the run's report): kept
+    bad_json = cli_here("evaluate", str(out), "--json", str(out / "report.json"), check=False)
+    assert bad_json.returncode == 2 and "already exists" in bad_json.stderr
+    assert (out / "report.json").read_text() == report
     (tmp_path / "afile").write_text("")  # --json under a file: refused before training
     bad_json = cli_here(
         "evaluate",
@@ -222,6 +226,11 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
         (["distill", "--dataset", "digits", "--val-size", "inf", "--out", "X"], "in [0, 1)"),
         (["show", "missing.safetensors", "--out", "."], "give show a .png file name"),
         (["distill", "--dataset", "digits", "--hp", "=3", "--out", "X"], "a name before '='"),
+        (
+            ["distill", "--dataset", "digits", "--hp", "lr_img=1e400", "--out", "X"],
+            "--hp lr_img=1e400 is not a finite number",
+        ),
+        (["distill", "--dataset", "digits", "--hp", "lr_img=NaN", "--out", "X"], "not a finite"),
         (["distill", "--dataset", "digits", "--hp", "lr_imgg=3", "--out", "X"], "'lr_img'?"),
         (
             ["distill", "--dataset", "digits", "--hp", "arch=convnett", "--out", "X"],
@@ -311,6 +320,30 @@ def test_ctrl_c_inside_a_command_says_how_to_resume(monkeypatch, cli_here):
     assert proc.stderr.strip().splitlines() == [
         "error: interrupted. The finished epochs are kept: the same command continues from them."
     ]
+
+
+def test_ctrl_c_before_a_runs_first_checkpoint_says_nothing_was_saved(
+    monkeypatch, cli_here, tmp_path
+):
+    import importlib
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # the module (datadistill.run is the function on the package)
+    monkeypatch.setattr(importlib.import_module("datadistill.run"), "run", interrupted)
+    out = tmp_path / "run"
+    args = ("distill", "--dataset", "digits", "--out")
+    proc = cli_here(*args, str(out), check=False)
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == (
+        "error: interrupted. Nothing was saved yet; run the same command (without --resume) "
+        "to start."
+    )
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")  # a run with a checkpoint: resume it
+    proc = cli_here(*args[:-1], f"--out={out}", check=False)
+    assert "--resume" in proc.stderr and "Nothing was saved" not in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,8 @@ MovedData = Annotated[
 
 
 def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
-    """``["lr_img=1.0", "dsa=false"]`` -> ``{"lr_img": 1.0, "dsa": False}``."""
+    """``["lr_img=1.0", "dsa=false"]`` -> ``{"lr_img": 1.0, "dsa": False}``; a key given
+    again takes its last value (a flag appended to a command overrides, as options do)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -67,6 +68,8 @@ def _parse_hparams(items: list[str] | None) -> dict[str, Any]:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 value = raw
+        if isinstance(value, float) and not math.isfinite(value):  # 1e400, NaN, Infinity
+            raise ConfigError(f"--hp {item.strip()} is not a finite number; give one that is.")
         out[key.strip()] = value
     return out
 
@@ -213,13 +216,14 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
 
 
 def _check_writable(path: Path, flag: str) -> None:
-    """Refuse now an output file that could not be written later: a folder, or one in a
-    folder that cannot be created or written (creates that folder)."""
+    """Refuse now an output file that could not be written later (a folder, or one in a
+    folder that cannot be created or written; creates that folder), or that exists."""
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file name for the results.")
+    if path.exists():  # e.g. a run folder's own report.json: never overwritten
+        raise ConfigError(f"{flag} {path} already exists; choose a new file name or delete it.")
     path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here is main's one line
-    target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
+    if not os.access(path.parent, os.W_OK):
         raise ConfigError(f"{flag} {path} cannot be written; choose a path you can write to.")
 
 
@@ -529,8 +533,27 @@ def _command() -> str:
     return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
 
 
+def _option(flag: str) -> str | None:
+    """The value given to ``flag`` on the command line (``--out X`` or ``--out=X``)."""
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a[len(flag) + 1 :]
+    return None
+
+
 def _interrupted() -> NoReturn:
-    print(f"error: interrupted.{_RESUME_ADVICE.get(_command(), '')}", file=sys.stderr)
+    advice = _RESUME_ADVICE.get(_command(), "")
+    out = _option("--out") if _command() == "distill" else None
+    # interrupted before the run's first checkpoint (e.g. while the data loads): nothing
+    # to resume. (A run's own names: run.CHECKPOINT_NAME, artefact.ARTEFACT_NAME.)
+    if out is not None and not any(
+        (Path(out) / name).is_file() for name in ("checkpoint.pt", "distilled.safetensors")
+    ):
+        advice = " Nothing was saved yet; run the same command (without --resume) to start."
+    print(f"error: interrupted.{advice}", file=sys.stderr)
     sys.exit(130)
 
 
