@@ -119,6 +119,12 @@ def test_the_manifest_describes_the_set_in_memory_as_in_the_file(tmp_path, digit
         dataclasses.replace(d, manifest=None)
 
 
+def test_load_says_a_checkpoint_is_not_a_set(tmp_path):
+    torch.save({"step": 1}, tmp_path / "checkpoint.pt")
+    with pytest.raises(DataError, match="is a torch file .* not a distilled set; give the run"):
+        dd.load(tmp_path / "checkpoint.pt")
+
+
 def test_load_rejects_bad_files(tmp_path):
     with pytest.raises(DataError, match="No distilled set"):
         dd.load(tmp_path / "missing.safetensors")

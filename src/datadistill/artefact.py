@@ -223,6 +223,15 @@ class Distilled:
         return path
 
 
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` starts as a zip archive does (torch.save's files)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def load(path: str | Path) -> Distilled:
     """Read an artefact written by :meth:`Distilled.save` (or a run folder's artefact)."""
     if not isinstance(path, (str, os.PathLike)):
@@ -241,6 +250,11 @@ def load(path: str | Path) -> Distilled:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
+        if _is_zip(path):  # torch.save's format: a run's checkpoint.pt, not its artefact
+            raise DataError(
+                f"{path} is a torch file (such as a run's checkpoint), not a distilled set; "
+                f"give the run folder or its {ARTEFACT_NAME}."
+            ) from None
         raise DataError(f"{path} is not a readable safetensors artefact ({exc}).") from None
     if "manifest" not in metadata or "images" not in tensors or "labels" not in tensors:
         raise DataError(f"{path} is a safetensors file but not a datadistill artefact.")
