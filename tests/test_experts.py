@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import datadistill as dd
 from datadistill.errors import ConfigError, DataError
 from datadistill.experts import ExpertBuffer, ExpertRecipe, expert_file, train_experts
 from tests.conftest import EXPERT_RECIPE
@@ -99,6 +100,10 @@ def test_buffer_errors(tmp_path, expert_buffer, digits):
         buf.check(digits, arch="convnet", width=128)
     with pytest.raises(ConfigError, match="number of experts"):
         train_experts(digits, tmp_path / "x", 0)
+    # the same dataset with another training split: its mean differs, and the fix is named
+    other = dd.load_dataset("digits", val_size=0.3)
+    with pytest.raises(ConfigError, match="mean=.*--val-size / --max-train the experts"):
+        buf.check(other)
 
 
 @pytest.mark.parametrize(

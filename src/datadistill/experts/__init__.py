@@ -559,6 +559,11 @@ class ExpertBuffer:
                     else f"{'with' if mine else 'without'} --zca"
                 )
                 fix = f"load the data as the buffer was ({how}), or {fix}"
+            elif key in ("mean", "std"):  # the same data, another training split
+                fix = (
+                    "the mean and std come from the training split, so load the data with "
+                    f"the --val-size / --max-train the experts were trained with, or {fix}"
+                )
             raise ConfigError(
                 f"The expert buffer {self.root} was trained with {key}={mine!r}, "
                 f"but the data has {key}={theirs!r}; {fix}."
