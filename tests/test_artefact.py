@@ -123,6 +123,9 @@ def test_load_says_a_checkpoint_is_not_a_set(tmp_path):
     torch.save({"step": 1}, tmp_path / "checkpoint.pt")
     with pytest.raises(DataError, match="is a torch file .* not a distilled set; give the run"):
         dd.load(tmp_path / "checkpoint.pt")
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 8, 8), np.uint8), y=np.zeros(2, np.int64))
+    with pytest.raises(DataError, match="is an .npz file, not a distilled set; as data it"):
+        dd.load(tmp_path / "x.npz")
 
 
 def test_load_rejects_bad_files(tmp_path):

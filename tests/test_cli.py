@@ -344,6 +344,8 @@ def test_ctrl_c_before_a_runs_first_checkpoint_says_nothing_was_saved(
     (out / "checkpoint.pt").write_bytes(b"")  # a run with a checkpoint: resume it
     proc = cli_here(*args[:-1], f"--out={out}", check=False)
     assert "--resume" in proc.stderr and "Nothing was saved" not in proc.stderr
+    proc = cli_here(*args, str(tmp_path / "other"), "--out", str(out), check=False)
+    assert "--resume" in proc.stderr  # the last --out is the run's, as the parser reads it
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,7 @@ def test_buffer_errors(tmp_path, expert_buffer, digits):
         train_experts(digits, tmp_path / "x", 0)
     # the same dataset with another training split: its mean differs, and the fix is named
     other = dd.load_dataset("digits", val_size=0.3)
-    with pytest.raises(ConfigError, match="mean=.*--val-size / --max-train the experts"):
+    with pytest.raises(ConfigError, match="mean=.*--val-size / --max-train used when the experts"):
         buf.check(other)
 
 

@@ -126,7 +126,10 @@ def test_a_changed_teacher_buffer_is_refused(digits, expert_buffer, tmp_path):
         ({"epoch": 4}, "beyond the 3 epochs"),
         ({"epoch": -2}, "epoch must be an int >= -1"),
         ({"temperature": 0.0}, "positive number"),
-        ({"temperature": 1e-320}, "not finite.*use a larger temperature"),  # logits / T: inf
+        (
+            {"temperature": 1e-320},
+            "not finite.*relabel with a larger temperature",
+        ),  # logits / T: inf
         ({"temperature": 1e-320, "hard_weight": 0.5}, "not finite"),
         ({"hard_weight": 1.0}, r"hard-label weight must be a number in \[0, 1\)"),
         ({"hard_weight": -0.1}, "hard-label weight"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -223,13 +224,17 @@ class Distilled:
         return path
 
 
-def _is_zip(path: Path) -> bool:
-    """Whether ``path`` starts as a zip archive does (torch.save's files)."""
+def _zip_kind(path: Path) -> str | None:
+    """What a zip archive at ``path`` is ("npz": NumPy arrays, else "torch": torch.save's
+    format, such as a run's checkpoint), or ``None`` for anything else."""
     try:
-        with path.open("rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
 
 
 def load(path: str | Path) -> Distilled:
@@ -250,7 +255,13 @@ def load(path: str | Path) -> Distilled:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        if _is_zip(path):  # torch.save's format: a run's checkpoint.pt, not its artefact
+        kind = _zip_kind(path)
+        if kind == "npz":  # e.g. an `export --format npz`: data, read as npz:PATH
+            raise DataError(
+                f"{path} is an .npz file, not a distilled set; as data it is read with "
+                f"npz:{path}, and a set's artefact is its .safetensors file."
+            ) from None
+        if kind == "torch":  # torch.save's format: a run's checkpoint.pt, not its artefact
             raise DataError(
                 f"{path} is a torch file (such as a run's checkpoint), not a distilled set; "
                 f"give the run folder or its {ARTEFACT_NAME}."

@@ -248,7 +248,9 @@ def evaluate(
     ] = True,
     full_epochs: FullEpochs = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write results to this new file.")
+    ] = None,
     dataset: MovedData = None,
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
@@ -534,26 +536,31 @@ def _command() -> str:
 
 
 def _option(flag: str) -> str | None:
-    """The value given to ``flag`` on the command line (``--out X`` or ``--out=X``)."""
-    args = sys.argv[1:]
+    """The value given to ``flag`` on the command line (``--out X`` or ``--out=X``; the
+    last one, as the parser takes it)."""
+    args, value = sys.argv[1:], None
     for i, a in enumerate(args):
         if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a[len(flag) + 1 :]
-    return None
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1 :]
+    return value
 
 
-def _interrupted() -> NoReturn:
-    advice = _RESUME_ADVICE.get(_command(), "")
+def _resume_advice() -> str:
+    """How to continue the command that stopped: a distill run from its checkpoint, unless
+    it stopped before its first one (e.g. while the data loaded): then nothing to resume.
+    (A run's own file names: run.CHECKPOINT_NAME, artefact.ARTEFACT_NAME.)"""
     out = _option("--out") if _command() == "distill" else None
-    # interrupted before the run's first checkpoint (e.g. while the data loads): nothing
-    # to resume. (A run's own names: run.CHECKPOINT_NAME, artefact.ARTEFACT_NAME.)
     if out is not None and not any(
         (Path(out) / name).is_file() for name in ("checkpoint.pt", "distilled.safetensors")
     ):
-        advice = " Nothing was saved yet; run the same command (without --resume) to start."
-    print(f"error: interrupted.{advice}", file=sys.stderr)
+        return " Nothing was saved yet; run the same command (without --resume) to start."
+    return _RESUME_ADVICE.get(_command(), "")
+
+
+def _interrupted() -> NoReturn:
+    print(f"error: interrupted.{_resume_advice()}", file=sys.stderr)
     sys.exit(130)
 
 
@@ -595,7 +602,7 @@ def main() -> None:
         lower = _MEMORY_ADVICE.get(_command(), "the model or the batch")
         print(
             f"error: out of memory; lower {lower}, or run on a device with more memory "
-            f"(--device).{_RESUME_ADVICE.get(_command(), '')}",
+            f"(--device).{_resume_advice()}",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -102,8 +102,8 @@ class Teacher:
                 f"The teacher's logits over temperature {self.temperature:g} are not finite "
                 f"(expert {self.expert} of {self.experts}, "
                 f"{'its last epoch' if self.epoch < 0 else f'epoch {self.epoch}'}): the "
-                "temperature is too small or the expert diverged; use a larger temperature "
-                "or another expert / epoch."
+                "temperature is too small or the expert diverged; relabel with a larger "
+                "temperature or another expert / epoch."
             )
         w = self.hard_weight
         if not w:

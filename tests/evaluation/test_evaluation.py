@@ -136,7 +136,7 @@ def test_a_cache_that_cannot_be_written_keeps_the_results(digits, tmp_path):
             cache_dir=tmp_path / "afile" / "cache",
         )
     assert set(rep.results["convnetw32"]) == {"distilled", "random", "full"}
-    assert len({str(w.message) for w in caught}) == 1
+    assert len(caught) == 1  # one warning for both baselines (shown once by the CLI)
     assert (tmp_path / "afile").read_text() == ""
 
 

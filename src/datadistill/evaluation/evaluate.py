@@ -271,6 +271,9 @@ def _fingerprint(real: RealData) -> str:
     return h.hexdigest()[:16]
 
 
+_UNWRITABLE_CACHES: set[Path] = set()  # cache folders a write failed in (warned about)
+
+
 def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float]) -> float:
     if cache is None:
         return compute()
@@ -294,6 +297,9 @@ def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float
     except OSError as exc:  # the trained baseline is kept; only its caching is lost
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        if cache in _UNWRITABLE_CACHES:  # said once per folder and process
+            return acc
+        _UNWRITABLE_CACHES.add(cache)
         warnings.warn(
             f"The baseline cache {cache} cannot be written ({exc.strerror or exc}), so these "
             f"baselines will be trained again next time; set ${CACHE_ENV} to a writable "

@@ -561,8 +561,9 @@ class ExpertBuffer:
                 fix = f"load the data as the buffer was ({how}), or {fix}"
             elif key in ("mean", "std"):  # the same data, another training split
                 fix = (
-                    "the mean and std come from the training split, so load the data with "
-                    f"the --val-size / --max-train the experts were trained with, or {fix}"
+                    "if the data itself is unchanged, its training split differs (the mean "
+                    "and std come from it): load it with the --val-size / --max-train used "
+                    f"when the experts were trained, or {fix}"
                 )
             raise ConfigError(
                 f"The expert buffer {self.root} was trained with {key}={mine!r}, "
