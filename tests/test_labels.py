@@ -2,6 +2,7 @@
 baseline labelled by the same teacher, and bad input."""
 
 import dataclasses
+import functools
 import importlib
 import json
 import shutil
@@ -119,6 +120,29 @@ def test_a_changed_teacher_buffer_is_refused(digits, expert_buffer, tmp_path):
     dd.evaluate(r, digits, proto, seeds=1, baselines=False, full=False, device="cpu")
 
 
+def test_a_moved_teacher_buffer_is_found_where_it_is_said_to_be(digits, expert_buffer, tmp_path):
+    """teacher_experts= points evaluation at the buffer's new place; it must hold the same
+    network, which labels the random subset as before the move."""
+    buffer = tmp_path / "buffer"
+    shutil.copytree(expert_buffer, buffer)
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    r = dd.relabel(d, digits, buffer, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=1)
+    run = functools.partial(dd.evaluate, r, digits, proto, seeds=1, full=False, device="cpu")
+    before = run(cache_dir=False)
+    moved = tmp_path / "moved"
+    buffer.rename(moved)
+    after = run(cache_dir=False, teacher_experts=moved)
+    assert after.results == before.results
+    with pytest.raises(dd.DataError, match="is not an expert buffer.*--teacher-experts"):
+        run(cache_dir=False, teacher_experts=tmp_path / "nowhere")
+    other = tmp_path / "other"  # a buffer holding another network: refused
+    shutil.copytree(moved, other)
+    shutil.copy(other / "expert_0001.safetensors", other / "expert_0000.safetensors")
+    with pytest.raises(dd.DataError, match="no longer holds the network"):
+        run(cache_dir=False, teacher_experts=other)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -217,6 +241,8 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
     assert proc.returncode == 2 and "which is missing" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     cli_here("evaluate", str(out2), "--protocol", "fast", "--seeds", "1", "--no-baselines")
+    args = ["evaluate", str(out2), "--protocol", "fast", "--seeds", "1", "--no-full"]
+    cli_here(*args, "--teacher-experts", str(expert_buffer))  # the same network, elsewhere
     fresh = tmp_path / "fresh.safetensors"
     for args, expected in [
         (["--experts", str(tmp_path / "none"), "--out", str(fresh)], "No expert buffer"),

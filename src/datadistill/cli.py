@@ -252,6 +252,13 @@ def evaluate(
         Path | None, typer.Option("--json", help="Write results to this new file.")
     ] = None,
     dataset: MovedData = None,
+    teacher_experts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where a relabelled set's teacher buffer is now, if it has moved; default: "
+            "the path recorded in the artefact."
+        ),
+    ] = None,
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
     if protocol is not None:  # a misspelt name is refused before torch loads
@@ -286,6 +293,7 @@ def evaluate(
         full_epochs=full_epochs,
         device=device,
         progress=lambda m: console.print(m, markup=False, highlight=False),
+        teacher_experts=teacher_experts,
     )
     table = Table(
         title=f"{escape(artefact.name)}: test accuracy (%), protocol {escape(proto.name)}, "

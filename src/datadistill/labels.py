@@ -20,6 +20,7 @@ comparison are trained the same way.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -143,16 +144,28 @@ def teacher_logits(net: nn.Module, images: Tensor, temperature: float) -> Tensor
 
 
 def checked_teacher(
-    entry: object, real: RealData, device: torch.device
+    entry: object,
+    real: RealData,
+    device: torch.device,
+    experts: str | Path | None = None,
 ) -> tuple[nn.Module, Teacher, dict[str, Any]]:
-    """The teacher an artefact records, loaded again; one DataError if its buffer no
-    longer holds the same network (so that a baseline is never labelled by another)."""
+    """The teacher an artefact records, loaded again (from ``experts`` when its buffer has
+    moved there); one DataError if that buffer does not hold the same network (so that a
+    baseline is never labelled by another)."""
     teacher = Teacher.from_manifest(entry)
+    if experts is not None:
+        if not isinstance(experts, (str, os.PathLike)):
+            raise ConfigError(
+                f"Give the teacher's expert buffer folder as a path; got {experts!r}."
+            )
+        teacher = replace(teacher, experts=str(experts))
     if not (Path(teacher.experts) / "manifest.json").is_file():
+        where = "is not an expert buffer" if experts is not None else "is missing"
         raise DataError(
-            f"This set was relabelled by a teacher from {teacher.experts}, which is missing, "
+            f"This set was relabelled by a teacher from {teacher.experts}, which {where}, "
             "and its random baseline must be labelled by the same teacher: restore the buffer "
-            "there, or evaluate without baselines (--no-baselines)."
+            "there, say where it is now (--teacher-experts, or teacher_experts=), or evaluate "
+            "without baselines (--no-baselines)."
         )
     net, identity = teacher.network(real, device)
     recorded = entry.get("checksum") if isinstance(entry, dict) else None

@@ -220,16 +220,21 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
 
 
 def _teacher_labels(
-    distilled: Distilled, real: RealData, device: torch.device, baselines: bool
+    distilled: Distilled,
+    real: RealData,
+    device: torch.device,
+    baselines: bool,
+    experts: str | Path | None = None,
 ) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, dict[str, Any], str]:
     """For a set relabelled by a teacher: the function labelling the random subset with
-    the same teacher, the cache-key entry naming it, and a progress suffix."""
+    the same teacher (read from ``experts`` if its buffer moved there), the cache-key
+    entry naming it, and a progress suffix."""
     entry = distilled.manifest.get(TEACHER_KEY)
     if entry is None or not baselines:
         return None, {}, ""
     from datadistill.labels import checked_teacher  # (imports experts)
 
-    net, teacher, identity = checked_teacher(entry, real, device)
+    net, teacher, identity = checked_teacher(entry, real, device, experts)
     label = functools.partial(teacher.labels, net)
     return label, {"teacher": identity}, ", labelled by the set's teacher"
 
@@ -448,6 +453,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[str], None] | None = None,
+    teacher_experts: str | Path | None = None,
 ) -> EvalReport:
     """Train fresh networks on ``distilled`` and report test accuracy beside the baselines.
 
@@ -466,6 +472,9 @@ def evaluate(
         cache_dir: where baseline results are cached (``False`` disables caching); by
             default ``$DATADISTILL_CACHE/eval``, else ``~/.cache/datadistill/eval``
             (``DATADISTILL_CACHE=off`` disables it).
+        teacher_experts: for a set relabelled by a teacher (``relabel``), where the
+            teacher's expert buffer is now if it has moved since; it must hold the same
+            network (checked), which labels the random subset.
     """
     check_matches(distilled, real)
     require_test_images(real)
@@ -502,7 +511,9 @@ def evaluate(
     say = progress or (lambda _msg: None)
     # a set relabelled by a teacher (datadistill.labels) is compared with a random subset
     # labelled by the same teacher: both sides trained the same way
-    label, teacher_key, labelled_by = _teacher_labels(distilled, real, dev, baselines)
+    label, teacher_key, labelled_by = _teacher_labels(
+        distilled, real, dev, baselines, teacher_experts
+    )
     report = EvalReport(
         protocol=proto,
         ipc=ipc,
