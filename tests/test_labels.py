@@ -243,6 +243,12 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
     cli_here("evaluate", str(out2), "--protocol", "fast", "--seeds", "1", "--no-baselines")
     args = ["evaluate", str(out2), "--protocol", "fast", "--seeds", "1", "--no-full"]
     cli_here(*args, "--teacher-experts", str(expert_buffer))  # the same network, elsewhere
+    # --out without the suffix gets it, as export's npz does
+    named = cli_here(
+        "relabel", str(src), "--experts", str(expert_buffer), "--out", str(tmp_path / "s.v1")
+    )
+    assert named.stdout.strip() == str(tmp_path / "s.v1.safetensors")
+    assert dd.load(tmp_path / "s.v1.safetensors").manifest["teacher"]["expert"] == 0
     fresh = tmp_path / "fresh.safetensors"
     for args, expected in [
         (["--experts", str(tmp_path / "none"), "--out", str(fresh)], "No expert buffer"),

@@ -323,7 +323,10 @@ def relabel(
     experts: Annotated[
         Path, typer.Option(help="Expert buffer holding the teacher (datadistill experts).")
     ],
-    out: Annotated[Path, typer.Option(help="The relabelled .safetensors file to write.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="The relabelled .safetensors file to write (the suffix is added)."),
+    ],
     expert: Annotated[int, typer.Option(help="Which expert of the buffer labels.")] = 0,
     epoch: Annotated[int, typer.Option(help="The expert's epoch; -1: its last.")] = -1,
     temperature: Annotated[
@@ -347,6 +350,8 @@ def relabel(
     from datadistill.labels import relabel as do_relabel
 
     source = artefact / ARTEFACT_NAME if (artefact / ARTEFACT_NAME).is_file() else artefact
+    if out.suffix != ".safetensors" and not out.is_dir():  # as export adds .npz
+        out = out.with_name(out.name + ".safetensors")
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
     if out.exists():  # checked before the teacher runs, so that no work is thrown away
