@@ -120,6 +120,14 @@ def test_a_changed_teacher_buffer_is_refused(digits, expert_buffer, tmp_path):
     dd.evaluate(r, digits, proto, seeds=1, baselines=False, full=False, device="cpu")
 
 
+def test_an_untrained_teacher_is_allowed_with_a_warning(digits, expert_buffer):
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    with pytest.warns(UserWarning, match="epoch 0 is the expert before any training") as w:
+        r = dd.relabel(d, digits, expert_buffer, epoch=0, device="cpu")
+    assert w[0].filename == __file__  # points at the caller's line
+    assert r.manifest["teacher"]["epoch"] == 0
+
+
 def test_a_moved_teacher_buffer_is_found_where_it_is_said_to_be(digits, expert_buffer, tmp_path):
     """teacher_experts= points evaluation at the buffer's new place; it must hold the same
     network, which labels the random subset as before the move."""

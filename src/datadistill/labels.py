@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,14 @@ def relabel(
 
     check_matches(distilled, real, "relabel")
     teacher = Teacher(str(experts), expert, epoch, temperature, hard_weight)
+    if epoch == 0:  # allowed (an ablation), but rarely what is meant
+        from datadistill.methods.base import user_stacklevel
+
+        warnings.warn(
+            "epoch 0 is the expert before any training: its labels carry no knowledge of the "
+            "data; use -1 (the last epoch) or a trained one unless this is intended.",
+            stacklevel=user_stacklevel(),
+        )
     net, identity = teacher.network(real, resolve_device(device))
     images, hard, _ = distilled.training_set()
     soft = teacher.labels(net, images.detach(), hard)
