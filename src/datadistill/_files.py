@@ -5,6 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# a run folder's own files, also named by the command line before torch loads
+ARTEFACT_NAME = "distilled.safetensors"  # the artefact inside a run folder
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def with_added_suffix(path: Path, suffix: str) -> Path:
+    """``path`` ending in ``suffix``: added, not swapped in ("set.v1" -> "set.v1.npz",
+    never "set.npz"), unless it ends so already."""
+    return path if path.suffix == suffix else path.with_name(path.name + suffix)
+
 
 def _umask() -> int:
     """The process umask: from /proc on Linux (reading it leaves it alone), elsewhere by

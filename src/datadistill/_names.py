@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from datadistill.errors import UnknownNameError
-from datadistill.registry import is_name, unknown_name_message
+from datadistill.registry import is_name, refuse_name
 
 BUILTIN_NAMES: dict[str, tuple[str, ...]] = {
     "method": ("dc", "dm", "dsa", "herding", "kcenter", "mtt", "random"),
@@ -69,12 +69,8 @@ def check_name(kind: str, name: str) -> None:
         getattr(loaded, attr).canonical(name)
         return
     valid = list(BUILTIN_NAMES[kind])
-    if not isinstance(name, str):  # e.g. a null or a number read from a config file
-        raise UnknownNameError(
-            f"A {kind} name must be a string, got {name!r}. Valid {kind}s: {', '.join(valid)}."
-        )
-    if not is_name(name, valid):
-        raise UnknownNameError(unknown_name_message(kind, name, valid))
+    if not isinstance(name, str) or not is_name(name, valid):
+        refuse_name(kind, name, valid)
 
 
 def check_dataset(name: str) -> None:

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from datadistill._files import share_like_new_files
+from datadistill._files import ARTEFACT_NAME, share_like_new_files, with_added_suffix
 from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
 from datadistill.data.zca import DEFAULT_EPS, ZCA, pack_symmetric, symmetric, unpack_symmetric
@@ -59,9 +59,6 @@ def _package_version() -> str:
     from datadistill import __version__
 
     return __version__
-
-
-ARTEFACT_NAME = "distilled.safetensors"  # the artefact inside a run folder
 
 
 @dataclass(frozen=True)
@@ -350,8 +347,7 @@ def export(distilled: Distilled, out: str | Path, fmt: str = "png") -> Path:
     if fmt == "npz":
         if out.name in ("", ".", "..") or out.is_dir():
             raise ConfigError(f"{out} is a folder; give the npz export a file name.")
-        # the suffix is added, not swapped in: "set.v1" -> "set.v1.npz", never "set.npz"
-        out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+        out = with_added_suffix(out, ".npz")
         if out.exists():
             raise ConfigError(f"{out} already exists; choose a new --out or delete it.")
     pixels = distilled.pixels(decoded=True)  # (N, C, H, W) in [0, 1]

@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from datadistill._device import program_allocator_default
+from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME, with_added_suffix
 from datadistill._names import check_dataset, check_name
 from datadistill.errors import ConfigError, DatadistillError, Interrupted
 
@@ -345,13 +346,13 @@ def relabel(
 ) -> None:
     """Give a set soft labels from a teacher: an expert network's logits on each training
     image. `evaluate` then labels its random baseline with the same teacher."""
-    from datadistill.artefact import ARTEFACT_NAME, load
+    from datadistill.artefact import load
     from datadistill.evaluation.evaluate import dataset_of
     from datadistill.labels import relabel as do_relabel
 
     source = artefact / ARTEFACT_NAME if (artefact / ARTEFACT_NAME).is_file() else artefact
-    if out.suffix != ".safetensors" and not out.is_dir():  # as export adds .npz
-        out = out.with_name(out.name + ".safetensors")
+    if not out.is_dir():  # as export adds .npz
+        out = with_added_suffix(out, ".safetensors")
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
     if out.exists():  # checked before the teacher runs, so that no work is thrown away
@@ -562,11 +563,10 @@ def _option(flag: str) -> str | None:
 
 def _resume_advice() -> str:
     """How to continue the command that stopped: a distill run from its checkpoint, unless
-    it stopped before its first one (e.g. while the data loaded): then nothing to resume.
-    (A run's own file names: run.CHECKPOINT_NAME, artefact.ARTEFACT_NAME.)"""
+    it stopped before its first one (e.g. while the data loaded): then nothing to resume."""
     out = _option("--out") if _command() == "distill" else None
     if out is not None and not any(
-        (Path(out) / name).is_file() for name in ("checkpoint.pt", "distilled.safetensors")
+        (Path(out) / name).is_file() for name in (CHECKPOINT_NAME, ARTEFACT_NAME)
     ):
         return " Nothing was saved yet; run the same command (without --resume) to start."
     return _RESUME_ADVICE.get(_command(), "")

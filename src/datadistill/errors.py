@@ -8,6 +8,9 @@ traceback; library callers can catch the exception.
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
+
 
 class DatadistillError(Exception):
     """Base class of the errors caused by user input (not by bugs)."""
@@ -63,3 +66,13 @@ def first_difference(old: object, new: object, old_name: str, new_name: str, at:
     if old != new:
         return f"{at or 'the value'} is {old!r} {old_name} and {new!r} {new_name}"
     return ""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point
+    at the first frame outside datadistill: the user's own line, however deep the call."""
+    level = 2  # level 1: the frame that warns, our caller
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("datadistill"):
+        level, frame = level + 1, frame.f_back
+    return level

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from datadistill._device import resolve_device
 from datadistill.artefact import TEACHER_KEY, Distilled
 from datadistill.data import RealData
-from datadistill.errors import ConfigError, DataError
+from datadistill.errors import ConfigError, DataError, user_stacklevel
 from datadistill.experts import ExpertBuffer, calibrate_batch_norm
 
 CHUNK = 256  # images per teacher forward
@@ -205,8 +205,6 @@ def relabel(
     check_matches(distilled, real, "relabel")
     teacher = Teacher(str(experts), expert, epoch, temperature, hard_weight)
     if epoch == 0:  # allowed (an ablation), but rarely what is meant
-        from datadistill.methods.base import user_stacklevel
-
         warnings.warn(
             "epoch 0 is the expert before any training: its labels carry no knowledge of the "
             "data; use -1 (the last epoch) or a trained one unless this is intended.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from datadistill.errors import UnknownNameError
 
@@ -33,12 +33,17 @@ def _normalise_pattern(pattern: str) -> str:
     return "".join(out)
 
 
-def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
-    """The one line for a ``kind`` name that is none of ``valid``: the closest valid name,
-    if one is close, and all of them."""
+def refuse_name(kind: str, name: object, valid: list[str]) -> NoReturn:
+    """Raise the one-line :class:`UnknownNameError` for a ``kind`` name that is none of
+    ``valid``: not a string (e.g. a null or a number read from a config file), or the
+    closest valid name, if one is close, and all of them."""
+    if not isinstance(name, str):
+        raise UnknownNameError(
+            f"A {kind} name must be a string, got {name!r}. Valid {kind}s: {', '.join(valid)}."
+        )
     close = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}."
+    raise UnknownNameError(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
 
 
 def is_name(name: str, valid: list[str] | tuple[str, ...]) -> bool:
@@ -73,15 +78,9 @@ class Registry(Generic[T]):
 
     def canonical(self, name: str) -> str:
         """The registered spelling of ``name``; raises :class:`UnknownNameError`."""
-        if not isinstance(name, str):  # e.g. a null or a number read from a config file
-            raise UnknownNameError(
-                f"A {self.kind} name must be a string, got {name!r}. "
-                f"Valid {self.kind}s: {', '.join(self.names())}."
-            )
-        key = _normalise(name)
-        if key not in self._items:
-            raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
-        return str(self._meta[key]["name"])
+        if not isinstance(name, str) or _normalise(name) not in self._items:
+            refuse_name(self.kind, name, self.names())
+        return str(self._meta[_normalise(name)]["name"])
 
     def get(self, name: str) -> T:
         self.canonical(name)

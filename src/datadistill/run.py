@@ -27,7 +27,8 @@ from datadistill._device import (
     reset_peak_memory,
     resolve_device,
 )
-from datadistill.artefact import ARTEFACT_NAME, Distilled
+from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME
+from datadistill.artefact import Distilled
 from datadistill.callbacks import Callback, History, Progress, Validation
 from datadistill.data import RealData, load_dataset
 from datadistill.data.load import with_absolute_name
@@ -38,7 +39,6 @@ from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
 from datadistill.models import MODELS
 
-CHECKPOINT_NAME = "checkpoint.pt"
 MAX_HISTORY_ROWS = 500  # loss rows kept in the manifest (evenly spaced)
 
 

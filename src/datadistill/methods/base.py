@@ -9,17 +9,15 @@ calls ``step`` lives once, in :mod:`datadistill.run`.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import warnings
 from collections.abc import Callable
-from types import FrameType
 from typing import Any, ClassVar
 
 import torch
 
 from datadistill._device import compile_choice
 from datadistill.data import RealData
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, user_stacklevel
 from datadistill.registry import Registry
 from datadistill.synthetic import SyntheticSet
 
@@ -104,16 +102,6 @@ def _check_dsa_strategy(owner: str, strategy: Any, dsa: bool) -> None:
             "or pass dsa=false.",
             stacklevel=user_stacklevel(),
         )
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning issued by the caller of this function point
-    at the first frame outside datadistill: the user's own line, however deep the call."""
-    level = 2  # level 1: the frame that warns, our caller
-    frame: FrameType | None = sys._getframe(2)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("datadistill"):
-        level, frame = level + 1, frame.f_back
-    return level
 
 
 def one_of(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
