@@ -1,5 +1,6 @@
 import dataclasses
 import time
+import warnings
 
 import pytest
 import torch
@@ -845,6 +846,19 @@ def test_a_coresets_callbacks_see_the_start_and_the_end(digits):
     d = dd.distill(digits, "random", 1, device="cpu", validate_every=1, select="best-val")
     assert len(d.manifest["validation"]["history"]) == 1
     assert d.manifest["selected"] == "best-val (iteration 0)"
+
+
+def test_best_val_selection_on_a_tiny_validation_split_warns(digits):
+    """A choice among states scored on a handful of images is noise: said, at the caller's
+    line; the default split of digits (18 images per class) is quiet."""
+    tiny = dd.load_dataset("digits", val_size=20)
+    with pytest.warns(UserWarning, match=r"on 20 validation images \(2 per class\)") as rec:
+        dd.distill(tiny, "random", 1, device="cpu", validate_every=1, select="best-val")
+    assert rec[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dd.distill(tiny, "random", 1, device="cpu", validate_every=1)  # no selection
+        dd.distill(digits, "random", 1, device="cpu", validate_every=1, select="best-val")
 
 
 def test_device_names_are_case_free():
