@@ -72,6 +72,7 @@ def test_an_unknown_name_on_the_command_line_is_refused_before_torch_loads():
         (["experts", "--dataset", "digits", "--out", "x", "--arch", "lenett"], "'lenet'"),
         (["evaluate", "no-such.safetensors", "--protocol", "dcc"], "'dc'"),
         (["list", "method"], "methods"),
+        (["distill", "--dataset", "digits", "--out", "x", "--hp", "arch=convnt"], "'convnet'"),
     ):
         r = _python(
             "import sys\n"
@@ -82,6 +83,8 @@ def test_an_unknown_name_on_the_command_line_is_refused_before_torch_loads():
             f"{_NO_TORCH}"
         )
         assert r.returncode == 0, (argv, r.stderr)
-        assert r.stderr.startswith(("error: Unknown ", "error: Cannot list")), r.stderr
+        assert r.stderr.startswith(
+            ("error: Unknown ", "error: Cannot list", "error: The 'arch'")
+        ), r.stderr
         assert expected in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1, r.stderr

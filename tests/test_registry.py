@@ -1,9 +1,10 @@
+import dataclasses
 import importlib
 import sys
 
 import pytest
 
-from datadistill.errors import UnknownNameError
+from datadistill.errors import ConfigError, UnknownNameError
 from datadistill.registry import Registry
 
 
@@ -81,6 +82,21 @@ def test_the_command_lines_name_lists_are_the_registries():
     for kind, (module, attr) in _names.REGISTRIES.items():
         registry = getattr(importlib.import_module(module), attr)
         assert list(_names.BUILTIN_NAMES[kind]) == registry.names(), kind
+    from datadistill.methods import METHODS
+
+    takes_arch = [
+        n
+        for n in METHODS.names()
+        if "arch" in {f.name for f in dataclasses.fields(METHODS.get(n).hparams_class)}
+    ]
+    assert list(_names.ARCH_METHODS) == takes_arch
+    for method in takes_arch:  # the early sentence is the method's own
+        with pytest.raises(ConfigError) as live:
+            METHODS.get(method).hparams_class(arch="convnett")
+        with pytest.raises(ConfigError) as early:
+            _names.check_arch_hparam(method.upper(), {"arch": "convnett"})
+        assert str(early.value) == str(live.value), method
+    _names.check_arch_hparam("mtt", {"arch": "convnett"})  # MTT's network is its buffer's
 
 
 def test_the_early_check_matches_the_registry(monkeypatch):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from datadistill.errors import UnknownNameError
+from datadistill.errors import ConfigError, UnknownNameError
 from datadistill.registry import is_name, refuse_name
 
 BUILTIN_NAMES: dict[str, tuple[str, ...]] = {
@@ -37,6 +37,16 @@ BUILTIN_NAMES: dict[str, tuple[str, ...]] = {
         "vgg11_bn",
     ),
     "protocol": ("dc", "dsa", "fast", "mtt"),
+}
+
+# the builtin methods whose ``arch`` hyperparameter names a model (``--hp arch=...``), and
+# the name their hyperparameters' checks give themselves in errors
+ARCH_METHODS: dict[str, str] = {
+    "dc": "DC",
+    "dm": "DM",
+    "dsa": "DC",  # DSA's hyperparameters are DC's
+    "herding": "coreset",
+    "kcenter": "coreset",
 }
 
 # kind -> (module, attribute) of the live registry
@@ -82,3 +92,16 @@ def check_dataset(name: str) -> None:
         check_name("dataset", name)
     except UnknownNameError as e:
         raise UnknownNameError(f"{str(e).rstrip('.')}{USER_DATA_HINT}") from None
+
+
+def check_arch_hparam(method: str, hparams: dict[str, object]) -> None:
+    """:func:`check_name` for the model that ``--hp arch=NAME`` gives a builtin method that
+    takes one, in the sentence of the method's own check (which runs once torch loads)."""
+    arch = hparams.get("arch")
+    owner = ARCH_METHODS.get(method.strip().lower()) if isinstance(method, str) else None
+    if not isinstance(arch, str) or owner is None:
+        return
+    try:
+        check_name("model", arch)
+    except UnknownNameError as e:
+        raise ConfigError(f"The 'arch' parameter of {owner}: {e}") from None

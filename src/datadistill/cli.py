@@ -18,7 +18,7 @@ import typer
 
 from datadistill._device import program_allocator_default
 from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME, with_added_suffix
-from datadistill._names import check_dataset, check_name
+from datadistill._names import check_arch_hparam, check_dataset, check_name
 from datadistill.errors import ConfigError, DatadistillError, Interrupted
 
 app = typer.Typer(
@@ -151,6 +151,8 @@ def distill(
         check_name("protocol", protocol)
     for a in _split(eval_arch):
         check_name("model", a)
+    hparams = _parse_hparams(hp)
+    check_arch_hparam(method, hparams)
 
     from datadistill.run import RunConfig, run
 
@@ -160,7 +162,7 @@ def distill(
         method=method,
         ipc=ipc,
         seed=seed,
-        hparams=_parse_hparams(hp),
+        hparams=hparams,
         iterations=iterations,
         time_budget=time_budget,
         data_root=data_root,
