@@ -850,15 +850,21 @@ def test_a_coresets_callbacks_see_the_start_and_the_end(digits):
 
 def test_best_val_selection_on_a_tiny_validation_split_warns(digits):
     """A choice among states scored on a handful of images is noise: said, at the caller's
-    line; the default split of digits (18 images per class) is quiet."""
+    line; the default split of digits (14 images per class) is quiet, and so is a coreset
+    (scored once: nothing to choose among)."""
     tiny = dd.load_dataset("digits", val_size=20)
-    with pytest.warns(UserWarning, match=r"on 20 validation images \(2 per class\)") as rec:
-        dd.distill(tiny, "random", 1, device="cpu", validate_every=1, select="best-val")
-    assert rec[0].filename == __file__
+    kw = dict(iterations=2, device="cpu", validate_every=1, **HP)
+    with pytest.warns(UserWarning, match=r"on 20 validation images \(2 per class\).* 100 images"):
+        dd.distill(tiny, "dm", 1, select="best-val", **kw)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        dd.distill(tiny, "dm", 1, select="best-val", **kw)
+    assert [w.filename for w in rec if "validation image" in str(w.message)] == [__file__]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        dd.distill(tiny, "random", 1, device="cpu", validate_every=1)  # no selection
-        dd.distill(digits, "random", 1, device="cpu", validate_every=1, select="best-val")
+        dd.distill(tiny, "dm", 1, **kw)  # no selection
+        dd.distill(tiny, "random", 1, device="cpu", validate_every=1, select="best-val")
+        dd.distill(digits, "dm", 1, select="best-val", **kw)
 
 
 def test_device_names_are_case_free():

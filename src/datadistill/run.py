@@ -173,12 +173,13 @@ def _check_validation(real: RealData, validate_every: int, select: str = "last")
             "Validation scores need a validation split, and this dataset was loaded without "
             "one; set --val-size above 0 or --validate-every to 0."
         )
-    if select == "best-val" and n_val < MIN_VAL_PER_CLASS_TO_SELECT * real.num_classes:
+    enough = MIN_VAL_PER_CLASS_TO_SELECT * real.num_classes
+    if select == "best-val" and n_val < enough:
         warnings.warn(
-            f"--select best-val chooses among the states by their accuracy on {n_val} "
-            f"validation image{'s' if n_val != 1 else ''} ({n_val / real.num_classes:.2g} per "
-            "class), which is mostly noise; a larger --val-size (e.g. 0.1) makes the choice "
-            "mean something.",
+            f"select='best-val' (--select) chooses among the states by their accuracy on "
+            f"{n_val} validation image{'s' if n_val != 1 else ''} ({n_val / real.num_classes:.3g} "
+            f"per class), which is mostly noise; a val_size (--val-size) of at least {enough} "
+            "images makes the choice mean something.",
             stacklevel=user_stacklevel(),
         )
 
@@ -567,7 +568,8 @@ def _preflight(
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
     resolve_device(device)
     check_ipc(real, ipc, getattr(m.hparams, "factor", 1))  # a multi-formation factor too
-    _check_validation(real, validate_every, select)
+    # a coreset is scored once, so best-val has nothing to choose among
+    _check_validation(real, validate_every, select if m.needs_steps else "last")
     m.check(real)
     return m
 
