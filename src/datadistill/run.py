@@ -166,7 +166,7 @@ class LoopResult:
 MIN_VAL_PER_CLASS_TO_SELECT = 10
 
 
-def _check_validation(real: RealData, validate_every: int, select: str = "last") -> None:
+def _check_validation(real: RealData, validate_every: int, select: str) -> None:
     n_val = real.val_x.shape[0]
     if validate_every > 0 and n_val == 0:
         raise ConfigError(
