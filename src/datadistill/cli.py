@@ -386,19 +386,29 @@ def experts(
         float,
         typer.Option(help="Expert SGD learning rate; MTT's --hp lr_teacher should match it."),
     ] = 0.01,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    batch_size: int = 256,
+    momentum: Annotated[float, typer.Option(help="Expert SGD momentum (MTT's: 0).")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="Expert SGD weight decay.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Real images per expert SGD step.")] = 256,
     dsa: Annotated[bool, typer.Option(help="Train experts with DSA augmentation.")] = True,
-    zca: bool = False,
-    seed: int = 0,
+    zca: Annotated[
+        bool,
+        typer.Option(help="ZCA-whiten the data; distill with the same --zca to use the buffer."),
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the experts' initialisations and batch orders.")
+    ] = 0,
     workers: Annotated[int, typer.Option(help="Parallel processes (one per GPU).")] = 1,
     data_root: Annotated[
         str | None,
         typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
     ] = None,
-    val_size: float = 0.1,
-    max_train: int | None = None,
+    val_size: Annotated[
+        float,
+        typer.Option(help="Fraction (<1) or count of train held out to score the experts."),
+    ] = 0.1,
+    max_train: Annotated[
+        int | None, typer.Option(help="Cap the train split (stratified), for quick runs.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Train expert trajectories for trajectory matching (resumable: run it again)."""
