@@ -615,15 +615,15 @@ def test_dc_representative_batch_is_clustered_in_each_network(digits, monkeypatc
 
     monkeypatch.setattr(dc, "representative_indices", spy)
     batches = []
-    real_batch = m._real_batch
-    m._real_batch = lambda ol: (lambda b: (batches.append(b), b)[1])(real_batch(ol))
+    real_indices = m._real_indices
+    m._real_indices = lambda ol: (lambda b: (batches.append(b), b)[1])(real_indices(ol))
     for _ in range(2):  # 8 matches: clusterings at matches 0 and 3 of each network
         m.step()
     assert len(calls) == 4 and all(c == (m.net.embed, 32, 0) for c in calls)
     same = [[torch.equal(a, b) for b in batches] for a in batches]
     groups = [[0, 1, 2], [3], [4, 5, 6], [7]]
     assert same == [[any(i in g and j in g for g in groups) for j in range(8)] for i in range(8)]
-    assert torch.equal(batches[-1], digits.train_images(m.rep_idx))
+    assert torch.equal(batches[-1], m.rep_idx)
 
 
 def test_kmeans_plus_plus_starts_in_each_cluster():
@@ -678,3 +678,47 @@ def test_dc_sampling_bad_input():
         create_method("dc", sampling="representative", rep_interval=0)
     with pytest.warns(UserWarning, match="rep_pool=32 has no effect with sampling='random'"):
         create_method("dc", rep_pool=32)  # below batch_real, but unused: a warning only
+
+
+def test_class_groups_split_many_classes_within_the_budget():
+    from datadistill.methods.common import class_groups
+
+    assert class_groups(10, 16, 1000) == [slice(0, 10)]  # all fit: one pass, as before
+    groups = class_groups(100, 3, 50)  # 16 classes fit: 7 groups of 15, the last of 10
+    assert [g.stop - g.start for g in groups] == [15] * 6 + [10]
+    assert groups[0].start == 0 and groups[-1].stop == 100
+    assert all(a.stop == b.start for a, b in zip(groups, groups[1:], strict=False))
+    assert class_groups(3, 500, 50) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # too big
+
+
+@pytest.mark.parametrize("arch", ["convnet", "mlp"])  # one-pass real side, and vmap's
+def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch):
+    """A budget too small for all classes splits the real and the synthetic side into
+    class groups: the images' update (through DSA and a multi-formation set) and the loss
+    are those of one pass."""
+    from datadistill.methods import dc
+
+    calls = []
+    grads = dc.per_class_grads
+    monkeypatch.setattr(
+        dc, "per_class_grads", lambda *a, **kw: (calls.append(1), grads(*a, **kw))[1]
+    )
+    out = []
+    for budget in (None, 1):  # 1: one class per group
+        hp = {**SMOKE_HPARAMS["dsa"], "factor": 2, "arch": arch}
+        if arch == "mlp":
+            del hp["width"]
+        m = create_method("dsa", **hp)
+        m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        if budget is not None:
+            m.budget = budget
+        calls.clear()
+        start = [p.detach().clone() for p in m.synset.parameters()]
+        loss = m._match(0)
+        out.append((loss, [p.detach().clone() for p in m.synset.parameters()], len(calls)))
+    (loss_one, set_one, n_one), (loss_groups, set_groups, n_groups) = out
+    assert n_groups > n_one  # the synthetic side did run in groups
+    assert not all(torch.equal(a, b) for a, b in zip(set_one, start, strict=True))
+    assert math.isclose(loss_groups, loss_one, rel_tol=1e-5)
+    for a, b in zip(set_groups, set_one, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -26,6 +26,31 @@ FEATURE_INIT_STEPS = 300
 # Above this many input pixels per call, compiling the embedding pays for its start-up.
 COMPILE_MIN_PIXELS = 1_000_000
 
+# The most activation elements (images x network width x input pixels: one saved map of
+# the first block) one batched pass over the classes may hold. A dataset with many classes
+# then runs a match in groups of classes instead of holding every class's batch at once
+# (DC on CIFAR-100 at width 128 held 4.2 GB for its real side on CPU). The CPU figure keeps
+# ten classes of 16 images at width 128 and 32 px in one pass; the other, about 1 GiB per
+# float32 map, keeps ten classes of 256 MNIST images at width 128 in one.
+PASS_ELEMENTS_CPU = 1 << 25
+PASS_ELEMENTS = 1 << 28
+
+
+def pass_elements(device: torch.device) -> int:
+    """The activation-element budget of one batched pass on ``device``."""
+    return PASS_ELEMENTS_CPU if device.type == "cpu" else PASS_ELEMENTS
+
+
+def class_groups(k: int, per_class: int, budget: int) -> list[slice]:
+    """Consecutive slices of the ``k`` classes, each holding at most ``budget`` elements
+    when a class costs ``per_class`` (at least one class per group), in as few groups as
+    that allows, all of one size but the last, which may be smaller (so that a compiled
+    pass sees at most two shapes); one group, ``[slice(0, k)]``, whenever all fit."""
+    fit = max(1, min(k, budget // max(1, per_class)))
+    n = -(-k // fit)
+    size = -(-k // n)
+    return [slice(start, min(start + size, k)) for start in range(0, k, size)]
+
 
 def check_ipc(real: RealData, ipc: int, factor: int = 1) -> None:
     """IPC must be >= 1 and no larger than the smallest class of the training split; with

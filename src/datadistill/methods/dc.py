@@ -17,7 +17,11 @@ backward over all classes with per-class weight copies
 (:mod:`datadistill.functional.class_grads`; compiled, on CPU in cache-sized chunks of
 ``real_chunk`` images per class); for other networks, and for the small synthetic side
 whose gradient must reach the pixels, ``vmap`` over classes
-(:func:`datadistill.functional.grads.per_class_grads`). Batch norm,
+(:func:`datadistill.functional.grads.per_class_grads`). With many classes (CIFAR-100,
+ImageNet subsets) a pass takes the classes in groups that fit a budget of activation
+memory (:func:`datadistill.methods.common.class_groups`), one group's real images
+gathered at a time and one group's synthetic graph alive at a time; the gradients are
+those of one pass, as the distance is a sum over classes. Batch norm,
 as in the paper: its statistics are set by a forward pass of a few real images per class,
 then frozen while matching.
 
@@ -65,7 +69,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from datadistill._device import COMPILE_CHOICES, compiler_works
-from datadistill.augment import DSA, DSAConfig, one_family_per_batch
+from datadistill.augment import DSA, DSAConfig, DSAParams, one_family_per_batch
 from datadistill.data import RealData
 from datadistill.errors import ConfigError
 from datadistill.evaluation.train import label_loss
@@ -88,8 +92,10 @@ from datadistill.methods.common import (
     INITS,
     PRECISIONS,
     autocast_to,
+    class_groups,
     init_synset,
     maybe_compile,
+    pass_elements,
     representative_indices,
     resolve_precision,
 )
@@ -287,6 +293,7 @@ class DC(Method):
         if self.layout is not None:
             self.net.to(memory_format=self.layout)  # type: ignore[call-overload]
         self.rep_idx: torch.Tensor | None = None  # representative batch (train positions)
+        self.budget = pass_elements(device)  # activation elements per pass (class groups)
         embed: Any = self.net.embed  # DREAM's clustering space, compiled as the training
         self.embed = maybe_compile(embed, mode, device, 0)  # (compiled at its first call)
 
@@ -340,47 +347,98 @@ class DC(Method):
                 self.net(x_bn.flatten(0, 1).to(self.device))
             for m in self.bn:
                 m.eval()
-        real = self._real_batch(ol).to(self.device)
+        idx = self._real_indices(ol)  # (K, m) training positions
         syn = self.synthetic().class_images()  # (K, ipc * factor**2, C, H, W)
+        params = None
         if self.dsa is not None:  # one parameter draw per class, shared by both sides
             params = self.dsa.sample(k, self.generator, self.device)
-            real, syn = self.dsa(real, params), self.dsa(syn, params)
+            syn = self.dsa(syn, params)
         labels = torch.arange(k, device=self.device)
-        y_real = labels[:, None].expand(k, real.shape[1])
-        y_syn = labels[:, None].expand(k, syn.shape[1])
         theta = detached_params(self.net)
-        g_real = self._real_grads(theta, real, y_real)
-        g_syn = per_class_grads(self.net, theta, syn, y_syn)
-        loss = gradient_distance(g_real, g_syn, hp.distance)
+        g_real = self._real_side(theta, idx, params)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        y_syn = labels[:, None].expand(k, syn.shape[1])
+        groups = class_groups(k, syn.shape[1] * self._image_elements(), self.budget)
+        if len(groups) == 1:
+            loss = gradient_distance(
+                g_real, per_class_grads(self.net, theta, syn, y_syn), hp.distance
+            )
+            loss.backward()
+        else:
+            # the distance is a sum over classes, so one group's graph at a time: each
+            # group's gradient with respect to the (augmented) images is its own; they
+            # are gathered and sent back through the augmentation and the set once
+            leaf = syn.detach().requires_grad_()
+            loss = syn.new_zeros(())
+            for grp in groups:
+                g_syn = per_class_grads(self.net, theta, leaf[grp], y_syn[grp])
+                part = gradient_distance([g[grp] for g in g_real], g_syn, hp.distance)
+                part.backward()
+                loss = loss + part.detach()
+            syn.backward(leaf.grad)
         self.optimizer.step()
         self.net.train()
         return float(loss.detach())
 
-    def _real_batch(self, ol: int) -> torch.Tensor:
-        """The real images of the ``ol``-th match of this outer iteration, (K, m, C, H, W)
-        with m = min(batch_real, largest class): a fresh random draw, or DREAM's
+    def _image_elements(self) -> int:
+        """A real or synthetic image's share of a pass's budget (:func:`class_groups`):
+        the network width times the image's pixels."""
+        h, w = self.real.info.image_size
+        return self.hparams.width * h * w  # type: ignore[attr-defined]
+
+    def _real_indices(self, ol: int) -> torch.Tensor:
+        """The training positions of the ``ol``-th match's real images, (K, m) with
+        m = min(batch_real, largest class): a fresh random draw, or DREAM's
         representative batch, clustered in the network's current embedding (float32,
         batch norm frozen as for the match) at match 0 and every ``rep_interval``-th."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
         if hp.sampling == "random":
-            return self.real.sample_per_class(hp.batch_real, self.generator)
+            return self.real.sample_indices_per_class(hp.batch_real, self.generator)
         if ol % hp.rep_interval == 0 or self.rep_idx is None:  # (ol 0 always clusters)
             self.rep_idx = representative_indices(
                 self.real, self.embed, hp.batch_real, hp.rep_pool, self.generator, self.device
             )
-        return self.real.train_images(self.rep_idx)
+        return self.rep_idx
+
+    def _real_side(
+        self, theta: dict[str, torch.Tensor], idx: torch.Tensor, params: DSAParams | None
+    ) -> list[torch.Tensor]:
+        """Per-class gradients on the real images at ``idx`` (K, m), augmented with
+        ``params``: the classes in groups that fit the pass budget (one group unless there
+        are many classes), each group's images gathered only when its turn comes."""
+        k, m = idx.shape
+        labels = torch.arange(k, device=self.device)
+        per_pass = min(m, self._real_chunk(m)) if supports(self.net) else m
+        per_class = per_pass * self._image_elements()
+        parts = []
+        for grp in class_groups(k, per_class, self.budget):
+            real = self.real.train_images(idx[grp]).to(self.device)
+            if self.dsa is not None and params is not None:
+                real = self.dsa(real, params.take(torch.arange(grp.start, grp.stop)))
+            parts.append(self._real_grads(theta, real, labels[grp, None].expand(-1, m)))
+        if len(parts) == 1:
+            return parts[0]
+        return [torch.cat(per_param) for per_param in zip(*parts, strict=True)]
+
+    def _real_chunk(self, b: int) -> int:
+        """Real images per class per pass: ``real_chunk``, or 16 on CPU (cache-sized
+        work), and elsewhere the whole batch as far as the pass budget allows."""
+        hp: DCParams = self.hparams  # type: ignore[assignment]
+        if hp.real_chunk:
+            return hp.real_chunk
+        if self.device.type == "cpu":
+            return 16
+        return max(1, min(b, self.budget // self._image_elements()))
 
     def _real_grads(self, theta: dict[str, torch.Tensor], real: torch.Tensor, y: torch.Tensor):
         """Per-class gradients on the real batch (no graph): one pass per chunk of
-        ``real_chunk`` images per class, weighted so the sum is each class's batch mean."""
-        hp: DCParams = self.hparams  # type: ignore[assignment]
+        :meth:`_real_chunk` images per class, weighted so the sum is each class's batch
+        mean."""
         if not supports(self.net):
             with torch.no_grad(), autocast_to(self.dtype, self.device):
                 return per_class_grads(self.net, theta, real, y)
         b = real.shape[1]
-        chunk = hp.real_chunk or (16 if self.device.type == "cpu" else b)
+        chunk = self._real_chunk(b)
         total: list[torch.Tensor] | None = None
         for start in range(0, b, chunk):
             stop = min(start + chunk, b)
