@@ -33,6 +33,8 @@ Parts, in their default order:
 * ``eval-step``: training an evaluation network eagerly against compiled
   (``eval-throughput-gpu.json``), which decides whether ``train_network``'s "auto" should
   compile on a GPU too; after ``dm-step`` for the same reason.
+* ``dc-memory``: peak memory of one DC match with 10 and 100 classes, one pass over all
+  classes against class groups (``dc-memory-gpu.json``); last, for the same reason.
 
 On the device machine (its python3 has torch, safetensors, typer, rich, scikit-learn and
 matplotlib, so nothing is installed there): first ``cp -r ../shared/data .devdata`` here
@@ -166,6 +168,15 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
             150,
             60,
             ("eval-throughput-gpu.json",),
+        )
+    )
+    out.append(  # DC's class groups on a GPU's budget (a CIFAR-100-sized match)
+        Part(
+            "dc-memory",
+            ("dc_memory", "--device", "cuda", "--classes", "10", "100", "--force"),
+            150,
+            60,
+            ("dc-memory-gpu.json",),
         )
     )
     return out

@@ -320,6 +320,47 @@ def mtt_memory_section(stem: str) -> list[str]:
     ]
 
 
+def dc_memory_section(stem: str) -> list[str]:
+    """The DC class-group memory table of ``<stem>.json`` (CPU: process RSS; GPU:
+    allocator peak)."""
+    path = RESULTS / f"{stem}.json"
+    if not path.exists():
+        return []
+    meta_path = RESULTS / f"{stem}.meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    gpu = stem.endswith("-gpu")
+    lines = [
+        "## DC: peak memory of one match, one pass over all classes against class groups"
+        + (" (GPU)" if gpu else ""),
+        "",
+        f"{meta.get('settings', '')}; peak "
+        + ("allocated GPU memory" if gpu else "process memory")
+        + " of the second match above the",
+        "state before it, each figure from its own process. One pass holds every class's",
+        "activations at once; class groups (the default) split the classes into groups that",
+        "fit a budget of activation elements (`datadistill.methods.common.class_groups`),",
+        "with the same gradients (tested). With ten classes both run the same single pass,",
+        "so their difference there is the spread of the peak-memory reading.",
+        "",
+        "| classes | groups | one pass GiB | class groups GiB | groups / one pass "
+        "| one pass s | class groups s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in json.loads(path.read_text()):
+        one, grp = r["one_pass_peak_bytes"], r["groups_peak_bytes"]
+        lines.append(
+            f"| {r['classes']} | {r['groups']} | {gib(one)} | {gib(grp)} | "
+            f"{grp / one:.2f} | {r['one_pass_seconds']:.1f} | {r['groups_seconds']:.1f} |"
+        )
+    return lines + [
+        "",
+        f"- command: `{meta.get('command', '-')}`",
+        f"- machine: {meta.get('machine', '-')}",
+        f"- date: {meta.get('date', '-')}",
+        "",
+    ]
+
+
 def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
     """Cells run with ``--tag`` (e.g. the papers' recipes on a GPU), in their own table:
     their protocol, iterations and hyperparameters differ from the CPU table's."""
@@ -709,6 +750,8 @@ def main() -> None:
         lines += ["", f"- `{t['command']}` ({t['machine']}, {t['date']})", ""]
     for stem in mtt_memory_stems():
         lines += mtt_memory_section(stem)
+    for stem in ("dc-memory", "dc-memory-gpu"):
+        lines += dc_memory_section(stem)
     if rows:
         first = rows[0]
         lines += [

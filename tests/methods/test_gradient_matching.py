@@ -691,6 +691,15 @@ def test_class_groups_split_many_classes_within_the_budget():
     assert class_groups(3, 500, 50) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # too big
 
 
+def test_even_chunk_splits_into_as_few_equal_chunks_as_the_cap_allows():
+    from datadistill.methods.common import even_chunk
+
+    assert even_chunk(2560, 2674) == 2560  # MNIST's DM batch at width 128 on a GPU: whole
+    assert even_chunk(2560, 2048) == 1280  # two equal calls, not 2048 + 512
+    assert even_chunk(25600, 2048) == 1970  # 13 calls, none above the cap
+    assert even_chunk(5, 0) == 1
+
+
 @pytest.mark.parametrize("arch", ["convnet", "mlp"])  # one-pass real side, and vmap's
 def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch):
     """A budget too small for all classes splits the real and the synthetic side into

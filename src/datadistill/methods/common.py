@@ -41,6 +41,12 @@ def pass_elements(device: torch.device) -> int:
     return PASS_ELEMENTS_CPU if device.type == "cpu" else PASS_ELEMENTS
 
 
+def even_chunk(n: int, cap: int) -> int:
+    """The size of the equal chunks (the last may be smaller) that split ``n`` items into as
+    few as a ``cap`` per chunk allows: ``n`` when it fits, else at most ``cap``."""
+    return -(-n // -(-n // max(1, cap)))
+
+
 def class_groups(k: int, per_class: int, budget: int) -> list[slice]:
     """Consecutive slices of the ``k`` classes, each holding at most ``budget`` elements
     when a class costs ``per_class`` (at least one class per group), in as few groups as

@@ -93,6 +93,7 @@ from datadistill.methods.common import (
     PRECISIONS,
     autocast_to,
     class_groups,
+    even_chunk,
     init_synset,
     maybe_compile,
     pass_elements,
@@ -159,7 +160,8 @@ class DCParams(HParams):
     # images at 1/factor resolution; 1: plain pixels. The loops by IPC follow the stored IPC
     # (each inner epoch then trains on factor**2 times as many images)
     real_chunk: int = 0  # real images per class per pass (same gradient); 0: 16 on CPU
-    # (cache-sized work), the whole batch on GPU
+    # (cache-sized work), on GPU the whole batch as far as the pass budget allows; with
+    # many classes a pass also takes them in groups (methods.common.class_groups)
     compile: str = "auto"  # torch.compile the real side and the inner training: auto/yes/no
     # compute dtype of the real-side gradients and the inner training: "float32" (the
     # paper's), "bfloat16", or "auto" (bf16 where the device has native bf16)
@@ -422,13 +424,14 @@ class DC(Method):
 
     def _real_chunk(self, b: int) -> int:
         """Real images per class per pass: ``real_chunk``, or 16 on CPU (cache-sized
-        work), and elsewhere the whole batch as far as the pass budget allows."""
+        work), and elsewhere the whole batch, or equal parts of it that fit the pass
+        budget."""
         hp: DCParams = self.hparams  # type: ignore[assignment]
         if hp.real_chunk:
             return hp.real_chunk
         if self.device.type == "cpu":
             return 16
-        return max(1, min(b, self.budget // self._image_elements()))
+        return even_chunk(b, self.budget // self._image_elements())
 
     def _real_grads(self, theta: dict[str, torch.Tensor], real: torch.Tensor, y: torch.Tensor):
         """Per-class gradients on the real batch (no graph): one pass per chunk of

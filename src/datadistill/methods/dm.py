@@ -41,8 +41,10 @@ from datadistill.methods.common import (
     INITS,
     PRECISIONS,
     autocast_to,
+    even_chunk,
     init_synset,
     maybe_compile,
+    pass_elements,
     resolve_precision,
 )
 from datadistill.models import create_model_for, reset_parameters
@@ -64,8 +66,9 @@ class DMParams(HParams):
     factor: int = 1  # multi-formation (IDC): each stored image tiles factor**2 training
     # images at 1/factor resolution; 1: plain pixels
     compile: str = "auto"  # torch.compile the embedding: "auto", "yes" or "no"
-    real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), all on
-    # GPU or with batch norm (whose statistics need the whole batch)
+    real_chunk: int = 0  # real images per forward call; 0: 16 on CPU (cache-sized), on GPU
+    # as many as fit the pass budget (all of MNIST's 2560 at width 128), all with batch
+    # norm (whose statistics need the whole batch)
     # compute dtype of the real half's forward (no gradient flows through it); the
     # synthetic half, its gradient and the loss stay float32. "auto": bfloat16 where the
     # device computes it natively (CPUs with AVX512-BF16 / AMX, recent GPUs), else float32
@@ -128,8 +131,14 @@ class DM(Method):
         )
         if batch_norm:  # also over an explicit real_chunk: chunks would change the maths
             self.real_chunk = 1 << 30
-        else:
-            self.real_chunk = hp.real_chunk or (1 << 30 if device.type != "cpu" else 16)
+        elif hp.real_chunk or device.type == "cpu":
+            self.real_chunk = hp.real_chunk or 16
+        else:  # a GPU: the batch in as few calls of one size as the pass budget allows
+            # (CIFAR-100's 25600 real images at width 128 would hold 13 GB per map at once)
+            h, w = real.info.image_size
+            cap = max(1, pass_elements(device) // (hp.width * h * w))
+            n = real.info.num_classes * min(hp.batch_real, max(real.class_counts("train")))
+            self.real_chunk = even_chunk(n, cap)
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
         self.real_dtype = resolve_precision(hp.real_precision, device)
