@@ -390,6 +390,34 @@ def test_dm_with_batch_norm_embeds_the_real_batch_whole(digits):
     assert plain.real_chunk == 4
 
 
+@pytest.mark.parametrize("arch", ["convnet", "convnet_bn"])
+def test_dm_synthetic_half_in_class_groups_equals_one_pass(digits, monkeypatch, arch):
+    """A budget too small for all classes runs the synthetic half one class at a time: the
+    update (through DSA and a multi-formation set) and the loss are those of one pass.
+    Batch norm, whose statistics span the classes, keeps one pass."""
+    from datadistill.methods import dm
+
+    def one_step(budget: int | None):
+        if budget is not None:
+            monkeypatch.setattr(dm, "pass_elements", lambda device: budget)
+        m = create_method("dm", **{**SMOKE_HPARAMS["dm"], "factor": 2, "arch": arch})
+        m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        calls, embed = [], m.embed
+        m.embed = lambda x: (calls.append(x.shape[0]), embed(x))[1]
+        start = [p.detach().clone() for p in m.synset.parameters()]
+        loss = m.step()["loss"]
+        return loss, start, [p.detach().clone() for p in m.synset.parameters()], calls
+
+    loss_one, start, set_one, _ = one_step(None)
+    loss_groups, _, set_groups, calls_groups = one_step(1)
+    syn_calls = [n for n in calls_groups if n == 2 * 4]  # one class: 2 images x 4 tiles
+    assert len(syn_calls) == (10 if arch == "convnet" else 0)
+    assert not all(torch.equal(a, b) for a, b in zip(set_one, start, strict=True))
+    assert abs(loss_groups - loss_one) <= 1e-5 * abs(loss_one)
+    for a, b in zip(set_groups, set_one, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_a_learned_lr_starts_on_the_images_device():
     images = torch.zeros(4, 1, 8, 8, device="meta")  # any device other than the CPU
     synset = dd.PixelSet(images, 2, lr=0.01)

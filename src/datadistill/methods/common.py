@@ -41,6 +41,29 @@ def pass_elements(device: torch.device) -> int:
     return PASS_ELEMENTS_CPU if device.type == "cpu" else PASS_ELEMENTS
 
 
+def backward_in_class_groups(
+    syn: Tensor, groups: list[slice], loss_of: Callable[[slice, Tensor], Tensor]
+) -> Tensor:
+    """Back-propagate ``sum over groups g of loss_of(g, syn[g])`` into ``syn``'s graph
+    (the synthetic set's parameters), for a loss that is a sum over classes; returns the
+    loss, detached. With several :func:`class_groups`, one group's graph is alive at a
+    time: each group's gradient with respect to ``syn`` is its own, so they are gathered
+    on a detached copy and sent back through ``syn``'s graph (augmentation, the set's
+    parameterisation) once."""
+    if len(groups) == 1:
+        loss = loss_of(groups[0], syn)
+        loss.backward()
+        return loss.detach()
+    leaf = syn.detach().requires_grad_()
+    total = syn.new_zeros(())
+    for grp in groups:
+        part = loss_of(grp, leaf[grp])
+        part.backward()
+        total = total + part.detach()
+    syn.backward(leaf.grad)
+    return total
+
+
 def even_chunk(n: int, cap: int) -> int:
     """The size of the equal chunks (the last may be smaller) that split ``n`` items into as
     few as a ``cap`` per chunk allows: ``n`` when it fits, else at most ``cap``."""

@@ -92,6 +92,7 @@ from datadistill.methods.common import (
     INITS,
     PRECISIONS,
     autocast_to,
+    backward_in_class_groups,
     class_groups,
     even_chunk,
     init_synset,
@@ -361,26 +362,15 @@ class DC(Method):
         self.optimizer.zero_grad(set_to_none=True)
         y_syn = labels[:, None].expand(k, syn.shape[1])
         groups = class_groups(k, syn.shape[1] * self._image_elements(), self.budget)
-        if len(groups) == 1:
-            loss = gradient_distance(
-                g_real, per_class_grads(self.net, theta, syn, y_syn), hp.distance
-            )
-            loss.backward()
-        else:
-            # the distance is a sum over classes, so one group's graph at a time: each
-            # group's gradient with respect to the (augmented) images is its own; they
-            # are gathered and sent back through the augmentation and the set once
-            leaf = syn.detach().requires_grad_()
-            loss = syn.new_zeros(())
-            for grp in groups:
-                g_syn = per_class_grads(self.net, theta, leaf[grp], y_syn[grp])
-                part = gradient_distance([g[grp] for g in g_real], g_syn, hp.distance)
-                part.backward()
-                loss = loss + part.detach()
-            syn.backward(leaf.grad)
+
+        def loss_of(grp: slice, s: torch.Tensor) -> torch.Tensor:
+            g_syn = per_class_grads(self.net, theta, s, y_syn[grp])
+            return gradient_distance([g[grp] for g in g_real], g_syn, hp.distance)
+
+        loss = backward_in_class_groups(syn, groups, loss_of)
         self.optimizer.step()
         self.net.train()
-        return float(loss.detach())
+        return float(loss)
 
     def _image_elements(self) -> int:
         """A real or synthetic image's share of a pass's budget (:func:`class_groups`):

@@ -11,7 +11,10 @@ classes share each forward call (instance norm keeps samples independent; on CPU
 half runs in cache-sized chunks of ``real_chunk`` images, unless the network has batch
 norm, which needs the whole batch), the real half without autograd (optionally in
 bfloat16, ``real_precision``: on CPUs with native bf16 it runs about twice as fast, and its
-mean embeddings differ from float32's by about 0.2%).
+mean embeddings differ from float32's by about 0.2%). With many classes the synthetic half
+runs in class groups that fit a budget of activation memory, one group's graph at a time
+(:func:`datadistill.methods.common.backward_in_class_groups`; the loss is a sum over
+classes, so the gradient is the same), unless batch norm couples the classes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from datadistill.methods.common import (
     INITS,
     PRECISIONS,
     autocast_to,
+    backward_in_class_groups,
+    class_groups,
     even_chunk,
     init_synset,
     maybe_compile,
@@ -129,6 +134,7 @@ class DM(Method):
         batch_norm = any(
             isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.net.modules()
         )
+        self.batch_norm = batch_norm
         if batch_norm:  # also over an explicit real_chunk: chunks would change the maths
             self.real_chunk = 1 << 30
         elif hp.real_chunk or device.type == "cpu":
@@ -146,23 +152,41 @@ class DM(Method):
     def step(self) -> dict[str, float]:
         hp: DMParams = self.hparams  # type: ignore[assignment]
         reset_parameters(self.net, self.generator)  # a fresh random network
-        real = self.real.sample_per_class(hp.batch_real, self.generator).to(self.device)
+        idx = self.real.sample_indices_per_class(hp.batch_real, self.generator)  # (K, m)
         syn = self.synthetic().class_images()  # (K, ipc * factor**2, C, H, W)
-        k = syn.shape[0]
-        if self.dsa is not None:
+        k, m = idx.shape
+        params = None
+        if self.dsa is not None:  # one parameter draw per class, shared by both halves
             params = self.dsa.sample(k, self.generator, self.device)
-            real, syn = self.dsa(real, params), self.dsa(syn, params)
+            syn = self.dsa(syn, params)
+        c, h, w = syn.shape[2:]
+        budget = pass_elements(self.device)
+        # the real images in groups of classes whose pixels fit the budget (one group but
+        # for many classes), each gathered and augmented when its turn comes; batch norm
+        # takes the batch whole, its statistics spanning the classes
+        groups = [slice(0, k)] if self.batch_norm else class_groups(k, m * c * h * w, budget)
+        feats = []
         with torch.no_grad(), autocast_to(self.real_dtype, self.device):
-            chunks = real.flatten(0, 1).split(self.real_chunk)
-            real_feat = torch.cat([self.embed(c) for c in chunks]).view(k, real.shape[1], -1)
-        real_feat = real_feat.float()
-        syn_feat = self.embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1)
-        loss = mean_embedding_loss(real_feat, syn_feat)
+            for grp in groups:
+                real = self.real.train_images(idx[grp]).to(self.device)
+                if self.dsa is not None and params is not None:
+                    real = self.dsa(real, params.take(torch.arange(grp.start, grp.stop)))
+                chunks = real.flatten(0, 1).split(self.real_chunk)
+                feats.append(torch.cat([self.embed(x) for x in chunks]).view(len(real), m, -1))
+        real_feat = torch.cat(feats).float() if len(feats) > 1 else feats[0].float()
+
+        def loss_of(grp: slice, s: Tensor) -> Tensor:
+            syn_feat = self.embed(s.flatten(0, 1)).view(s.shape[0], s.shape[1], -1)
+            return mean_embedding_loss(real_feat[grp], syn_feat)
+
+        groups = class_groups(k, syn.shape[1] * hp.width * h * w, budget)
+        if self.batch_norm:  # its statistics span every class's synthetic images
+            groups = [slice(0, k)]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = backward_in_class_groups(syn, groups, loss_of)
         self.optimizer.step()
         self.iteration += 1
-        return {"loss": float(loss.detach()) / k}
+        return {"loss": float(loss) / k}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
