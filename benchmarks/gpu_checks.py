@@ -33,8 +33,9 @@ Parts, in their default order:
 * ``eval-step``: training an evaluation network eagerly against compiled
   (``eval-throughput-gpu.json``), which decides whether ``train_network``'s "auto" should
   compile on a GPU too; after ``dm-step`` for the same reason.
-* ``dc-memory``: peak memory of one DC match with 10 and 100 classes, one pass over all
-  classes against class groups (``dc-memory-gpu.json``); last, for the same reason.
+* ``class-groups``: peak memory of a DC match and a DM iteration with 10 and 100 classes,
+  one pass over all classes against class groups (``class-groups-memory-gpu.json``);
+  last, for the same reason.
 
 On the device machine (its python3 has torch, safetensors, typer, rich, scikit-learn and
 matplotlib, so nothing is installed there): first ``cp -r ../shared/data .devdata`` here
@@ -170,13 +171,13 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
             ("eval-throughput-gpu.json",),
         )
     )
-    out.append(  # DC's class groups on a GPU's budget (a CIFAR-100-sized match)
+    out.append(  # class groups on a GPU's budget (CIFAR-100-sized DC and DM passes)
         Part(
-            "dc-memory",
-            ("dc_memory", "--device", "cuda", "--classes", "10", "100", "--force"),
-            150,
+            "class-groups",
+            ("class_groups_memory", "--device", "cuda", "--classes", "10", "100", "--force"),
+            180,
             60,
-            ("dc-memory-gpu.json",),
+            ("class-groups-memory-gpu.json",),
         )
     )
     return out

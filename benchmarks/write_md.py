@@ -320,9 +320,9 @@ def mtt_memory_section(stem: str) -> list[str]:
     ]
 
 
-def dc_memory_section(stem: str) -> list[str]:
-    """The DC class-group memory table of ``<stem>.json`` (CPU: process RSS; GPU:
-    allocator peak)."""
+def class_groups_memory_section(stem: str) -> list[str]:
+    """The class-group memory table of ``<stem>.json`` (CPU: process RSS; GPU: allocator
+    peak)."""
     path = RESULTS / f"{stem}.json"
     if not path.exists():
         return []
@@ -330,26 +330,28 @@ def dc_memory_section(stem: str) -> list[str]:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     gpu = stem.endswith("-gpu")
     lines = [
-        "## DC: peak memory of one match, one pass over all classes against class groups"
-        + (" (GPU)" if gpu else ""),
+        "## DC and DM with many classes: peak memory, one pass over all classes against "
+        "class groups" + (" (GPU)" if gpu else ""),
         "",
         f"{meta.get('settings', '')}; peak "
         + ("allocated GPU memory" if gpu else "process memory")
-        + " of the second match above the",
-        "state before it, each figure from its own process. One pass holds every class's",
-        "activations at once; class groups (the default) split the classes into groups that",
-        "fit a budget of activation elements (`datadistill.methods.common.class_groups`),",
+        + " of the second match or",
+        "iteration above the state before it, each figure from its own process. One pass",
+        "holds every class's images and activations at once; class groups (the default)",
+        "take the classes in groups that fit a budget (`class_groups` in",
+        "`datadistill.methods.common`; the groups counted are DC's real side's and DM's",
+        "synthetic half's),",
         "with the same gradients (tested). With ten classes both run the same single pass,",
         "so their difference there is the spread of the peak-memory reading.",
         "",
-        "| classes | groups | one pass GiB | class groups GiB | groups / one pass "
+        "| method | classes | groups | one pass GiB | class groups GiB | groups / one pass "
         "| one pass s | class groups s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in json.loads(path.read_text()):
         one, grp = r["one_pass_peak_bytes"], r["groups_peak_bytes"]
         lines.append(
-            f"| {r['classes']} | {r['groups']} | {gib(one)} | {gib(grp)} | "
+            f"| {r['method']} | {r['classes']} | {r['groups']} | {gib(one)} | {gib(grp)} | "
             f"{grp / one:.2f} | {r['one_pass_seconds']:.1f} | {r['groups_seconds']:.1f} |"
         )
     return lines + [
@@ -750,8 +752,8 @@ def main() -> None:
         lines += ["", f"- `{t['command']}` ({t['machine']}, {t['date']})", ""]
     for stem in mtt_memory_stems():
         lines += mtt_memory_section(stem)
-    for stem in ("dc-memory", "dc-memory-gpu"):
-        lines += dc_memory_section(stem)
+    for stem in ("class-groups-memory", "class-groups-memory-gpu"):
+        lines += class_groups_memory_section(stem)
     if rows:
         first = rows[0]
         lines += [

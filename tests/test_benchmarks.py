@@ -263,16 +263,17 @@ def test_mtt_memory_tables_by_width_and_device(tmp_path, monkeypatch):
     assert "(GPU)" in "\n".join(write_md.mtt_memory_section("mtt-memory-gpu"))
 
 
-def test_dc_memory_table(tmp_path, monkeypatch):
+def test_class_groups_memory_table(tmp_path, monkeypatch):
     monkeypatch.setattr(write_md, "RESULTS", tmp_path)
-    row = {"classes": 100, "groups": 7, "one_pass_peak_bytes": 2**32}
+    row = {"method": "dc", "classes": 100, "groups": 7, "one_pass_peak_bytes": 2**32}
     row |= {"groups_peak_bytes": 2**30, "one_pass_seconds": 180.0, "groups_seconds": 130.0}
-    (tmp_path / "dc-memory.json").write_text(json.dumps([row]))
-    (tmp_path / "dc-memory.meta.json").write_text(json.dumps({"settings": "s", "command": "c"}))
-    text = "\n".join(write_md.dc_memory_section("dc-memory"))
-    assert "| 100 | 7 | 4.00 | 1.00 | 0.25 | 180.0 | 130.0 |" in text
+    (tmp_path / "class-groups-memory.json").write_text(json.dumps([row]))
+    meta = {"settings": "s", "command": "c"}
+    (tmp_path / "class-groups-memory.meta.json").write_text(json.dumps(meta))
+    text = "\n".join(write_md.class_groups_memory_section("class-groups-memory"))
+    assert "| dc | 100 | 7 | 4.00 | 1.00 | 0.25 | 180.0 | 130.0 |" in text
     assert "- command: `c`" in text and "(GPU)" not in text
-    assert write_md.dc_memory_section("dc-memory-gpu") == []  # no file: no section
+    assert write_md.class_groups_memory_section("class-groups-memory-gpu") == []  # no file
 
 
 def test_reevaluate_trains_the_table_artefact_under_another_protocol(digits, tmp_path, monkeypatch):
