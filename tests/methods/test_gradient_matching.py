@@ -700,8 +700,12 @@ def test_even_chunk_splits_into_as_few_equal_chunks_as_the_cap_allows():
     assert even_chunk(5, 0) == 1
 
 
-@pytest.mark.parametrize("arch", ["convnet", "mlp"])  # one-pass real side, and vmap's
-def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch):
+# the one-pass real side, vmap's (mlp), frozen batch norm; the paper's and IDC's distance
+@pytest.mark.parametrize(
+    "arch, distance",
+    [("convnet", "ours"), ("mlp", "ours"), ("convnet_bn", "mse"), ("convnet", "l1")],
+)
+def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch, distance):
     """A budget too small for all classes splits the real and the synthetic side into
     class groups: the images' update (through DSA and a multi-formation set) and the loss
     are those of one pass."""
@@ -714,7 +718,7 @@ def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch):
     )
     out = []
     for budget in (None, 1):  # 1: one class per group
-        hp = {**SMOKE_HPARAMS["dsa"], "factor": 2, "arch": arch}
+        hp = {**SMOKE_HPARAMS["dsa"], "factor": 2, "arch": arch, "distance": distance}
         if arch == "mlp":
             del hp["width"]
         m = create_method("dsa", **hp)
@@ -724,9 +728,11 @@ def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch):
         calls.clear()
         start = [p.detach().clone() for p in m.synset.parameters()]
         loss = m._match(0)
-        out.append((loss, [p.detach().clone() for p in m.synset.parameters()], len(calls)))
-    (loss_one, set_one, n_one), (loss_groups, set_groups, n_groups) = out
+        synset = [p.detach().clone() for p in m.synset.parameters()]
+        out.append((loss, synset, len(calls), m.generator.get_state()))
+    (loss_one, set_one, n_one, g_one), (loss_groups, set_groups, n_groups, g_groups) = out
     assert n_groups > n_one  # the synthetic side did run in groups
+    assert torch.equal(g_groups, g_one)  # the same random draws
     assert not all(torch.equal(a, b) for a, b in zip(set_one, start, strict=True))
     assert math.isclose(loss_groups, loss_one, rel_tol=1e-5)
     for a, b in zip(set_groups, set_one, strict=True):

@@ -418,6 +418,26 @@ def test_dm_synthetic_half_in_class_groups_equals_one_pass(digits, monkeypatch, 
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_dm_real_half_in_equal_capped_calls_equals_one_pass(digits):
+    """A GPU's cap on images per call (here 7: 64 images per class in calls of 7 or
+    fewer) gives the step of one call per chunk of 16."""
+    out = []
+    for cap in (0, 7):
+        m = create_method("dm", **SMOKE_HPARAMS["dm"])
+        m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        m.real_cap = cap
+        sizes = []
+        embed = m.embed
+        m.embed = lambda x, sizes=sizes, embed=embed: (sizes.append(x.shape[0]), embed(x))[1]
+        loss = m.step()["loss"]
+        out.append((loss, m.synset.images.detach().clone(), sizes))
+    (loss_16, set_16, sizes_16), (loss_7, set_7, sizes_7) = out
+    assert sizes_7[-1] == sizes_16[-1] == 20  # the synthetic half: 10 classes x 2 images
+    assert max(sizes_7[:-1]) == 7 and max(sizes_16[:-1]) == 16  # the real half's calls
+    assert abs(loss_7 - loss_16) <= 1e-5 * abs(loss_16)
+    assert torch.allclose(set_7, set_16, atol=1e-6, rtol=1e-5)
+
+
 def test_a_learned_lr_starts_on_the_images_device():
     images = torch.zeros(4, 1, 8, 8, device="meta")  # any device other than the CPU
     synset = dd.PixelSet(images, 2, lr=0.01)

@@ -27,11 +27,13 @@ FEATURE_INIT_STEPS = 300
 COMPILE_MIN_PIXELS = 1_000_000
 
 # The most activation elements (images x network width x input pixels: one saved map of
-# the first block) one batched pass over the classes may hold. A dataset with many classes
-# then runs a match in groups of classes instead of holding every class's batch at once
-# (DC on CIFAR-100 at width 128 held 4.2 GB for its real side on CPU). The CPU figure keeps
-# ten classes of 16 images at width 128 and 32 px in one pass; the other, about 1 GiB per
-# float32 map, keeps ten classes of 256 MNIST images at width 128 in one.
+# the first block) one batched pass over the classes may hold. A pass above it runs in
+# groups of classes instead of holding every class's batch at once (DC on CIFAR-100 at
+# width 128 held 4.2 GB for its real side on CPU). The CPU figure keeps DC's real side
+# (ten classes of 16 images) in one pass up to width 128 at 32 px, and the synthetic side
+# of ten classes at IPC 10 up to width 128 at 32 px, IPC 50 or a multi-formation set
+# going to two groups or more; the other, about 1 GiB per float32 map, keeps ten classes
+# of 256 MNIST images at width 128 in one pass (32-px images at that width: two).
 PASS_ELEMENTS_CPU = 1 << 25
 PASS_ELEMENTS = 1 << 28
 
@@ -49,7 +51,8 @@ def backward_in_class_groups(
     loss, detached. With several :func:`class_groups`, one group's graph is alive at a
     time: each group's gradient with respect to ``syn`` is its own, so they are gathered
     on a detached copy and sent back through ``syn``'s graph (augmentation, the set's
-    parameterisation) once."""
+    parameterisation) once. ``loss_of(g, s)`` must depend on the classes of ``g`` only
+    (no batch norm in training mode, whose statistics would span the groups)."""
     if len(groups) == 1:
         loss = loss_of(groups[0], syn)
         loss.backward()
@@ -67,6 +70,8 @@ def backward_in_class_groups(
 def even_chunk(n: int, cap: int) -> int:
     """The size of the equal chunks (the last may be smaller) that split ``n`` items into as
     few as a ``cap`` per chunk allows: ``n`` when it fits, else at most ``cap``."""
+    if n <= 0:
+        return 1
     return -(-n // -(-n // max(1, cap)))
 
 
@@ -75,6 +80,8 @@ def class_groups(k: int, per_class: int, budget: int) -> list[slice]:
     when a class costs ``per_class`` (at least one class per group), in as few groups as
     that allows, all of one size but the last, which may be smaller (so that a compiled
     pass sees at most two shapes); one group, ``[slice(0, k)]``, whenever all fit."""
+    if k <= 0:
+        return []
     fit = max(1, min(k, budget // max(1, per_class)))
     n = -(-k // fit)
     size = -(-k // n)

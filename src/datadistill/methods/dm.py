@@ -135,16 +135,16 @@ class DM(Method):
             isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.net.modules()
         )
         self.batch_norm = batch_norm
+        self.real_cap = 0  # > 0: each class group's images in equal calls of at most this
         if batch_norm:  # also over an explicit real_chunk: chunks would change the maths
             self.real_chunk = 1 << 30
         elif hp.real_chunk or device.type == "cpu":
             self.real_chunk = hp.real_chunk or 16
-        else:  # a GPU: the batch in as few calls of one size as the pass budget allows
-            # (CIFAR-100's 25600 real images at width 128 would hold 13 GB per map at once)
+        else:  # a GPU: as few equal calls as the pass budget allows (CIFAR-100's 25600
+            # real images at width 128 would hold 13 GB per feature map at once)
             h, w = real.info.image_size
-            cap = max(1, pass_elements(device) // (hp.width * h * w))
-            n = real.info.num_classes * min(hp.batch_real, max(real.class_counts("train")))
-            self.real_chunk = even_chunk(n, cap)
+            self.real_cap = max(1, pass_elements(device) // (hp.width * h * w))
+            self.real_chunk = self.real_cap
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
         self.real_dtype = resolve_precision(hp.real_precision, device)
@@ -161,9 +161,10 @@ class DM(Method):
             syn = self.dsa(syn, params)
         c, h, w = syn.shape[2:]
         budget = pass_elements(self.device)
-        # the real images in groups of classes whose pixels fit the budget (one group but
-        # for many classes), each gathered and augmented when its turn comes; batch norm
-        # takes the batch whole, its statistics spanning the classes
+        # the real images in groups of classes whose pixels (not activations: the chunks
+        # below bound those) fit the budget, one group unless there are many classes,
+        # each gathered and augmented when its turn comes; batch norm takes the batch
+        # whole, its statistics spanning the classes
         groups = [slice(0, k)] if self.batch_norm else class_groups(k, m * c * h * w, budget)
         feats = []
         with torch.no_grad(), autocast_to(self.real_dtype, self.device):
@@ -171,17 +172,21 @@ class DM(Method):
                 real = self.real.train_images(idx[grp]).to(self.device)
                 if self.dsa is not None and params is not None:
                     real = self.dsa(real, params.take(torch.arange(grp.start, grp.stop)))
-                chunks = real.flatten(0, 1).split(self.real_chunk)
-                feats.append(torch.cat([self.embed(x) for x in chunks]).view(len(real), m, -1))
+                flat = real.flatten(0, 1)
+                chunk = even_chunk(len(flat), self.real_cap) if self.real_cap else self.real_chunk
+                feats.append(
+                    torch.cat([self.embed(x) for x in flat.split(chunk)]).view(len(real), m, -1)
+                )
         real_feat = torch.cat(feats).float() if len(feats) > 1 else feats[0].float()
 
         def loss_of(grp: slice, s: Tensor) -> Tensor:
             syn_feat = self.embed(s.flatten(0, 1)).view(s.shape[0], s.shape[1], -1)
             return mean_embedding_loss(real_feat[grp], syn_feat)
 
-        groups = class_groups(k, syn.shape[1] * hp.width * h * w, budget)
         if self.batch_norm:  # its statistics span every class's synthetic images
             groups = [slice(0, k)]
+        else:
+            groups = class_groups(k, syn.shape[1] * hp.width * h * w, budget)
         self.optimizer.zero_grad(set_to_none=True)
         loss = backward_in_class_groups(syn, groups, loss_of)
         self.optimizer.step()
