@@ -149,6 +149,16 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def save_rows(rows: list[dict[str, Any]], name: str, settings: str, device: str) -> Path:
+    """A result file that is a plain list of rows (``name`` under RESULTS), its settings,
+    device, command, machine and date beside it in ``NAME.meta.json``."""
+    path = RESULTS / name
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    write(name.removesuffix(".json") + ".meta.json", {"settings": settings, "device": device})
+    print(f"wrote {path}")
+    return path
+
+
 def command() -> str:
     """How this script was run, as ``python -m benchmarks.NAME ARGS`` from the repository."""
     script = Path(sys.argv[0])

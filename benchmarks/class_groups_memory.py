@@ -35,11 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._common import RESULTS, WORK, add_output_options, output_name, run_main, write
+from benchmarks._common import WORK, add_output_options, output_name, run_main, save_rows
 
 IMAGES_PER_CLASS = 300  # more than the 256 a match draws per class
 WIDTH = 128
 IPC = 10
+SETTINGS = (
+    f"32x32 RGB inputs, ConvNet-3 w{WIDTH} instancenorm, IPC {IPC}, 256 real images per "
+    "class, no DSA, one DC match or DM iteration"
+)
 
 
 def fixture(classes: int) -> Path:
@@ -127,23 +131,8 @@ def main() -> None:
                     row["groups"] = int(res["groups"])
             rows.append(row)
             print(row, flush=True)
-            save(rows, name, args.device)  # after every row: a cut-off run keeps them
-
-
-def save(rows: list[dict[str, object]], name: str, device_arg: str) -> None:
-    """The result file is the plain list of rows; its command, machine and date go beside it
-    (``NAME.meta.json``)."""
-    path = RESULTS / name
-    path.write_text(json.dumps(rows, indent=2) + "\n")
-    write(
-        name.removesuffix(".json") + ".meta.json",
-        {
-            "settings": f"32x32 RGB inputs, ConvNet-3 w{WIDTH} instancenorm, IPC {IPC}, "
-            "256 real images per class, no DSA, one DC match or DM iteration",
-            "device": device_arg,
-        },
-    )
-    print(f"wrote {path}")
+            # after every row: a cut-off run keeps them
+            save_rows(rows, name, SETTINGS, args.device)
 
 
 if __name__ == "__main__":

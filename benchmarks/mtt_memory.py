@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from benchmarks._common import RESULTS, add_output_options, output_name, run_main, write
+from benchmarks._common import add_output_options, output_name, run_main, save_rows
 
 
 def measure(mode: str, steps: int, device: str, width: int = 128) -> dict[str, float]:
@@ -115,23 +115,11 @@ def main() -> None:
                 per_step = res["peak"] / steps
         rows.append(row)
         print(row, flush=True)
-        save(rows, name, args.device, args.width)  # after every row: a cut-off run keeps them
-
-
-def save(rows: list[dict[str, object]], name: str, device_arg: str, width: int) -> None:
-    """The result file is the plain list of rows; its command, machine and date go beside it
-    (``NAME.meta.json``)."""
-    path = RESULTS / name
-    path.write_text(json.dumps(rows, indent=2) + "\n")
-    write(
-        name.removesuffix(".json") + ".meta.json",
-        {
-            "settings": f"MNIST-shaped inputs, ConvNet-3 w{width} instancenorm, IPC 10 (100 "
-            "images per student step), one MTT gradient",
-            "device": device_arg,
-        },
-    )
-    print(f"wrote {path}")
+        settings = (
+            f"MNIST-shaped inputs, ConvNet-3 w{args.width} instancenorm, IPC 10 (100 images "
+            "per student step), one MTT gradient"
+        )
+        save_rows(rows, name, settings, args.device)  # after every row: a cut-off run keeps them
 
 
 if __name__ == "__main__":

@@ -263,6 +263,23 @@ def gib(v: Any) -> str:
     return f"{v / 2**30:.2f}" if v else "-"
 
 
+def read_meta(stem: str) -> dict[str, Any]:
+    """``<stem>.meta.json`` beside a result file that is a plain list of rows, or {}."""
+    path = RESULTS / f"{stem}.meta.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def meta_footer(meta: dict[str, Any]) -> list[str]:
+    """The command, machine and date lines under such a file's table."""
+    return [
+        "",
+        f"- command: `{meta.get('command', '-')}`",
+        f"- machine: {meta.get('machine', '-')}",
+        f"- date: {meta.get('date', '-')}",
+        "",
+    ]
+
+
 def mtt_memory_stems() -> list[str]:
     """The MTT memory result files (without ``.json``): the paper's width first, then other
     widths (``-w32``), each CPU file before its GPU one."""
@@ -279,8 +296,7 @@ def mtt_memory_section(stem: str) -> list[str]:
     if not mm.exists():
         return []
     mem = json.loads(mm.read_text())
-    meta_path = RESULTS / f"{stem}.meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_meta(stem)
     named = re.fullmatch(r"mtt-memory(?:-w(\d+))?(-gpu)?", stem)  # the default names
     gpu = bool(named and named.group(2)) or str(meta.get("device", "")).startswith("cuda")
     width = named.group(1) if named else None
@@ -311,13 +327,7 @@ def mtt_memory_section(stem: str) -> list[str]:
             f"{gib(r['constant_peak_bytes'])} | {ratio} | {f'{fs:.1f}' if fs else '-'} | "
             f"{r['constant_seconds']:.1f} |"
         )
-    return lines + [
-        "",
-        f"- command: `{meta.get('command', '-')}`",
-        f"- machine: {meta.get('machine', '-')}",
-        f"- date: {meta.get('date', '-')}",
-        "",
-    ]
+    return lines + meta_footer(meta)
 
 
 def class_groups_memory_section(stem: str) -> list[str]:
@@ -326,8 +336,7 @@ def class_groups_memory_section(stem: str) -> list[str]:
     path = RESULTS / f"{stem}.json"
     if not path.exists():
         return []
-    meta_path = RESULTS / f"{stem}.meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_meta(stem)
     gpu = stem.endswith("-gpu")
     lines = [
         "## DC and DM with many classes: peak memory, one pass over all classes against "
@@ -354,13 +363,7 @@ def class_groups_memory_section(stem: str) -> list[str]:
             f"| {r['method']} | {r['classes']} | {r['groups']} | {gib(one)} | {gib(grp)} | "
             f"{grp / one:.2f} | {r['one_pass_seconds']:.1f} | {r['groups_seconds']:.1f} |"
         )
-    return lines + [
-        "",
-        f"- command: `{meta.get('command', '-')}`",
-        f"- machine: {meta.get('machine', '-')}",
-        f"- date: {meta.get('date', '-')}",
-        "",
-    ]
+    return lines + meta_footer(meta)
 
 
 def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
