@@ -513,3 +513,18 @@ def test_the_summary_of_a_run_without_evaluation_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "distilled, not evaluated" in out and "datadistill evaluate" in out
     assert "protocol dc" not in out and "random -" not in out
+
+
+def test_every_option_and_argument_of_every_command_says_what_it_does():
+    import typer
+
+    from datadistill.cli import app
+
+    group = typer.main.get_command(app)
+    missing = [
+        f"{name} {'/'.join(p.opts)}"
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        for p in command.params
+        if not getattr(p, "help", None)
+    ]
+    assert not missing, f"options without help text: {missing}"
