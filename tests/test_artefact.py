@@ -213,6 +213,32 @@ def test_grid_follows_labels_and_allows_fewer_images_than_classes(tmp_path, digi
     assert save_grid(few, tmp_path / "b.png").is_file()
 
 
+@pytest.mark.parametrize("classes", [10, 30, 120])
+def test_grid_of_many_classes_wraps_into_blocks(tmp_path, digits, classes):
+    """Ten classes keep one column of rows; thirty wrap into side-by-side blocks (a grid
+    wider than tall, not a strip thirty rows high); past a hundred only the first hundred
+    are drawn."""
+    import dataclasses
+
+    from PIL import Image
+
+    from datadistill.report import grid_blocks, save_grid
+
+    info = dataclasses.replace(
+        digits.info, num_classes=classes, class_names=[f"c{i}" for i in range(classes)]
+    )
+    d = dd.Distilled(
+        images=torch.rand(classes, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+        labels=torch.arange(classes),
+        info=info,
+        manifest={},
+    )
+    width, height = Image.open(save_grid(d, tmp_path / "g.png")).size
+    assert grid_blocks(min(classes, 100), 1) == {10: 1, 30: 5, 120: 10}[classes]
+    assert (width > height) == (classes > 10)
+    assert grid_blocks(100, 10) == 3 and grid_blocks(20, 10) == 1
+
+
 def test_figures_leave_the_process_matplotlib_backend_alone(tmp_path, digits):
     """A notebook's inline backend survives a run's grid.png and curves.png."""
     import matplotlib

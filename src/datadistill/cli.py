@@ -459,7 +459,7 @@ def show(
     ] = None,
     per_class: Annotated[int, typer.Option(help="Images shown per class (one row each).")] = 10,
 ) -> None:
-    """Write an image grid (one row per class) as PNG."""
+    """Write an image grid (one row per class; many classes wrap into blocks) as PNG."""
     from datadistill.artefact import load
     from datadistill.report import save_grid
 

@@ -25,24 +25,45 @@ def _figure(size: tuple[float, float]) -> Any:
     return Figure(figsize=size)
 
 
+# Up to this many classes the grid is one column of rows; more wrap into side-by-side
+# blocks of rows, so that CIFAR-100's grid is not a strip a hundred rows tall.
+GRID_MAX_ROWS = 20
+GRID_MAX_CLASSES = 100
+
+
+def grid_blocks(rows: int, cols: int) -> int:
+    """How many side-by-side blocks ``rows`` classes of up to ``cols`` images wrap into:
+    one up to :data:`GRID_MAX_ROWS` classes, else about as many as make the grid square."""
+    if rows <= GRID_MAX_ROWS:
+        return 1
+    return max(2, round(math.sqrt(rows / cols)), -(-rows // (4 * GRID_MAX_ROWS)))
+
+
 def save_grid(distilled: Distilled, path: str | Path, max_per_class: int = 10) -> Path:
-    """An image grid: one row per class, up to ``max_per_class`` images each, un-normalised."""
+    """An image grid: one row per class, up to ``max_per_class`` images each, un-normalised;
+    more than :data:`GRID_MAX_ROWS` classes wrap into side-by-side blocks of rows, and only
+    the first :data:`GRID_MAX_CLASSES` are shown (the title says so)."""
     pixels = distilled.pixels()  # (N, C, H, W)
     k = distilled.info.num_classes
-    rows = min(k, 100)
+    rows = min(k, GRID_MAX_CLASSES)
     # each row shows its class's own images, whatever order the set keeps them in
     members = [(distilled.labels == r).nonzero()[:, 0][:max_per_class] for r in range(rows)]
     cols = max(1, max(len(m) for m in members))
-    fig = _figure((cols * 0.9 + 0.8, rows * 0.9))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    blocks = grid_blocks(rows, cols)
+    per_block = -(-rows // blocks)
+    width = blocks * (cols + 1) - 1  # a spacer column before each later block's labels
+    fig = _figure((width * 0.9 + 0.8, per_block * 0.9 + (0.3 if k > rows else 0)))
+    axes = fig.subplots(per_block, width, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     names = distilled.info.class_names
     for r in range(rows):
-        for c in range(cols):
-            ax = axes[r][c]
+        block, row = divmod(r, per_block)
+        for c in range(len(members[r])):
+            ax = axes[row][block * (cols + 1) + c]
+            ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
-            if c >= len(members[r]):
-                continue  # a class with fewer images than the widest row
             img = pixels[int(members[r][c])].permute(1, 2, 0).numpy()
             if img.shape[-1] == 1:
                 ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
@@ -56,6 +77,8 @@ def save_grid(distilled: Distilled, path: str | Path, max_per_class: int = 10) -
                     ha="right",
                     va="center",
                 )
+    if k > rows:
+        fig.suptitle(f"the first {rows} of {k} classes", fontsize=8)
     fig.tight_layout(pad=0.2)
     path = Path(path)
     fig.savefig(path, dpi=100)
