@@ -61,17 +61,16 @@ def fixture(classes: int) -> Path:
 def measure(method: str, mode: str, classes: int, device: str) -> dict[str, float]:
     from datadistill._device import peak_memory_bytes, reset_peak_memory, resolve_device
     from datadistill.data import load_dataset
-    from datadistill.methods import common, create_method, dm
+    from datadistill.methods import create_method, dc, dm
     from datadistill.methods.common import class_groups
 
     dev = resolve_device(device)
     real = load_dataset(f"npz:{fixture(classes)}", None, val_size=0.0)
-    m = create_method(method, width=WIDTH)
     if mode == "one-pass":  # every class in one pass, as before class groups
-        dm.pass_elements = lambda device: 1 << 62  # type: ignore[assignment]
+        for module in (dc, dm):  # the budget each method's setup reads
+            module.pass_elements = lambda device: 1 << 62  # type: ignore[assignment]
+    m = create_method(method, width=WIDTH)
     m.setup(real, IPC, torch.Generator().manual_seed(0), dev)
-    if mode == "one-pass":
-        m.budget = 1 << 62  # DC's own, set by its setup
     one = (lambda: m._match(0)) if method == "dc" else m.step
     one()  # warm-up: compilation, allocator pools
     reset_peak_memory(dev)
@@ -85,7 +84,7 @@ def measure(method: str, mode: str, classes: int, device: str) -> dict[str, floa
         per_class = min(256, m._real_chunk(256)) * m._image_elements()
     else:
         per_class = IPC * WIDTH * 32 * 32
-    groups = len(class_groups(classes, per_class, common.pass_elements(dev)))
+    groups = len(class_groups(classes, per_class, m.budget))
     return {"peak": peak_memory_bytes(dev) - base, "seconds": seconds, "groups": groups}
 
 

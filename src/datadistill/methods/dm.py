@@ -135,6 +135,7 @@ class DM(Method):
             isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.net.modules()
         )
         self.batch_norm = batch_norm
+        self.budget = pass_elements(device)  # activation elements per pass (class groups)
         self.real_cap = 0  # > 0: each class group's images in equal calls of at most this
         if batch_norm:  # also over an explicit real_chunk: chunks would change the maths
             self.real_chunk = 1 << 30
@@ -143,7 +144,7 @@ class DM(Method):
         else:  # a GPU: as few equal calls as the pass budget allows (CIFAR-100's 25600
             # real images at width 128 would hold 13 GB per feature map at once)
             h, w = real.info.image_size
-            self.real_cap = max(1, pass_elements(device) // (hp.width * h * w))
+            self.real_cap = max(1, self.budget // (hp.width * h * w))
             self.real_chunk = self.real_cap
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
@@ -160,12 +161,11 @@ class DM(Method):
             params = self.dsa.sample(k, self.generator, self.device)
             syn = self.dsa(syn, params)
         c, h, w = syn.shape[2:]
-        budget = pass_elements(self.device)
         # the real images in groups of classes whose pixels (not activations: the chunks
         # below bound those) fit the budget, one group unless there are many classes,
         # each gathered and augmented when its turn comes; batch norm takes the batch
         # whole, its statistics spanning the classes
-        groups = [slice(0, k)] if self.batch_norm else class_groups(k, m * c * h * w, budget)
+        groups = [slice(0, k)] if self.batch_norm else class_groups(k, m * c * h * w, self.budget)
         feats = []
         with torch.no_grad(), autocast_to(self.real_dtype, self.device):
             for grp in groups:
@@ -186,7 +186,7 @@ class DM(Method):
         if self.batch_norm:  # its statistics span every class's synthetic images
             groups = [slice(0, k)]
         else:
-            groups = class_groups(k, syn.shape[1] * hp.width * h * w, budget)
+            groups = class_groups(k, syn.shape[1] * hp.width * h * w, self.budget)
         self.optimizer.zero_grad(set_to_none=True)
         loss = backward_in_class_groups(syn, groups, loss_of)
         self.optimizer.step()
