@@ -102,6 +102,7 @@ def main() -> None:
             record,
             {
                 "dataset": name,
+                "data_digest": (real.options or {}).get("digest"),
                 "num_experts": args.num,
                 "recipe": recipe.to_dict(),
                 "seconds": seconds,

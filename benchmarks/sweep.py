@@ -197,6 +197,11 @@ def main() -> None:
             datasets[key] = dd.load_dataset(args.dataset, root=data_root(args), **options)
         return datasets[key], rest
 
+    def data_digest() -> object:
+        """RawData.digest of the files read (the same under every data option)."""
+        loaded = [given_real] if given_real is not None else list(datasets.values())
+        return next((d.options.get("digest") for d in loaded if d.options), None)
+
     # (sweeps before 2026-12-04 trained networks 0, 1, ...: the table's own seeds)
     network_seeds = [VALIDATION_SEED_OFFSET + s for s in range(args.seeds)]
     protocol = get_protocol(args.protocol)
@@ -274,6 +279,7 @@ def main() -> None:
             out_name if complete else out_name + ".partial",
             {
                 "dataset": args.dataset,
+                "data_digest": data_digest(),
                 "method": args.method,
                 "ipc": args.ipc,
                 "param": name,

@@ -117,6 +117,10 @@ def test_distill_evaluate_show_export_end_to_end(tmp_path, cli_here):
     assert art.manifest["evaluation"]["protocol"] == "fast"
     assert art.manifest["hparams"]["width"] == 32
     assert art.manifest["artefact_bytes"] == report["artefact_bytes"]
+    # the files read, by digest: the set's data can be told from other data of its name
+    digest = dd.load_dataset("digits").options["digest"]
+    assert report["data_digest"] == art.manifest["data"]["digest"] == digest
+    assert f"data digest {digest}" in (out / "report.md").read_text()
 
     cli_here(
         "evaluate",
@@ -443,6 +447,7 @@ def test_a_set_distilled_from_python_records_how_to_load_its_data(tmp_path, monk
         "val_size": 0.3,
         "max_train": 500,
         "normalization": "none",
+        "digest": dd.load_dataset("digits").options["digest"],  # of the files, not the split
     }
     monkeypatch.chdir(tmp_path)  # a relative npz: path is recorded absolute
     np.savez("d.npz", x=np.zeros((8, 6, 6), np.uint8), y=np.arange(8) % 2)

@@ -299,3 +299,27 @@ def test_an_expert_recipe_takes_switches_and_numbers_of_their_own_type(bad):
     """A string switch is truthy ("no" would train with DSA): refused, as HParams does."""
     with pytest.raises(ConfigError):
         ExpertRecipe(**bad)
+
+
+def test_a_buffer_trained_on_other_files_is_refused_by_their_digest(
+    tmp_path, expert_buffer, digits
+):
+    """The same name and statistics from other files (an edited image or label) is other
+    data; a buffer from before digests were recorded, or data without one, is not held."""
+    import copy
+    import shutil
+
+    manifest = json.loads((expert_buffer / "manifest.json").read_text())
+    assert manifest["data"]["digest"] == digits.options["digest"]
+    root = tmp_path / "other"
+    shutil.copytree(expert_buffer, root)
+    manifest["data"]["digest"] = "sha256:0123456789abcdef"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"digest='sha256:0123456789abcdef', but .*edited"):
+        ExpertBuffer(root).check(digits)
+    unknown = copy.copy(digits)
+    unknown.options = None  # a RealData built by hand
+    ExpertBuffer(root).check(unknown)
+    del manifest["data"]["digest"]  # a buffer of an older version
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    ExpertBuffer(root).check(digits)

@@ -872,3 +872,35 @@ def test_device_names_are_case_free():
 
     assert resolve_device("CPU") == torch.device("cpu")
     assert resolve_device(" Cpu ") == torch.device("cpu")
+
+
+def test_resume_holds_the_data_to_its_digest_when_both_sides_have_one(tmp_path, digits):
+    """Other images or labels with the same shapes and statistics are another run's data;
+    a checkpoint from before digests were recorded, or data without one, is not held."""
+    import copy
+
+    def with_digest(digest: str | None) -> dd.RealData:
+        other = copy.copy(digits)
+        other.options = None if digest is None else {**digits.options, "digest": digest}
+        return other
+
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, "dm", 2, seed=1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["fingerprint"]["data_digest"] == digits.options["digest"]
+    with pytest.raises(ConfigError, match=r"another run \(data_digest is 'sha256:"):
+        dd.distill(
+            with_digest("sha256:0123456789abcdef"), "dm", 2, seed=1, iterations=3,
+            device="cpu", checkpoint=ckpt, resume=True, **HP,
+        )  # fmt: skip
+    d = dd.distill(
+        with_digest(None), "dm", 2, seed=1, iterations=3, device="cpu", checkpoint=ckpt,
+        resume=True, **HP,
+    )  # fmt: skip
+    assert d.manifest["iterations"] == 3
+    del state["fingerprint"]["data_digest"]  # a checkpoint of an older version
+    torch.save(state, ckpt)
+    d = dd.distill(
+        digits, "dm", 2, seed=1, iterations=4, device="cpu", checkpoint=ckpt, resume=True, **HP
+    )
+    assert d.manifest["iterations"] == 4

@@ -141,8 +141,11 @@ def write_report(
     ev = evaluation.to_dict() if evaluation is not None else None
     by_arch = ev["results"] if ev else {}
     first: dict[str, Any] = next(iter(by_arch.values()), {})
+    data = m.get("data")
     report: dict[str, Any] = {
         "dataset": distilled.info.name,
+        # RawData.digest of the files read: the same digest, the same images and labels
+        "data_digest": data.get("digest") if isinstance(data, dict) else None,
         "method": m.get("method"),
         "ipc": distilled.ipc,
         "factor": distilled.factor,  # multi-formation: ipc * factor**2 training images per class
@@ -176,6 +179,11 @@ def write_report(
         f"artefact {artefact_bytes} bytes",
         f"- synthetic state kept: {report['selected']} (selection never sees the test split)",
     ]
+    if report["data_digest"]:
+        lines.append(
+            f"- data digest {report['data_digest']} (the decoded train and test images and "
+            "labels: the same digest, the same data)"
+        )
     if distilled.factor > 1:
         lines.append(
             f"- multi-formation, factor {distilled.factor}: each stored image holds "

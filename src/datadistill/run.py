@@ -605,6 +605,9 @@ def _distill_checked(
         "splits": [list(real.train_x.shape), list(real.val_x.shape)],
         "hparams": m.hparams.to_dict(),
     }
+    digest = (real.options or {}).get("digest")  # only data from load_dataset have one
+    if digest is not None:
+        fingerprint["data_digest"] = digest
     resume_state = None
     changes: list[dict[str, Any]] = []  # learning rates changed on resume, by iteration
     if resume:
@@ -617,7 +620,12 @@ def _distill_checked(
             saved["dataset"] = with_absolute_name(saved["dataset"])
         if "hparams" in saved:
             saved["hparams"] = with_defaults(m.hparams, saved["hparams"])
-        changed = _resume_changes(saved, fingerprint, m.changeable_on_resume(), ckpt)
+        now = fingerprint
+        if "data_digest" not in saved or "data_digest" not in now:
+            # a checkpoint from before digests were recorded, or data made without
+            # load_dataset (a RealData built by hand), on either side: nothing to hold to
+            saved, now = _without(saved, "data_digest"), _without(now, "data_digest")
+        changed = _resume_changes(saved, now, m.changeable_on_resume(), ckpt)
         if changed:
             at = int(resume_state["method"]["iteration"])
             changes = _merge_change(changes, at, changed)
@@ -728,6 +736,10 @@ def with_defaults(hparams: Any, recorded: Any) -> Any:
     return {**defaults, **recorded}
 
 
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}
+
+
 def _finished_artefact(
     path: Path, method: Method, config: RunConfig, data: dict[str, Any]
 ) -> Distilled:
@@ -737,6 +749,8 @@ def _finished_artefact(
 
     d = load(path)
     m = d.manifest
+    if not (isinstance(m.get("data"), dict) and "digest" in m["data"]):
+        data = _without(data, "digest")  # an artefact from before digests were recorded
     recorded = {
         "method": m.get("method"),
         "hparams": with_defaults(method.hparams, m.get("hparams")),

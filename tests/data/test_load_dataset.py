@@ -188,3 +188,43 @@ def test_a_dataset_name_that_is_not_a_string_is_one_clear_error():
 def test_the_zca_switch_is_a_bool(zca):
     with pytest.raises(ConfigError, match="'zca' option must be True or False"):
         load_dataset("digits", zca=zca)
+
+
+def test_the_digest_names_the_data_read_not_its_files_or_splits(tmp_path):
+    """The same images and labels give the same digest from gzipped or raw IDX files and
+    under any validation split or cap; one changed label gives another."""
+    arrays = write_idx_set(tmp_path / "gz" / "mnist", n_train=60)
+    write_idx_set(tmp_path / "raw" / "mnist", n_train=60, gz=False)
+    digest = load_dataset("mnist", tmp_path / "gz", download=False).options["digest"]
+    assert isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 23
+    for root, options in ((tmp_path / "raw", {}), (tmp_path / "gz", {"val_size": 0})):
+        assert load_dataset("mnist", root, download=False, **options).options["digest"] == digest
+    capped = load_dataset("mnist", tmp_path / "gz", download=False, max_train=20)
+    assert capped.options["digest"] == digest
+    folder = tmp_path / "edited" / "mnist"
+    write_idx_set(folder, n_train=60)
+    stem = IDX_STEMS[1]  # the training labels
+    labels = arrays[stem].copy()
+    labels[0] = (labels[0] + 1) % 10
+    (folder / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    edited = load_dataset("mnist", tmp_path / "edited", download=False)
+    assert edited.options["digest"] != digest
+
+
+def test_the_digest_is_of_the_values_not_their_memory_layout():
+    from datadistill.data.raw import RawData
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8)
+    y = np.array([0, 1, 0, 1, 0, 1])
+
+    def raw(train_x: np.ndarray, train_y: np.ndarray) -> RawData:
+        return RawData(train_x, train_y, x[:2], y[:2], ("a", "b"), allow_flip=False)
+
+    digest = raw(x, y).digest()
+    assert raw(np.asfortranarray(x), y.astype(np.int32)).digest() == digest
+    assert raw(x, y.astype(">i8")).digest() == digest
+    changed = x.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert raw(changed, y).digest() != digest
+    assert raw(x.astype(np.float32) / 255, y).digest() != digest  # another stored form

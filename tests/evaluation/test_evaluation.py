@@ -3,6 +3,7 @@ import functools
 import importlib
 import json
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -444,3 +445,25 @@ def test_a_mismatch_names_the_call_and_the_split_options(digits):
         dd.evaluate(d, other, "fast", device="cpu")
     with pytest.raises(DataError, match="relabel it with"):
         dd.relabel(d, other, "no-such-buffer")
+
+
+def test_evaluating_on_other_files_of_the_same_shape_and_statistics_warns(digits):
+    """The set records the digest of the files it was distilled from; data read from other
+    files warns that the results are not comparable, and a side without a digest (an
+    older set, a RealData built by hand) is quiet."""
+    import copy
+
+    from datadistill.evaluation.evaluate import warn_if_other_data
+
+    d = dd.distill(digits, "random", 1, device="cpu")
+    assert d.manifest["data"]["digest"] == digits.options["digest"]
+    other = copy.copy(digits)
+    other.options = {**digits.options, "digest": "sha256:0123456789abcdef"}
+    with pytest.warns(UserWarning, match=r"differ from those this set was distilled from"):
+        warn_if_other_data(d, other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_other_data(d, digits)
+        other.options = None
+        warn_if_other_data(d, other)
+        warn_if_other_data(d.with_manifest(data={"name": "digits"}), digits)

@@ -166,11 +166,13 @@ def load_dataset(
         zca_eps=float(zca_eps) if zca else None,
     )
     real = RealData(info, train_x, train_y, val_x, val_y, test_x, test_y, whitening)
-    # what it takes to load these data again (an artefact records it for `evaluate`)
+    # what it takes to load these data again (an artefact records it for `evaluate`), and
+    # the digest of what was read, to tell whether the data loaded again are the same
     options: dict[str, object] = {
         "name": absolute_dataset_name(name),
         "val_size": val_size,
         "max_train": max_train,
+        "digest": raw.digest(),
     }
     if normalization != "train":
         options["normalization"] = normalization

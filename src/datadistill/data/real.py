@@ -57,7 +57,9 @@ class RealData:
         # the training images this object was copied from by ``to`` (see ``source_train_x``)
         self._origin: weakref.ref[Tensor] | None = None
         # how load_dataset made these data (name, val_size, max_train, normalization when
-        # not "train"): an artefact records it, so that the data can be loaded again
+        # not "train"): an artefact records it, so that the data can be loaded again; and
+        # "digest", RawData.digest() of the files read (before splits and normalisation),
+        # to tell whether data loaded again are the same
         self.options: dict[str, object] | None = None
 
     # ------------------------------------------------------------------ structure

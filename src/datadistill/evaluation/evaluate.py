@@ -30,7 +30,7 @@ from datadistill.artefact import TEACHER_KEY, Distilled
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import DatasetInfo, RealData
 from datadistill.data.real import require_real_data
-from datadistill.errors import ConfigError, DataError, first_difference
+from datadistill.errors import ConfigError, DataError, first_difference, user_stacklevel
 from datadistill.evaluation.protocols import Protocol, get_protocol
 from datadistill.evaluation.train import accuracy, compiles, train_network
 from datadistill.models import MODELS, create_model_for
@@ -439,6 +439,23 @@ def check_matches(distilled: Distilled, real: RealData, use: str = "evaluate") -
         )
 
 
+def warn_if_other_data(distilled: Distilled, real: RealData) -> None:
+    """A warning when ``real`` was read from other files than ``distilled`` was distilled
+    from (``RawData.digest`` differs: an edited image or label, another copy of the data);
+    silent when either side has no digest (older sets, a RealData built by hand)."""
+    recorded = distilled.manifest.get("data")
+    was = recorded.get("digest") if isinstance(recorded, dict) else None
+    now = (real.options or {}).get("digest")
+    if isinstance(was, str) and isinstance(now, str) and was != now:
+        warnings.warn(
+            f"The real data differ from those this set was distilled from (digest {was} "
+            f"then, {now} now: other images or labels with the same shapes and statistics), "
+            "so its results here are not comparable with its recorded ones; evaluate it with "
+            "the files it came from to reproduce them.",
+            stacklevel=user_stacklevel(),
+        )
+
+
 def evaluate(
     distilled: Distilled,
     real: RealData,
@@ -477,6 +494,7 @@ def evaluate(
             network (checked), which labels the random subset.
     """
     check_matches(distilled, real)
+    warn_if_other_data(distilled, real)
     require_test_images(real)
     proto = get_protocol(protocol)
     dev = prepare_device(resolve_device(device))

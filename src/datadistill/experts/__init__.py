@@ -96,6 +96,9 @@ def data_fingerprint(real: RealData) -> dict[str, Any]:
         # the regulariser shapes the whitened space; buffers written before it was
         # recorded lack the key and are not held to it (``fingerprint_difference``)
         "zca_eps": real.info.zca_eps if real.info.zca else None,
+        # the files read (RawData.digest): the same name and statistics with other images
+        # or labels is other data; None for a RealData built without load_dataset
+        "digest": (real.options or {}).get("digest"),
     }
 
 
@@ -107,6 +110,8 @@ def fingerprint_difference(
     for key, value in current.items():
         if key == "zca_eps" and key not in recorded:
             continue
+        if key == "digest" and (recorded.get(key) is None or value is None):
+            continue  # a buffer from before digests were recorded, or data without one
         if key == "dataset" and isinstance(recorded.get(key), str):
             # buffers written before the path was made absolute hold it as typed
             if absolute_dataset_name(recorded[key]) == value:
@@ -559,6 +564,11 @@ class ExpertBuffer:
                     else f"{'with' if mine else 'without'} --zca"
                 )
                 fix = f"load the data as the buffer was ({how}), or {fix}"
+            elif key == "digest":  # the same name and statistics, other files
+                fix = (
+                    "its images or labels differ from those the experts were trained on (an "
+                    f"edited file, another copy): use those files, or {fix}"
+                )
             elif key in ("mean", "std"):  # the same data, another training split
                 fix = (
                     "if the data itself is unchanged, its training split differs (the mean "
