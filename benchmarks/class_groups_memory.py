@@ -3,14 +3,18 @@ classes against class groups.
 
 A DC match computes, for every class, the gradient of the loss on a real batch (256
 images per class, the paper's) and on the class's synthetic images; a DM iteration embeds
-the same real batch and the synthetic images. Done in one batched pass, the memory grows
+the same real batch and the synthetic images; DC with a batch-norm network (``dc_bn``,
+ConvNet-3 with batch norm) first sets the statistics from 16 real images per class. Done
+in one batched pass, the memory grows
 with the number of classes: CIFAR-100 holds a hundred classes' images and activations at
 once. Both methods split a pass into groups of classes that fit a budget
 (``datadistill.methods.common.class_groups``), with the same gradients (tested) in a
-fraction of the memory.
+fraction of the memory; the batch-norm statistics are measured a layer at a time over
+chunks of images within the same budget (``batch_norm_statistics``).
 
 Settings: 32x32 RGB images (random pixels from a fixed seed: memory and time do not
-depend on their content), ConvNet-3 width 128 (the paper's), IPC 10, no DSA, the CPU
+depend on their content), ConvNet-3 width 128 (the paper's; instance norm, batch norm
+for ``dc_bn``), IPC 10, no DSA, the CPU
 defaults otherwise; for each method and class count, each mode in its own process: one
 match (DC) or iteration (DM) to warm up (compilation), then the peak of a second above
 the process's memory before it (CPU: peak RSS; CUDA: allocator peak). Writes
@@ -19,7 +23,7 @@ benchmarks/results/class-groups-memory.json (-gpu on a GPU) as a list of ``{"met
 "groups_seconds"}`` (``groups``: DC's real side, DM's synthetic half), its command,
 machine and date in ``.meta.json``. Usage:
 
-    .venv/bin/python -m benchmarks.class_groups_memory [--methods dc dm] \\
+    .venv/bin/python -m benchmarks.class_groups_memory [--methods dc dm dc_bn] \\
         [--classes 10 100] [--device auto]
 """
 
@@ -41,8 +45,8 @@ IMAGES_PER_CLASS = 300  # more than the 256 a match draws per class
 WIDTH = 128
 IPC = 10
 SETTINGS = (
-    f"32x32 RGB inputs, ConvNet-3 w{WIDTH} instancenorm, IPC {IPC}, 256 real images per "
-    "class, no DSA, one DC match or DM iteration"
+    f"32x32 RGB inputs, ConvNet-3 w{WIDTH} instancenorm (dc_bn: batchnorm), IPC {IPC}, 256 "
+    "real images per class, no DSA, one DC match or DM iteration"
 )
 
 
@@ -69,9 +73,12 @@ def measure(method: str, mode: str, classes: int, device: str) -> dict[str, floa
     if mode == "one-pass":  # every class in one pass, as before class groups
         for module in (dc, dm):  # the budget each method's setup reads
             module.pass_elements = lambda device: 1 << 62  # type: ignore[assignment]
-    m = create_method(method, width=WIDTH)
+    if method == "dc_bn":
+        m = create_method("dc", width=WIDTH, arch="convnet_bn")
+    else:
+        m = create_method(method, width=WIDTH)
     m.setup(real, IPC, torch.Generator().manual_seed(0), dev)
-    one = (lambda: m._match(0)) if method == "dc" else m.step
+    one = (lambda: m._match(0)) if method.startswith("dc") else m.step
     one()  # warm-up: compilation, allocator pools
     reset_peak_memory(dev)
     base = peak_memory_bytes(dev)
@@ -80,7 +87,7 @@ def measure(method: str, mode: str, classes: int, device: str) -> dict[str, floa
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
-    if method == "dc":
+    if method.startswith("dc"):
         per_class = min(256, m._real_chunk(256)) * m._image_elements()
     else:
         per_class = IPC * WIDTH * 32 * 32
@@ -90,7 +97,9 @@ def measure(method: str, mode: str, classes: int, device: str) -> dict[str, floa
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--methods", nargs="+", choices=["dc", "dm"], default=["dc", "dm"])
+    ap.add_argument(
+        "--methods", nargs="+", choices=["dc", "dm", "dc_bn"], default=["dc", "dm", "dc_bn"]
+    )
     ap.add_argument("--classes", nargs="+", type=int, default=[10, 100])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "MODE", "K"), help=argparse.SUPPRESS)

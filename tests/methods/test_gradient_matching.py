@@ -729,11 +729,77 @@ def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch, dis
         start = [p.detach().clone() for p in m.synset.parameters()]
         loss = m._match(0)
         synset = [p.detach().clone() for p in m.synset.parameters()]
-        out.append((loss, synset, len(calls), m.generator.get_state()))
-    (loss_one, set_one, n_one, g_one), (loss_groups, set_groups, n_groups, g_groups) = out
+        stats = [s.clone() for b in m.bn for s in (b.running_mean, b.running_var)]
+        out.append((loss, synset, len(calls), m.generator.get_state(), stats))
+    (
+        (loss_one, set_one, n_one, g_one, bn_one),
+        (loss_groups, set_groups, n_groups, g_groups, bn_groups),
+    ) = out
     assert n_groups > n_one  # the synthetic side did run in groups
+    # batch norm: statistics measured layer by layer, one image at a time, as in one pass
+    assert bool(bn_one) == (arch == "convnet_bn")
+    for a, b in zip(bn_groups, bn_one, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
     assert torch.equal(g_groups, g_one)  # the same random draws
     assert not all(torch.equal(a, b) for a, b in zip(set_one, start, strict=True))
     assert math.isclose(loss_groups, loss_one, rel_tol=1e-5)
     for a, b in zip(set_groups, set_one, strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_batch_norm_statistics_in_chunks_are_those_of_one_pass():
+    """Running statistics measured layer by layer over chunks of the batch equal one
+    training-mode pass's, on top of earlier ones (momentum, or the cumulative average),
+    for ConvNet, VGG and ResNet (whose shortcut's batch norm runs after the block's); a
+    layer the pass never reaches is left alone, and the network stays in training mode."""
+    import copy
+
+    from torch import nn
+
+    from datadistill.methods.common import batch_norm_statistics
+    from datadistill.models import create_model
+
+    class Odd(nn.Module):  # BatchNorm1d with a cumulative average, and an unused layer
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Flatten(), nn.Linear(48, 6), nn.BatchNorm1d(6, momentum=None)
+            )
+            self.unused = nn.BatchNorm1d(6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    torch.manual_seed(0)
+    nets = [
+        create_model(n, channels=3, num_classes=4, image_size=(16, 16))
+        for n in ("convnet_bn", "vgg11_bn", "resnet18_bn")
+    ]
+    for net in [*nets, Odd()]:
+        x = torch.randn(23, 3, 16, 16) if not isinstance(net, Odd) else torch.randn(23, 3, 4, 4)
+        one, chunked = copy.deepcopy(net), copy.deepcopy(net)
+        for scale in (1.0, 3.0):  # the second on top of the first's averages
+            one.train()
+            with torch.no_grad():
+                one(x * scale + 1)
+            batch_norm_statistics(chunked, x * scale + 1, 5)
+        assert chunked.training
+        pairs = [
+            (a, b)
+            for a, b in zip(one.modules(), chunked.modules(), strict=True)
+            if isinstance(a, nn.modules.batchnorm._BatchNorm)
+        ]
+        assert pairs
+        for a, b in pairs:
+            assert int(a.num_batches_tracked) == int(b.num_batches_tracked)
+            assert torch.allclose(a.running_mean, b.running_mean, atol=1e-5, rtol=1e-5)
+            assert torch.allclose(a.running_var, b.running_var, atol=1e-5, rtol=1e-5)
+        if isinstance(net, Odd):
+            assert int(chunked.unused.num_batches_tracked) == 0
+    x = torch.randn(23, 3, 16, 16)
+    same = copy.deepcopy(nets[0])  # a batch within one chunk: the one pass itself
+    batch_norm_statistics(same, x, 23)
+    one = copy.deepcopy(nets[0]).train()
+    with torch.no_grad():
+        one(x)
+    assert all(torch.equal(a, b) for a, b in zip(one.buffers(), same.buffers(), strict=True))

@@ -7,7 +7,7 @@ import numbers
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from datadistill._device import compiler_works, native_bf16
 from datadistill.data import RealData
@@ -86,6 +86,98 @@ def class_groups(k: int, per_class: int, budget: int) -> list[slice]:
     n = -(-k // fit)
     size = -(-k // n)
     return [slice(start, min(start + size, k)) for start in range(0, k, size)]
+
+
+class _Measured(Exception):
+    """Raised by :func:`_measure_next`'s hook once a layer's input is measured."""
+
+
+BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+def batch_norm_statistics(net: nn.Module, x: Tensor, chunk: int) -> None:
+    """Update the running statistics of ``net``'s batch-norm layers as one training-mode
+    forward pass of the whole batch ``x`` would, passing at most ``chunk`` images at once.
+
+    The reference code sets them from 16 real images per class in one pass, which grows
+    with the classes (1000 classes at 64 px and width 128: about 30 GB per feature map).
+    Above ``chunk`` the layers are measured one at a time, in the order the forward pass
+    reaches them: the layers already measured normalise with the whole batch's statistics
+    (eval mode, with those statistics as running ones), and each chunk's pass stops at the
+    input of the layer being measured, whose per-channel sums are kept in float64. The
+    running averages are then updated once, with each layer's momentum (or cumulative
+    average), the batch's unbiased variance and one more batch tracked. Leaves ``net`` in
+    training mode, as a pass does."""
+    bns = [m for m in net.modules() if isinstance(m, BatchNorm)]
+    net.train()
+    with torch.no_grad():
+        if x.shape[0] <= chunk or not all(m.running_mean is not None for m in bns):
+            net(x)  # (a layer without running statistics normalises each chunk alone)
+            return
+        saved = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]  # type: ignore[union-attr]
+        measured: dict[BatchNorm, tuple[Tensor, Tensor, int]] = {}  # mean, biased var, n
+        try:
+            while len(measured) < len(bns):
+                found = _measure_next(net, bns, x, chunk, measured)
+                if found is None:  # the others are never reached: a pass leaves them alone
+                    break
+                layer, mean, var, n = found
+                measured[layer] = (mean, var, n)
+                layer.running_mean.copy_(mean)  # type: ignore[union-attr]
+                layer.running_var.copy_(var)  # type: ignore[union-attr]
+                layer.eval()  # from now on it normalises with the whole batch's statistics
+        finally:
+            for m, (mean0, var0) in zip(bns, saved, strict=True):
+                m.running_mean.copy_(mean0)  # type: ignore[union-attr]
+                m.running_var.copy_(var0)  # type: ignore[union-attr]
+            net.train()
+        for m, (mean, var, n) in measured.items():
+            m.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+            f = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked)  # type: ignore[arg-type]
+            unbiased = var * (n / max(n - 1, 1))
+            m.running_mean.mul_(1 - f).add_(mean.to(m.running_mean.dtype), alpha=f)  # type: ignore[union-attr]
+            m.running_var.mul_(1 - f).add_(unbiased.to(m.running_var.dtype), alpha=f)  # type: ignore[union-attr]
+
+
+def _measure_next(
+    net: nn.Module,
+    bns: list[BatchNorm],
+    x: Tensor,
+    chunk: int,
+    measured: dict[BatchNorm, tuple[Tensor, Tensor, int]],
+) -> tuple[BatchNorm, Tensor, Tensor, int] | None:
+    """The first batch-norm layer the forward pass reaches that is not in ``measured``,
+    with the per-channel mean and biased variance of its input over all of ``x`` and
+    their count; None when every pass ends without reaching one."""
+    target: list[BatchNorm] = []
+    sums: list[Tensor] = []  # per chunk: (2, C) sums of the input and of its square
+    count = [0]
+
+    def measure(m: nn.Module, args: tuple[Tensor, ...]) -> None:
+        if m in measured:
+            return
+        if not target:
+            target.append(m)  # type: ignore[arg-type]
+        if m is not target[0]:  # every chunk takes the same path
+            raise RuntimeError("the batch-norm layers were reached in another order")
+        v = args[0].double().transpose(0, 1).flatten(1)  # (C, values)
+        sums.append(torch.stack([v.sum(1), (v * v).sum(1)]))
+        count[0] += v.shape[1]
+        raise _Measured
+
+    hooks = [m.register_forward_pre_hook(measure) for m in bns]
+    try:
+        for start in range(0, x.shape[0], chunk):
+            with contextlib.suppress(_Measured):
+                net(x[start : start + chunk])
+    finally:
+        for h in hooks:
+            h.remove()
+    if not target:
+        return None
+    s1, s2 = torch.stack(sums).sum(0)
+    mean = s1 / count[0]
+    return target[0], mean, (s2 / count[0] - mean * mean).clamp_min(0), count[0]
 
 
 def check_ipc(real: RealData, ipc: int, factor: int = 1) -> None:

@@ -93,6 +93,7 @@ from datadistill.methods.common import (
     PRECISIONS,
     autocast_to,
     backward_in_class_groups,
+    batch_norm_statistics,
     class_groups,
     even_chunk,
     init_synset,
@@ -345,9 +346,8 @@ class DC(Method):
         k = self.real.info.num_classes
         if self.bn:  # batch statistics from a few real images per class, then frozen
             x_bn = self.real.sample_per_class(BN_IMAGES_PER_CLASS, self.generator)
-            self.net.train()
-            with torch.no_grad():
-                self.net(x_bn.flatten(0, 1).to(self.device))
+            chunk = max(1, self.budget // self._image_elements())  # those of one pass
+            batch_norm_statistics(self.net, x_bn.flatten(0, 1).to(self.device), chunk)
             for m in self.bn:
                 m.eval()
         idx = self._real_indices(ol)  # (K, m) training positions
