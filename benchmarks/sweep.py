@@ -45,7 +45,12 @@ from benchmarks._common import RESULTS, add_data_root, data_root, run_main, writ
 from benchmarks.experts import buffer_dir
 from benchmarks.table import cpu_defaults, missing_buffer
 from datadistill.evaluation import get_protocol
-from datadistill.evaluation.evaluate import VALIDATION_SEED_OFFSET, dataset_of, train_and_test
+from datadistill.evaluation.evaluate import (
+    VALIDATION_SEED_OFFSET,
+    dataset_of,
+    train_and_test,
+    warn_if_other_data,
+)
 from datadistill.labels import Teacher
 
 DATA_OPTIONS = ("zca", "zca_eps")  # passed to dd.load_dataset, not to dd.distill
@@ -144,6 +149,7 @@ def main() -> None:
             given_real = dataset_of(given, data_root(args))
         except dd.DatadistillError as exc:
             ap.error(str(exc))
+        warn_if_other_data(given, given_real)  # scored with train_and_test, not evaluate
         args.dataset, args.method, args.ipc = given.info.name, given.manifest["method"], given.ipc
     # --set overrides name the file too, so that sweeps of one parameter under different
     # fixed settings do not overwrite each other; an existing file is evidence a later

@@ -632,6 +632,34 @@ def test_coreset_artefact_from_before_a_new_hyperparameter_resumes(tmp_path, mon
     assert report["results"]["distilled"]["accs"]
 
 
+@pytest.mark.parametrize("digest", [None, "sha256:0123456789abcdef"])
+def test_a_coreset_artefacts_digest_on_resume(tmp_path, monkeypatch, digest):
+    """An artefact from before digests resumes and stays without one (its files are
+    unknown); one made from other files is refused, saying so."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cfg = _coreset_run_stopped_in_evaluation(tmp_path / "r", monkeypatch)
+    path = tmp_path / "r" / "distilled.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        manifest = json.loads(f.metadata()["manifest"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if digest is None:
+        del manifest["data"]["digest"]
+    else:
+        manifest["data"]["digest"] = digest
+    save_file(tensors, str(path), metadata={"manifest": json.dumps(manifest)})
+    if digest is not None:
+        with pytest.raises(ConfigError, match=r"other files of digits \(data digest sha256:0123"):
+            dd.run(cfg, tmp_path / "r", resume=True)
+        return
+    report = dd.run(cfg, tmp_path / "r", resume=True)
+    assert report["data_digest"] is None
+    assert "digest" not in dd.load(path).manifest["data"]
+
+
 def test_checkpoint_is_never_overwritten_without_resume(tmp_path, digits):
     ckpt = tmp_path / "deeper" / "ckpt.pt"  # a missing folder is created up front
     dd.distill(digits, "dm", 1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
@@ -888,7 +916,7 @@ def test_resume_holds_the_data_to_its_digest_when_both_sides_have_one(tmp_path, 
     dd.distill(digits, "dm", 2, seed=1, iterations=2, device="cpu", checkpoint=ckpt, **HP)
     state = torch.load(ckpt, weights_only=True)
     assert state["fingerprint"]["data_digest"] == digits.options["digest"]
-    with pytest.raises(ConfigError, match=r"another run \(data_digest is 'sha256:"):
+    with pytest.raises(ConfigError, match=r"made from other files of digits \(data digest"):
         dd.distill(
             with_digest("sha256:0123456789abcdef"), "dm", 2, seed=1, iterations=3,
             device="cpu", checkpoint=ckpt, resume=True, **HP,
@@ -898,6 +926,9 @@ def test_resume_holds_the_data_to_its_digest_when_both_sides_have_one(tmp_path, 
         resume=True, **HP,
     )  # fmt: skip
     assert d.manifest["iterations"] == 3
+    # the checkpoint keeps the digest it was checked by, for the next resume
+    state = torch.load(ckpt, weights_only=True)
+    assert state["fingerprint"]["data_digest"] == digits.options["digest"]
     del state["fingerprint"]["data_digest"]  # a checkpoint of an older version
     torch.save(state, ckpt)
     d = dd.distill(

@@ -181,8 +181,8 @@ def write_report(
     ]
     if report["data_digest"]:
         lines.append(
-            f"- data digest {report['data_digest']} (the decoded train and test images and "
-            "labels: the same digest, the same data)"
+            f"- data digest {report['data_digest']} (of the decoded train and test images and "
+            "labels: the same digest, the same images and labels)"
         )
     if distilled.factor > 1:
         lines.append(

@@ -620,12 +620,23 @@ def _distill_checked(
             saved["dataset"] = with_absolute_name(saved["dataset"])
         if "hparams" in saved:
             saved["hparams"] = with_defaults(m.hparams, saved["hparams"])
-        now = fingerprint
-        if "data_digest" not in saved or "data_digest" not in now:
-            # a checkpoint from before digests were recorded, or data made without
-            # load_dataset (a RealData built by hand), on either side: nothing to hold to
-            saved, now = _without(saved, "data_digest"), _without(now, "data_digest")
-        changed = _resume_changes(saved, now, m.changeable_on_resume(), ckpt)
+        was = saved.get("data_digest")  # None: a checkpoint from before digests
+        if was is not None and "data_digest" not in fingerprint:
+            # data made without load_dataset (a RealData built by hand): nothing to check
+            # them by, and later checkpoints keep the digest the run was checked by
+            fingerprint["data_digest"] = was
+        changed = _resume_changes(
+            _without(saved, "data_digest"),
+            _without(fingerprint, "data_digest"),
+            m.changeable_on_resume(),
+            ckpt,
+        )
+        if was is not None and fingerprint["data_digest"] != was:
+            raise ConfigError(
+                f"The checkpoint at {ckpt} was made from other files of {real.info.name} "
+                f"{_other_files(was, fingerprint['data_digest'])}; resume with the files it "
+                "was made from, or start over in another folder."
+            )
         if changed:
             at = int(resume_state["method"]["iteration"])
             changes = _merge_change(changes, at, changed)
@@ -740,30 +751,38 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != key}
 
 
+def _other_files(was: object, now: object) -> str:
+    return (
+        f"(data digest {was} then, {now} now: other images or labels with the same shapes "
+        "and statistics, an edited file or another copy)"
+    )
+
+
 def _finished_artefact(
     path: Path, method: Method, config: RunConfig, data: dict[str, Any]
-) -> Distilled:
+) -> tuple[Distilled, dict[str, Any]]:
     """The artefact a run without a checkpoint (a coreset) left before its evaluation,
-    once it is known to be this configuration's."""
+    once it is known to be this configuration's, and the ``data`` to record in it: without
+    a digest when the artefact had none (from before digests: made from files unknown)."""
     from datadistill.artefact import load
 
     d = load(path)
     m = d.manifest
-    if not (isinstance(m.get("data"), dict) and "digest" in m["data"]):
-        data = _without(data, "digest")  # an artefact from before digests were recorded
+    made = m.get("data")
+    was = made.get("digest") if isinstance(made, dict) else None
     recorded = {
         "method": m.get("method"),
         "hparams": with_defaults(method.hparams, m.get("hparams")),
         "ipc": d.ipc,
         "seed": m.get("seed"),
-        "data": with_absolute_name(m["data"]) if isinstance(m.get("data"), dict) else m.get("data"),
+        "data": _without(with_absolute_name(made), "digest") if isinstance(made, dict) else made,
     }
     wanted = {
         "method": method.name,
         "hparams": method.hparams.to_dict(),
         "ipc": config.ipc,
         "seed": config.seed,
-        "data": data,
+        "data": _without(data, "digest"),
     }
     if recorded != wanted:
         diff = first_difference(recorded, wanted, "in the artefact", "now")
@@ -771,7 +790,15 @@ def _finished_artefact(
             f"{path} was distilled with other options ({diff}); resume with the same options "
             "or start over in another folder."
         )
-    return d
+    if was is None:  # an artefact from before digests: made from files unknown
+        return d, _without(data, "digest")
+    if data.get("digest") != was:
+        raise ConfigError(
+            f"{path} was distilled from other files of {config.dataset} "
+            f"{_other_files(was, data.get('digest'))}; resume with the files it was made "
+            "from, or start over in another folder."
+        )
+    return d, data
 
 
 # what a run folder holds (and the temporary files of its atomic writes)
@@ -855,7 +882,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     assert real.options is not None  # set by load_dataset
     data = dict(real.options)  # what dataset_of needs to load these data again
     if finished:
-        distilled = _finished_artefact(artefact, method, config, data)
+        distilled, data = _finished_artefact(artefact, method, config, data)
     else:
         distilled = _distill_checked(
             real,

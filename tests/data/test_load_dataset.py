@@ -227,4 +227,6 @@ def test_the_digest_is_of_the_values_not_their_memory_layout():
     changed = x.copy()
     changed[0, 0, 0, 0] ^= 1
     assert raw(changed, y).digest() != digest
-    assert raw(x.astype(np.float32) / 255, y).digest() != digest  # another stored form
+    floats = x.astype(np.float32) / 255
+    assert raw(floats, y).digest() != digest  # another stored form
+    assert raw(floats.astype(">f4"), y).digest() == raw(floats, y).digest()  # big-endian

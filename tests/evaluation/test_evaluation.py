@@ -467,3 +467,26 @@ def test_evaluating_on_other_files_of_the_same_shape_and_statistics_warns(digits
         other.options = None
         warn_if_other_data(d, other)
         warn_if_other_data(d.with_manifest(data={"name": "digits"}), digits)
+
+
+def test_evaluate_warns_when_the_data_files_were_edited(tmp_path):
+    """End to end: a set distilled from an npz, evaluated after two labels of the file
+    were swapped (the same shapes and statistics) warns; the file as it was is quiet."""
+    import numpy as np
+
+    from datadistill.evaluation.evaluate import dataset_of
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 6, 6), dtype=np.uint8)
+    y = np.arange(40) % 2
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y, x_test=x[:8], y_test=y[:8])
+    real = dd.load_dataset(f"npz:{path}", val_size=0)
+    d = dd.distill(real, "random", 1, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dd.evaluate(d, dataset_of(d), "fast", device="cpu", cache_dir=False)
+    y[[0, 1]] = y[[1, 0]]
+    np.savez(path, x=x, y=y, x_test=x[:8], y_test=y[:8])
+    with pytest.warns(UserWarning, match="differ from those this set was distilled from"):
+        dd.evaluate(d, dataset_of(d), "fast", device="cpu", cache_dir=False)
