@@ -729,7 +729,11 @@ def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch, dis
         start = [p.detach().clone() for p in m.synset.parameters()]
         loss = m._match(0)
         synset = [p.detach().clone() for p in m.synset.parameters()]
-        stats = [s.clone() for b in m.bn for s in (b.running_mean, b.running_var)]
+        stats = [
+            s.clone().double()
+            for b in m.bn
+            for s in (b.running_mean, b.running_var, b.num_batches_tracked)
+        ]
         out.append((loss, synset, len(calls), m.generator.get_state(), stats))
     (
         (loss_one, set_one, n_one, g_one, bn_one),
@@ -747,11 +751,27 @@ def test_dc_match_in_class_groups_equals_one_pass(digits, monkeypatch, arch, dis
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
+def _bn_layers(net):
+    from torch import nn
+
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _same_statistics(a, b, exact=False):
+    pairs = list(zip(_bn_layers(a), _bn_layers(b), strict=True))
+    assert pairs
+    for x, y in pairs:
+        assert int(x.num_batches_tracked) == int(y.num_batches_tracked)
+        for s, t in ((x.running_mean, y.running_mean), (x.running_var, y.running_var)):
+            assert torch.equal(s, t) if exact else torch.allclose(s, t, atol=1e-5, rtol=1e-5)
+
+
 def test_batch_norm_statistics_in_chunks_are_those_of_one_pass():
     """Running statistics measured layer by layer over chunks of the batch equal one
     training-mode pass's, on top of earlier ones (momentum, or the cumulative average),
-    for ConvNet, VGG and ResNet (whose shortcut's batch norm runs after the block's); a
-    layer the pass never reaches is left alone, and the network stays in training mode."""
+    for ConvNet, VGG and ResNet, BatchNorm1d, and layers called in the reverse of their
+    registration order; a layer the pass never reaches is left alone, and every module is
+    in training mode afterwards."""
     import copy
 
     from torch import nn
@@ -759,47 +779,92 @@ def test_batch_norm_statistics_in_chunks_are_those_of_one_pass():
     from datadistill.methods.common import batch_norm_statistics
     from datadistill.models import create_model
 
-    class Odd(nn.Module):  # BatchNorm1d with a cumulative average, and an unused layer
-        def __init__(self) -> None:
+    class Odd(nn.Module):  # BatchNorm1d (N, C) and (N, C, L), a cumulative average, an
+        def __init__(self) -> None:  # unused layer, and calls in reverse registration order
             super().__init__()
-            self.body = nn.Sequential(
-                nn.Flatten(), nn.Linear(48, 6), nn.BatchNorm1d(6, momentum=None)
-            )
+            self.late = nn.BatchNorm1d(6, momentum=None)
+            self.early = nn.BatchNorm1d(4)
             self.unused = nn.BatchNorm1d(6)
+            self.lin = nn.Linear(4 * 12, 6)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.body(x)
+            h = torch.relu(self.early(x.flatten(2)))  # (N, 4, 12)
+            return self.late(self.lin(h.flatten(1)) ** 2)
 
     torch.manual_seed(0)
-    nets = [
-        create_model(n, channels=3, num_classes=4, image_size=(16, 16))
-        for n in ("convnet_bn", "vgg11_bn", "resnet18_bn")
-    ]
+    names = ("convnet_bn", "vgg11_bn", "resnet18_bn")
+    nets = [create_model(n, channels=3, num_classes=4, image_size=(16, 16)) for n in names]
     for net in [*nets, Odd()]:
-        x = torch.randn(23, 3, 16, 16) if not isinstance(net, Odd) else torch.randn(23, 3, 4, 4)
+        shape = (23, 4, 3, 4) if isinstance(net, Odd) else (23, 3, 16, 16)
+        x = torch.randn(shape)
         one, chunked = copy.deepcopy(net), copy.deepcopy(net)
         for scale in (1.0, 3.0):  # the second on top of the first's averages
             one.train()
             with torch.no_grad():
                 one(x * scale + 1)
             batch_norm_statistics(chunked, x * scale + 1, 5)
-        assert chunked.training
-        pairs = [
-            (a, b)
-            for a, b in zip(one.modules(), chunked.modules(), strict=True)
-            if isinstance(a, nn.modules.batchnorm._BatchNorm)
-        ]
-        assert pairs
-        for a, b in pairs:
-            assert int(a.num_batches_tracked) == int(b.num_batches_tracked)
-            assert torch.allclose(a.running_mean, b.running_mean, atol=1e-5, rtol=1e-5)
-            assert torch.allclose(a.running_var, b.running_var, atol=1e-5, rtol=1e-5)
+        assert all(m.training for m in chunked.modules())
+        _same_statistics(one, chunked)
         if isinstance(net, Odd):
             assert int(chunked.unused.num_batches_tracked) == 0
-    x = torch.randn(23, 3, 16, 16)
-    same = copy.deepcopy(nets[0])  # a batch within one chunk: the one pass itself
-    batch_norm_statistics(same, x, 23)
-    one = copy.deepcopy(nets[0]).train()
-    with torch.no_grad():
-        one(x)
-    assert all(torch.equal(a, b) for a, b in zip(one.buffers(), same.buffers(), strict=True))
+
+
+def test_batch_norm_statistics_fall_back_to_one_pass_and_recover_from_errors():
+    """A batch that fits a chunk, and networks the layer-by-layer passes would not
+    reproduce (dropout, a layer called twice), take one pass: the same statistics and
+    random draws bit for bit. A network that fails mid-way leaves its statistics, modes
+    and hooks as they were."""
+    import copy
+
+    from torch import nn
+
+    from datadistill.methods.common import batch_norm_statistics
+    from datadistill.models import create_model
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(5)
+            self.lin = nn.Linear(5, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.lin(self.bn(x)))
+
+    class Failing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.BatchNorm1d(5), nn.BatchNorm1d(5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            if self.training and not self.a.training:  # once it is measured: a failure
+                # past it (the probe runs the whole network in eval mode)
+                raise ValueError("broken")
+            return self.b(h)
+
+    torch.manual_seed(0)
+    convnet = create_model("convnet_bn", channels=3, num_classes=4, image_size=(16, 16))
+    dropout = nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5), nn.Dropout(0.5), nn.BatchNorm1d(5))
+    cases = [(convnet, torch.randn(9, 3, 16, 16), 9), (dropout, torch.randn(9, 5), 2)]
+    cases.append((Twice(), torch.randn(9, 5), 2))
+    for net, x, chunk in cases:
+        one, chunked = copy.deepcopy(net).train(), copy.deepcopy(net)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            one(x)
+        torch.manual_seed(1)
+        batch_norm_statistics(chunked, x, chunk)
+        _same_statistics(one, chunked, exact=True)
+        after = torch.rand(3)  # the random draws after it: those after one pass
+        torch.manual_seed(1)
+        with torch.no_grad():
+            copy.deepcopy(net).train()(x)
+        assert torch.equal(after, torch.rand(3))
+
+    net = Failing()
+    before = copy.deepcopy(net)
+    with pytest.raises(ValueError, match="broken"):
+        batch_norm_statistics(net, torch.randn(9, 5) + 2, 2)
+    _same_statistics(before, net, exact=True)
+    assert all(m.training for m in net.modules())
+    assert not any(m._forward_pre_hooks for m in net.modules())

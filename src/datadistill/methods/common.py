@@ -88,34 +88,82 @@ def class_groups(k: int, per_class: int, budget: int) -> list[slice]:
     return [slice(start, min(start + size, k)) for start in range(0, k, size)]
 
 
-class _Measured(Exception):
-    """Raised by :func:`_measure_next`'s hook once a layer's input is measured."""
+class _Measured(BaseException):  # not caught by a model's own ``except Exception``
+    """Raised by :func:`_measure_next`'s hook once a chunk's input to a layer is measured."""
 
 
-BatchNorm = nn.modules.batchnorm._BatchNorm
+class _Irregular(BaseException):
+    """The chunks took different paths through the network: measure in one pass."""
+
+
+_BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
 def batch_norm_statistics(net: nn.Module, x: Tensor, chunk: int) -> None:
     """Update the running statistics of ``net``'s batch-norm layers as one training-mode
-    forward pass of the whole batch ``x`` would, passing at most ``chunk`` images at once.
+    forward pass of the whole batch ``x`` would, with at most ``chunk`` images' activations
+    at a time, and put every module of ``net`` in training mode.
 
     The reference code sets them from 16 real images per class in one pass, which grows
     with the classes (1000 classes at 64 px and width 128: about 30 GB per feature map).
     Above ``chunk`` the layers are measured one at a time, in the order the forward pass
     reaches them: the layers already measured normalise with the whole batch's statistics
     (eval mode, with those statistics as running ones), and each chunk's pass stops at the
-    input of the layer being measured, whose per-channel sums are kept in float64. The
-    running averages are then updated once, with each layer's momentum (or cumulative
-    average), the batch's unbiased variance and one more batch tracked. Leaves ``net`` in
-    training mode, as a pass does."""
-    bns = [m for m in net.modules() if isinstance(m, BatchNorm)]
+    input of the layer being measured, whose per-chunk mean and variance are combined in
+    float64. The running averages are then updated once, with each layer's momentum (or
+    cumulative average), the batch's unbiased variance and one more batch tracked. That
+    costs a forward pass up to each layer (about twice a whole pass for ConvNet-3, ten
+    times for ResNet-18).
+
+    It is one pass of the whole batch instead, as before, when the batch fits in a chunk,
+    and for a network the layer-by-layer passes would not reproduce: one with dropout,
+    other running statistics (a tracked instance norm), a batch-norm layer without running
+    statistics or called more than once per pass, or paths that differ between chunks."""
+    bns: list[nn.Module] = [m for m in net.modules() if isinstance(m, _BatchNorm)]
     net.train()
-    with torch.no_grad():
-        if x.shape[0] <= chunk or not all(m.running_mean is not None for m in bns):
-            net(x)  # (a layer without running statistics normalises each chunk alone)
+    if x.shape[0] > chunk and bns and _measurable(net, bns, x[:1]):
+        try:
+            _chunked_statistics(net, bns, x, even_chunk(x.shape[0], chunk))
             return
-        saved = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]  # type: ignore[union-attr]
-        measured: dict[BatchNorm, tuple[Tensor, Tensor, int]] = {}  # mean, biased var, n
+        except _Irregular:
+            pass  # nothing was changed: one pass instead
+    with torch.no_grad():
+        net(x)
+
+
+def _measurable(net: nn.Module, bns: list[nn.Module], probe: Tensor) -> bool:
+    """Whether layer-by-layer measurement gives one pass's statistics: every batch-norm
+    layer has running statistics and is reached at most once by a pass (a one-image
+    probe in eval mode, which changes nothing), and nothing else in ``net`` is random or
+    keeps running statistics."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return False
+        if not isinstance(m, _BatchNorm) and getattr(m, "running_mean", None) is not None:
+            return False
+    if any(m.running_mean is None for m in bns):
+        return False
+    calls = dict.fromkeys(bns, 0)
+
+    def count(m: nn.Module, args: tuple[Tensor, ...]) -> None:
+        calls[m] += 1
+
+    hooks = [m.register_forward_pre_hook(count) for m in bns]
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train()
+    return all(n <= 1 for n in calls.values())
+
+
+def _chunked_statistics(net: nn.Module, bns: list[nn.Module], x: Tensor, chunk: int) -> None:
+    saved = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]  # type: ignore[operator]
+    measured: dict[nn.Module, tuple[Tensor, Tensor, int]] = {}  # mean, biased var, count
+    with torch.no_grad():
         try:
             while len(measured) < len(bns):
                 found = _measure_next(net, bns, x, chunk, measured)
@@ -123,15 +171,16 @@ def batch_norm_statistics(net: nn.Module, x: Tensor, chunk: int) -> None:
                     break
                 layer, mean, var, n = found
                 measured[layer] = (mean, var, n)
-                layer.running_mean.copy_(mean)  # type: ignore[union-attr]
-                layer.running_var.copy_(var)  # type: ignore[union-attr]
+                layer.running_mean.copy_(mean)  # type: ignore[operator]
+                layer.running_var.copy_(var)  # type: ignore[operator]
                 layer.eval()  # from now on it normalises with the whole batch's statistics
         finally:
             for m, (mean0, var0) in zip(bns, saved, strict=True):
-                m.running_mean.copy_(mean0)  # type: ignore[union-attr]
-                m.running_var.copy_(var0)  # type: ignore[union-attr]
+                m.running_mean.copy_(mean0)  # type: ignore[operator]
+                m.running_var.copy_(var0)  # type: ignore[operator]
             net.train()
         for m, (mean, var, n) in measured.items():
+            assert isinstance(m, _BatchNorm)
             m.num_batches_tracked.add_(1)  # type: ignore[union-attr]
             f = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked)  # type: ignore[arg-type]
             unbiased = var * (n / max(n - 1, 1))
@@ -141,33 +190,36 @@ def batch_norm_statistics(net: nn.Module, x: Tensor, chunk: int) -> None:
 
 def _measure_next(
     net: nn.Module,
-    bns: list[BatchNorm],
+    bns: list[nn.Module],
     x: Tensor,
     chunk: int,
-    measured: dict[BatchNorm, tuple[Tensor, Tensor, int]],
-) -> tuple[BatchNorm, Tensor, Tensor, int] | None:
+    measured: dict[nn.Module, tuple[Tensor, Tensor, int]],
+) -> tuple[nn.Module, Tensor, Tensor, int] | None:
     """The first batch-norm layer the forward pass reaches that is not in ``measured``,
-    with the per-channel mean and biased variance of its input over all of ``x`` and
-    their count; None when every pass ends without reaching one."""
-    target: list[BatchNorm] = []
-    sums: list[Tensor] = []  # per chunk: (2, C) sums of the input and of its square
-    count = [0]
+    with the per-channel mean and biased variance of its input over all of ``x`` (float64)
+    and their count; None when no chunk reaches one. :class:`_Irregular` when the chunks
+    do not all reach the same layer."""
+    target: list[nn.Module] = []
+    parts: list[tuple[int, Tensor, Tensor]] = []  # per chunk: count, mean, biased var
 
     def measure(m: nn.Module, args: tuple[Tensor, ...]) -> None:
         if m in measured:
             return
         if not target:
-            target.append(m)  # type: ignore[arg-type]
-        if m is not target[0]:  # every chunk takes the same path
-            raise RuntimeError("the batch-norm layers were reached in another order")
-        v = args[0].double().transpose(0, 1).flatten(1)  # (C, values)
-        sums.append(torch.stack([v.sum(1), (v * v).sum(1)]))
-        count[0] += v.shape[1]
+            target.append(m)
+        if m is not target[0]:
+            raise _Irregular
+        t = args[0]
+        dims = [0, *range(2, t.dim())]  # all but the channels: (N, C), (N, C, L), (N, C, H, W)
+        var, mean = torch.var_mean(t, dims, correction=0)
+        parts.append((t.numel() // t.shape[1], mean.double(), var.double()))
         raise _Measured
 
     hooks = [m.register_forward_pre_hook(measure) for m in bns]
+    chunks = 0
     try:
         for start in range(0, x.shape[0], chunk):
+            chunks += 1
             with contextlib.suppress(_Measured):
                 net(x[start : start + chunk])
     finally:
@@ -175,9 +227,13 @@ def _measure_next(
             h.remove()
     if not target:
         return None
-    s1, s2 = torch.stack(sums).sum(0)
-    mean = s1 / count[0]
-    return target[0], mean, (s2 / count[0] - mean * mean).clamp_min(0), count[0]
+    if len(parts) != chunks:  # some chunk passed the layer by
+        raise _Irregular
+    n = sum(c for c, _, _ in parts)
+    mean = sum(c * mu for c, mu, _ in parts) / n
+    # Chan et al.'s combination: within-chunk plus between-chunk sums of squares
+    m2 = sum(c * (v + (mu - mean) ** 2) for c, mu, v in parts)
+    return target[0], mean, m2 / n, n  # type: ignore[return-value]
 
 
 def check_ipc(real: RealData, ipc: int, factor: int = 1) -> None:
