@@ -33,7 +33,8 @@ Parts, in their default order:
 * ``eval-step``: training an evaluation network eagerly against compiled
   (``eval-throughput-gpu.json``), which decides whether ``train_network``'s "auto" should
   compile on a GPU too; after ``dm-step`` for the same reason.
-* ``class-groups``: peak memory of a DC match and a DM iteration with 10 and 100 classes,
+* ``class-groups``: peak memory of a DC match (also with batch norm) and a DM iteration
+  with 10 and 100 classes,
   one pass over all classes against class groups (``class-groups-memory-gpu.json``);
   last, for the same reason.
 
@@ -175,7 +176,7 @@ def parts(experts: int, expert_epochs: int, dm_iterations: int) -> list[Part]:
         Part(
             "class-groups",
             ("class_groups_memory", "--device", "cuda", "--classes", "10", "100", "--force"),
-            180,
+            240,  # dc, dm and dc_bn (DC with batch norm), each mode in its own process
             60,
             ("class-groups-memory-gpu.json",),
         )
