@@ -480,13 +480,31 @@ def test_evaluate_warns_when_the_data_files_were_edited(tmp_path):
     x = rng.integers(0, 256, (40, 6, 6), dtype=np.uint8)
     y = np.arange(40) % 2
     path = tmp_path / "d.npz"
-    np.savez(path, x=x, y=y, x_test=x[:8], y_test=y[:8])
+    np.savez(path, x=x, y=y, x_test=x, y_test=y)  # 20 test images per class: no noise warning
     real = dd.load_dataset(f"npz:{path}", val_size=0)
     d = dd.distill(real, "random", 1, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dd.evaluate(d, dataset_of(d), "fast", device="cpu", cache_dir=False)
-    y[[0, 1]] = y[[1, 0]]
-    np.savez(path, x=x, y=y, x_test=x[:8], y_test=y[:8])
+    y2 = y.copy()
+    y2[[0, 1]] = y2[[1, 0]]
+    np.savez(path, x=x, y=y2, x_test=x, y_test=y)
     with pytest.warns(UserWarning, match="differ from those this set was distilled from"):
         dd.evaluate(d, dataset_of(d), "fast", device="cpu", cache_dir=False)
+
+
+def test_a_test_split_too_small_to_tell_sets_apart_warns(digits):
+    """Fewer than 10 test images per class, or a class missing from the test split,
+    warns that the accuracies are noise; digits' 359 test images are quiet."""
+    import copy
+
+    from datadistill.evaluation.evaluate import warn_if_small_test
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_small_test(digits)
+    small = copy.copy(digits)
+    keep = torch.nonzero(digits.test_y < 3).flatten()[:5]
+    small.test_x, small.test_y = digits.test_x[keep], digits.test_y[keep]
+    with pytest.warns(UserWarning, match=r"has 5 images \(0.5 per class, none of classes '3'"):
+        warn_if_small_test(small)

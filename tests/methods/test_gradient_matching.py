@@ -489,6 +489,7 @@ def test_dc_early_stage_networks_come_from_the_expert_buffer(digits, expert_buff
     assert not torch.equal(perturbed.synthetic().images, before)
     extra = perturbed.manifest_extra()
     assert extra["experts"] == buf.names() and extra["expert_recipe"]["width"] == 16
+    assert extra["expert_buffer"] == str(buf.root.resolve())  # whatever the hparam's spelling
     assert create_method("dc", **SMOKE_HPARAMS["dc"]).manifest_extra() == {}
 
 

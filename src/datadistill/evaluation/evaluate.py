@@ -439,6 +439,34 @@ def check_matches(distilled: Distilled, real: RealData, use: str = "evaluate") -
         )
 
 
+# a test split of fewer images per class than this warns that its accuracies are noise
+MIN_TEST_PER_CLASS = 10
+
+
+def warn_if_small_test(real: RealData) -> None:
+    """A warning when ``real``'s test split is too small to tell sets apart (fewer than
+    ``MIN_TEST_PER_CLASS`` images per class) or lacks a class (a tiny user set, whose
+    carved test split cannot cover every class)."""
+    k = real.num_classes
+    counts = torch.bincount(real.test_y.cpu(), minlength=k)
+    n = int(counts.sum())
+    missing = [real.info.class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+    if n >= MIN_TEST_PER_CLASS * k and not missing:
+        return
+    lacks = ""
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        lacks = f", none of class{'es' if len(missing) > 1 else ''} {shown}"
+    warnings.warn(
+        f"The test split of {real.info.name} has {n} image{'s' if n != 1 else ''} "
+        f"({n / k:.3g} per class{lacks}), so its accuracies are mostly noise (one image is "
+        f"{100 / n:.3g} points); give it a test split of at least {MIN_TEST_PER_CLASS * k} "
+        "images (npz: x_test / y_test, imagefolder: train/ and test/ folders) or more "
+        "images per class.",
+        stacklevel=user_stacklevel(),
+    )
+
+
 def warn_if_other_data(distilled: Distilled, real: RealData) -> None:
     """A warning when ``real`` was read from other files than ``distilled`` was distilled
     from (``RawData.digest`` differs: an edited image or label, another copy of the data);
@@ -496,6 +524,7 @@ def evaluate(
     check_matches(distilled, real)
     warn_if_other_data(distilled, real)
     require_test_images(real)
+    warn_if_small_test(real)
     proto = get_protocol(protocol)
     dev = prepare_device(resolve_device(device))
     archs = [archs] if isinstance(archs, str) else (list(archs) if archs else [proto.arch])
@@ -574,7 +603,7 @@ def evaluate(
             n_train = real.train_x.shape[0]
             full_compiled = _compiled_key(arch, real.info, n_train, f_epochs, dev)
             for s in range(n_full):
-                say(f"{arch}: full training set, seed {s}")
+                say(f"{arch}: full training set ({n_train} images, {f_epochs} epochs), seed {s}")
                 key = {**base, "kind": "full", "epochs": f_epochs, "seed": s, **full_compiled}
                 run_full = functools.partial(
                     train, real.train_x, real.train_y, seed=s, epochs=f_epochs

@@ -667,5 +667,10 @@ def open_buffer(
 
 def buffer_manifest(buffer: ExpertBuffer) -> dict[str, Any]:
     """What an artefact distilled from ``buffer`` records of it: the experts' recipe (a
-    learned lr, say, was learned for their network) and the experts the run drew from."""
-    return {"expert_recipe": dataclasses.asdict(buffer.recipe), "experts": buffer.names()}
+    learned lr, say, was learned for their network), the experts the run drew from, and
+    the buffer's absolute path (the ``buffer`` hyperparameter is kept as it was given)."""
+    return {
+        "expert_recipe": dataclasses.asdict(buffer.recipe),
+        "experts": buffer.names(),
+        "expert_buffer": str(buffer.root.resolve()),
+    }
