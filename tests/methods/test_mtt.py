@@ -7,7 +7,7 @@ import torch
 
 import datadistill as dd
 from datadistill.errors import ConfigError, DataError
-from datadistill.experts import ExpertRecipe, expert_file, train_experts
+from datadistill.experts import ExpertBuffer, ExpertRecipe, expert_file, train_experts
 from datadistill.functional.unroll import FlatParams, unroll_constant_memory, unroll_full
 from datadistill.methods import create_method
 from datadistill.models import create_model
@@ -372,3 +372,21 @@ def test_mtt_multiformation_student_sees_each_tile_with_its_own_images_label(
         assert idx.shape == (6,)
         torch.testing.assert_close(x, x_all[idx])
         torch.testing.assert_close(y, soft_all[idx].softmax(1))
+
+
+def test_more_student_steps_than_the_experts_took_warns(digits, expert_buffer):
+    """On a small training split an expert epoch is a few SGD steps: students taking more
+    steps than the experts between start and target get a warning that names the bound."""
+    per_epoch = -(-digits.train_x.shape[0] // ExpertBuffer(expert_buffer).recipe.batch_size)
+    for steps, warns in ((per_epoch, False), (per_epoch + 1, True)):
+        m = create_method(
+            "mtt", buffer=str(expert_buffer), syn_steps=steps, expert_epochs=1, max_start_epoch=1
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m.check(digits)
+        said = [str(w.message) for w in caught if "syn_steps" in str(w.message)]
+        assert bool(said) == warns
+        if warns:
+            assert f"which took {per_epoch} (batches of" in said[0]
+            assert f"syn_steps={per_epoch} or less" in said[0]

@@ -34,7 +34,7 @@ from torch.func import functional_call
 
 from datadistill.augment import DSA, DSAConfig, one_family_per_batch
 from datadistill.data import RealData
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, user_stacklevel
 from datadistill.experts import (
     buffer_manifest,
     calibrate_batch_norm,
@@ -160,7 +160,23 @@ class MTT(Method):
                 f"label_epoch {hp.label_epoch} is beyond the {self.buffer.epochs} epochs of the "
                 f"experts in {hp.buffer}; use -1 (the last) or a smaller epoch."
             )
-        lr = self.buffer.recipe.lr
+        recipe = self.buffer.recipe
+        # the experts' SGD steps between a start epoch and its target (each epoch over the
+        # training split in batches): the papers' students take far fewer (CIFAR-100 IPC
+        # 1: 20 against 3 x 196); more, and a student starting at the experts' lr travels
+        # further than they did
+        steps = hp.expert_epochs * -(-real.train_x.shape[0] // recipe.batch_size)
+        if hp.syn_steps > steps:
+            warnings.warn(
+                f"The students take syn_steps {hp.syn_steps} SGD steps to match expert_epochs "
+                f"{hp.expert_epochs} of the experts in {hp.buffer}, which took {steps} "
+                f"(batches of {recipe.batch_size} from {real.train_x.shape[0]} training "
+                "images): starting at the experts' lr they overshoot, so the matching loss "
+                "starts far above 1 and the pixel updates can wreck the images; pass --hp "
+                f"syn_steps={steps} or less, or a larger expert_epochs.",
+                stacklevel=user_stacklevel(),
+            )
+        lr = recipe.lr
         if not math.isclose(lr, hp.lr_teacher, rel_tol=1e-6):
             warnings.warn(
                 f"The experts in {hp.buffer} were trained with lr {lr:g}, but the students "
