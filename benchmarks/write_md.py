@@ -353,8 +353,8 @@ def class_groups_memory_section(stem: str) -> list[str]:
         "with the same gradients (tested). `dc_bn` is DC with a batch-norm ConvNet, whose",
         "statistics from 16 real images per class are measured a layer at a time over chunks",
         "of images within the same budget (`batch_norm_statistics`; the same statistics,",
-        "tested). With ten classes both run the same single pass, so their difference there",
-        "is the spread of the peak-memory reading.",
+        "tested). With ten classes each mode runs the same single pass, so their difference",
+        "there is the spread of the peak-memory reading.",
         "",
         "| method | classes | groups | one pass GiB | class groups GiB | groups / one pass "
         "| one pass s | class groups s |",

@@ -230,3 +230,16 @@ def test_the_digest_is_of_the_values_not_their_memory_layout():
     floats = x.astype(np.float32) / 255
     assert raw(floats, y).digest() != digest  # another stored form
     assert raw(floats.astype(">f4"), y).digest() == raw(floats, y).digest()  # big-endian
+
+
+def test_load_dataset_checks_a_digest_it_is_given(tmp_path):
+    """``load_dataset(**real.options)`` loads the same data again; a digest of other files
+    is one clear DataError, and a digest that is not a string a ConfigError."""
+    write_idx_set(tmp_path / "mnist", n_train=60)
+    real = load_dataset("mnist", tmp_path, download=False, val_size=0.2)
+    again = load_dataset(**real.options, root=tmp_path, download=False)
+    assert torch.equal(again.train_x, real.train_x) and again.options == real.options
+    with pytest.raises(DataError, match=r"give data digest sha256:\w+, not the sha256:0123"):
+        load_dataset("mnist", tmp_path, download=False, digest="sha256:0123456789abcdef")
+    with pytest.raises(ConfigError, match="'digest' option must be a str"):
+        load_dataset("mnist", tmp_path, download=False, digest=12)

@@ -508,3 +508,17 @@ def test_a_test_split_too_small_to_tell_sets_apart_warns(digits):
     small.test_x, small.test_y = digits.test_x[keep], digits.test_y[keep]
     with pytest.warns(UserWarning, match=r"has 5 images \(0.5 per class, none of classes '3'"):
         warn_if_small_test(small)
+
+
+def test_the_small_test_warning_names_classes_by_index_without_names(digits):
+    import copy
+    import dataclasses
+
+    from datadistill.evaluation.evaluate import warn_if_small_test
+
+    unnamed = copy.copy(digits)
+    unnamed.info = dataclasses.replace(digits.info, class_names=())
+    keep = torch.nonzero(digits.test_y < 9).flatten()[:20]
+    unnamed.test_x, unnamed.test_y = digits.test_x[keep], digits.test_y[keep]
+    with pytest.warns(UserWarning, match=r"none of class '9'"):
+        warn_if_small_test(unnamed)

@@ -86,6 +86,7 @@ def load_dataset(
     normalization: str = "train",
     download: bool = True,
     max_train: int | None = None,
+    digest: str | None = None,
 ) -> RealData:
     """Load a dataset as :class:`RealData` in model-input space.
 
@@ -102,9 +103,21 @@ def load_dataset(
             (the published constants where known, else train stats) or ``"none"``.
         download: fetch missing builtin files from their official URLs.
         max_train: cap the train split (stratified, deterministic), for quick runs.
+        digest: the ``RawData.digest`` the files must give (``real.options["digest"]`` of
+            an earlier load, or an artefact's ``data``): a DataError when they give another.
+            ``load_dataset(**real.options)`` loads the same data again, checked.
     """
     _check_options(normalization, zca, zca_eps, max_train)
+    if digest is not None and not isinstance(digest, str):
+        raise ConfigError(f"The 'digest' option must be a str. Got {digest!r} instead.")
     info_name, raw = _read(name, root, download)
+    read = raw.digest()
+    if digest is not None and read != digest:
+        raise DataError(
+            f"The files of {name} give data digest {read}, not the {digest} asked for: other "
+            "images or labels (an edited file or another copy); load the files the digest "
+            "was taken from, or drop digest to accept these."
+        )
     k = raw.num_classes
     if k < 2:
         raise ConfigError(
@@ -172,7 +185,7 @@ def load_dataset(
         "name": absolute_dataset_name(name),
         "val_size": val_size,
         "max_train": max_train,
-        "digest": raw.digest(),
+        "digest": read,
     }
     if normalization != "train":
         options["normalization"] = normalization

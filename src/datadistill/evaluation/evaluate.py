@@ -450,7 +450,11 @@ def warn_if_small_test(real: RealData) -> None:
     k = real.num_classes
     counts = torch.bincount(real.test_y.cpu(), minlength=k)
     n = int(counts.sum())
-    missing = [real.info.class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+    names = real.info.class_names  # may be empty for data built by hand
+    missing = [
+        names[i] if i < len(names) else str(i)
+        for i in torch.nonzero(counts == 0).flatten().tolist()
+    ]
     if n >= MIN_TEST_PER_CLASS * k and not missing:
         return
     lacks = ""
@@ -603,7 +607,8 @@ def evaluate(
             n_train = real.train_x.shape[0]
             full_compiled = _compiled_key(arch, real.info, n_train, f_epochs, dev)
             for s in range(n_full):
-                say(f"{arch}: full training set ({n_train} images, {f_epochs} epochs), seed {s}")
+                epochs = f"{f_epochs} epoch{'' if f_epochs == 1 else 's'}"
+                say(f"{arch}: full training set ({n_train} images, {epochs}), seed {s}")
                 key = {**base, "kind": "full", "epochs": f_epochs, "seed": s, **full_compiled}
                 run_full = functools.partial(
                     train, real.train_x, real.train_y, seed=s, epochs=f_epochs

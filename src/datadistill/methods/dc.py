@@ -22,8 +22,10 @@ ImageNet subsets) a pass takes the classes in groups that fit a budget of activa
 memory (:func:`datadistill.methods.common.class_groups`), one group's real images
 gathered at a time and one group's synthetic graph alive at a time; the gradients are
 those of one pass, as the distance is a sum over classes. Batch norm,
-as in the paper: its statistics are set by a forward pass of a few real images per class,
-then frozen while matching.
+as in the paper: its statistics are set by a forward pass of a few real images per class
+(above the same budget, measured a layer at a time over chunks of them with the result
+of one pass: :func:`datadistill.methods.common.batch_norm_statistics`), then frozen while
+matching.
 
 ``net_data="real"`` trains the network between matches on fresh real images instead
 (IDC, Kim et al., ICML 2022: ``inner_loop`` passes, one unless set, each over a fresh

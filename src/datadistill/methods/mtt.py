@@ -182,7 +182,7 @@ class MTT(Method):
                 f"The experts in {hp.buffer} were trained with lr {lr:g}, but the students "
                 f"start from lr_teacher {hp.lr_teacher:g} (the paper starts them at the "
                 f"experts' lr); pass --hp lr_teacher={lr:g} unless this is intended.",
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         self._checked_for = data_fingerprint(real)
 
