@@ -490,7 +490,10 @@ def test_evaluate_warns_when_the_data_files_were_edited(tmp_path):
     y2[[0, 1]] = y2[[1, 0]]
     np.savez(path, x=x, y=y2, x_test=x, y_test=y)
     with pytest.warns(UserWarning, match="differ from those this set was distilled from"):
-        dd.evaluate(d, dataset_of(d), "fast", device="cpu", cache_dir=False)
+        report = dd.evaluate(d, dataset_of(d), "fast", device="cpu", cache_dir=False)
+    # the evaluation records the data it trained and tested on, not the set's
+    assert report.to_dict()["data_digest"] != d.manifest["data"]["digest"]
+    assert report.to_dict()["data_digest"] == dd.load_dataset(f"npz:{path}").options["digest"]
 
 
 def test_a_test_split_too_small_to_tell_sets_apart_warns(digits):

@@ -83,6 +83,9 @@ class EvalReport:
     # the teacher whose soft labels the set carries (datadistill.labels) and that labelled
     # the random subset too; None: the set's own labels, a hard-labelled random subset
     teacher: dict[str, Any] | None = None
+    # RawData.digest of the data the networks were trained and tested on (None: data
+    # built without load_dataset), which may differ from the set's own (a warning says so)
+    data_digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +98,7 @@ class EvalReport:
             "lr_distilled": self.lr_distilled,
             "lr_learned": self.lr_learned,
             "teacher": self.teacher,
+            "data_digest": self.data_digest,
             "results": {
                 arch: {kind: r.to_dict() for kind, r in rows.items()}
                 for arch, rows in self.results.items()
@@ -565,6 +569,7 @@ def evaluate(
     label, teacher_key, labelled_by = _teacher_labels(
         distilled, real, dev, baselines, teacher_experts
     )
+    digest = (real.options or {}).get("digest")  # of the data the networks see
     report = EvalReport(
         protocol=proto,
         ipc=ipc,
@@ -574,6 +579,7 @@ def evaluate(
         lr_distilled=float(lr) if lr is not None else proto.lr,
         lr_learned=lr is not None,
         teacher=distilled.manifest.get(TEACHER_KEY),
+        data_digest=digest if isinstance(digest, str) else None,
     )
     for arch in archs:
         rows: dict[str, Result] = {}
