@@ -102,7 +102,7 @@ def main() -> None:
             record,
             {
                 "dataset": name,
-                "data_digest": (real.options or {}).get("digest"),
+                "data_digest": real.digest,
                 "num_experts": args.num,
                 "recipe": recipe.to_dict(),
                 "seconds": seconds,

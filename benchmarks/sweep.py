@@ -203,10 +203,10 @@ def main() -> None:
             datasets[key] = dd.load_dataset(args.dataset, root=data_root(args), **options)
         return datasets[key], rest
 
-    def data_digest() -> object:
+    def data_digest() -> str | None:
         """RawData.digest of the files read (the same under every data option)."""
         loaded = [given_real] if given_real is not None else list(datasets.values())
-        return next((d.options.get("digest") for d in loaded if d.options), None)
+        return next((d.digest for d in loaded if d.digest is not None), None)
 
     # (sweeps before 2026-12-04 trained networks 0, 1, ...: the table's own seeds)
     network_seeds = [VALIDATION_SEED_OFFSET + s for s in range(args.seeds)]

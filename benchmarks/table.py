@@ -220,7 +220,7 @@ def cell_header(
     """The fields every cell file starts with: what was evaluated, how, and the results."""
     return {
         "dataset": real.info.name,
-        "data_digest": (real.options or {}).get("digest"),  # RawData.digest of the files read
+        "data_digest": real.digest,  # RawData.digest of the files read
         "method": method,
         "ipc": ipc,
         "protocol": args.protocol,

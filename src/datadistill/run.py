@@ -605,9 +605,8 @@ def _distill_checked(
         "splits": [list(real.train_x.shape), list(real.val_x.shape)],
         "hparams": m.hparams.to_dict(),
     }
-    digest = (real.options or {}).get("digest")  # only data from load_dataset have one
-    if digest is not None:
-        fingerprint["data_digest"] = digest
+    if real.digest is not None:  # only data from load_dataset have one
+        fingerprint["data_digest"] = real.digest
     resume_state = None
     changes: list[dict[str, Any]] = []  # learning rates changed on resume, by iteration
     if resume:

@@ -69,6 +69,13 @@ class RealData:
         return self.info.num_classes
 
     @property
+    def digest(self) -> str | None:
+        """``RawData.digest`` of the files :func:`load_dataset` read (``options["digest"]``);
+        None for data built without it."""
+        digest = (self.options or {}).get("digest")
+        return digest if isinstance(digest, str) else None
+
+    @property
     def device(self) -> torch.device:
         return self.train_x.device
 

@@ -481,8 +481,8 @@ def warn_if_other_data(distilled: Distilled, real: RealData) -> None:
     silent when either side has no digest (older sets, a RealData built by hand)."""
     recorded = distilled.manifest.get("data")
     was = recorded.get("digest") if isinstance(recorded, dict) else None
-    now = (real.options or {}).get("digest")
-    if isinstance(was, str) and isinstance(now, str) and was != now:
+    now = real.digest
+    if isinstance(was, str) and now is not None and was != now:
         warnings.warn(
             f"The real data differ from those this set was distilled from (digest {was} "
             f"then, {now} now: other images or labels with the same shapes and statistics), "
@@ -569,7 +569,6 @@ def evaluate(
     label, teacher_key, labelled_by = _teacher_labels(
         distilled, real, dev, baselines, teacher_experts
     )
-    digest = (real.options or {}).get("digest")  # of the data the networks see
     report = EvalReport(
         protocol=proto,
         ipc=ipc,
@@ -579,7 +578,7 @@ def evaluate(
         lr_distilled=float(lr) if lr is not None else proto.lr,
         lr_learned=lr is not None,
         teacher=distilled.manifest.get(TEACHER_KEY),
-        data_digest=digest if isinstance(digest, str) else None,
+        data_digest=real.digest,  # of the data the networks see
     )
     for arch in archs:
         rows: dict[str, Result] = {}

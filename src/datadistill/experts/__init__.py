@@ -98,7 +98,7 @@ def data_fingerprint(real: RealData) -> dict[str, Any]:
         "zca_eps": real.info.zca_eps if real.info.zca else None,
         # the files read (RawData.digest): the same name and statistics with other images
         # or labels is other data; None for a RealData built without load_dataset
-        "digest": (real.options or {}).get("digest"),
+        "digest": real.digest,
     }
 
 
