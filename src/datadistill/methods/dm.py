@@ -136,6 +136,8 @@ class DM(Method):
         )
         self.batch_norm = batch_norm
         self.budget = pass_elements(device)  # activation elements per pass (class groups)
+        h, w = real.info.image_size
+        self.image_elements = hp.width * h * w  # an image's share of that budget
         self.real_cap = 0  # > 0: each class group's images in equal calls of at most this
         if batch_norm:  # also over an explicit real_chunk: chunks would change the maths
             self.real_chunk = 1 << 30
@@ -143,8 +145,7 @@ class DM(Method):
             self.real_chunk = hp.real_chunk or 16
         else:  # a GPU: as few equal calls as the pass budget allows (CIFAR-100's 25600
             # real images at width 128 would hold 13 GB per feature map at once)
-            h, w = real.info.image_size
-            self.real_cap = max(1, self.budget // (hp.width * h * w))
+            self.real_cap = max(1, self.budget // self.image_elements)
             self.real_chunk = self.real_cap
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
@@ -186,7 +187,7 @@ class DM(Method):
         if self.batch_norm:  # its statistics span every class's synthetic images
             groups = [slice(0, k)]
         else:
-            groups = class_groups(k, syn.shape[1] * hp.width * h * w, self.budget)
+            groups = class_groups(k, syn.shape[1] * self.image_elements, self.budget)
         self.optimizer.zero_grad(set_to_none=True)
         loss = backward_in_class_groups(syn, groups, loss_of)
         self.optimizer.step()
