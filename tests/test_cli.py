@@ -313,6 +313,14 @@ def test_ctrl_c_inside_a_command_says_how_to_resume(monkeypatch, cli_here):
     proc = cli_here("show", "set.safetensors", check=False)
     assert proc.returncode == 130
     assert proc.stderr.strip().splitlines() == ["error: interrupted."]  # nothing to resume
+    proc = cli_here("evaluate", "set.safetensors", check=False)
+    assert proc.returncode == 130
+    assert proc.stderr.strip().splitlines() == [
+        "error: interrupted. The networks it finished are kept in the evaluation cache: the "
+        "same command goes on after them."
+    ]
+    proc = cli_here("evaluate", "set.safetensors", env={"DATADISTILL_CACHE": "OFF"}, check=False)
+    assert proc.stderr.strip().splitlines() == ["error: interrupted."]  # nothing was kept
     import datadistill.experts
 
     def interrupted_experts(*args, **kwargs):

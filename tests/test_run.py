@@ -254,6 +254,28 @@ def test_report_names_what_was_run(tmp_path):
     assert "draws a new subset for each network seed" in md  # two random columns explained
 
 
+def test_a_runs_evaluation_says_what_it_trains(tmp_path, capsys):
+    """The evaluation after a run is minutes of training: with progress on, each network
+    is announced as `datadistill evaluate` announces it; with it off, nothing is."""
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="random",
+        ipc=1,
+        protocol="fast",
+        eval_archs=("convnetw32",),
+        eval_seeds=1,
+        full=False,
+        progress=True,
+        device="cpu",
+    )
+    dd.run(cfg, tmp_path / "r")
+    out = capsys.readouterr().out
+    assert "convnetw32: distilled set, seed 0" in out
+    assert "convnetw32: random real subset, seed 0" in out
+    dd.run(dataclasses.replace(cfg, progress=False), tmp_path / "quiet")
+    assert "seed 0" not in capsys.readouterr().out
+
+
 def test_validation_trains_with_the_methods_recipe():
     from datadistill.evaluation.protocols import get_protocol, validation_protocol
 

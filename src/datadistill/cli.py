@@ -545,6 +545,8 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 _RESUME_ADVICE = {
     "distill": " It continues from its last checkpoint with the same command and --resume.",
     "experts": " The finished epochs are kept: the same command continues from them.",
+    "evaluate": " The networks it finished are kept in the evaluation cache: the same command "
+    "goes on after them.",
 }
 
 
@@ -581,6 +583,8 @@ def _resume_advice() -> str:
         (Path(out) / name).is_file() for name in (CHECKPOINT_NAME, ARTEFACT_NAME)
     ):
         return " Nothing was saved yet; run the same command (without --resume) to start."
+    if _command() == "evaluate" and os.environ.get("DATADISTILL_CACHE", "").lower() == "off":
+        return ""  # nothing was kept
     return _RESUME_ADVICE.get(_command(), "")
 
 

@@ -816,6 +816,13 @@ _RUN_FILES = frozenset(
 )
 
 
+def _say(message: str) -> None:
+    """One line of the evaluation's progress, where the progress bar writes."""
+    from rich.console import Console
+
+    Console().print(message, markup=False, highlight=False)
+
+
 def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Run ``config`` end to end and fill the folder ``out``; returns ``report.json``'s dict."""
     from datadistill.evaluation import evaluate
@@ -913,6 +920,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
             full=config.full,
             full_epochs=config.full_epochs,
             device=config.device,
+            progress=_say if config.progress else None,  # minutes of training, not silence
         )
         distilled = distilled.with_manifest(evaluation=evaluation.to_dict())
         distilled.save(artefact)

@@ -64,9 +64,9 @@ def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
     proto = dataclasses.replace(get_protocol("fast"), epochs=20)
     run = functools.partial(
         dd.evaluate,
-        d,
-        digits,
-        proto,
+        distilled=d,
+        real=digits,
+        protocol=proto,
         archs=["convnetw32", "mlp"],
         seeds=2,
         full_epochs=1,  # explicit: kept as given
@@ -84,8 +84,8 @@ def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
         sum(out["results"]["mlp"]["random"]["accs"]) / 2
     )
     cached = sorted((tmp_path / "c").glob("*.json"))
-    assert len(cached) == 8  # random and full, 2 seeds, 2 architectures
-    # every baseline from the cache: only the distilled set is trained again
+    assert len(cached) == 12  # distilled, random and full, 2 seeds, 2 architectures
+    # every network from the cache: nothing is trained again
     module = importlib.import_module("datadistill.evaluation.evaluate")
     trained: list[int] = []
     original = module.train_and_test
@@ -96,9 +96,75 @@ def test_evaluate_reports_baselines_and_caches(digits, tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "train_and_test", counting)
     again = run()
+    assert trained == []
+    assert again.to_dict() == rep.to_dict()
+    # a set that differs in one pixel is another set: only its own networks train again
+    other = dataclasses.replace(d, images=d.images.clone())
+    other.images[0, 0, 0, 0] += 0.5
+    run(distilled=other)
     assert trained == [d.images.shape[0]] * 4  # 2 architectures x 2 seeds
-    assert again.results["mlp"]["full"] == rep.results["mlp"]["full"]
-    assert again.results["convnetw32"]["random"] == rep.results["convnetw32"]["random"]
+
+
+def test_an_interrupted_evaluation_goes_on_after_the_networks_it_finished(
+    digits, tmp_path, monkeypatch
+):
+    """Each network trained on the set is cached when it finishes, so an evaluation stopped
+    by Ctrl-C trains only what it had not finished, and reports what an uninterrupted one
+    does."""
+    d = dd.distill(digits, "random", 1, seed=0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), epochs=3)
+    run = functools.partial(
+        dd.evaluate, d, digits, proto, archs=["convnetw32"], seeds=3, full=False, device="cpu"
+    )
+    module = importlib.import_module("datadistill.evaluation.evaluate")
+    original = module.train_and_test
+    trained: list[int] = []
+
+    def stop_at_the_third(images, *args, **kwargs):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(kwargs["seed"])
+        return original(images, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train_and_test", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache_dir=tmp_path / "c")
+    assert trained == [0, 1]  # the set's first two networks
+    trained.clear()
+
+    def counting(images, *args, **kwargs):
+        trained.append(kwargs["seed"])
+        return original(images, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train_and_test", counting)
+    said: list[str] = []
+    resumed = run(cache_dir=tmp_path / "c", progress=said.append)
+    assert trained == [2, 0, 1, 2]  # the set's last network, then the random subset's
+    assert said[:3] == [
+        "convnetw32: distilled set, seed 0 (cached)",
+        "convnetw32: distilled set, seed 1 (cached)",
+        "convnetw32: distilled set, seed 2",
+    ]
+    assert said[3:] == [f"convnetw32: random real subset, seed {s}" for s in range(3)]
+    monkeypatch.setattr(module, "train_and_test", original)
+    assert resumed.to_dict() == run(cache_dir=False).to_dict()
+
+
+def test_the_sets_cache_key_sees_its_labels_and_learned_lr():
+    """The set's key covers everything its networks train on."""
+    from datadistill.evaluation.evaluate import _set_fingerprint
+
+    x, y = torch.zeros(4, 1, 2, 2), torch.tensor([0, 0, 1, 1])
+    soft = torch.eye(2)[y]
+    first = _set_fingerprint(x, y, None, None)
+    assert _set_fingerprint(x.clone(), y.clone(), None, None) == first
+    assert _set_fingerprint(x, torch.tensor([0, 1, 0, 1]), None, None) != first
+    assert _set_fingerprint(x, y, soft, None) != first
+    assert _set_fingerprint(x, y, soft * 0.9, None) != _set_fingerprint(x, y, soft, None)
+    assert _set_fingerprint(x, y, None, 0.01) != first
+    as_tensor = torch.tensor(0.01, dtype=torch.float64)  # a number, however it is held
+    assert _set_fingerprint(x, y, None, as_tensor) == _set_fingerprint(x, y, None, 0.01)
+    assert _set_fingerprint(x.bfloat16(), y, None, None) != first
 
 
 def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path, monkeypatch):
@@ -111,12 +177,12 @@ def test_a_cached_baseline_is_not_reused_for_a_changed_network(digits, tmp_path,
         dd.evaluate, d, digits, proto, archs=["convnetw32"], seeds=1, full=False, device="cpu"
     )
     run(cache_dir=tmp_path / "c")
-    assert len(list((tmp_path / "c").glob("*.json"))) == 1
+    assert len(list((tmp_path / "c").glob("*.json"))) == 2  # the set's network, random's
     run(cache_dir=tmp_path / "c")
-    assert len(list((tmp_path / "c").glob("*.json"))) == 1  # read back
+    assert len(list((tmp_path / "c").glob("*.json"))) == 2  # read back
     monkeypatch.setattr("datadistill.models.convnet.MIN_NORM_SIDE", 2)  # depth 3 for 8x8
     run(cache_dir=tmp_path / "c")
-    assert len(list((tmp_path / "c").glob("*.json"))) == 2
+    assert len(list((tmp_path / "c").glob("*.json"))) == 4
 
 
 def test_a_cache_that_cannot_be_written_keeps_the_results(digits, tmp_path):
@@ -154,7 +220,7 @@ def test_a_baseline_trained_compiled_has_its_own_cache_key(digits, tmp_path, mon
     monkeypatch.setenv("DATADISTILL_TRAIN_COMPILE", "auto")  # digits are far below the bar
     assert _compiled_key("convnet", info, 100, 300, torch.device("cpu")) == {}
 
-    # the decision reaches the keys of both baselines (the training itself stays eager)
+    # the decision reaches the keys of the set and both baselines (the training stays eager)
     d = dd.distill(digits, "random", 1, seed=0, device="cpu")
     proto = dataclasses.replace(get_protocol("fast"), epochs=2)
     run = functools.partial(
@@ -166,6 +232,8 @@ def test_a_baseline_trained_compiled_has_its_own_cache_key(digits, tmp_path, mon
     run(cache_dir=tmp_path / "c", device="cpu")
     keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "c").glob("*.json")]
     assert sorted((k["kind"], k.get("compiled", False)) for k in keys) == [
+        ("distilled", False),
+        ("distilled", True),
         ("full", False),
         ("full", True),
         ("random", False),
@@ -239,7 +307,9 @@ def test_the_report_says_which_lr_the_set_trained_with(digits, monkeypatch):
     d = dd.distill(digits, "random", 1, seed=0, device="cpu")
     learned = dataclasses.replace(d, lr=0.05)
     mtt = dataclasses.replace(get_protocol("mtt"), epochs=1)
-    kw = dict(seeds=1, baselines=False, full=False, device="cpu", archs=["convnetw32"])
+    kw = dict(
+        seeds=1, baselines=False, full=False, device="cpu", archs=["convnetw32"], cache_dir=False
+    )
     rep = dd.evaluate(learned, digits, mtt, **kw).to_dict()
     assert (rep["lr_distilled"], rep["lr_learned"], used) == (0.05, True, [0.05])
     for the_set, proto in ((d, mtt), (learned, get_protocol("fast"))):

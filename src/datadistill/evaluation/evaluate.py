@@ -3,7 +3,8 @@
 Every reported accuracy sits beside a random real subset of the same size trained the
 same way and a full-data reference under the same optimiser; both baselines are cached
 per dataset, architecture (name and layers) and protocol, so that a sweep pays for them
-once.
+once. Each network trained on the distilled set is cached too, by the set's bytes, so that
+an interrupted evaluation goes on after the networks it finished.
 """
 
 from __future__ import annotations
@@ -275,16 +276,46 @@ def _fingerprint(real: RealData) -> str:
     info = with_absolute_name(real.info.to_dict())  # user data: `d.npz` is `./d.npz`
     h = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
     for t in (real.train_x, real.train_y, real.test_x, real.test_y):
-        h.update(str((tuple(t.shape), t.dtype)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        _hash_tensor(h, t)
+    return h.hexdigest()[:16]
+
+
+def _hash_tensor(h: Any, t: Tensor | None) -> None:
+    """Feed ``t``'s shape, dtype and bytes (any dtype, bfloat16 included) to ``h``."""
+    if t is None:
+        h.update(b"none")
+        return
+    t = t.detach().cpu().contiguous()
+    h.update(str((tuple(t.shape), t.dtype)).encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _set_fingerprint(
+    images: Tensor, labels: Tensor, soft_labels: Tensor | None, lr: float | None
+) -> str:
+    """Identifies what networks trained on a distilled set see: its training images,
+    labels, soft labels and the learned lr they train with."""
+    h = hashlib.sha256(repr(None if lr is None else float(lr)).encode())
+    for t in (images, labels, soft_labels):
+        _hash_tensor(h, t)
     return h.hexdigest()[:16]
 
 
 _UNWRITABLE_CACHES: set[Path] = set()  # cache folders a write failed in (warned about)
 
 
-def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float]) -> float:
+def _cached(
+    cache: Path | None,
+    key: dict[str, Any],
+    compute: Callable[[], float],
+    say: Callable[[str], None] = lambda _msg: None,
+    what: str = "",
+) -> float:
+    """``compute()``'s accuracy, read from ``cache`` under ``key`` when it was computed
+    before, else computed and written there; ``say(what)`` announces it (``(cached)``
+    when read back)."""
     if cache is None:
+        say(what)
         return compute()
     from datadistill import __version__
 
@@ -294,24 +325,27 @@ def _cached(cache: Path | None, key: dict[str, Any], compute: Callable[[], float
     path = cache / f"{digest}.json"
     try:
         if path.is_file():
-            return float(json.loads(path.read_text())["acc"])
+            acc = float(json.loads(path.read_text())["acc"])
+            say(f"{what} (cached)")
+            return acc
     except (ValueError, KeyError, OSError):
         pass  # a damaged or unreadable cache entry is recomputed
+    say(what)
     acc = compute()
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # concurrent runs never share one
     try:
         cache.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({"key": key, "acc": acc}))
         tmp.replace(path)
-    except OSError as exc:  # the trained baseline is kept; only its caching is lost
+    except OSError as exc:  # the trained network's result is kept; only its caching is lost
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if cache in _UNWRITABLE_CACHES:  # said once per folder and process
             return acc
         _UNWRITABLE_CACHES.add(cache)
         warnings.warn(
-            f"The baseline cache {cache} cannot be written ({exc.strerror or exc}), so these "
-            f"baselines will be trained again next time; set ${CACHE_ENV} to a writable "
+            f"The evaluation cache {cache} cannot be written ({exc.strerror or exc}), so these "
+            f"networks will be trained again next time; set ${CACHE_ENV} to a writable "
             "folder or to 'off' (in Python: cache_dir=PATH or False).",
             stacklevel=2,
         )
@@ -522,8 +556,9 @@ def evaluate(
             protocol's ``full_epochs``, raised on small training splits to
             ``FULL_MIN_STEPS`` SGD steps, see :func:`full_reference_epochs`, and its
             ``seeds``).
-        cache_dir: where baseline results are cached (``False`` disables caching); by
-            default ``$DATADISTILL_CACHE/eval``, else ``~/.cache/datadistill/eval``
+        cache_dir: where each trained network's accuracy is cached, the baselines' and
+            the set's (``False`` disables caching); by default
+            ``$DATADISTILL_CACHE/eval``, else ``~/.cache/datadistill/eval``
             (``DATADISTILL_CACHE=off`` disables it).
         teacher_experts: for a set relabelled by a teacher (``relabel``), where the
             teacher's expert buffer is now if it has moved since; it must hold the same
@@ -580,15 +615,11 @@ def evaluate(
         teacher=distilled.manifest.get(TEACHER_KEY),
         data_digest=real.digest,  # of the data the networks see
     )
+    images, labels, soft = distilled.training_set()  # decoded if multi-formation
+    set_fp = _set_fingerprint(images, labels, soft, lr)
     for arch in archs:
         rows: dict[str, Result] = {}
         train = functools.partial(train_and_test, real=real, protocol=proto, arch=arch, device=dev)
-        accs = []
-        images, labels, soft = distilled.training_set()  # decoded if multi-formation
-        for s in range(n_seeds):
-            say(f"{arch}: distilled set, seed {s}")
-            accs.append(train(images, labels, seed=s, soft_labels=soft, lr=lr))
-        rows["distilled"] = Result(tuple(accs))
         base = {
             "data": fp,
             "arch": arch,
@@ -596,16 +627,28 @@ def evaluate(
             "protocol": proto.to_dict(),
             "device": dev.type,
         }
+        # each network trained on the set is cached as a baseline is: an evaluation that
+        # stops (Ctrl-C, a lost machine) goes on after the networks it finished
+        accs = []
+        distilled_key: dict[str, Any] = {**base, "kind": "distilled", "set": set_fp}
+        distilled_key |= _compiled_key(arch, real.info, images.shape[0], proto.epochs, dev)
+        for s in range(n_seeds):
+            what = f"{arch}: distilled set, seed {s}"
+            run_distilled = functools.partial(
+                train, images, labels, seed=s, soft_labels=soft, lr=lr
+            )
+            accs.append(_cached(cache, {**distilled_key, "seed": s}, run_distilled, say, what))
+        rows["distilled"] = Result(tuple(accs))
         if baselines:
             accs = []
             n_random = sum(min(ipc, n) for n in real.class_counts("train"))  # as sampled
             random_compiled = _compiled_key(arch, real.info, n_random, proto.epochs, dev)
             for s in range(n_seeds):
-                say(f"{arch}: random real subset, seed {s}{labelled_by}")
+                what = f"{arch}: random real subset, seed {s}{labelled_by}"
                 key = {**base, "kind": "random", "ipc": ipc, "seed": s}
                 key |= teacher_key | random_compiled
                 run_random = functools.partial(_random_acc, train, real, ipc, s, label)
-                accs.append(_cached(cache, key, run_random))
+                accs.append(_cached(cache, key, run_random, say, what))
             rows["random"] = Result(tuple(accs))
         if full:
             accs = []
@@ -613,12 +656,12 @@ def evaluate(
             full_compiled = _compiled_key(arch, real.info, n_train, f_epochs, dev)
             for s in range(n_full):
                 epochs = f"{f_epochs} epoch{'' if f_epochs == 1 else 's'}"
-                say(f"{arch}: full training set ({n_train} images, {epochs}), seed {s}")
+                what = f"{arch}: full training set ({n_train} images, {epochs}), seed {s}"
                 key = {**base, "kind": "full", "epochs": f_epochs, "seed": s, **full_compiled}
                 run_full = functools.partial(
                     train, real.train_x, real.train_y, seed=s, epochs=f_epochs
                 )
-                accs.append(_cached(cache, key, run_full))
+                accs.append(_cached(cache, key, run_full, say, what))
             rows["full"] = Result(tuple(accs))
         report.results[arch] = rows
     return report
