@@ -173,6 +173,11 @@ def test_params_to_and_take() -> None:
     assert t.choice is not None and p.choice is not None
     assert torch.equal(t.choice, p.choice[[2, 0]])
     assert replace(p, flip=torch.ones(4, dtype=torch.bool)).flip.all()
+    # a slice of consecutive groups (a class group) is the same as their indices
+    by_slice, by_index = p.take(slice(1, 3)), p.take(torch.tensor([1, 2]))
+    assert by_slice.groups == 2
+    for name, value in by_index._tensor_fields().items():
+        assert torch.equal(by_slice._tensor_fields()[name], value), name
 
 
 def test_params_are_built_on_the_requested_device() -> None:

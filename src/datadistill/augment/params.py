@@ -71,9 +71,10 @@ class DSAParams:
         }
         return replace(self, **moved)
 
-    def take(self, index: Tensor) -> DSAParams:
-        """The parameters of groups ``index`` ((G',) int64), in that order."""
+    def take(self, index: Tensor | slice) -> DSAParams:
+        """The parameters of groups ``index`` ((G',) int64, in that order, or a slice of
+        consecutive groups, such as a class group)."""
         taken: dict[str, Any] = {}
         for k, v in self._tensor_fields().items():
-            taken[k] = v[index.to(v.device)]
+            taken[k] = v[index if isinstance(index, slice) else index.to(v.device)]
         return replace(self, **taken)

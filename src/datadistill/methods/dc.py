@@ -408,7 +408,7 @@ class DC(Method):
         for grp in class_groups(k, per_class, self.budget):
             real = self.real.train_images(idx[grp]).to(self.device)
             if self.dsa is not None and params is not None:
-                real = self.dsa(real, params.take(torch.arange(grp.start, grp.stop)))
+                real = self.dsa(real, params.take(grp))
             parts.append(self._real_grads(theta, real, labels[grp, None].expand(-1, m)))
         if len(parts) == 1:
             return parts[0]

@@ -172,7 +172,7 @@ class DM(Method):
             for grp in groups:
                 real = self.real.train_images(idx[grp]).to(self.device)
                 if self.dsa is not None and params is not None:
-                    real = self.dsa(real, params.take(torch.arange(grp.start, grp.stop)))
+                    real = self.dsa(real, params.take(grp))
                 flat = real.flatten(0, 1)
                 chunk = even_chunk(len(flat), self.real_cap) if self.real_cap else self.real_chunk
                 feats.append(
