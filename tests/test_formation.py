@@ -119,6 +119,26 @@ def test_dm_with_multiformation_round_trips_and_trains_on_decoded_images(digits,
         assert z["x"].shape == (80, 8, 8, 1) and z["y"].tolist() == labels.tolist()
 
 
+def test_a_whitened_multiformation_set_is_shown_tile_by_tile():
+    """Whitening mixes every pixel of an image, so the grid's picture of a stored mosaic of
+    whitened tiles is its training images un-whitened one by one, then tiled at tile
+    resolution; un-whitening the mosaic as one image blends the tiles together."""
+    real = dd.load_dataset("digits", zca=True)
+    d = dd.distill(real, "random", 1, seed=0, factor=2, device="cpu")
+    decoded = d.pixels(decoded=True)
+    assert decoded.shape == (40, 1, 8, 8)
+    shown = d.pixels()
+    assert shown.shape == (10, 1, 8, 8)
+    torch.testing.assert_close(shown, encode(decoded, 2))
+    from datadistill.data.real import to_pixels
+
+    blended = to_pixels(d.images, d.info, d.zca)  # the mosaic un-whitened as one image
+    assert (blended - shown).abs().mean() > 0.1
+    # without whitening the stored pixels are shown as stored (un-normalising is per pixel)
+    plain = dd.distill(dd.load_dataset("digits"), "random", 1, seed=0, factor=2, device="cpu")
+    torch.testing.assert_close(plain.pixels(), to_pixels(plain.images, plain.info, None))
+
+
 def test_dc_accepts_a_factor(digits):
     d = dd.distill(
         digits,

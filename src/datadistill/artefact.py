@@ -36,7 +36,7 @@ from datadistill.data import DatasetInfo
 from datadistill.data.real import to_pixels
 from datadistill.data.zca import DEFAULT_EPS, ZCA, pack_symmetric, symmetric, unpack_symmetric
 from datadistill.errors import ConfigError, DataError
-from datadistill.synthetic.formation import check_factor, decode_set
+from datadistill.synthetic.formation import check_factor, decode_set, encode
 
 FORMAT_VERSION = 4  # what this package writes for a whitened set
 # format 1: ``images`` is the training set itself; format 2 adds the manifest's ``factor``
@@ -153,9 +153,16 @@ class Distilled:
 
     def pixels(self, decoded: bool = False) -> Tensor:
         """Images mapped back to displayable pixels in [0, 1] (un-whitened, un-normalised):
-        the stored images, or with ``decoded`` the training images."""
-        images = self.training_set()[0] if decoded else self.images
-        return to_pixels(images.detach().float().cpu(), self.info, self.zca)
+        the stored images, or with ``decoded`` the training images. A whitened
+        multi-formation set's stored images are its un-whitened training images tiled
+        again at tile resolution (an image's whitening spans all of it, not one tile)."""
+        if decoded or (self.factor > 1 and self.zca is not None):
+            images = self.training_set()[0].detach().float().cpu()
+            px = to_pixels(images, self.info, self.zca)
+            # whitening mixes all the pixels of an image, so a stored mosaic of whitened
+            # tiles is un-whitened as its training images are, one tile each, then tiled
+            return px if decoded else encode(px, self.factor)
+        return to_pixels(self.images.detach().float().cpu(), self.info, self.zca)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
