@@ -80,6 +80,15 @@ def test_bad_factor_is_a_config_error(factor, message):
         check_factor(3, (8, 8))
 
 
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter", "dm", "dc"])
+def test_a_bad_factor_names_the_method_it_was_given_to(method):
+    from datadistill.methods import METHODS
+
+    name = {"dm": "DM", "dc": "DC"}.get(method, method)
+    with pytest.raises(ConfigError, match=f"The 'factor' parameter of {name} must be an int"):
+        METHODS.get(method).hparams_class(factor=0)
+
+
 def test_multiformation_set_materializes_class_major_training_images(digits):
     g = torch.Generator().manual_seed(0)
     synset = init_synset(digits, 2, "real", g, factor=2)

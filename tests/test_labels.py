@@ -148,7 +148,7 @@ def test_a_moved_teacher_buffer_is_found_where_it_is_said_to_be(digits, expert_b
     other = tmp_path / "other"  # a buffer holding another network: refused
     shutil.copytree(moved, other)
     shutil.copy(other / "expert_0001.safetensors", other / "expert_0000.safetensors")
-    with pytest.raises(dd.DataError, match="no longer holds the network"):
+    with pytest.raises(dd.DataError, match="does not hold the network.*another buffer"):
         run(cache_dir=False, teacher_experts=other)
 
 
@@ -300,6 +300,8 @@ def test_a_relabelled_set_is_written_in_a_format_older_readers_refuse(
     assert plain.manifest["format_version"] == 1
     r = dd.load(dd.relabel(d, digits, expert_buffer, device="cpu").save(tmp_path / "r.st"))
     assert r.manifest["format_version"] == 3
+    assert plain.manifest["synset"]["soft_labels"] is False
+    assert r.manifest["synset"]["soft_labels"] is True  # what the set holds now
     entry = {**r.manifest["teacher"], "checksum": "x"}  # damaged: one clear error
     with pytest.raises(dd.DataError, match="no longer holds the network"):
         dd.evaluate(

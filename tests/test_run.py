@@ -254,6 +254,28 @@ def test_report_names_what_was_run(tmp_path):
     assert "draws a new subset for each network seed" in md  # two random columns explained
 
 
+def test_report_of_a_multiformation_random_set_says_why_its_columns_differ(tmp_path):
+    """A multi-formation `random` set trains on tiles, its baseline on whole images: the
+    report does not put the difference down to the draw alone, and counts in words."""
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="random",
+        ipc=1,
+        hparams={"factor": 2},
+        protocol="fast",
+        eval_archs=("convnetw32",),
+        eval_seeds=1,
+        full=False,
+        progress=False,
+        device="cpu",
+    )
+    dd.run(cfg, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "the same storage, 1 full image per class" in md
+    assert "differ by the draw and by the set's multi-formation form" in md
+    assert "luck of the draw" not in md
+
+
 def test_a_runs_evaluation_says_what_it_trains(tmp_path, capsys):
     """The evaluation after a run is minutes of training: with progress on, each network
     is announced as `datadistill evaluate` announces it; with it off, nothing is."""

@@ -45,8 +45,8 @@ ARCH_METHODS: dict[str, str] = {
     "dc": "DC",
     "dm": "DM",
     "dsa": "DC",  # DSA's hyperparameters are DC's
-    "herding": "coreset",
-    "kcenter": "coreset",
+    "herding": "herding",
+    "kcenter": "kcenter",
 }
 
 # kind -> (module, attribute) of the live registry

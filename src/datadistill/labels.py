@@ -175,6 +175,12 @@ def checked_teacher(
         or isinstance(recorded, bool)
         or not math.isclose(recorded, identity["checksum"], rel_tol=1e-9)
     ):
+        if experts is not None:  # a buffer the user pointed to: it may never have held it
+            raise DataError(
+                f"The expert buffer {teacher.experts} does not hold the network that "
+                "labelled this set (another buffer?); give the buffer the set was relabelled "
+                "with, or relabel the set with this one."
+            )
         raise DataError(
             f"The teacher's expert buffer {teacher.experts} no longer holds the network that "
             "labelled this set; restore it, or relabel the set with the buffer as it is now."
@@ -215,6 +221,9 @@ def relabel(
     soft = teacher.labels(net, images.detach(), hard)
     manifest = {k: v for k, v in distilled.manifest.items() if k != "evaluation"}
     manifest[TEACHER_KEY] = identity
+    synset = manifest.get("synset")
+    if isinstance(synset, dict) and "soft_labels" in synset:  # what the set holds now
+        manifest["synset"] = {**synset, "soft_labels": True}
     return replace(distilled, soft_labels=soft, manifest=manifest)
 
 

@@ -189,7 +189,7 @@ def write_report(
             f"- multi-formation, factor {distilled.factor}: each stored image holds "
             f"{distilled.factor**2} training images at 1/{distilled.factor} resolution "
             f"({distilled.ipc * distilled.factor**2} per class); the random real subset "
-            f"has the same storage, {distilled.ipc} full images per class"
+            f"has the same storage, {plural(distilled.ipc, 'full image')} per class"
         )
     for change in report["resume_changes"] or []:
         told = describe_change(change["changed"])
@@ -211,10 +211,16 @@ def write_report(
             f"{learned}, the baselines at the protocol lr",
         ]
         if report["method"] == "random":
+            differ = (
+                "by the luck of the draw"
+                if distilled.factor == 1
+                else "by the draw and by the set's multi-formation form (its tiles against "
+                "whole images)"
+            )
             lines.append(
                 "- the `random` method's set is one draw of real images, trained once per "
                 "network seed; the random real subset draws a new subset for each network "
-                "seed, so the two columns differ by the luck of the draw"
+                f"seed, so the two columns differ {differ}"
             )
         lines += [
             "",

@@ -14,6 +14,7 @@ distilled set is compared with at the same storage.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -66,8 +67,10 @@ class RandomParams(HParams):
     factor: int = 1  # multi-formation: ipc * factor**2 real images per class, stored as
     # the factor x factor tiles of ipc images (1: ipc plain images)
 
+    display_name: ClassVar[str] = "random"
+
     def validate(self) -> None:
-        positive("coreset", "factor", self.factor, int)
+        positive(self.display_name, "factor", self.factor, int)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +81,21 @@ class FeatureCoresetParams(HParams):
     factor: int = 1  # multi-formation, as for random
 
     def validate(self) -> None:
-        positive("coreset", "factor", self.factor, int)
-        positive("coreset", "width", self.width, int)
-        registered_model(self, "coreset")
-        positive("coreset", "train_steps", self.train_steps, int)
+        owner = self.display_name or "coreset"
+        positive(owner, "factor", self.factor, int)
+        positive(owner, "width", self.width, int)
+        registered_model(self, owner)
+        positive(owner, "train_steps", self.train_steps, int)
+
+
+@dataclasses.dataclass(frozen=True)
+class HerdingParams(FeatureCoresetParams):
+    display_name: ClassVar[str] = "herding"
+
+
+@dataclasses.dataclass(frozen=True)
+class KCenterParams(FeatureCoresetParams):
+    display_name: ClassVar[str] = "kcenter"
 
 
 class _Coreset(Method):
@@ -148,6 +162,8 @@ class _FeatureCoreset(_Coreset):
 class HerdingCoreset(_FeatureCoreset):
     """Herding: real images whose feature mean tracks the class mean (DC paper baseline)."""
 
+    hparams_class = HerdingParams
+
     def pick(self, features: Tensor, ipc: int, generator: torch.Generator) -> Tensor:
         return herding(features, ipc)
 
@@ -155,6 +171,8 @@ class HerdingCoreset(_FeatureCoreset):
 @register_method("kcenter")
 class KCenterCoreset(_FeatureCoreset):
     """Greedy k-center in feature space, started at a random image (DC paper baseline)."""
+
+    hparams_class = KCenterParams
 
     def pick(self, features: Tensor, ipc: int, generator: torch.Generator) -> Tensor:
         first = int(torch.randint(features.shape[0], (1,), generator=generator))
