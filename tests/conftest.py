@@ -86,3 +86,16 @@ def smoke_hparams(name: str, request: pytest.FixtureRequest) -> dict[str, object
     if name == "mtt":
         hp["buffer"] = str(request.getfixturevalue("expert_buffer"))
     return hp
+
+
+@pytest.fixture(scope="session")
+def readme_method_example() -> str:
+    """The Python block of README's "Your own method" section (a method, then its run)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Your own method", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1, "the section holds one Python example"
+    return blocks[0]

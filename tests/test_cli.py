@@ -541,3 +541,96 @@ def test_every_option_and_argument_of_every_command_says_what_it_does():
         if not getattr(p, "help", None)
     ]
     assert not missing, f"options without help text: {missing}"
+
+
+@pytest.fixture
+def plugin_state(monkeypatch):
+    """Whatever plugins register or import here is forgotten after the test."""
+    import datadistill.plugins as plugins
+    from datadistill.methods import METHODS
+
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
+    monkeypatch.setattr(plugins, "_loaded", {})
+    before = set(sys.modules)
+    yield plugins
+    for name in set(sys.modules) - before:
+        if "moments" in name:
+            del sys.modules[name]
+
+
+def _moments_plugin(folder, example):
+    """README's example method, without its last lines (the run), as a plugin file."""
+    path = folder / "moments.py"
+    path.write_text(example.split("\nreal = dd.load_dataset")[0])
+    return path
+
+
+def test_a_plugin_file_adds_a_method_to_the_command_line(
+    cli_here, plugin_state, tmp_path, readme_method_example
+):
+    plugin = _moments_plugin(tmp_path, readme_method_example)
+    env = {"DATADISTILL_PLUGINS": f" {plugin} ,"}  # spaces and empty entries are ignored
+    listed = cli_here("list", "methods", env=env).stdout
+    assert "moments" in listed and "Match each class's feature mean" in listed
+    proc = cli_here(
+        "distill",
+        "--method",
+        "momentz",
+        "--dataset",
+        "digits",
+        "--out",
+        str(tmp_path / "x"),
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Did you mean 'moments'?" in proc.stderr
+    out = tmp_path / "run"
+    args = ("distill", "--dataset", "digits", "--method", "moments", "--ipc", "1")
+    cli_here(
+        *args,
+        "--iterations",
+        "2",
+        "--hp",
+        "lr_img=0.5",
+        "--no-evaluate",
+        "--quiet",
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert dd.load(out / "distilled.safetensors").manifest["method"] == "moments"
+
+
+def test_a_plugin_from_an_installed_package_is_loaded(
+    cli_here, plugin_state, tmp_path, monkeypatch, readme_method_example
+):
+    from importlib.metadata import EntryPoint
+
+    package = tmp_path / "site"
+    package.mkdir()
+    _moments_plugin(package, readme_method_example).rename(package / "moments_pkg.py")
+    monkeypatch.syspath_prepend(str(package))
+    entry = EntryPoint("moments", "moments_pkg", plugin_state.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(plugin_state, "_entry_points", lambda: [entry])
+    assert "moments" in cli_here("list", "methods").stdout
+    assert plugin_state.load_plugins() == ["moments = moments_pkg"]  # once per process
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ("bad.py", "could not be loaded: ZeroDivisionError: division by zero at bad.py:2; fix it"),
+        ("missing.py", "is not a file; give the path of a .py file"),
+        ("no_such_module", "is not an importable module; give a .py file's path, or put"),
+    ],
+)
+def test_a_plugin_that_cannot_load_is_one_line(cli_here, plugin_state, tmp_path, entry, message):
+    (tmp_path / "bad.py").write_text("import datadistill\nx = 1 / 0\n")
+    name = str(tmp_path / entry) if entry.endswith(".py") else entry
+    for args in (("list",), ("distill", "--dataset", "digits", "--out", str(tmp_path / "r"))):
+        proc = cli_here(*args, env={"DATADISTILL_PLUGINS": name}, check=False)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "$DATADISTILL_PLUGINS" in lines[0]
+    assert not (tmp_path / "r").exists()

@@ -1,35 +1,21 @@
 """README's "Your own method": its example runs as written, and a method registered by a
 user goes through the same loop as the builtin ones (resume, run folder, evaluation)."""
 
-import re
-from pathlib import Path
-
 import pytest
 import torch
 
 import datadistill as dd
 from datadistill.methods import METHODS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def _example() -> str:
-    """The Python block of README's "Your own method" section."""
-    text = README.read_text()
-    section = text.split("## Your own method", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 1, "the section holds one example"
-    return blocks[0]
-
 
 @pytest.fixture
-def user_method(monkeypatch, capsys):
+def user_method(monkeypatch, capsys, readme_method_example):
     """Runs README's example (registering "moments" for this test only) and returns its
     namespace."""
     monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
     monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
     namespace: dict[str, object] = {"__name__": "readme_example"}
-    exec(compile(_example(), str(README), "exec"), namespace)
+    exec(compile(readme_method_example, "README.md", "exec"), namespace)
     return namespace, capsys.readouterr().out
 
 

@@ -4,14 +4,17 @@ registries live with the code they name, which needs torch). ``tests/test_regist
 holds these lists equal to the registries.
 
 In a process that has already loaded a registry (a user's script that registered its own
-method, then called the command line's ``main``), the checks ask that registry instead.
+method, then called the command line's ``main``), the checks ask that registry instead, as
+they do once user plugins (:mod:`datadistill.plugins`) are configured, after loading them.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from datadistill.errors import ConfigError, UnknownNameError
+from datadistill.plugins import configured, load_plugins
 from datadistill.registry import is_name, refuse_name
 
 BUILTIN_NAMES: dict[str, tuple[str, ...]] = {
@@ -75,6 +78,9 @@ def check_name(kind: str, name: str) -> None:
     :data:`BUILTIN_NAMES`' keys); without loading the registry unless it is loaded."""
     module, attr = REGISTRIES[kind]
     loaded = sys.modules.get(module)
+    if configured():  # user plugins may register the name: ask the registry after them
+        load_plugins()
+        loaded = importlib.import_module(module)
     if loaded is not None and hasattr(loaded, attr):
         getattr(loaded, attr).canonical(name)
         return

@@ -20,6 +20,7 @@ from datadistill._device import program_allocator_default
 from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME, with_added_suffix
 from datadistill._names import check_arch_hparam, check_dataset, check_name
 from datadistill.errors import ConfigError, DatadistillError, Interrupted
+from datadistill.plugins import load_plugins
 
 app = typer.Typer(
     add_completion=False,
@@ -145,6 +146,7 @@ def distill(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Distill a dataset into a run folder (artefact, report, grid, curves)."""
+    load_plugins()  # your own methods, models, datasets, protocols ($DATADISTILL_PLUGINS)
     check_dataset(dataset)  # a misspelt name is refused before torch loads
     check_name("method", method)
     if protocol is not None:
@@ -264,6 +266,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Train fresh networks on a distilled set; test accuracy beside the baselines."""
+    load_plugins()  # the set's protocol or network may be a plugin's
     if protocol is not None:  # a misspelt name is refused before torch loads
         check_name("protocol", protocol)
     for a in _split(arch):
@@ -348,6 +351,7 @@ def relabel(
 ) -> None:
     """Give a set soft labels from a teacher: an expert network's logits on each training
     image. `evaluate` then labels its random baseline with the same teacher."""
+    load_plugins()  # the teacher's network may be a plugin's
     from datadistill.artefact import load
     from datadistill.evaluation.evaluate import dataset_of
     from datadistill.labels import relabel as do_relabel
@@ -412,6 +416,7 @@ def experts(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Train expert trajectories for trajectory matching (resumable: run it again)."""
+    load_plugins()
     check_dataset(dataset)  # a misspelt name is refused before torch loads
     check_name("model", arch)
 
@@ -506,6 +511,7 @@ def list_(
     kinds = ("methods", "datasets", "models", "protocols")
     if what is not None and what not in kinds:  # refused before torch loads
         raise ConfigError(f"Cannot list {what!r}; choose one of {', '.join(kinds)}.")
+    load_plugins()
 
     from rich.console import Console
     from rich.table import Table
