@@ -223,22 +223,28 @@ def test_a_checkpoint_from_before_the_seed_offset_keeps_its_validation_seed(digi
     assert val.network_seed == 3 + VALIDATION_SEED_OFFSET
 
 
-def test_report_names_what_was_run(tmp_path):
-    """report.json / report.md: registered spellings, the stop reason, and no 'None
-    epochs' when no full-data reference was trained."""
-    import json
-
-    cfg = dd.RunConfig(
+def _quick_random_run(**changes):
+    """A `random` run on digits evaluated by one small network under `fast`."""
+    settings = dict(
         dataset="digits",
         method="random",
         ipc=1,
-        protocol="DC",
-        eval_archs=("ConvNet",),
+        protocol="fast",
+        eval_archs=("convnetw32",),
         eval_seeds=1,
         full=False,
         progress=False,
         device="cpu",
     )
+    return dd.RunConfig(**{**settings, **changes})
+
+
+def test_report_names_what_was_run(tmp_path):
+    """report.json / report.md: registered spellings, the stop reason, and no 'None
+    epochs' when no full-data reference was trained."""
+    import json
+
+    cfg = _quick_random_run(protocol="DC", eval_archs=("ConvNet",))  # other spellings
     report = dd.run(cfg, tmp_path / "r")
     assert report["protocol"] == report["evaluation"]["protocol"] == "dc"
     assert list(report["results_by_arch"]) == ["convnet"]
@@ -257,19 +263,7 @@ def test_report_names_what_was_run(tmp_path):
 def test_report_of_a_multiformation_random_set_says_why_its_columns_differ(tmp_path):
     """A multi-formation `random` set trains on tiles, its baseline on whole images: the
     report does not put the difference down to the draw alone, and counts in words."""
-    cfg = dd.RunConfig(
-        dataset="digits",
-        method="random",
-        ipc=1,
-        hparams={"factor": 2},
-        protocol="fast",
-        eval_archs=("convnetw32",),
-        eval_seeds=1,
-        full=False,
-        progress=False,
-        device="cpu",
-    )
-    dd.run(cfg, tmp_path / "r")
+    dd.run(_quick_random_run(hparams={"factor": 2}), tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert "the same storage, 1 full image per class" in md
     assert "differ by the draw and by the set's multi-formation form" in md
@@ -279,17 +273,7 @@ def test_report_of_a_multiformation_random_set_says_why_its_columns_differ(tmp_p
 def test_a_runs_evaluation_says_what_it_trains(tmp_path, capsys):
     """The evaluation after a run is minutes of training: with progress on, each network
     is announced as `datadistill evaluate` announces it; with it off, nothing is."""
-    cfg = dd.RunConfig(
-        dataset="digits",
-        method="random",
-        ipc=1,
-        protocol="fast",
-        eval_archs=("convnetw32",),
-        eval_seeds=1,
-        full=False,
-        progress=True,
-        device="cpu",
-    )
+    cfg = _quick_random_run(progress=True)
     dd.run(cfg, tmp_path / "r")
     out = capsys.readouterr().out
     assert "convnetw32: distilled set, seed 0" in out
