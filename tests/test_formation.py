@@ -194,3 +194,14 @@ def test_coreset_factor_must_divide_the_images(digits):
 def test_random_with_a_factor_too_large_for_a_class_is_refused(digits):
     with pytest.raises(ConfigError, match="needs 160 images per class"):
         dd.distill(digits, "random", ipc=40, seed=0, factor=2)
+    with pytest.raises(ConfigError, match="needs 160 images per class"):
+        dd.distill(digits, "dm", ipc=40, iterations=1, factor=2, init="kmeans", compile="no")
+    # a noise start needs no real images: only the IPC the random baseline draws is bounded
+    smallest = min(digits.class_counts("train"))
+    assert 40 * 4 > smallest >= 40
+    d = dd.distill(
+        digits, "dm", ipc=40, iterations=1, factor=2, init="noise", width=16, compile="no"
+    )
+    assert d.images.shape[0] == 400 and d.factor == 2
+    with pytest.raises(ConfigError, match="IPC .* exceeds the smallest class"):
+        dd.distill(digits, "dm", ipc=smallest + 1, iterations=1, init="noise", compile="no")

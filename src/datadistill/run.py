@@ -567,7 +567,8 @@ def _preflight(
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
     resolve_device(device)
-    check_ipc(real, ipc, getattr(m.hparams, "factor", 1))  # a multi-formation factor too
+    # a multi-formation factor too, whose real start needs ipc * factor**2 images a class
+    check_ipc(real, ipc, getattr(m.hparams, "factor", 1), getattr(m.hparams, "init", "real"))
     # a coreset is scored once, so best-val has nothing to choose among
     _check_validation(real, validate_every, select if m.needs_steps else "last")
     m.check(real)

@@ -236,10 +236,11 @@ def _measure_next(
     return target[0], mean, m2 / n, n  # type: ignore[return-value]
 
 
-def check_ipc(real: RealData, ipc: int, factor: int = 1) -> None:
-    """IPC must be >= 1 and no larger than the smallest class of the training split; with
-    a multi-formation ``factor``, which must divide the images, ``ipc * factor**2`` real
-    images per class start the set."""
+def check_ipc(real: RealData, ipc: int, factor: int = 1, init: str = "real") -> None:
+    """IPC must be >= 1 and no larger than the smallest class of the training split (the
+    random real subset it is compared with takes ``ipc`` images of each); with a
+    multi-formation ``factor``, which must divide the images, ``ipc * factor**2`` real
+    images per class start the set, unless it starts from noise (``init``)."""
     smallest = min(real.class_counts("train"))
     if not isinstance(ipc, numbers.Integral) or isinstance(ipc, bool) or ipc < 1:
         raise ConfigError(f"IPC must be an integer >= 1; got {ipc!r}.")
@@ -251,7 +252,7 @@ def check_ipc(real: RealData, ipc: int, factor: int = 1) -> None:
     if factor == 1:
         return
     check_factor(factor, real.info.image_size)
-    if ipc * factor**2 > smallest:
+    if ipc * factor**2 > smallest and init != "noise":
         raise ConfigError(
             f"IPC {ipc} with a multi-formation factor of {factor} needs {ipc * factor**2} "
             f"images per class, more than the smallest class of {real.info.name} holds "
@@ -401,7 +402,7 @@ def init_synset(
     With a multi-formation ``factor`` above 1, ``ipc`` stored images per class each tile
     ``factor**2`` such real starts, downsampled (:class:`MultiFormationSet`); noise is
     drawn at the stored size."""
-    check_ipc(real, ipc, factor)
+    check_ipc(real, ipc, factor, init)
     if factor == 1:
         return _init_pixels(real, ipc, init, generator, device)
     if init == "noise":  # drawn at the stored size: downsampling would shrink its scale

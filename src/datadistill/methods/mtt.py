@@ -208,7 +208,7 @@ class MTT(Method):
             self.label_theta = self.buffer.epoch(0, epoch).to(device)
             self._calibrate_batch_norm(real)
         f, k = hp.factor, real.info.num_classes
-        check_ipc(real, ipc, f)
+        check_ipc(real, ipc, f, hp.init)
         start: Tensor
         if hp.soft_labels and hp.init == "real":
             picks = self._correctly_classified(real, ipc * f * f, f)
