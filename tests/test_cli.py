@@ -605,6 +605,7 @@ def test_a_plugin_file_adds_a_method_to_the_command_line(
 def test_a_plugin_from_an_installed_package_is_loaded(
     cli_here, plugin_state, tmp_path, monkeypatch, readme_method_example
 ):
+    import importlib.metadata
     from importlib.metadata import EntryPoint
 
     package = tmp_path / "site"
@@ -612,21 +613,58 @@ def test_a_plugin_from_an_installed_package_is_loaded(
     _moments_plugin(package, readme_method_example).rename(package / "moments_pkg.py")
     monkeypatch.syspath_prepend(str(package))
     entry = EntryPoint("moments", "moments_pkg", plugin_state.ENTRY_POINT_GROUP)
+    real_entry_points = plugin_state._entry_points
     monkeypatch.setattr(plugin_state, "_entry_points", lambda: [entry])
     assert "moments" in cli_here("list", "methods").stdout
     assert plugin_state.load_plugins() == ["moments = moments_pkg"]  # once per process
+    # a broken installed plugin names its package, and can be skipped
+    monkeypatch.setattr(plugin_state, "_loaded", {})
+    broken = EntryPoint("broken", "no_such_plugin_module", plugin_state.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken])
+    monkeypatch.setattr(plugin_state, "_entry_points", real_entry_points)
+    proc = cli_here("list", "methods", check=False)
+    assert proc.returncode == 2 and "'broken = no_such_plugin_module'" in proc.stderr
+    assert "(skip: DATADISTILL_PLUGIN_AUTOLOAD=0)" in proc.stderr
+    cli_here("list", "methods", env={"DATADISTILL_PLUGIN_AUTOLOAD": "0"})  # skipped
+
+
+def test_a_plugin_named_twice_or_already_imported_registers_once(
+    cli_here, plugin_state, tmp_path, monkeypatch, readme_method_example
+):
+    """The same file as a module and as a path (or imported by the user's script before
+    the command line runs) is one plugin: its names are registered once."""
+    plugin = _moments_plugin(tmp_path, readme_method_example)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = {"DATADISTILL_PLUGINS": f"moments,{plugin},{tmp_path}/./moments.py"}
+    assert "moments" in cli_here("list", "methods", env=env).stdout
+    # the module, then the file it was imported from (not imported again), named once
+    assert plugin_state.load_plugins() == ["moments", str(plugin)]
 
 
 @pytest.mark.parametrize(
     "entry,message",
     [
         ("bad.py", "could not be loaded: ZeroDivisionError: division by zero at bad.py:2; fix it"),
+        ("syntax.py", "could not be loaded: SyntaxError: invalid syntax (syntax.py, line 2) at "),
+        ("again.py", "ValueError: method 'dc' is already registered at again.py:4"),
+        ("asks.py", "could not be loaded: UnknownNameError: Unknown model 'convnt'. Did you"),
         ("missing.py", "is not a file; give the path of a .py file"),
         ("no_such_module", "is not an importable module; give a .py file's path, or put"),
+        ("os.no_such_module", "is not an importable module; give a .py file's path, or put"),
     ],
 )
 def test_a_plugin_that_cannot_load_is_one_line(cli_here, plugin_state, tmp_path, entry, message):
+    """One line naming the plugin, what failed and where in the plugin's own code (a
+    syntax error's line; not importlib's frames, nor the registry's refusal)."""
     (tmp_path / "bad.py").write_text("import datadistill\nx = 1 / 0\n")
+    (tmp_path / "syntax.py").write_text("import datadistill\ndef f(:\n")
+    (tmp_path / "again.py").write_text(
+        "from datadistill.methods import Method, register_method\n\n\n"
+        '@register_method("dc")\nclass Again(Method):\n    """A second dc."""\n'
+    )
+    (tmp_path / "asks.py").write_text(
+        'from datadistill.models import MODELS\n\nMODELS.canonical("convnt")\n'
+    )
     name = str(tmp_path / entry) if entry.endswith(".py") else entry
     for args in (("list",), ("distill", "--dataset", "digits", "--out", str(tmp_path / "r"))):
         proc = cli_here(*args, env={"DATADISTILL_PLUGINS": name}, check=False)

@@ -8,11 +8,14 @@ A plugin is a Python module that registers names (``register_method``, ``MODELS.
 - each entry point of the group ``datadistill.plugins`` that installed packages declare
   (``[project.entry-points."datadistill.plugins"] moments = "mypkg.moments"``).
 
-In Python, import the module yourself: registering is all a plugin does.
+``DATADISTILL_PLUGIN_AUTOLOAD=0`` skips the entry points (a broken installed plugin), as
+pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does. In Python, import the module yourself:
+registering is all a plugin does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -24,6 +27,7 @@ from pathlib import Path
 from datadistill.errors import ConfigError
 
 PLUGINS_ENV = "DATADISTILL_PLUGINS"
+AUTOLOAD_ENV = "DATADISTILL_PLUGIN_AUTOLOAD"
 ENTRY_POINT_GROUP = "datadistill.plugins"
 
 _loaded: dict[str, str] = {}  # what was imported -> how it was named (once per process)
@@ -34,6 +38,8 @@ def _from_environment() -> list[str]:
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    if os.environ.get(AUTOLOAD_ENV, "").strip().lower() in ("0", "no", "false", "off"):
+        return []
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
@@ -46,13 +52,21 @@ def _is_path(entry: str) -> bool:
     return entry.endswith(".py") or "/" in entry or os.sep in entry
 
 
+def _imported_from(path: Path) -> bool:
+    """Whether a module of this process was imported from the file ``path`` (a script
+    that imported the plugin itself, or the plugin named again as a module)."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and file.endswith(".py") and Path(file).resolve() == path:
+            return True
+    return False
+
+
 def _import_file(path: Path) -> None:
-    if not path.is_file():
-        raise ConfigError(
-            f"The plugin {str(path)!r} from ${PLUGINS_ENV} is not a file; give the path of a "
-            ".py file or an importable module name."
-        )
-    name = f"datadistill_plugin_{path.stem}"
+    if _imported_from(path):  # registering twice would fail: the names are there already
+        return
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]  # two folders' moments.py
+    name = f"datadistill_plugin_{path.stem.replace('-', '_').replace('.', '_')}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -64,10 +78,23 @@ def _import_file(path: Path) -> None:
         raise
 
 
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
 def _where(exc: BaseException) -> str:
-    """`` at FILE:LINE``: the innermost frame of the failure, for the plugin's author."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    """`` at FILE:LINE``, for the plugin's author: where a syntax error is, else the
+    innermost frame of the failure in the plugin's code (not in importlib's machinery
+    nor in datadistill's, e.g. the registry refusing a name the plugin registers again)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" at {Path(exc.filename).name}:{exc.lineno}"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        file = frame.filename
+        if file.startswith("<") or str(Path(file).resolve()).startswith(_PACKAGE):
+            continue
+        if "importlib" in Path(file).parts:
+            continue
+        return f" at {Path(file).name}:{frame.lineno}"
+    return ""
 
 
 def load_plugins() -> list[str]:
@@ -75,27 +102,32 @@ def load_plugins() -> list[str]:
     plugin that fails to import is one :class:`ConfigError` naming it, the failure and
     where it happened."""
     todo: list[tuple[str, str, object]] = [(e, f"${PLUGINS_ENV}", e) for e in _from_environment()]
-    todo += [(f"{ep.name} = {ep.value}", "an installed package", ep) for ep in _entry_points()]
+    for ep in _entry_points():
+        package = getattr(getattr(ep, "dist", None), "name", None)
+        source = f"the installed package {package}" if package else "an installed package"
+        todo.append((f"{ep.name} = {ep.value}", f"{source} (skip: {AUTOLOAD_ENV}=0)", ep))
     for label, source, target in todo:
-        key = (
-            str(Path(target).resolve())
-            if isinstance(target, str) and _is_path(target)
-            else (target if isinstance(target, str) else f"entry point {label}")
-        )
+        path = Path(target).expanduser().resolve() if isinstance(target, str) else None
+        if path is not None and not _is_path(str(target)):
+            path = None
+        key = str(path) if path else (target if isinstance(target, str) else f"entry {label}")
         if key in _loaded:
             continue
+        if path is not None and not path.is_file():
+            raise ConfigError(
+                f"The plugin {label!r} from {source} is not a file; give the path of a .py "
+                "file or an importable module name."
+            )
         try:
-            if isinstance(target, str):
-                if _is_path(target):
-                    _import_file(Path(target).expanduser())
-                else:
-                    importlib.import_module(target)
+            if path is not None:
+                _import_file(path)
+            elif isinstance(target, str):
+                importlib.import_module(target)
             else:
                 target.load()  # type: ignore[attr-defined]
-        except ConfigError:
-            raise
         except ModuleNotFoundError as exc:
-            if exc.name and isinstance(target, str) and target.split(".")[0] == exc.name:
+            missing = exc.name or ""
+            if isinstance(target, str) and missing and f"{target}.".startswith(f"{missing}."):
                 raise ConfigError(
                     f"The plugin {label!r} from {source} is not an importable module; give a "
                     ".py file's path, or put its folder on PYTHONPATH."
@@ -112,4 +144,4 @@ def load_plugins() -> list[str]:
     return list(_loaded.values())
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PLUGINS_ENV", "configured", "load_plugins"]
+__all__ = ["AUTOLOAD_ENV", "ENTRY_POINT_GROUP", "PLUGINS_ENV", "configured", "load_plugins"]

@@ -2,6 +2,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import sys
 import types
 import warnings
 from pathlib import Path
@@ -595,3 +596,42 @@ def test_the_small_test_warning_names_classes_by_index_without_names(digits):
     unnamed.test_x, unnamed.test_y = digits.test_x[keep], digits.test_y[keep]
     with pytest.warns(UserWarning, match=r"none of class '9'"):
         warn_if_small_test(unnamed)
+
+
+def test_a_users_network_is_keyed_by_its_source(digits, tmp_path, monkeypatch):
+    """A user's (or plugin's) network can change its forward pass without changing its
+    layers or any version in the key: its module's source is part of the key, so an edit
+    trains it afresh; one whose source cannot be read is never read back. The builtin
+    networks keep the keys they had (their layers only)."""
+    import importlib.util
+
+    from datadistill.evaluation.evaluate import _evaluation_model, _network
+    from datadistill.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    monkeypatch.setattr(MODELS, "_meta", dict(MODELS._meta))
+    info = digits.info
+    with torch.device("meta"):
+        assert _network("convnet_bn", info) == repr(_evaluation_model("convnet_bn", info))
+
+    def import_file(name, text):
+        path = tmp_path / f"{name}.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    source = "from datadistill.models import MLP\n\n\nclass UserNet(MLP):\n    pass\n"
+    first = import_file("usernet_a", source)
+    MODELS.register("usernet")(first.UserNet)
+    key = _network("usernet", info)
+    assert " source " in key and _network("usernet", info) == key
+    edited = import_file("usernet_a", source + "    # a changed forward pass\n")
+    MODELS._items["usernet"] = edited.UserNet
+    assert _network("usernet", info) not in (key, "")
+    namespace: dict[str, object] = {"__name__": "nowhere"}  # no source to read
+    exec(source, namespace)
+    MODELS._items["usernet"] = namespace["UserNet"]
+    assert _network("usernet", info) != _network("usernet", info)

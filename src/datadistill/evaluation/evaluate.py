@@ -13,10 +13,12 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
 import statistics
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -170,10 +172,38 @@ def full_reference_epochs(protocol: Protocol, real: RealData) -> int:
 
 def _network(arch: str, info: DatasetInfo) -> str:
     """The layers ``arch`` has for ``info``'s images, as train_and_test builds it: part of a
-    cached baseline's key, so that a network whose structure changed under the same name
-    (e.g. a default depth) is trained again rather than read back."""
+    cached network's key, so that a network whose structure changed under the same name
+    (e.g. a default depth) is trained again rather than read back. A network with classes
+    of its own (a user's model, a plugin's) adds their source, which the versions in the
+    key do not follow: an edited ``forward`` is another network."""
     with torch.device("meta"):  # structure only: no memory, no draw from the global RNG
-        return repr(_evaluation_model(arch, info))
+        model = _evaluation_model(arch, info)
+    key = repr(model)
+    # what builds it (a registered class or factory) and the classes of its layers
+    maker = MODELS.get(arch)
+    while isinstance(maker, functools.partial):
+        maker = maker.func
+    makers = [maker, *(type(m) for m in model.modules())]
+    names = {getattr(m, "__module__", None) or "?" for m in makers}
+    modules = sorted(n for n in names if not n.startswith(_OURS))
+    if modules:
+        key += f" source {_source_digest(modules)}"
+    return key
+
+
+_OURS = ("datadistill.", "torch.")
+
+
+def _source_digest(modules: Sequence[str]) -> str:
+    """A digest of the source of ``modules``; one whose source cannot be read gets a
+    digest unique to this call, so that what it builds is never read back."""
+    h = hashlib.sha256()
+    for name in modules:
+        try:
+            h.update(inspect.getsource(sys.modules[name]).encode())
+        except (KeyError, OSError, TypeError):
+            h.update(os.urandom(16))
+    return h.hexdigest()[:16]
 
 
 def _compiled_key(
@@ -337,9 +367,12 @@ def _cached(
         cache.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({"key": key, "acc": acc}))
         tmp.replace(path)
-    except OSError as exc:  # the trained network's result is kept; only its caching is lost
+    except BaseException as exc:  # no temporary file is left behind, whatever stopped it
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):  # Ctrl-C between the write and the rename
+            raise
+        # the trained network's result is kept; only its caching is lost
         if cache in _UNWRITABLE_CACHES:  # said once per folder and process
             return acc
         _UNWRITABLE_CACHES.add(cache)
