@@ -83,6 +83,8 @@ def reevaluate(real: dd.RealData, method: str, ipc: int, args: argparse.Namespac
                 "cell_date": cell.get("date"),
                 "cell_machine": cell.get("machine"),
             },
+            # wall time of this evaluation: networks read back from the cache
+            # (benchmarks/work/cache: baselines, and this set's own when re-run) cost none
             "eval_seconds": time.perf_counter() - t0,
             **{k: cell.get(k) for k in keep},
         },
