@@ -108,10 +108,15 @@ def test_the_early_check_matches_the_registry(monkeypatch):
     _names.check_name("method", "DM")  # case-free, as the registry
     _names.check_name("model", "resnet18-bn")  # - and _ alike
     _names.check_dataset("npz:anything.npz")  # user data: checked when read
-    # without the loaded registry: the static list gives the registry's own sentence
+    # without the loaded registry: the static list gives the registry's own sentence,
+    # and on the command line, where it runs, how a name of the user's own gets there
     monkeypatch.delitem(sys.modules, "datadistill.methods.base")
     with pytest.raises(UnknownNameError) as early:
         _names.check_name("method", "dmm")
+    assert str(early.value) == str(live.value).rstrip(".") + _names.PLUGIN_HINT
+    assert _names.PLUGIN_HINT.endswith("list the module that registers it in $DATADISTILL_PLUGINS.")
+    with pytest.raises(UnknownNameError) as early:
+        _names.check_name("method", "dmm", plugin_hint=False)
     assert str(early.value) == str(live.value)
     with pytest.raises(UnknownNameError, match="must be a string"):
         _names.check_name("method", None)  # type: ignore[arg-type]

@@ -60,6 +60,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "protocol": ("datadistill.evaluation.protocols", "PROTOCOLS"),
 }
 
+PLUGIN_HINT = "; a name of your own: list the module that registers it in $DATADISTILL_PLUGINS."
 USER_PREFIXES = ("imagefolder", "npz")
 USER_DATA_HINT = ", or 'imagefolder:PATH' / 'npz:PATH' for your own data."
 
@@ -73,7 +74,7 @@ def split_user_data(name: str) -> tuple[str, str] | None:
     return None
 
 
-def check_name(kind: str, name: str) -> None:
+def check_name(kind: str, name: str, plugin_hint: bool = True) -> None:
     """Raise the registry's :class:`UnknownNameError` when ``name`` is not a ``kind`` (one of
     :data:`BUILTIN_NAMES`' keys); without loading the registry unless it is loaded."""
     module, attr = REGISTRIES[kind]
@@ -86,7 +87,12 @@ def check_name(kind: str, name: str) -> None:
         return
     valid = list(BUILTIN_NAMES[kind])
     if not isinstance(name, str) or not is_name(name, valid):
-        refuse_name(kind, name, valid)
+        try:
+            refuse_name(kind, name, valid)
+        except UnknownNameError as e:
+            if kind == "dataset" or not plugin_hint:  # check_dataset names user data instead
+                raise
+            raise UnknownNameError(f"{str(e).rstrip('.')}{PLUGIN_HINT}") from None
 
 
 def check_dataset(name: str) -> None:
@@ -108,6 +114,6 @@ def check_arch_hparam(method: str, hparams: dict[str, object]) -> None:
     if not isinstance(arch, str) or owner is None:
         return
     try:
-        check_name("model", arch)
+        check_name("model", arch, plugin_hint=False)  # the method's own sentence
     except UnknownNameError as e:
         raise ConfigError(f"The 'arch' parameter of {owner}: {e}") from None
