@@ -1,6 +1,8 @@
 """README's "Your own method": its example runs as written, and a method registered by a
 user goes through the same loop as the builtin ones (resume, run folder, evaluation)."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -41,6 +43,11 @@ def test_a_users_method_resumes_bit_for_bit_and_fills_a_run_folder(user_method, 
     assert torch.equal(resumed.images, straight.images)
     with pytest.raises(dd.ConfigError, match="lr_img must be > 0"):
         dd.distill(real, "moments", ipc=1, iterations=1, lr_img=0.0, device="cpu")
+    # every method's int, float and str hyperparameters are checked for their type
+    with pytest.raises(dd.ConfigError, match="'batch_real' parameter of Moments must be an int"):
+        dd.distill(real, "moments", ipc=1, iterations=1, batch_real="abc", device="cpu")
+    with pytest.raises(dd.ConfigError, match="'lr_img' parameter of Moments must be a number"):
+        dd.distill(real, "moments", ipc=1, iterations=1, lr_img="abc", device="cpu")
     with pytest.raises(dd.ConfigError, match="Unknown hyperparameter.*'lr_imgg'.*lr_img"):
         dd.distill(real, "moments", ipc=1, iterations=1, lr_imgg=0.5, device="cpu")
     config = dd.RunConfig(
@@ -59,3 +66,103 @@ def test_a_users_method_resumes_bit_for_bit_and_fills_a_run_folder(user_method, 
     assert report["method"] == "moments" and report["protocol"] == "fast"
     assert (tmp_path / "run" / "distilled.safetensors").is_file()
     assert dd.load(tmp_path / "run" / "distilled.safetensors").manifest["method"] == "moments"
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Registers methods for this test only."""
+    from datadistill.methods import register_method
+
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
+    return lambda name: register_method(name)
+
+
+def _tiny(step):
+    """A method whose step is ``step(self)``: real images, changed only by ``step``."""
+    from datadistill.methods import Method
+    from datadistill.methods.common import init_synset
+
+    class Tiny(Method):
+        """A method of a test."""
+
+        def setup(self, real, ipc, generator, device):
+            self.generator = generator
+            self.synset = init_synset(real, ipc, "real", generator, device)
+
+    Tiny.step = step  # type: ignore[method-assign]
+    return Tiny
+
+
+def test_a_step_that_breaks_the_contract_is_one_sentence(register, digits, tmp_path):
+    """A user's step that forgets to count itself would loop for ever, one returning
+    anything but a dict of numbers would fail at the end of the budget: both stop at the
+    first step with what the method must do. A 0-dim tensor is taken as its number."""
+
+    def no_count(self):
+        return {"loss": 1.0}
+
+    def no_dict(self):
+        self.iteration += 1
+
+    def text(self):
+        self.iteration += 1
+        return {"loss": "low"}
+
+    def tensor(self):
+        self.iteration += 1
+        return {"loss": torch.tensor(0.5, requires_grad=True) * 2}
+
+    register("no_count")(_tiny(no_count))
+    register("no_dict")(_tiny(no_dict))
+    register("text")(_tiny(text))
+    register("tensor")(_tiny(tensor))
+    run = dict(ipc=1, iterations=3, device="cpu")
+    with pytest.raises(dd.RunError, match="left its iteration at 0 .* must add 1 to self.it"):
+        dd.distill(digits, "no_count", **run)
+    with pytest.raises(dd.RunError, match="no_dict's step\\(\\) returned NoneType; it must"):
+        dd.distill(digits, "no_dict", **run)
+    with pytest.raises(dd.RunError, match="the metric 'loss': 'low'; metrics must map"):
+        dd.distill(digits, "text", **run)
+    d = dd.distill(digits, "tensor", checkpoint=tmp_path / "t.pt", **run)
+    assert d.manifest["iterations"] == 3
+    assert dd.load(d.save(tmp_path / "t.safetensors")).manifest["method"] == "tensor"
+
+
+def test_a_step_drawing_from_the_global_generator_is_warned_about(register, digits):
+    def global_draw(self):
+        torch.rand(1)  # not the run's generator
+        self.iteration += 1
+        return {"loss": 1.0}
+
+    def own_draw(self):
+        torch.rand(1, generator=self.generator)
+        self.iteration += 1
+        return {"loss": 1.0}
+
+    register("global_draw")(_tiny(global_draw))
+    register("own_draw")(_tiny(own_draw))
+    with pytest.warns(UserWarning, match="drew from torch's global random generator") as w:
+        dd.distill(digits, "global_draw", ipc=1, iterations=5, device="cpu")
+    assert len([x for x in w if "global random" in str(x.message)]) == 3  # first 3 steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dd.distill(digits, "own_draw", ipc=1, iterations=5, device="cpu")
+
+
+def test_a_diverged_users_method_is_told_what_a_resume_may_change(register, digits, tmp_path):
+    def diverge(self):
+        self.iteration += 1
+        return {"loss": 1.0 if self.iteration < 3 else float("nan")}
+
+    register("diverge")(_tiny(diverge))
+    with pytest.raises(dd.RunError, match="lets a resume change none of its settings"):
+        dd.distill(
+            digits,
+            "diverge",
+            ipc=1,
+            iterations=5,
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=1,
+            device="cpu",
+        )

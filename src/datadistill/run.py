@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from datadistill._device import (
     peak_memory_bytes,
@@ -211,18 +212,77 @@ def _resume_changes(
     )
 
 
-def _diverged_advice(checkpoint: Path | None) -> str:
-    """The rest of the message of a run that diverged: what was kept, and what to do."""
-    if checkpoint is not None and checkpoint.is_file():
+def _diverged_advice(checkpoint: Path | None, method: Method | None = None) -> str:
+    """The rest of the message of a run that diverged: what was kept, and what to do (with
+    the learning rates the method lets a resume change, if any)."""
+    lrs = sorted(method.changeable_on_resume()) if method is not None else ["lr_img"]
+    named = " or ".join(f"--hp {n}" for n in lrs)
+    if checkpoint is not None and checkpoint.is_file() and lrs:
         return (
             f"; the last good checkpoint is kept at {checkpoint}: resume it with a lower "
-            "learning rate (the same command with a smaller --hp lr_img and --resume; the "
+            f"learning rate (the same command with a smaller {named} and --resume; the "
             "same settings would diverge again)."
         )
+    if checkpoint is not None and checkpoint.is_file():
+        return (
+            f"; the last good checkpoint is kept at {checkpoint}, but this method lets a "
+            "resume change none of its settings: start a new run with other ones (a lower "
+            "learning rate, for instance)."
+        )
     return (
-        ", before any checkpoint was written; start a new run with a lower learning rate "
-        "(for example a smaller --hp lr_img)."
+        ", before any checkpoint was written; start a new run with other settings (a lower "
+        f"learning rate, for instance{f': a smaller {named}' if lrs else ''})."
     )
+
+
+def _checked_metrics(method: Method, metrics: Any, before: int) -> dict[str, float]:
+    """A step's metrics as numbers, once the step kept the contract: it advanced
+    ``method.iteration`` by one and returned a dict of numbers (0-dim tensors taken as
+    their value); otherwise one sentence saying what the method must do."""
+    name = method.name or type(method).__name__
+    if method.iteration != before + 1:
+        raise RunError(
+            f"{name}'s step() left its iteration at {method.iteration} (it was {before}); a "
+            "step must add 1 to self.iteration, which budgets, checkpoints and resumes count."
+        )
+    if not isinstance(metrics, dict):
+        raise RunError(
+            f"{name}'s step() returned {type(metrics).__name__}; it must return a dict of "
+            "metrics, such as {'loss': loss.item()}."
+        )
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        if (
+            not isinstance(key, str)
+            or isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+        ):
+            raise RunError(
+                f"{name}'s step() returned the metric {key!r}: {value!r}; metrics must map "
+                "names to numbers, such as {'loss': loss.item()}."
+            )
+        out[key] = float(value)
+    return out
+
+
+def _global_rng_state(checks: int) -> Tensor | None:
+    """torch's global CPU random state while a step is to be watched, else None."""
+    return torch.get_rng_state() if checks > 0 else None
+
+
+def _warn_if_global_rng_used(method: Method, before: Tensor) -> None:
+    """A step that draws from torch's global generator makes a seed's run irreproducible
+    and a resume differ from the straight run: say so (the run's generator is the one)."""
+    if not torch.equal(torch.get_rng_state(), before):
+        name = method.name or type(method).__name__
+        warnings.warn(
+            f"{name}'s step() drew from torch's global random generator, so a seed does not "
+            "fix the run and a resumed run differs from an uninterrupted one; draw from the "
+            "generator setup() was given (e.g. torch.randn(..., generator=g)).",
+            stacklevel=2,
+        )
 
 
 def describe_change(changed: dict[str, Any]) -> str:
@@ -378,6 +438,7 @@ def run_loop(
         )
 
     stopped_by = "iterations"
+    checks = 1 if type(method).__module__.startswith("datadistill.") else 3  # user's: 3 steps
     try:
         # Ctrl-C is a flag from here on, also during the first validation and the last save
         with _deferred_interrupt() as flag:
@@ -392,13 +453,17 @@ def run_loop(
                     stopped_by = "time"
                     break
                 t0 = time.perf_counter()
-                metrics = method.step()
+                before, rng = method.iteration, _global_rng_state(checks)
+                metrics = _checked_metrics(method, method.step(), before)
                 seconds += time.perf_counter() - t0
+                if rng is not None:
+                    checks -= 1
+                    _warn_if_global_rng_used(method, rng)
                 loss = metrics.get("loss", 0.0)
                 if not math.isfinite(loss):
                     raise RunError(
                         f"The loss became {loss} at iteration {method.iteration}"
-                        f"{_diverged_advice(checkpoint)}"
+                        f"{_diverged_advice(checkpoint, method)}"
                     )
                 for cb in callbacks:
                     cb.on_step(method, method.iteration, metrics)

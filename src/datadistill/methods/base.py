@@ -9,6 +9,7 @@ calls ``step`` lives once, in :mod:`datadistill.run`.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -43,9 +44,12 @@ class HParams:
         if hasattr(self, "compile"):
             object.__setattr__(self, "compile", compile_choice(self.compile))
         for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
             if isinstance(f.default, bool):
-                value = getattr(self, f.name)
                 require(owner, f.name, value, isinstance(value, bool), "true or false")
+            elif f.type in _SIMPLE_TYPES:  # `batch_real=abc` is one sentence, not a traceback
+                ok, expected = _SIMPLE_TYPES[f.type]
+                require(owner, f.name, value, ok(value), expected)
         self.validate()
         if hasattr(self, "dsa_strategy"):
             _check_dsa_strategy(owner, self.dsa_strategy, bool(getattr(self, "dsa", True)))
@@ -62,6 +66,26 @@ class HParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# annotations (strings, under `from __future__ import annotations`) whose values are checked
+# for every method's hyperparameters, before the method's own validate()
+_SIMPLE_TYPES: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_int, "an int"),
+    int: (_is_int, "an int"),
+    "float": (_is_number, "a number"),
+    float: (_is_number, "a number"),
+    "str": (lambda v: isinstance(v, str), "a str"),
+    str: (lambda v: isinstance(v, str), "a str"),
+}
 
 
 def require(owner: str, name: str, value: Any, ok: bool, expected: str) -> None:
