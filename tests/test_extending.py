@@ -140,8 +140,16 @@ def test_a_step_drawing_from_the_global_generator_is_warned_about(register, digi
         self.iteration += 1
         return {"loss": 1.0}
 
+    def no_loss(self):
+        self.iteration += 1
+        return {"distance": 1.0}
+
     register("global_draw")(_tiny(global_draw))
     register("own_draw")(_tiny(own_draw))
+    register("no_loss")(_tiny(no_loss))
+    with pytest.warns(UserWarning, match="returned no 'loss', so a diverging run is not") as w:
+        dd.distill(digits, "no_loss", ipc=1, iterations=4, device="cpu")
+    assert len([x for x in w if "no 'loss'" in str(x.message)]) == 1
     with pytest.warns(UserWarning, match="drew from torch's global random generator") as w:
         dd.distill(digits, "global_draw", ipc=1, iterations=5, device="cpu")
     assert len([x for x in w if "global random" in str(x.message)]) == 3  # first 3 steps

@@ -439,6 +439,7 @@ def run_loop(
 
     stopped_by = "iterations"
     checks = 1 if type(method).__module__.startswith("datadistill.") else 3  # user's: 3 steps
+    told_loss = False
     try:
         # Ctrl-C is a flag from here on, also during the first validation and the last save
         with _deferred_interrupt() as flag:
@@ -459,6 +460,14 @@ def run_loop(
                 if rng is not None:
                     checks -= 1
                     _warn_if_global_rng_used(method, rng)
+                    if "loss" not in metrics and not told_loss:
+                        told_loss = True
+                        warnings.warn(
+                            f"{method.name or type(method).__name__}'s step() returned no "
+                            "'loss', so a diverging run is not stopped and the progress bar "
+                            "shows none; return it, e.g. {'loss': loss.item()}.",
+                            stacklevel=2,
+                        )
                 loss = metrics.get("loss", 0.0)
                 if not math.isfinite(loss):
                     raise RunError(
