@@ -174,3 +174,25 @@ def test_a_diverged_users_method_is_told_what_a_resume_may_change(register, digi
             checkpoint_every=1,
             device="cpu",
         )
+
+
+def test_a_model_without_embed_is_refused_where_features_are_matched(digits, monkeypatch):
+    """A user's model that is a plain module (no `embed`) is refused in one sentence at
+    set-up by a method that matches its features, not at its first step."""
+    from torch import nn
+
+    from datadistill.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    monkeypatch.setattr(MODELS, "_meta", dict(MODELS._meta))
+
+    def plain(channels, num_classes, image_size, generator=None):
+        """A plain module."""
+        h, w = image_size
+        return nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, num_classes))
+
+    MODELS.register("plain")(plain)
+    with pytest.raises(dd.ConfigError, match="DM matches the features .* 'plain' .* no embed"):
+        dd.distill(digits, "dm", ipc=1, iterations=1, arch="plain", device="cpu")
+    with pytest.raises(dd.ConfigError, match="feature space .* 'plain' .* no embed"):
+        dd.distill(digits, "herding", ipc=1, arch="plain", device="cpu")

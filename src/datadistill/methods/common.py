@@ -38,6 +38,18 @@ PASS_ELEMENTS_CPU = 1 << 25
 PASS_ELEMENTS = 1 << 28
 
 
+def require_embed(net: nn.Module, arch: str, owner: str) -> None:
+    """A network whose features a method matches must have ``embed(x)`` (the features
+    before the classifier, as every :class:`~datadistill.models.ImageClassifier` has):
+    refuse one without it at set-up, rather than fail at the first step."""
+    if not callable(getattr(net, "embed", None)):
+        raise ConfigError(
+            f"{owner} matches the features of its network, and the model {arch!r} "
+            f"({type(net).__name__}) has no embed(); build it on "
+            "datadistill.models.ImageClassifier, or choose another --hp arch."
+        )
+
+
 def pass_elements(device: torch.device) -> int:
     """The activation-element budget of one batched pass on ``device``."""
     return PASS_ELEMENTS_CPU if device.type == "cpu" else PASS_ELEMENTS

@@ -50,6 +50,7 @@ from datadistill.methods.common import (
     init_synset,
     maybe_compile,
     pass_elements,
+    require_embed,
     resolve_precision,
 )
 from datadistill.models import create_model_for, reset_parameters
@@ -121,6 +122,7 @@ class DM(Method):
             self.synset.parameters(), lr=hp.lr_img, momentum=hp.momentum
         )
         self.net = create_model_for(hp.arch, real.info, hp.width, generator).to(device)
+        require_embed(self.net, hp.arch, "DM")
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.net.train()

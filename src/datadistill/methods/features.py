@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from datadistill.data import RealData
 from datadistill.evaluation.train import train_network
+from datadistill.methods.common import require_embed
 from datadistill.models import create_model_for
 
 
@@ -28,6 +29,7 @@ def train_feature_network(
 ) -> nn.Module:
     """A network trained for ``steps`` SGD steps (batch 256, lr 0.01) on the training split."""
     net = create_model_for(arch, real.info, width, generator).to(device)
+    require_embed(net, arch, "Selecting in feature space")
     n = real.train_x.shape[0]
     epochs = max(1, -(-steps * 256 // n))  # enough epochs to reach `steps`
     train_network(
