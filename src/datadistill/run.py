@@ -212,10 +212,10 @@ def _resume_changes(
     )
 
 
-def _diverged_advice(checkpoint: Path | None, method: Method | None = None) -> str:
+def _diverged_advice(checkpoint: Path | None, method: Method) -> str:
     """The rest of the message of a run that diverged: what was kept, and what to do (with
     the learning rates the method lets a resume change, if any)."""
-    lrs = sorted(method.changeable_on_resume()) if method is not None else ["lr_img"]
+    lrs = sorted(method.changeable_on_resume())
     named = " or ".join(f"--hp {n}" for n in lrs)
     if checkpoint is not None and checkpoint.is_file() and lrs:
         return (
@@ -235,11 +235,19 @@ def _diverged_advice(checkpoint: Path | None, method: Method | None = None) -> s
     )
 
 
-def _checked_metrics(method: Method, metrics: Any, before: int) -> dict[str, float]:
+def _label(method: Method) -> str:
+    """The method's registered name (its class's for one that is not registered)."""
+    return method.name or type(method).__name__
+
+
+def _checked_metrics(
+    method: Method, metrics: Any, before: int, first: bool = False
+) -> dict[str, float]:
     """A step's metrics as numbers, once the step kept the contract: it advanced
     ``method.iteration`` by one and returned a dict of numbers (0-dim tensors taken as
-    their value); otherwise one sentence saying what the method must do."""
-    name = method.name or type(method).__name__
+    their value); otherwise one sentence saying what the method must do. The ``first``
+    step of a run without a ``loss`` is warned about: the NaN stop reads it."""
+    name = _label(method)
     if method.iteration != before + 1:
         raise RunError(
             f"{name}'s step() left its iteration at {method.iteration} (it was {before}); a "
@@ -264,23 +272,23 @@ def _checked_metrics(method: Method, metrics: Any, before: int) -> dict[str, flo
                 "names to numbers, such as {'loss': loss.item()}."
             )
         out[key] = float(value)
+    if first and "loss" not in out:
+        warnings.warn(
+            f"{name}'s step() returned no 'loss', so a diverging run is not stopped and the "
+            "progress bar shows none; return it, e.g. {'loss': loss.item()}.",
+            stacklevel=3,
+        )
     return out
-
-
-def _global_rng_state(checks: int) -> Tensor | None:
-    """torch's global CPU random state while a step is to be watched, else None."""
-    return torch.get_rng_state() if checks > 0 else None
 
 
 def _warn_if_global_rng_used(method: Method, before: Tensor) -> None:
     """A step that draws from torch's global generator makes a seed's run irreproducible
     and a resume differ from the straight run: say so (the run's generator is the one)."""
     if not torch.equal(torch.get_rng_state(), before):
-        name = method.name or type(method).__name__
         warnings.warn(
-            f"{name}'s step() drew from torch's global random generator, so a seed does not "
-            "fix the run and a resumed run differs from an uninterrupted one; draw from the "
-            "generator setup() was given (e.g. torch.randn(..., generator=g)).",
+            f"{_label(method)}'s step() drew from torch's global random generator, so a seed "
+            "does not fix the run and a resumed run differs from an uninterrupted one; draw "
+            "from the generator setup() was given (e.g. torch.randn(..., generator=g)).",
             stacklevel=2,
         )
 
@@ -421,7 +429,7 @@ def run_loop(
         if not all(bool(torch.isfinite(p).all()) for p in method.synthetic().parameters()):
             raise RunError(
                 f"The synthetic set became non-finite at iteration {method.iteration}"
-                f"{_diverged_advice(checkpoint)}"
+                f"{_diverged_advice(checkpoint, method)}"
             )
         _save_checkpoint(checkpoint, snapshot())
 
@@ -438,8 +446,10 @@ def run_loop(
         )
 
     stopped_by = "iterations"
-    checks = 1 if type(method).__module__.startswith("datadistill.") else 3  # user's: 3 steps
-    told_loss = False
+    # the first steps of a run are watched for draws from torch's global generator: one of
+    # a builtin method, three of a user's
+    watched = 1 if type(method).__module__.startswith("datadistill.") else 3
+    steps = 0  # taken by this call
     try:
         # Ctrl-C is a flag from here on, also during the first validation and the last save
         with _deferred_interrupt() as flag:
@@ -454,20 +464,12 @@ def run_loop(
                     stopped_by = "time"
                     break
                 t0 = time.perf_counter()
-                before, rng = method.iteration, _global_rng_state(checks)
-                metrics = _checked_metrics(method, method.step(), before)
+                before, rng = method.iteration, torch.get_rng_state() if steps < watched else None
+                metrics = _checked_metrics(method, method.step(), before, first=steps == 0)
                 seconds += time.perf_counter() - t0
                 if rng is not None:
-                    checks -= 1
                     _warn_if_global_rng_used(method, rng)
-                    if "loss" not in metrics and not told_loss:
-                        told_loss = True
-                        warnings.warn(
-                            f"{method.name or type(method).__name__}'s step() returned no "
-                            "'loss', so a diverging run is not stopped and the progress bar "
-                            "shows none; return it, e.g. {'loss': loss.item()}.",
-                            stacklevel=2,
-                        )
+                steps += 1
                 loss = metrics.get("loss", 0.0)
                 if not math.isfinite(loss):
                     raise RunError(
