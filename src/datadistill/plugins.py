@@ -107,9 +107,8 @@ def load_plugins() -> list[str]:
         source = f"the installed package {package}" if package else "an installed package"
         todo.append((f"{ep.name} = {ep.value}", f"{source} (skip: {AUTOLOAD_ENV}=0)", ep))
     for label, source, target in todo:
-        path = Path(target).expanduser().resolve() if isinstance(target, str) else None
-        if path is not None and not _is_path(str(target)):
-            path = None
+        is_file = isinstance(target, str) and _is_path(target)
+        path = Path(str(target)).expanduser().resolve() if is_file else None
         key = str(path) if path else (target if isinstance(target, str) else f"entry {label}")
         if key in _loaded:
             continue

@@ -38,9 +38,15 @@ class HParams:
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an invalid value; called after construction."""
 
+    @property
+    def owner(self) -> str:
+        """The method's name in messages: ``display_name``, else the class name without
+        "Params"."""
+        return self.display_name or type(self).__name__.removesuffix("Params")
+
     def __post_init__(self) -> None:
         # A switch must be a real bool: a string such as "no" is truthy and would turn it on.
-        owner = self.display_name or type(self).__name__.removesuffix("Params")
+        owner = self.owner
         if hasattr(self, "compile"):
             object.__setattr__(self, "compile", compile_choice(self.compile))
         for f in dataclasses.fields(self):

@@ -70,7 +70,7 @@ class RandomParams(HParams):
     display_name: ClassVar[str] = "random"
 
     def validate(self) -> None:
-        positive(self.display_name, "factor", self.factor, int)
+        positive(self.owner, "factor", self.factor, int)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +80,13 @@ class FeatureCoresetParams(HParams):
     train_steps: int = 300  # SGD steps (batch 256) of the feature network on real data
     factor: int = 1  # multi-formation, as for random
 
+    display_name: ClassVar[str] = "coreset"  # each method's own below
+
     def validate(self) -> None:
-        owner = self.display_name or "coreset"
-        positive(owner, "factor", self.factor, int)
-        positive(owner, "width", self.width, int)
-        registered_model(self, owner)
-        positive(owner, "train_steps", self.train_steps, int)
+        positive(self.owner, "factor", self.factor, int)
+        positive(self.owner, "width", self.width, int)
+        registered_model(self, self.owner)
+        positive(self.owner, "train_steps", self.train_steps, int)
 
 
 @dataclasses.dataclass(frozen=True)
