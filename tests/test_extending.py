@@ -196,3 +196,14 @@ def test_a_model_without_embed_is_refused_where_features_are_matched(digits, mon
         dd.distill(digits, "dm", ipc=1, iterations=1, arch="plain", device="cpu")
     with pytest.raises(dd.ConfigError, match="feature space .* 'plain' .* no embed"):
         dd.distill(digits, "herding", ipc=1, arch="plain", device="cpu")
+
+
+def test_a_method_class_without_a_docstring_registers(register):
+    from datadistill.methods.dm import DM
+
+    class Undocumented(DM):
+        pass
+
+    assert Undocumented.__doc__ is None  # a class docstring is not inherited
+    register("undocumented")(Undocumented)
+    assert METHODS.describe("undocumented") == "" and "undocumented" in METHODS.names()

@@ -245,6 +245,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
     def deco(cls: type[Method]) -> type[Method]:
         cls.name = name
-        return METHODS.register(name, summary=(cls.__doc__ or "").strip().splitlines()[0])(cls)
+        lines = (cls.__doc__ or "").strip().splitlines()  # a class without a docstring too
+        return METHODS.register(name, summary=lines[0] if lines else "")(cls)
 
     return deco
