@@ -672,3 +672,23 @@ def test_a_plugin_that_cannot_load_is_one_line(cli_here, plugin_state, tmp_path,
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "$DATADISTILL_PLUGINS" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_check_runs_the_contract_checks_of_a_method_or_model(
+    cli_here, plugin_state, tmp_path, readme_method_example
+):
+    quick = ("--hp", "width=16", "--hp", "batch_real=16")
+    proc = cli_here("check", "dm", *quick, "--hp", "compile=no")
+    assert "method 'dm': passed" in proc.stdout and "resume" in proc.stdout
+    assert "model 'lenet': passed" in cli_here("check", "lenet").stdout
+    proc = cli_here("check", "dmm", check=False)
+    assert proc.returncode == 2 and "neither a method nor a model" in proc.stderr
+    assert "Did you mean 'dm'?" in proc.stderr
+    # README's method without its optimiser in state_dict: the resume check fails (status 1)
+    plugin = _moments_plugin(tmp_path, readme_method_example)
+    text = plugin.read_text().replace('"optimizer": self.optimizer.state_dict()', "")
+    plugin.write_text(text.replace('self.optimizer.load_state_dict(state["optimizer"])', "pass"))
+    env = {"DATADISTILL_PLUGINS": str(plugin)}
+    proc = cli_here("check", "moments", *quick, "--hp", "lr_img=0.5", env=env, check=False)
+    assert proc.returncode == 1 and "method 'moments': FAILED" in proc.stdout
+    assert "FAIL" in proc.stdout and "optimiser's state" in " ".join(proc.stdout.split())

@@ -501,6 +501,88 @@ def export(
     typer.echo(str(do_export(load(artefact), out, format)))
 
 
+@app.command()
+def check(
+    name: Annotated[
+        str, typer.Argument(help="A method or a model, yours through $DATADISTILL_PLUGINS.")
+    ],
+    hp: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE, repeatable: the method's hyperparameters (make it quick: "
+            "--hp width=16) or the model's options."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="What a method distills: a builtin name, imagefolder: or npz:.")
+    ] = "digits",
+    data_root: Annotated[
+        str | None,
+        typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
+    ] = None,
+    max_train: Annotated[
+        int | None, typer.Option(help="Cap the train split (stratified), for quick checks.")
+    ] = None,
+    ipc: Annotated[int, typer.Option(help="Images per class of each short run.")] = 1,
+    iterations: Annotated[int, typer.Option(help="Steps of each short run.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
+) -> None:
+    """Check that a method or model keeps the contract runs, resumes and evaluation rely on.
+
+    Exit status 1 when a check fails; README's "Checking your own" lists the checks.
+    """
+    load_plugins()
+    options = _parse_hparams(hp)
+    from datadistill.methods import METHODS
+    from datadistill.models import MODELS
+
+    if name not in METHODS and name not in MODELS:
+        import difflib
+
+        names = [*METHODS.names(), *MODELS.names()]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{name!r} is neither a method nor a model; methods: {', '.join(METHODS.names())};"
+            f" models: see `datadistill list models`.{hint} A name of your own: list the "
+            "module that registers it in $DATADISTILL_PLUGINS."
+        )
+    from datadistill.testing import check_method, check_model
+
+    if name in METHODS:
+        check_dataset(dataset)
+        from datadistill.data import load_dataset
+
+        real = load_dataset(dataset, root=data_root, max_train=max_train)
+        report = check_method(
+            name,
+            real,
+            ipc=ipc,
+            iterations=iterations,
+            device=device,
+            raise_on_failure=False,
+            **options,
+        )
+    else:
+        report = check_model(name, raise_on_failure=False, **options)
+    _print_checks(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_checks(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = {"ok": "green", "FAIL": "bold red", "warn": "yellow", "skip": "dim"}
+    table = Table(title=f"{report.subject}: {'passed' if report.passed else 'FAILED'}")
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for c in report.checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+    Console().print(table)
+
+
 @app.command("list")
 def list_(
     what: Annotated[

@@ -1,0 +1,587 @@
+"""Contract checks for your own methods and models (scikit-learn's ``check_estimator``
+idea): run them in a test, or as ``datadistill check NAME`` on the command line.
+
+>>> from datadistill.testing import check_method, check_model
+>>> check_method("moments", lr_img=0.5)   # raises ContractError listing what failed
+>>> print(check_model("mynet", raise_on_failure=False))
+
+:func:`check_method` distills a few steps of the scaled-down digits set (embedded, no
+download) through the library's one loop, several times, and checks what the loop cannot
+check on one run: that a seed fixes the run, that a run resumed from a checkpoint equals
+an uninterrupted one (``state_dict`` carries the optimiser's state and whatever else a
+continuation needs), that nothing draws from torch's global generator, that the real data
+are left as they were, and that the artefact reads back. :func:`check_model` builds a
+model the way methods and evaluation do (on the meta device, then initialised from a
+generator) for each input shape and checks the :class:`~datadistill.models.ImageClassifier`
+contract, the gradients the methods need, seeded initialisation and the ``torch.func``
+calls gradient and trajectory matching make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import tempfile
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from datadistill.errors import DatadistillError
+
+if TYPE_CHECKING:
+    from datadistill.artefact import Distilled
+    from datadistill.data import RealData
+
+OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
+_GLOBAL = "torch's global random generator"  # in the loop's warning (reported on its own)
+
+
+class ContractError(DatadistillError, AssertionError):
+    """A method or model failed one of its contract checks (an ``AssertionError`` too, so
+    a failed check reads as a failed test under pytest)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: ``status`` is ``"ok"``, ``"FAIL"``, ``"warn"`` (works, but a
+    user would want to know) or ``"skip"`` (does not apply); ``detail`` says why."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class CheckReport:
+    """The checks of one method or model, in the order they ran."""
+
+    subject: str
+    checks: list[Check] = dataclasses.field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def add(self, name: str, status: str, detail: str = "") -> Check:
+        check = Check(name, status, detail)
+        self.checks.append(check)
+        return check
+
+    def __str__(self) -> str:
+        width = max((len(c.name) for c in self.checks), default=0)
+        lines = [f"{self.subject}: {'passed' if self.passed else 'FAILED'}"]
+        for c in self.checks:
+            lines.append(f"  {c.status:<4}  {c.name:<{width}}  {c.detail}".rstrip())
+        return "\n".join(lines)
+
+    def raise_for_failures(self) -> None:
+        if self.failed:
+            what = "; ".join(f"{c.name}: {c.detail}" for c in self.failed)
+            raise ContractError(f"{self.subject} failed {len(self.failed)} check(s). {what}")
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception in one line, with the innermost frame of the code that raised it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
+
+
+def _digest(*tensors: Tensor | None) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is not None:
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _same_set(a: Distilled, b: Distilled) -> str:
+    """What differs between two distilled sets ("" when they are bit-identical)."""
+    if a.images.shape != b.images.shape or not torch.equal(a.images, b.images):
+        return "images"
+    if not torch.equal(a.labels, b.labels):
+        return "labels"
+    if (a.soft_labels is None) != (b.soft_labels is None) or (
+        a.soft_labels is not None
+        and b.soft_labels is not None
+        and not torch.equal(a.soft_labels, b.soft_labels)
+    ):
+        return "soft labels"
+    if a.lr != b.lr:
+        return "learned lr"
+    return ""
+
+
+@contextlib.contextmanager
+def _kept_warnings() -> Iterator[list[str]]:
+    """The messages of the warnings raised inside the block, kept (and not shown)."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield messages
+        finally:
+            messages.extend(str(w.message) for w in caught)
+
+
+def check_method(
+    method: str,
+    real: RealData | None = None,
+    *,
+    ipc: int = 1,
+    iterations: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+    raise_on_failure: bool = True,
+    **hparams: Any,
+) -> CheckReport:
+    """Check a registered method's contract by distilling a few steps several times.
+
+    Args:
+        method: the registered name.
+        real: the data to distill (default: the scaled-down digits set, 8x8, embedded);
+            pass your own for a method that needs other images (e.g. ``max_train`` to
+            keep it quick).
+        ipc / iterations / seed: of each short run (the resume check stops at half).
+        device: where it runs.
+        raise_on_failure: raise :class:`ContractError` naming every failed check
+            (default), or only return the report.
+        **hparams: the method's hyperparameters (make it quick: a narrow network, few
+            real images per class).
+
+    Returns:
+        the :class:`CheckReport`; ``print`` it for a table of the checks.
+    """
+    import datadistill as dd
+    from datadistill.methods import METHODS, HParams, create_method
+
+    report = CheckReport(f"method {method!r}")
+    cls = METHODS.get(method)  # an unknown name: UnknownNameError, with the closest match
+    hp_cls = cls.hparams_class
+    if not (dataclasses.is_dataclass(hp_cls) and issubclass(hp_cls, HParams)):
+        report.add("hyperparameters", FAIL, "hparams_class must be a dataclass subclassing HParams")
+        return _done(report, raise_on_failure)
+    missing = [f.name for f in dataclasses.fields(hp_cls) if _no_default(f)]
+    if missing:
+        report.add(
+            "hyperparameters",
+            FAIL,
+            f"every hyperparameter needs a default (the command line builds them from "
+            f"defaults); {', '.join(missing)} has none",
+        )
+        return _done(report, raise_on_failure)
+    m = create_method(method, **hparams)  # a misspelt or invalid value: the user's error
+    try:
+        json.dumps(m.hparams.to_dict())
+    except (TypeError, ValueError) as exc:
+        report.add("hyperparameters", FAIL, f"{_describe(exc)} (the manifest stores them as JSON)")
+        return _done(report, raise_on_failure)
+    report.add("hyperparameters", OK, "a frozen dataclass with defaults, stored as JSON")
+
+    if real is None:
+        real = dd.load_dataset("digits")
+    data_before = _digest(real.train_x, real.train_y, real.val_x, real.val_y)
+    kw: dict[str, Any] = dict(ipc=ipc, seed=seed, device=device, **hparams)
+
+    def distill(**extra: Any) -> Distilled:
+        return dd.distill(real, method, **{**kw, "iterations": iterations, **extra})
+
+    global_before = torch.get_rng_state()
+    with _kept_warnings() as seen:
+        try:
+            first = distill()
+        except Exception as exc:  # noqa: BLE001  (any failure is the report's finding)
+            report.add("runs", FAIL, _describe(exc))
+            return _done(report, raise_on_failure)
+    global_drawn = not torch.equal(torch.get_rng_state(), global_before)
+    n = first.manifest["iterations"]
+    steps = cls.needs_steps
+    report.add(
+        "runs",
+        OK,
+        f"{n} step(s) at IPC {ipc}" if steps else "selects in setup(); no steps",
+    )
+    _check_set(report, first, real, ipc)
+    if steps:
+        no_loss = [m for m in seen if "returned no 'loss'" in m]
+        report.add(
+            "metrics",
+            FAIL if no_loss else OK,
+            "step() returns no 'loss': the NaN stop and the progress bar read it"
+            if no_loss
+            else "step() adds 1 to self.iteration and returns numbers with a 'loss'",
+        )
+    others = [m for m in seen if "returned no 'loss'" not in m and _GLOBAL not in m]
+    if others:
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        report.add("warnings", WARN, others[0] + more)
+    report.add(
+        "global generator",
+        FAIL if global_drawn else OK,
+        "setup() or step() drew from torch's global random generator: draw from the "
+        "generator setup() is given (torch.randn(..., generator=g); a model from "
+        "create_model(..., generator=g))"
+        if global_drawn
+        else "every draw came from the run's generator",
+    )
+    touched = _digest(real.train_x, real.train_y, real.val_x, real.val_y) != data_before
+    report.add(
+        "real data",
+        FAIL if touched else OK,
+        "the method changed the real images or labels in place; work on copies "
+        "(x = x.clone()), since evaluation and the baselines read the same tensors"
+        if touched
+        else "left as they were",
+    )
+
+    with _kept_warnings():
+        again = distill()
+        other = distill(seed=seed + 1)
+    diff = _same_set(first, again)
+    report.add(
+        "reproducible",
+        FAIL if diff else OK,
+        f"two runs with seed {seed} gave different {diff}: a draw outside the run's "
+        "generator, or an order that depends on something else (a set, a dict of "
+        "tensors, threads)"
+        if diff
+        else f"two runs with seed {seed} are bit-identical",
+    )
+    seeded = bool(_same_set(first, other))
+    report.add(
+        "seed",
+        OK if seeded else WARN,
+        f"seeds {seed} and {seed + 1} give different sets"
+        if seeded
+        else f"seeds {seed} and {seed + 1} gave the same set: fine for a method that draws "
+        "nothing, otherwise it ignores the generator it is given",
+    )
+
+    if not steps:
+        report.add("resume", SKIP, "nothing to resume: the set is made in setup()")
+    elif n < 2:
+        report.add("resume", SKIP, f"needs at least 2 steps (iterations={iterations})")
+    else:
+        _check_resume(report, distill, first, n, diff)
+
+    _check_artefact(report, first)
+    return _done(report, raise_on_failure)
+
+
+def _no_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _done(report: CheckReport, raise_on_failure: bool) -> CheckReport:
+    if raise_on_failure:
+        report.raise_for_failures()
+    return report
+
+
+def _check_set(report: CheckReport, result: Distilled, real: RealData, ipc: int) -> None:
+    images, labels, _ = result.training_set()
+    k = real.info.num_classes
+    per_class = torch.bincount(labels.long(), minlength=k)
+    factor = result.factor
+    expected = ipc * factor * factor
+    if not bool(torch.isfinite(result.images).all()):
+        report.add("synthetic set", FAIL, "holds non-finite values after the steps")
+    elif tuple(images.shape[1:]) != (real.info.channels, *real.info.image_size):
+        shape = tuple(images.shape[1:])
+        report.add("synthetic set", FAIL, f"training images of shape {shape}, not the data's")
+    elif per_class.tolist() != [expected] * k:
+        report.add(
+            "synthetic set",
+            FAIL,
+            f"{per_class.tolist()} training images per class; IPC {ipc}"
+            + (f" at factor {factor}" if factor > 1 else "")
+            + f" means {expected} of each class",
+        )
+    else:
+        report.add("synthetic set", OK, f"{len(images)} finite training images, {expected} a class")
+
+
+def _check_resume(
+    report: CheckReport,
+    distill: Callable[..., Distilled],
+    straight: Distilled,
+    n: int,
+    unreproducible: str,
+) -> None:
+    if unreproducible:
+        report.add("resume", SKIP, "a run that is not reproducible cannot resume bit for bit")
+        return
+    with tempfile.TemporaryDirectory() as tmp, _kept_warnings():
+        ckpt = Path(tmp) / "checkpoint.pt"
+        try:
+            distill(iterations=n // 2, checkpoint=ckpt, checkpoint_every=1)
+            resumed = distill(iterations=n, checkpoint=ckpt, resume=True)
+        except Exception as exc:  # noqa: BLE001
+            report.add(
+                "resume",
+                FAIL,
+                f"{_describe(exc)}; state_dict() must hold tensors, numbers, strings and "
+                "containers of them (checkpoints are read with torch.load(weights_only=True))",
+            )
+            return
+    diff = _same_set(straight, resumed)
+    report.add(
+        "resume",
+        FAIL if diff else OK,
+        f"a run resumed at step {n // 2} of {n} ends with other {diff} than an "
+        "uninterrupted one: state_dict() / load_state_dict() leave something out (an "
+        "optimiser's state, a schedule, a network kept between steps)"
+        if diff
+        else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run bit for bit",
+    )
+
+
+def _check_artefact(report: CheckReport, result: Distilled) -> None:
+    import datadistill as dd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            back = dd.load(result.save(Path(tmp) / "set.safetensors"))
+        except Exception as exc:  # noqa: BLE001
+            report.add("artefact", FAIL, _describe(exc))
+            return
+    diff = _same_set(result, back)
+    report.add(
+        "artefact",
+        FAIL if diff else OK,
+        f"the saved set reads back with other {diff}" if diff else "saves and reads back",
+    )
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def check_model(
+    name: str,
+    *,
+    channels: Sequence[int] = (1, 3),
+    image_sizes: Sequence[int | tuple[int, int]] = (28, 32),
+    num_classes: int = 10,
+    raise_on_failure: bool = True,
+    **options: Any,
+) -> CheckReport:
+    """Check a registered model's contract for each input shape.
+
+    The model is built as methods and evaluation build it (``create_model(...,
+    generator=g)``: on the meta device, then :func:`~datadistill.models.reset_parameters`),
+    so a layer that function does not know, or a tensor made in ``__init__`` that is not
+    a parameter or buffer, fails here rather than when a run starts.
+
+    Args:
+        name: the registered name.
+        channels / image_sizes / num_classes: the input shapes and classes to build for
+            (default: 1 and 3 channels at 28 and 32 px, as MNIST and CIFAR are).
+        raise_on_failure: raise :class:`ContractError` naming every failed check
+            (default), or only return the report.
+        **options: the model's own options (``width``, ``depth``, ...).
+    """
+    from datadistill.models import MODELS
+
+    MODELS.get(name)  # an unknown name: UnknownNameError, with the closest match
+    report = CheckReport(f"model {name!r}")
+    for c in channels:
+        for size in image_sizes:
+            _check_model_shape(report, name, c, size, num_classes, options)
+    return _done(report, raise_on_failure)
+
+
+@dataclass
+class _Shape:
+    report: CheckReport
+    label: str
+
+    def add(self, name: str, status: str, detail: str = "") -> None:
+        self.report.add(f"{name} [{self.label}]", status, detail)
+
+
+def _check_model_shape(
+    report: CheckReport,
+    name: str,
+    channels: int,
+    size: int | tuple[int, int],
+    num_classes: int,
+    options: dict[str, Any],
+) -> None:
+    from datadistill.models import ImageClassifier, create_model
+
+    h, w = (size, size) if isinstance(size, int) else size
+    at = _Shape(report, f"{channels}x{h}x{w}")
+
+    def build(seed: int) -> torch.nn.Module:
+        return create_model(
+            name,
+            channels=channels,
+            num_classes=num_classes,
+            image_size=(h, w),
+            generator=torch.Generator().manual_seed(seed),
+            **options,
+        )
+
+    global_before = torch.get_rng_state()
+    try:
+        model = build(0)
+    except DatadistillError as exc:
+        at.add("builds", FAIL, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001
+        at.add("builds", FAIL, _describe(exc))
+        return
+    if not isinstance(model, ImageClassifier):
+        at.add(
+            "builds",
+            FAIL,
+            f"{type(model).__name__} is no datadistill.models.ImageClassifier; DM, CAFE-style "
+            "matching, herding and k-center read its embed() features",
+        )
+        return
+    if not torch.equal(torch.get_rng_state(), global_before):
+        at.add("builds", FAIL, "building it drew from torch's global random generator")
+        return
+    at.add("builds", OK, f"feature_dim {model.feature_dim}")
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, channels, h, w, generator=gen)
+    try:
+        with torch.no_grad():
+            model.eval()
+            feats, logits = model.embed(x), model(x)
+            head = model.classifier(feats)
+    except Exception as exc:  # noqa: BLE001
+        at.add(
+            "forward",
+            FAIL,
+            f"{_describe(exc)}; a tensor made in __init__ must be a registered buffer "
+            "(self.register_buffer), since the model is built on the meta device",
+        )
+        return
+    problems = []
+    if tuple(feats.shape) != (4, model.feature_dim):
+        problems.append(f"embed() gave {tuple(feats.shape)}, not (batch, feature_dim)")
+    if tuple(logits.shape) != (4, num_classes):
+        problems.append(f"forward() gave {tuple(logits.shape)}, not (batch, num_classes)")
+    elif not torch.allclose(head, logits, rtol=1e-5, atol=1e-6):
+        problems.append("forward(x) differs from classifier(embed(x))")
+    if not bool(torch.isfinite(logits).all()):
+        problems.append("non-finite logits")
+    at.add("forward", FAIL if problems else OK, "; ".join(problems) or "embed and classifier")
+
+    model.train()
+    xg = x.clone().requires_grad_(True)
+    before = torch.get_rng_state()
+    try:
+        loss = torch.nn.functional.cross_entropy(model(xg), torch.arange(4) % num_classes)
+        loss.backward()
+    except Exception as exc:  # noqa: BLE001
+        at.add("gradients", FAIL, _describe(exc))
+        return
+    drew = not torch.equal(torch.get_rng_state(), before)
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    if xg.grad is None or not bool(torch.isfinite(xg.grad).all()) or not xg.grad.any():
+        at.add(
+            "gradients",
+            FAIL,
+            "no gradient reaches the input images; distillation optimises them through the "
+            "network (no .detach(), .numpy() or integer ops on the way)",
+        )
+        return
+    if unused:
+        at.add("gradients", WARN, f"parameters without a gradient: {', '.join(unused[:3])}")
+    else:
+        at.add("gradients", OK, "reach the input images and every parameter")
+    if drew:
+        at.add(
+            "global generator",
+            WARN,
+            "training mode draws from torch's global random generator (dropout?), so an "
+            "evaluation's seed does not fix the networks it trains",
+        )
+
+    a, b, c = build(0), build(0), build(1)
+    same = all(torch.equal(p, q) for p, q in zip(_tensors(a), _tensors(b), strict=True))
+    differs = any(not torch.equal(p, q) for p, q in zip(_tensors(a), _tensors(c), strict=True))
+    at.add(
+        "seeded init",
+        OK if same and differs else FAIL,
+        "equal seeds give equal weights, other seeds others"
+        if same and differs
+        else "equal generator seeds gave different weights"
+        if not same
+        else "other generator seeds gave the same weights",
+    )
+    _check_functional(at, model, x, num_classes)
+
+
+def _tensors(model: torch.nn.Module) -> Iterator[Tensor]:
+    yield from model.state_dict().values()
+
+
+def _check_functional(at: _Shape, model: torch.nn.Module, x: Tensor, num_classes: int) -> None:
+    """What trajectory and gradient matching call: ``functional_call`` on the parameters
+    (MTT's student) and per-class gradients under ``vmap`` (DC / DSA)."""
+    from torch.func import functional_call
+
+    from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
+
+    # in float64, where the two ways agree to rounding (in float32 a deep network with
+    # instance norm on 2x2 maps differs by 0.5% between them, and neither is wrong)
+    model, x = copy.deepcopy(model).double().eval(), x.double()
+    params = detached_params(model)
+    try:
+        with torch.no_grad():
+            out = functional_call(model, (params, dict(model.named_buffers())), (x,))
+            ref = model(x)
+    except Exception as exc:  # noqa: BLE001
+        at.add("torch.func", FAIL, f"functional_call: {_describe(exc)}")
+        return
+    if not torch.allclose(out, ref, rtol=1e-5, atol=1e-6):
+        at.add("torch.func", FAIL, "functional_call on its own parameters differs from forward")
+        return
+    k = 2
+    images = x[: 2 * k].reshape(k, 2, *x.shape[1:])
+    labels = torch.arange(k).repeat_interleave(2).reshape(k, 2) % num_classes
+    try:
+        vmapped = per_class_grads(model, params, images, labels)
+    except Exception as exc:  # noqa: BLE001
+        at.add(
+            "torch.func",
+            FAIL,
+            f"per-class gradients under vmap: {_describe(exc)} (gradient matching falls "
+            "back to nothing for such a model; avoid in-place updates and .item() in forward)",
+        )
+        return
+    try:
+        looped = loop_class_grads(model, images, labels)
+    except RuntimeError as exc:  # parameters without a gradient (warned about above)
+        at.add("torch.func", SKIP, f"no reference to compare with: {_describe(exc)}")
+        return
+    close = all(
+        float((a - b).abs().max()) <= 1e-6 * max(1.0, float(b.abs().max()))
+        for a, b in zip(vmapped, looped, strict=True)
+    )
+    at.add(
+        "torch.func",
+        OK if close else FAIL,
+        "functional_call and vmapped per-class gradients agree with the module"
+        if close
+        else "per-class gradients under vmap differ from a loop of backward calls",
+    )

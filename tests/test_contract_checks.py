@@ -1,0 +1,288 @@
+"""datadistill.testing: the contract checks pass for every builtin method and model, and
+each catches the mistake it is for in a method or model of a user's own."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import datadistill as dd
+from datadistill.methods import METHODS, HParams, Method, register_method
+from datadistill.methods.common import init_synset
+from datadistill.models import MODELS, ImageClassifier
+from datadistill.testing import ContractError, check_method, check_model
+from tests.conftest import smoke_hparams
+
+
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+def test_every_builtin_method_passes(method, request, digits):
+    report = check_method(method, digits, **smoke_hparams(method, request))
+    statuses = {c.name: c.status for c in report.checks}
+    assert report.passed and "FAIL" not in statuses.values(), str(report)
+    steps = METHODS.get(method).needs_steps
+    assert statuses["resume"] == ("ok" if steps else "skip")
+    assert statuses["seed"] == "ok" and statuses["reproducible"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "model", ["convnet", "convnet_bn", "lenet", "mlp", "alexnet", "vgg11_bn", "resnet18"]
+)
+def test_builtin_models_pass(model):
+    sizes = (28,) if model.startswith(("vgg", "resnet")) else (28, 32)  # the slow ones once
+    report = check_model(model, image_sizes=sizes)
+    assert report.passed and all(c.status == "ok" for c in report.checks), str(report)
+    assert len([c for c in report.checks if c.name.startswith("torch.func")]) == 2 * len(sizes)
+
+
+# ------------------------------------------------------------------ a user's methods
+
+
+@pytest.fixture
+def register(monkeypatch):
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
+    return register_method
+
+
+@dataclasses.dataclass(frozen=True)
+class NudgeParams(HParams):
+    lr_img: float = 0.1
+
+
+class Nudge(Method):
+    """Pull each synthetic image towards a random real image of its class."""
+
+    hparams_class = NudgeParams
+
+    def setup(self, real, ipc, generator, device):
+        self.real, self.generator = real, generator
+        self.synset = init_synset(real, ipc, "real", generator, device)
+        self.opt = torch.optim.SGD(self.synset.parameters(), lr=self.hparams.lr_img, momentum=0.9)
+
+    def target(self):
+        return torch.stack([self.real.sample(c, 1, self.generator)[0] for c in range(10)])
+
+    def step(self):
+        syn = self.synthetic().class_images()[:, 0]
+        loss = (syn - self.target()).square().mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.iteration += 1
+        return {"loss": loss.item()}
+
+    def state_dict(self):
+        return {**super().state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.opt.load_state_dict(state["opt"])
+
+
+def failed(report):
+    return {c.name: c.detail for c in report.checks if c.status == "FAIL"}
+
+
+def test_a_correct_users_method_passes_and_the_readme_one_too(register, user_method):
+    register("nudge")(Nudge)
+    assert check_method("nudge").passed
+    with pytest.raises(dd.ConfigError, match="Unknown hyperparameter.*Did you mean 'lr_img'"):
+        check_method("nudge", lr_imgg=0.1)  # the user's mistake, not the method's
+    report = check_method("moments", lr_img=0.5, width=16, batch_real=16)
+    assert report.passed, str(report)
+
+
+@pytest.fixture
+def user_method(monkeypatch, readme_method_example):
+    namespace = {"__name__": "readme_example"}
+    exec(compile(readme_method_example.split("\nreal = dd")[0], "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_a_state_dict_without_the_optimiser_fails_the_resume_check(register):
+    @register("forgetful")
+    class Forgetful(Nudge):
+        def state_dict(self):
+            return Method.state_dict(self)
+
+        def load_state_dict(self, state):
+            Method.load_state_dict(self, state)
+
+    report = check_method("forgetful", raise_on_failure=False)
+    assert list(failed(report)) == ["resume"]
+    assert "optimiser's state" in failed(report)["resume"]
+    with pytest.raises(ContractError, match=r"'forgetful' failed 1 check\(s\). resume: a run"):
+        check_method("forgetful")
+    with pytest.raises(AssertionError):  # a failed check is a failed test under pytest
+        check_method("forgetful")
+
+
+def test_a_draw_from_the_global_generator_is_named(register):
+    @register("noisy")
+    class Noisy(Nudge):
+        def target(self):
+            return super().target() + 0.1 * torch.randn(10, 1, 8, 8)
+
+    report = check_method("noisy", raise_on_failure=False)
+    assert set(failed(report)) == {"global generator", "reproducible"}
+    assert "generator setup() is given" in failed(report)["global generator"]
+    assert {c.name: c.status for c in report.checks}["resume"] == "skip"
+
+
+def test_real_data_changed_in_place_is_caught(register):
+    @register("scribbler")
+    class Scribbler(Nudge):
+        def target(self):
+            self.real.train_x.mul_(1.0001)  # e.g. an augmentation applied in place
+            return super().target()
+
+    report = check_method("scribbler", dd.load_dataset("digits"), raise_on_failure=False)
+    assert "real data" in failed(report) and "clone" in failed(report)["real data"]
+
+
+def test_a_step_without_a_loss_and_an_unloadable_state_fail(register):
+    @register("quiet")
+    class Quiet(Nudge):
+        def step(self):
+            super().step()
+            return {}
+
+    assert list(failed(check_method("quiet", raise_on_failure=False))) == ["metrics"]
+
+    class Schedule:  # not something torch.load(weights_only=True) reads back
+        pass
+
+    @register("pickly")
+    class Pickly(Nudge):
+        def state_dict(self):
+            return {**super().state_dict(), "schedule": Schedule()}
+
+    detail = failed(check_method("pickly", raise_on_failure=False))["resume"]
+    assert "weights_only=True" in detail
+
+
+def test_hyperparameters_must_be_a_dataclass_with_defaults(register):
+    @dataclasses.dataclass(frozen=True)
+    class NoDefault(HParams):
+        lr_img: float
+
+    @register("nodefault")
+    class NoDefaultMethod(Nudge):
+        hparams_class = NoDefault
+
+    report = check_method("nodefault", raise_on_failure=False)
+    assert "lr_img has none" in failed(report)["hyperparameters"] and len(report.checks) == 1
+
+    @dataclasses.dataclass(frozen=True)
+    class NotHParams:
+        lr_img: float = 0.1
+
+    @register("nothparams")
+    class NotHParamsMethod(Nudge):
+        hparams_class = NotHParams
+
+    report = check_method("nothparams", raise_on_failure=False)
+    assert "subclassing HParams" in failed(report)["hyperparameters"]
+    with pytest.raises(dd.UnknownNameError, match="Did you mean 'nodefault'"):
+        check_method("nodefaul")
+
+
+def test_a_method_with_a_generator_of_its_own(register):
+    @register("fixed")
+    class Fixed(Nudge):
+        def setup(self, real, ipc, generator, device):
+            super().setup(real, ipc, torch.Generator().manual_seed(0), device)
+
+    report = check_method("fixed", raise_on_failure=False)
+    # every seed gives the same set, and a resume does not continue its generator
+    assert {c.name: c.status for c in report.checks}["seed"] == "warn"
+    assert list(failed(report)) == ["resume"]
+
+
+# ------------------------------------------------------------------ a user's models
+
+
+@pytest.fixture
+def register_model(monkeypatch):
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    monkeypatch.setattr(MODELS, "_meta", dict(MODELS._meta))
+    return lambda name: MODELS.register(name)
+
+
+class Tiny(ImageClassifier):
+    def __init__(self, *, channels, num_classes, image_size):
+        super().__init__(
+            channels=channels, num_classes=num_classes, image_size=image_size, owner="tiny"
+        )
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.feature_dim = 4
+        self.classifier = nn.Linear(4, num_classes)
+
+    def embed(self, x):
+        return self.conv(x).relu().mean((2, 3))
+
+
+def test_a_correct_users_model_passes(register_model):
+    register_model("tiny")(Tiny)
+    report = check_model("tiny")
+    assert len(report.checks) == 4 * 5 and report.passed
+
+
+@pytest.mark.parametrize(
+    "change,check,words",
+    [
+        ("prelu", "builds", "does not know how to initialise PReLU"),
+        ("plain_tensor", "forward", "register_buffer"),
+        ("detach", "gradients", "no gradient reaches the input"),
+        ("wrong_dim", "forward", "not (batch, feature_dim)"),
+        ("inplace_item", "torch.func", "vmap"),
+    ],
+)
+def test_each_model_mistake_is_named(register_model, change, check, words):
+    class Broken(Tiny):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            if change == "prelu":
+                self.act = nn.PReLU()
+            if change == "plain_tensor":
+                self.scale = torch.ones(1)  # made on the meta device: not a buffer
+            if change == "wrong_dim":
+                self.feature_dim = 5
+
+        def embed(self, x):
+            f = super().embed(x)
+            if change == "plain_tensor":
+                f = f * self.scale
+            if change == "detach":
+                f = f.detach() + self.classifier.bias.sum() * 0
+            if change == "inplace_item":
+                f = f / max(1.0, float(f.abs().max().item()))
+            return f
+
+    register_model("broken")(Broken)
+    report = check_model("broken", channels=(1,), image_sizes=(28,), raise_on_failure=False)
+    fails = failed(report)
+    assert list(fails) == [f"{check} [1x28x28]"], str(report)
+    assert words in fails[f"{check} [1x28x28]"]
+
+
+def test_a_model_with_dropout_is_warned_about_and_a_non_classifier_fails(register_model):
+    class WithDropout(Tiny):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.drop = nn.Dropout(0.5)
+
+        def embed(self, x):
+            return self.drop(super().embed(x))
+
+    register_model("dropout")(WithDropout)
+    report = check_model("dropout", channels=(3,), image_sizes=(32,))
+    assert [c.name for c in report.checks if c.status == "warn"] == ["global generator [3x32x32]"]
+
+    @register_model("plain")
+    def plain(channels, num_classes, image_size):
+        return nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size[0] * image_size[1], 10))
+
+    with pytest.raises(ContractError, match="no datadistill.models.ImageClassifier"):
+        check_model("plain", channels=(1,), image_sizes=(28,))
