@@ -552,6 +552,7 @@ def plugin_state(monkeypatch):
     monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
     monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
     monkeypatch.setattr(plugins, "_loaded", {})
+    monkeypatch.setattr(plugins, "_code", set())
     before = set(sys.modules)
     yield plugins
     for name in set(sys.modules) - before:
@@ -692,3 +693,18 @@ def test_check_runs_the_contract_checks_of_a_method_or_model(
     proc = cli_here("check", "moments", *quick, "--hp", "lr_img=0.5", env=env, check=False)
     assert proc.returncode == 1 and "method 'moments': FAILED" in proc.stdout
     assert "FAIL" in proc.stdout and "optimiser's state" in " ".join(proc.stdout.split())
+
+
+def test_a_plugins_warning_names_its_file_and_line(cli_here, plugin_state, tmp_path, monkeypatch):
+    (tmp_path / "warner.py").write_text("import warnings\n\nwarnings.warn('this plugin is old')\n")
+    package = tmp_path / "site" / "warnpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from warnpkg import inner  # noqa\n")
+    (package / "inner.py").write_text("import warnings\nwarnings.warn('so is this one')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    env = {"DATADISTILL_PLUGINS": f"{tmp_path / 'warner.py'},warnpkg"}
+    err = cli_here("list", "methods", env=env).stderr
+    assert "warning: this plugin is old (warner.py:3)" in err
+    assert "warning: so is this one (inner.py:2)" in err  # a module of a plugin package
+    # datadistill's own warnings are not located (they say what to change in words)
+    assert plugin_state.plugin_location(plugin_state.__file__, 1) == ""

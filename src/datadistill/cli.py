@@ -20,7 +20,7 @@ from datadistill._device import program_allocator_default
 from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME, with_added_suffix
 from datadistill._names import check_arch_hparam, check_dataset, check_name
 from datadistill.errors import ConfigError, DatadistillError, Interrupted
-from datadistill.plugins import load_plugins
+from datadistill.plugins import load_plugins, plugin_location
 
 app = typer.Typer(
     add_completion=False,
@@ -625,9 +625,12 @@ def list_(
         console.print(table)
 
 
-def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
-    """Warnings as one line on stderr, like errors (not Python's file:line form)."""
-    print(f"warning: {message}", file=sys.stderr)
+def _show_warning(
+    message: Warning | str, category: Any, filename: str, lineno: int, *args: Any, **kwargs: Any
+) -> None:
+    """Warnings as one line on stderr, like errors (not Python's two-line form); one raised
+    in a plugin's code, or pointed there, names the plugin's file and line."""
+    print(f"warning: {message}{plugin_location(filename, lineno)}", file=sys.stderr)
 
 
 _RESUME_ADVICE = {

@@ -31,6 +31,7 @@ AUTOLOAD_ENV = "DATADISTILL_PLUGIN_AUTOLOAD"
 ENTRY_POINT_GROUP = "datadistill.plugins"
 
 _loaded: dict[str, str] = {}  # what was imported -> how it was named (once per process)
+_code: set[Path] = set()  # the plugins' source: files, and the folders of packages
 
 
 def _from_environment() -> list[str]:
@@ -117,6 +118,7 @@ def load_plugins() -> list[str]:
                 f"The plugin {label!r} from {source} is not a file; give the path of a .py "
                 "file or an importable module name."
             )
+        _remember_code(path, target)  # before the import: it may warn
         try:
             if path is not None:
                 _import_file(path)
@@ -143,4 +145,36 @@ def load_plugins() -> list[str]:
     return list(_loaded.values())
 
 
-__all__ = ["AUTOLOAD_ENV", "ENTRY_POINT_GROUP", "PLUGINS_ENV", "configured", "load_plugins"]
+def _remember_code(path: Path | None, target: object) -> None:
+    """Where the plugin's code lives: its file, or its module's (a package's folder)."""
+    if path is None:
+        name = target if isinstance(target, str) else getattr(target, "module", "")
+        try:
+            spec = importlib.util.find_spec(str(name))
+        except (ImportError, ValueError):  # its import says what is wrong
+            spec = None
+        origin = getattr(spec, "origin", None)
+        path = Path(origin).resolve() if origin and origin.endswith(".py") else None
+    if path is not None:
+        _code.add(path.parent if path.name == "__init__.py" else path)
+
+
+def plugin_location(filename: str, lineno: int) -> str:
+    """`` (FILE:LINE)`` when ``filename`` is a loaded plugin's code (a warning raised there,
+    or pointed there by its stacklevel), else ""."""
+    if not _code or not filename or filename.startswith("<"):
+        return ""
+    path = Path(filename).resolve()
+    if any(path == c or c in path.parents for c in _code):
+        return f" ({path.name}:{lineno})"
+    return ""
+
+
+__all__ = [
+    "AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "PLUGINS_ENV",
+    "configured",
+    "load_plugins",
+    "plugin_location",
+]
