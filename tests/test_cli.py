@@ -695,6 +695,47 @@ def test_check_runs_the_contract_checks_of_a_method_or_model(
     assert "FAIL" in proc.stdout and "optimiser's state" in " ".join(proc.stdout.split())
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("dm", "--hp", "ipc=2"), "--hp ipc=... is the check's own setting for a method"),
+        (("dm", "--ipc", "0"), "IPC must be an integer >= 1"),
+        (("dm", "--device", "bogus"), "device"),
+        (("dm", "--channels", "3"), "--channels does not apply here: dm is a method"),
+        (("lenet", "--ipc", "2"), "--ipc does not apply here: lenet is a model"),
+        (("lenet", "--hp", "channels=3"), "use --channels"),
+        (("lenet", "--hp", "widht=3"), "got unknown option(s) 'widht'"),
+        (("lenet", "--image-size", "32x"), "--image-size takes sizes such as 28 or 32x16"),
+        (("mtt",), "expert buffer"),
+    ],
+)
+def test_check_refuses_a_mistake_in_the_command_in_one_line(cli_here, args, message):
+    proc = cli_here("check", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_check_of_a_model_at_given_shapes_prints_details_as_text(
+    cli_here, plugin_state, tmp_path, monkeypatch
+):
+    from datadistill.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    monkeypatch.setattr(MODELS, "_meta", dict(MODELS._meta))
+    out = cli_here("check", "convnetw32", "--channels", "3", "--image-size", "32x16").stdout
+    assert "builds [3x32x16]" in out and "[1x28x28]" not in out
+    (tmp_path / "odd.py").write_text(
+        "import torch\nfrom datadistill.models import MODELS\n\n\n"
+        '@MODELS.register("odd")\ndef odd(channels, num_classes, image_size):\n'
+        '    raise ValueError("no [red]size[/red] fits [/tmp/x]")\n'
+    )
+    proc = cli_here(
+        "check", "odd", env={"DATADISTILL_PLUGINS": str(tmp_path / "odd.py")}, check=False
+    )
+    # rich markup in a detail is shown as written, not read as markup
+    assert proc.returncode == 1 and "no [red]size[/red] fits [/tmp/x]" in proc.stdout
+
+
 def test_a_plugins_warning_names_its_file_and_line(cli_here, plugin_state, tmp_path, monkeypatch):
     (tmp_path / "warner.py").write_text("import warnings\n\nwarnings.warn('this plugin is old')\n")
     package = tmp_path / "site" / "warnpkg"

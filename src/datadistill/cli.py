@@ -514,22 +514,38 @@ def check(
         ),
     ] = None,
     dataset: Annotated[
-        str, typer.Option(help="What a method distills: a builtin name, imagefolder: or npz:.")
-    ] = "digits",
+        str | None,
+        typer.Option(
+            help="What a method distills (default digits): a builtin, imagefolder: or npz:."
+        ),
+    ] = None,
     data_root: Annotated[
         str | None,
         typer.Option(envvar="DATADISTILL_DATA", help="Folder of the builtin datasets' files."),
     ] = None,
     max_train: Annotated[
-        int | None, typer.Option(help="Cap the train split (stratified), for quick checks.")
+        int | None, typer.Option(help="A method's train split, capped (stratified).")
     ] = None,
-    ipc: Annotated[int, typer.Option(help="Images per class of each short run.")] = 1,
-    iterations: Annotated[int, typer.Option(help="Steps of each short run.")] = 4,
+    ipc: Annotated[
+        int | None, typer.Option(help="A method's images per class (default 1).")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="Steps of each of a method's short runs (default 4).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="A method's seed (default 0).")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="A model's input channels, comma-separated (default 1,3).")
+    ] = None,
+    image_size: Annotated[
+        str | None,
+        typer.Option(help="A model's input sizes, comma-separated: 28 or 32x16 (default 28,32)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
 ) -> None:
     """Check that a method or model keeps the contract runs, resumes and evaluation rely on.
 
-    Exit status 1 when a check fails; README's "Checking your own" lists the checks.
+    Exit status 1 when a check fails, 2 for a mistake in the command; README's "Checking
+    your own" lists the checks.
     """
     load_plugins()
     options = _parse_hparams(hp)
@@ -550,6 +566,10 @@ def check(
     from datadistill.testing import check_method, check_model
 
     if name in METHODS:
+        flags: dict[str, object] = {"--channels": channels, "--image-size": image_size}
+        _refuse_flags(flags, f"{name} is a method")
+        _refuse_keys(options, ("ipc", "iterations", "seed", "device"), "method")
+        dataset = dataset or "digits"
         check_dataset(dataset)
         from datadistill.data import load_dataset
 
@@ -557,29 +577,90 @@ def check(
         report = check_method(
             name,
             real,
-            ipc=ipc,
-            iterations=iterations,
+            ipc=1 if ipc is None else ipc,
+            iterations=4 if iterations is None else iterations,
+            seed=0 if seed is None else seed,
             device=device,
             raise_on_failure=False,
             **options,
         )
     else:
-        report = check_model(name, raise_on_failure=False, **options)
+        flags = {
+            "--dataset": dataset,
+            "--data-root": data_root
+            if "--data-root" in sys.argv
+            else None,  # not $DATADISTILL_DATA
+            "--max-train": max_train,
+            "--ipc": ipc,
+            "--iterations": iterations,
+            "--seed": seed,
+        }
+        _refuse_flags(flags, f"{name} is a model (checked at --channels and --image-size)")
+        _refuse_keys(options, ("channels", "image_size", "num_classes", "device"), "model")
+        report = check_model(
+            name,
+            channels=_ints(channels, "--channels") if channels else (1, 3),
+            image_sizes=_sizes(image_size) if image_size else (28, 32),
+            device=device,
+            raise_on_failure=False,
+            **options,
+        )
     _print_checks(report)
     if not report.passed:
         raise typer.Exit(1)
 
 
+def _refuse_flags(flags: dict[str, object], why: str) -> None:
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} does not apply here: {why}.")
+
+
+def _refuse_keys(options: dict[str, Any], reserved: tuple[str, ...], kind: str) -> None:
+    clash = [k for k in options if k in reserved]
+    if clash:
+        key = clash[0]
+        raise ConfigError(
+            f"--hp {key}=... is the check's own setting for a {kind}, not an option; use "
+            f"--{key.replace('_', '-')}."
+            if key != "num_classes"
+            else f"--hp {key}=... is the check's own setting for a {kind} (10 classes)."
+        )
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} takes whole numbers >= 1, comma-separated; got {text!r}.")
+    return values
+
+
+def _sizes(text: str) -> tuple[int | tuple[int, int], ...]:
+    out: list[int | tuple[int, int]] = []
+    for item in (v.strip().lower() for v in text.split(",") if v.strip()):
+        parts = _ints(item.replace("x", ","), "--image-size")
+        if len(parts) > 2 or "x" in item and len(parts) != 2:
+            raise ConfigError(f"--image-size takes sizes such as 28 or 32x16; got {item!r}.")
+        out.append(parts[0] if len(parts) == 1 else (parts[0], parts[1]))
+    if not out:
+        raise ConfigError(f"--image-size takes sizes such as 28 or 32x16; got {text!r}.")
+    return tuple(out)
+
+
 def _print_checks(report: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {"ok": "green", "FAIL": "bold red", "warn": "yellow", "skip": "dim"}
-    table = Table(title=f"{report.subject}: {'passed' if report.passed else 'FAILED'}")
+    table = Table(title=escape(f"{report.subject}: {'passed' if report.passed else 'FAILED'}"))
     for column in ("check", "result", "detail"):
         table.add_column(column, overflow="fold")
     for c in report.checks:
-        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+        table.add_row(escape(c.name), f"[{colour[c.status]}]{c.status}[/]", escape(c.detail))
     Console().print(table)
 
 

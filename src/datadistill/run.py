@@ -240,6 +240,19 @@ def _label(method: Method) -> str:
     return method.name or type(method).__name__
 
 
+class ContractWarning(UserWarning):
+    """A method's step that works but breaks the loop's contract (no ``loss``; draws from
+    torch's global generator); :mod:`datadistill.testing` turns these into failures."""
+
+
+class NoLossWarning(ContractWarning):
+    """A step returned no ``"loss"``."""
+
+
+class GlobalGeneratorWarning(ContractWarning):
+    """A step drew from torch's global random generator."""
+
+
 def _checked_metrics(
     method: Method, metrics: Any, before: int, first: bool = False
 ) -> dict[str, float]:
@@ -276,6 +289,7 @@ def _checked_metrics(
         warnings.warn(
             f"{name}'s step() returned no 'loss', so a diverging run is not stopped and the "
             "progress bar shows none; return it, e.g. {'loss': loss.item()}.",
+            NoLossWarning,
             stacklevel=3,
         )
     return out
@@ -289,6 +303,7 @@ def _warn_if_global_rng_used(method: Method, before: Tensor) -> None:
             f"{_label(method)}'s step() drew from torch's global random generator, so a seed "
             "does not fix the run and a resumed run differs from an uninterrupted one; draw "
             "from the generator setup() was given (e.g. torch.randn(..., generator=g)).",
+            GlobalGeneratorWarning,
             stacklevel=2,
         )
 

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import tempfile
 import traceback
 import warnings
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from datadistill.data import RealData
 
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
-_GLOBAL = "torch's global random generator"  # in the loop's warning (reported on its own)
+_PACKAGE = str(Path(__file__).resolve().parent)
 
 
 class ContractError(DatadistillError, AssertionError):
@@ -75,10 +76,8 @@ class CheckReport:
     def passed(self) -> bool:
         return not self.failed
 
-    def add(self, name: str, status: str, detail: str = "") -> Check:
-        check = Check(name, status, detail)
-        self.checks.append(check)
-        return check
+    def add(self, name: str, status: str, detail: str = "") -> None:
+        self.checks.append(Check(name, status, detail))
 
     def __str__(self) -> str:
         width = max((len(c.name) for c in self.checks), default=0)
@@ -94,54 +93,77 @@ class CheckReport:
 
 
 def _describe(exc: BaseException) -> str:
-    """An exception in one line, with the innermost frame of the code that raised it."""
+    """An exception in one line, with the innermost frame of the code that raised it that
+    is neither datadistill's nor torch's (the user's own line), else the innermost."""
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    own = [
+        f
+        for f in frames
+        if not str(Path(f.filename).resolve()).startswith(_PACKAGE)
+        and "torch" not in Path(f.filename).parts
+    ]
+    chosen = own or list(frames)
+    where = f" ({Path(chosen[-1].filename).name}:{chosen[-1].lineno})" if chosen else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
 
 
-def _digest(*tensors: Tensor | None) -> str:
+def _digest(real: RealData) -> str:
+    """Of every split's images and labels (evaluation reads the test split too)."""
     h = hashlib.sha256()
-    for t in tensors:
-        if t is not None:
-            h.update(str((t.dtype, tuple(t.shape))).encode())
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for t in (real.train_x, real.train_y, real.val_x, real.val_y, real.test_x, real.test_y):
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def _same_set(a: Distilled, b: Distilled) -> str:
-    """What differs between two distilled sets ("" when they are bit-identical)."""
-    if a.images.shape != b.images.shape or not torch.equal(a.images, b.images):
+def _equal(a: Tensor | None, b: Tensor | None, exact: bool) -> bool:
+    """Bit for bit (NaN equal to NaN) when ``exact``, else to float rounding (a GPU's
+    kernels are not bit-deterministic)."""
+    if a is None or b is None:
+        return a is b
+    if a.shape != b.shape:
+        return False
+    if exact:
+        return torch.equal(a, b) or bool(
+            torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+        )
+    return torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def _as_tensor(value: float | None) -> Tensor | None:
+    return None if value is None else torch.tensor(value, dtype=torch.float64)
+
+
+def _same_set(a: Distilled, b: Distilled, exact: bool = True) -> str:
+    """What differs between two distilled sets ("" when they are equal)."""
+    if not _equal(a.images, b.images, exact):
         return "images"
-    if not torch.equal(a.labels, b.labels):
+    if not _equal(a.labels, b.labels, True):
         return "labels"
-    if (a.soft_labels is None) != (b.soft_labels is None) or (
-        a.soft_labels is not None
-        and b.soft_labels is not None
-        and not torch.equal(a.soft_labels, b.soft_labels)
-    ):
+    if not _equal(a.soft_labels, b.soft_labels, exact):
         return "soft labels"
-    if a.lr != b.lr:
+    if not _equal(_as_tensor(a.lr), _as_tensor(b.lr), exact):
         return "learned lr"
     return ""
 
 
 @contextlib.contextmanager
-def _kept_warnings() -> Iterator[list[str]]:
-    """The messages of the warnings raised inside the block, kept (and not shown)."""
-    messages: list[str] = []
+def _kept_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """The warnings raised inside the block, kept (and not shown)."""
+    kept: list[warnings.WarningMessage] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            yield messages
+            yield kept
         finally:
-            messages.extend(str(w.message) for w in caught)
+            kept.extend(caught)
 
 
 def check_method(
     method: str,
     real: RealData | None = None,
+    /,
     *,
     ipc: int = 1,
     iterations: int = 4,
@@ -150,32 +172,57 @@ def check_method(
     raise_on_failure: bool = True,
     **hparams: Any,
 ) -> CheckReport:
-    """Check a registered method's contract by distilling a few steps several times.
+    """Check a registered method's contract by distilling a few steps five times.
 
     Args:
         method: the registered name.
         real: the data to distill (default: the scaled-down digits set, 8x8, embedded);
-            pass your own for a method that needs other images (e.g. ``max_train`` to
-            keep it quick).
+            pass your own for a method that needs other images (``max_train`` keeps it
+            quick).
         ipc / iterations / seed: of each short run (the resume check stops at half).
-        device: where it runs.
-        raise_on_failure: raise :class:`ContractError` naming every failed check
-            (default), or only return the report.
+        device: where it runs. On a GPU, whose kernels are not bit-deterministic, runs are
+            compared to float rounding instead of bit for bit.
+        raise_on_failure: raise :class:`ContractError` naming the failed checks (default),
+            or only return the report.
         **hparams: the method's hyperparameters (make it quick: a narrow network, few
             real images per class).
 
     Returns:
-        the :class:`CheckReport`; ``print`` it for a table of the checks.
+        the :class:`CheckReport`; ``print`` it for a table of the checks. The method's own
+        mistakes are failed checks; mistakes in the call (an unknown hyperparameter, an
+        IPC the data cannot give, a missing expert buffer) raise :class:`ConfigError` as
+        :func:`datadistill.distill` does. Torch's global random state is restored after.
     """
+    with torch.random.fork_rng(devices=[]):
+        report = _check_method(method, real, ipc, iterations, seed, device, hparams)
+    return _done(report, raise_on_failure)
+
+
+def _check_method(
+    method: str,
+    real: RealData | None,
+    ipc: int,
+    iterations: int,
+    seed: int,
+    device: str,
+    hparams: dict[str, Any],
+) -> CheckReport:
     import datadistill as dd
-    from datadistill.methods import METHODS, HParams, create_method
+    from datadistill._device import resolve_device
+    from datadistill.methods import METHODS, HParams
+    from datadistill.run import (
+        GlobalGeneratorWarning,
+        NoLossWarning,
+        _check_loop_options,
+        _preflight,
+    )
 
     report = CheckReport(f"method {method!r}")
     cls = METHODS.get(method)  # an unknown name: UnknownNameError, with the closest match
     hp_cls = cls.hparams_class
     if not (dataclasses.is_dataclass(hp_cls) and issubclass(hp_cls, HParams)):
         report.add("hyperparameters", FAIL, "hparams_class must be a dataclass subclassing HParams")
-        return _done(report, raise_on_failure)
+        return report
     missing = [f.name for f in dataclasses.fields(hp_cls) if _no_default(f)]
     if missing:
         report.add(
@@ -184,18 +231,20 @@ def check_method(
             f"every hyperparameter needs a default (the command line builds them from "
             f"defaults); {', '.join(missing)} has none",
         )
-        return _done(report, raise_on_failure)
-    m = create_method(method, **hparams)  # a misspelt or invalid value: the user's error
+        return report
+    if real is None:
+        real = dd.load_dataset("digits")
+    # the call's own mistakes raise, as distill() would: they are not the method's
+    _check_loop_options(iterations, None, 1, seed, False, None)
+    m = _preflight(real, method, ipc, device, 0, "last", hparams)
     try:
         json.dumps(m.hparams.to_dict())
     except (TypeError, ValueError) as exc:
         report.add("hyperparameters", FAIL, f"{_describe(exc)} (the manifest stores them as JSON)")
-        return _done(report, raise_on_failure)
+        return report
     report.add("hyperparameters", OK, "a frozen dataclass with defaults, stored as JSON")
-
-    if real is None:
-        real = dd.load_dataset("digits")
-    data_before = _digest(real.train_x, real.train_y, real.val_x, real.val_y)
+    exact = resolve_device(device).type == "cpu"
+    data_before = _digest(real)
     kw: dict[str, Any] = dict(ipc=ipc, seed=seed, device=device, **hparams)
 
     def distill(**extra: Any) -> Distilled:
@@ -207,7 +256,7 @@ def check_method(
             first = distill()
         except Exception as exc:  # noqa: BLE001  (any failure is the report's finding)
             report.add("runs", FAIL, _describe(exc))
-            return _done(report, raise_on_failure)
+            return report
     global_drawn = not torch.equal(torch.get_rng_state(), global_before)
     n = first.manifest["iterations"]
     steps = cls.needs_steps
@@ -216,9 +265,9 @@ def check_method(
         OK,
         f"{n} step(s) at IPC {ipc}" if steps else "selects in setup(); no steps",
     )
-    _check_set(report, first, real, ipc)
+    finite = _check_set(report, first, real, ipc)
     if steps:
-        no_loss = [m for m in seen if "returned no 'loss'" in m]
+        no_loss = any(issubclass(w.category, NoLossWarning) for w in seen)
         report.add(
             "metrics",
             FAIL if no_loss else OK,
@@ -226,7 +275,11 @@ def check_method(
             if no_loss
             else "step() adds 1 to self.iteration and returns numbers with a 'loss'",
         )
-    others = [m for m in seen if "returned no 'loss'" not in m and _GLOBAL not in m]
+    others = [
+        str(w.message)
+        for w in seen
+        if not issubclass(w.category, (NoLossWarning, GlobalGeneratorWarning))
+    ]
     if others:
         more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
         report.add("warnings", WARN, others[0] + more)
@@ -239,7 +292,7 @@ def check_method(
         if global_drawn
         else "every draw came from the run's generator",
     )
-    touched = _digest(real.train_x, real.train_y, real.val_x, real.val_y) != data_before
+    touched = _digest(real) != data_before
     report.add(
         "real data",
         FAIL if touched else OK,
@@ -252,7 +305,8 @@ def check_method(
     with _kept_warnings():
         again = distill()
         other = distill(seed=seed + 1)
-    diff = _same_set(first, again)
+    diff = _same_set(first, again, exact)
+    how = "bit-identical" if exact else "equal to float rounding"
     report.add(
         "reproducible",
         FAIL if diff else OK,
@@ -260,9 +314,9 @@ def check_method(
         "generator, or an order that depends on something else (a set, a dict of "
         "tensors, threads)"
         if diff
-        else f"two runs with seed {seed} are bit-identical",
+        else f"two runs with seed {seed} are {how}",
     )
-    seeded = bool(_same_set(first, other))
+    seeded = bool(_same_set(first, other, exact))
     report.add(
         "seed",
         OK if seeded else WARN,
@@ -276,11 +330,15 @@ def check_method(
         report.add("resume", SKIP, "nothing to resume: the set is made in setup()")
     elif n < 2:
         report.add("resume", SKIP, f"needs at least 2 steps (iterations={iterations})")
+    elif diff:
+        report.add("resume", SKIP, "a run that is not reproducible cannot resume as it was")
+    elif not finite:
+        report.add("resume", SKIP, "a non-finite set is not checkpointed (the run stops)")
     else:
-        _check_resume(report, distill, first, n, diff)
+        _check_resume(report, distill, first, n, exact)
 
     _check_artefact(report, first)
-    return _done(report, raise_on_failure)
+    return report
 
 
 def _no_default(f: dataclasses.Field[Any]) -> bool:
@@ -288,20 +346,30 @@ def _no_default(f: dataclasses.Field[Any]) -> bool:
 
 
 def _done(report: CheckReport, raise_on_failure: bool) -> CheckReport:
+    """``report``, after raising :class:`ContractError` for its failures if asked to."""
     if raise_on_failure:
         report.raise_for_failures()
     return report
 
 
-def _check_set(report: CheckReport, result: Distilled, real: RealData, ipc: int) -> None:
+def _check_set(report: CheckReport, result: Distilled, real: RealData, ipc: int) -> bool:
+    """Adds the "synthetic set" check; returns whether the set is finite."""
     images, labels, _ = result.training_set()
     k = real.info.num_classes
     per_class = torch.bincount(labels.long(), minlength=k)
     factor = result.factor
     expected = ipc * factor * factor
+    soft, lr = result.soft_labels, result.lr
     if not bool(torch.isfinite(result.images).all()):
-        report.add("synthetic set", FAIL, "holds non-finite values after the steps")
-    elif tuple(images.shape[1:]) != (real.info.channels, *real.info.image_size):
+        report.add("synthetic set", FAIL, "holds non-finite images after the steps")
+        return False
+    if soft is not None and not bool(torch.isfinite(soft).all()):
+        report.add("synthetic set", FAIL, "holds non-finite soft labels after the steps")
+        return False
+    if lr is not None and not math.isfinite(lr):
+        report.add("synthetic set", FAIL, f"its learned lr is {lr} after the steps")
+        return False
+    if tuple(images.shape[1:]) != (real.info.channels, *real.info.image_size):
         shape = tuple(images.shape[1:])
         report.add("synthetic set", FAIL, f"training images of shape {shape}, not the data's")
     elif per_class.tolist() != [expected] * k:
@@ -314,6 +382,7 @@ def _check_set(report: CheckReport, result: Distilled, real: RealData, ipc: int)
         )
     else:
         report.add("synthetic set", OK, f"{len(images)} finite training images, {expected} a class")
+    return True
 
 
 def _check_resume(
@@ -321,25 +390,26 @@ def _check_resume(
     distill: Callable[..., Distilled],
     straight: Distilled,
     n: int,
-    unreproducible: str,
+    exact: bool,
 ) -> None:
-    if unreproducible:
-        report.add("resume", SKIP, "a run that is not reproducible cannot resume bit for bit")
-        return
     with tempfile.TemporaryDirectory() as tmp, _kept_warnings():
         ckpt = Path(tmp) / "checkpoint.pt"
         try:
             distill(iterations=n // 2, checkpoint=ckpt, checkpoint_every=1)
             resumed = distill(iterations=n, checkpoint=ckpt, resume=True)
         except Exception as exc:  # noqa: BLE001
-            report.add(
-                "resume",
-                FAIL,
-                f"{_describe(exc)}; state_dict() must hold tensors, numbers, strings and "
-                "containers of them (checkpoints are read with torch.load(weights_only=True))",
+            text = str(exc).lower()
+            unreadable = any(w in text for w in ("weights only", "weights_only", "pickle"))
+            advice = (
+                "; state_dict() must hold tensors, numbers, strings and containers of them "
+                "(checkpoints are read with torch.load(weights_only=True))"
+                if unreadable
+                else " (while saving a checkpoint at half-way, or resuming from it)"
             )
+            report.add("resume", FAIL, _describe(exc) + advice)
             return
-    diff = _same_set(straight, resumed)
+    diff = _same_set(straight, resumed, exact)
+    how = "bit for bit" if exact else "to float rounding"
     report.add(
         "resume",
         FAIL if diff else OK,
@@ -347,7 +417,7 @@ def _check_resume(
         "uninterrupted one: state_dict() / load_state_dict() leave something out (an "
         "optimiser's state, a schedule, a network kept between steps)"
         if diff
-        else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run bit for bit",
+        else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run {how}",
     )
 
 
@@ -360,7 +430,7 @@ def _check_artefact(report: CheckReport, result: Distilled) -> None:
         except Exception as exc:  # noqa: BLE001
             report.add("artefact", FAIL, _describe(exc))
             return
-    diff = _same_set(result, back)
+    diff = _same_set(result, back)  # float32 on disk as in memory: bit for bit
     report.add(
         "artefact",
         FAIL if diff else OK,
@@ -373,10 +443,12 @@ def _check_artefact(report: CheckReport, result: Distilled) -> None:
 
 def check_model(
     name: str,
+    /,
     *,
     channels: Sequence[int] = (1, 3),
     image_sizes: Sequence[int | tuple[int, int]] = (28, 32),
     num_classes: int = 10,
+    device: str = "cpu",
     raise_on_failure: bool = True,
     **options: Any,
 ) -> CheckReport:
@@ -384,24 +456,32 @@ def check_model(
 
     The model is built as methods and evaluation build it (``create_model(...,
     generator=g)``: on the meta device, then :func:`~datadistill.models.reset_parameters`),
-    so a layer that function does not know, or a tensor made in ``__init__`` that is not
-    a parameter or buffer, fails here rather than when a run starts.
+    so a layer that function does not know, or a tensor made in ``__init__`` that is no
+    parameter, fails here rather than when a run starts.
 
     Args:
         name: the registered name.
         channels / image_sizes / num_classes: the input shapes and classes to build for
             (default: 1 and 3 channels at 28 and 32 px, as MNIST and CIFAR are).
-        raise_on_failure: raise :class:`ContractError` naming every failed check
-            (default), or only return the report.
-        **options: the model's own options (``width``, ``depth``, ...).
+        device: where its forward and backward passes run.
+        raise_on_failure: raise :class:`ContractError` naming the failed checks (default),
+            or only return the report.
+        **options: the model's own options (``width``, ``depth``, ...); an unknown one
+            raises :class:`ConfigError`, as :func:`~datadistill.models.create_model` does.
     """
-    from datadistill.models import MODELS
+    from datadistill._device import resolve_device
+    from datadistill.errors import ConfigError
+    from datadistill.models import check_model_options
 
-    MODELS.get(name)  # an unknown name: UnknownNameError, with the closest match
+    check_model_options(name, **options)  # also: an unknown name, with the closest match
+    if not channels or not image_sizes:
+        raise ConfigError("check_model needs at least one channel count and one image size.")
+    dev = resolve_device(device)
     report = CheckReport(f"model {name!r}")
-    for c in channels:
-        for size in image_sizes:
-            _check_model_shape(report, name, c, size, num_classes, options)
+    with torch.random.fork_rng(devices=[]):  # a model drawing from it leaves it as it was
+        for c in channels:
+            for size in image_sizes:
+                _check_model_shape(report, name, c, size, num_classes, options, dev)
     return _done(report, raise_on_failure)
 
 
@@ -414,6 +494,13 @@ class _Shape:
         self.report.add(f"{name} [{self.label}]", status, detail)
 
 
+_META_ADVICE = (
+    "the model is built on the meta device and only the layers reset_parameters knows "
+    "(convolutions, linear, norms, embeddings) get values: make a constant in forward(), "
+    "e.g. torch.tensor(0.5, device=x.device)"
+)
+
+
 def _check_model_shape(
     report: CheckReport,
     name: str,
@@ -421,6 +508,7 @@ def _check_model_shape(
     size: int | tuple[int, int],
     num_classes: int,
     options: dict[str, Any],
+    device: torch.device,
 ) -> None:
     from datadistill.models import ImageClassifier, create_model
 
@@ -440,18 +528,17 @@ def _check_model_shape(
     global_before = torch.get_rng_state()
     try:
         model = build(0)
-    except DatadistillError as exc:
-        at.add("builds", FAIL, str(exc))
-        return
     except Exception as exc:  # noqa: BLE001
-        at.add("builds", FAIL, _describe(exc))
+        text = str(exc) if isinstance(exc, DatadistillError) else _describe(exc)
+        unknown_layer = "does not know how to initialise" in text
+        at.add("builds", FAIL, f"{text} ({_META_ADVICE})" if unknown_layer else text)
         return
     if not isinstance(model, ImageClassifier):
         at.add(
             "builds",
             FAIL,
-            f"{type(model).__name__} is no datadistill.models.ImageClassifier; DM, CAFE-style "
-            "matching, herding and k-center read its embed() features",
+            f"{type(model).__name__} is no datadistill.models.ImageClassifier; DM, herding, "
+            "k-center and the k-means start read its embed() features",
         )
         return
     if not torch.equal(torch.get_rng_state(), global_before):
@@ -459,20 +546,17 @@ def _check_model_shape(
         return
     at.add("builds", OK, f"feature_dim {model.feature_dim}")
 
+    model = model.to(device)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(4, channels, h, w, generator=gen)
+    x = torch.randn(4, channels, h, w, generator=gen).to(device)
     try:
         with torch.no_grad():
             model.eval()
             feats, logits = model.embed(x), model(x)
             head = model.classifier(feats)
     except Exception as exc:  # noqa: BLE001
-        at.add(
-            "forward",
-            FAIL,
-            f"{_describe(exc)}; a tensor made in __init__ must be a registered buffer "
-            "(self.register_buffer), since the model is built on the meta device",
-        )
+        meta = "meta" in str(exc)
+        at.add("forward", FAIL, _describe(exc) + (f" ({_META_ADVICE})" if meta else ""))
         return
     problems = []
     if tuple(feats.shape) != (4, model.feature_dim):
@@ -489,8 +573,8 @@ def _check_model_shape(
     xg = x.clone().requires_grad_(True)
     before = torch.get_rng_state()
     try:
-        loss = torch.nn.functional.cross_entropy(model(xg), torch.arange(4) % num_classes)
-        loss.backward()
+        target = torch.arange(4, device=device) % num_classes
+        torch.nn.functional.cross_entropy(model(xg), target).backward()
     except Exception as exc:  # noqa: BLE001
         at.add("gradients", FAIL, _describe(exc))
         return
@@ -537,8 +621,10 @@ def _tensors(model: torch.nn.Module) -> Iterator[Tensor]:
 
 def _check_functional(at: _Shape, model: torch.nn.Module, x: Tensor, num_classes: int) -> None:
     """What trajectory and gradient matching call: ``functional_call`` on the parameters
-    (MTT's student) and per-class gradients under ``vmap`` (DC / DSA)."""
+    (MTT's student) and per-class gradients under ``vmap`` in the mode DC / DSA match in
+    (training mode, batch norm frozen in eval mode)."""
     from torch.func import functional_call
+    from torch.nn.modules.batchnorm import _BatchNorm
 
     from datadistill.functional.grads import detached_params, loop_class_grads, per_class_grads
 
@@ -556,17 +642,28 @@ def _check_functional(at: _Shape, model: torch.nn.Module, x: Tensor, num_classes
     if not torch.allclose(out, ref, rtol=1e-5, atol=1e-6):
         at.add("torch.func", FAIL, "functional_call on its own parameters differs from forward")
         return
+    model.train()
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
     k = 2
     images = x[: 2 * k].reshape(k, 2, *x.shape[1:])
-    labels = torch.arange(k).repeat_interleave(2).reshape(k, 2) % num_classes
+    labels = torch.arange(k, device=x.device).repeat_interleave(2).reshape(k, 2) % num_classes
     try:
         vmapped = per_class_grads(model, params, images, labels)
     except Exception as exc:  # noqa: BLE001
+        random = "random" in str(exc).lower()
         at.add(
             "torch.func",
             FAIL,
-            f"per-class gradients under vmap: {_describe(exc)} (gradient matching falls "
-            "back to nothing for such a model; avoid in-place updates and .item() in forward)",
+            f"per-class gradients under vmap, as DC / DSA take them: {_describe(exc)} ("
+            + (
+                "a random op such as dropout in training mode; leave it out"
+                if random
+                else "no in-place updates of buffers, .item() or data-dependent Python "
+                "control flow in forward"
+            )
+            + ")",
         )
         return
     try:

@@ -13,6 +13,7 @@ from datadistill.models import alexnet, convnet, lenet, mlp, resnet, vgg  # noqa
 from datadistill.models._base import ImageClassifier
 from datadistill.models._factory import (
     MODELS,
+    check_model_options,
     check_width_applies,
     create_model,
     create_model_for,
@@ -38,6 +39,7 @@ __all__ = [
     "VGG11",
     "create_model",
     "create_model_for",
+    "check_model_options",
     "check_width_applies",
     "takes_width",
     "default_depth",

@@ -75,11 +75,30 @@ def create_model(
         ConfigError: an invalid or unknown option.
     """
     factory = MODELS.get(name)
-    meta = MODELS.meta(name)
-    canonical = str(meta["name"])
     check_int(channels, "channels", "create_model")
     check_int(num_classes, "num_classes", "create_model")
     hw = image_hw(image_size)
+    check_model_options(name, **kwargs)
+    if generator is None:
+        return factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ConfigError(
+            f"The 'generator' parameter of create_model must be a CPU torch.Generator or None; "
+            f"got {generator!r}."
+        )
+    with torch.device("meta"):
+        model = factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
+    model = model.to_empty(device="cpu")
+    reset_parameters(model, generator)
+    return model
+
+
+def check_model_options(name: str, **kwargs: Any) -> None:
+    """Raise :class:`ConfigError` when the registered model ``name`` does not take the
+    options ``kwargs`` (unknown ones, or ones a variant fixes to another value)."""
+    factory = MODELS.get(name)
+    meta = MODELS.meta(name)
+    canonical = str(meta["name"])
     fixed: dict[str, Any] = meta.get("fixed", {})
     for key, value in kwargs.items():
         if key in fixed and value != fixed[key]:
@@ -95,18 +114,6 @@ def create_model(
             f"Model {canonical!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
             f"its options are: {options}."
         )
-    if generator is None:
-        return factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
-    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-        raise ConfigError(
-            f"The 'generator' parameter of create_model must be a CPU torch.Generator or None; "
-            f"got {generator!r}."
-        )
-    with torch.device("meta"):
-        model = factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
-    model = model.to_empty(device="cpu")
-    reset_parameters(model, generator)
-    return model
 
 
 def takes_width(name: str) -> bool:
