@@ -233,8 +233,8 @@ def test_a_correct_users_model_passes(register_model):
     "change,check,words",
     [
         ("prelu", "builds", "does not know how to initialise PReLU"),
-        ("plain_tensor", "forward", "make a constant in forward()"),
-        ("buffer", "builds", "make a constant in forward()"),
+        ("plain_tensor", "builds", "keeps the tensor 'scale' made in __init__"),
+        ("buffer", "builds", "make its constants in forward()"),
         ("detach", "gradients", "no gradient reaches the input"),
         ("wrong_dim", "forward", "not (batch, feature_dim)"),
         ("inplace_item", "torch.func", "vmap"),
@@ -339,3 +339,65 @@ def test_mistakes_in_the_call_raise_as_distill_does(register, register_model):
 
     check_method("drawer", raise_on_failure=False)
     assert torch.equal(torch.get_rng_state(), state)  # restored after the check
+
+
+def test_resume_may_change_must_be_applied(register):
+    @register("stubborn")
+    class Stubborn(Nudge):
+        resume_may_change = frozenset({"lr_img"})  # but load_state_dict keeps the old lr
+
+    report = check_method("stubborn", raise_on_failure=False)
+    assert list(failed(report)) == ["resume with a new lr"]
+    assert "set_lr" in failed(report)["resume with a new lr"]
+
+    @register("applies")
+    class Applies(Stubborn):
+        def load_state_dict(self, state):
+            super().load_state_dict(state)
+            from datadistill.methods.base import set_lr
+
+            set_lr(self.opt, self.hparams.lr_img)
+
+    checks = {c.name: c.status for c in check_method("applies").checks}
+    assert checks["resume with a new lr"] == "ok"
+
+
+def test_distill_refuses_what_the_checks_would_find_before_any_step(register, digits, tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class TensorParams(HParams):
+        scales: object = None
+
+    @register("tensorhp")
+    class TensorHP(Nudge):
+        hparams_class = TensorParams
+
+    with pytest.raises(dd.ConfigError, match="'scales' parameter of Tensor is a Tensor"):
+        dd.distill(digits, "tensorhp", ipc=1, iterations=1, scales=torch.ones(2), device="cpu")
+
+    @register("nosynset")
+    class NoSynset(Nudge):
+        def setup(self, real, ipc, generator, device):
+            super().setup(real, ipc, generator, device)
+            self.syn, self.synset = self.synset, None
+
+    with pytest.raises(dd.RunError, match="setup\\(\\) left self.synset as NoneType"):
+        dd.distill(digits, "nosynset", ipc=1, iterations=1, device="cpu")
+
+    @register("plainhp")
+    class PlainHP(Nudge):
+        hparams_class = dict
+
+    with pytest.raises(dd.ConfigError, match="must be a frozen dataclass subclassing"):
+        dd.distill(digits, "plainhp", ipc=1, iterations=1, device="cpu")
+
+
+def test_a_model_factory_with_other_keywords_is_refused(register_model):
+    @register_model("keywords")
+    class Keywords(Tiny):
+        def __init__(self, *, in_channels, num_classes, image_size):
+            super().__init__(channels=in_channels, num_classes=num_classes, image_size=image_size)
+
+    with pytest.raises(dd.ConfigError, match="must take the keywords.*it lacks channels"):
+        dd.create_model("keywords", channels=1, num_classes=10, image_size=28)
+    report = check_model("keywords", raise_on_failure=False)
+    assert list(failed(report)) == ["builds"] and "it lacks channels" in failed(report)["builds"]

@@ -45,6 +45,7 @@ from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
 from datadistill.methods import METHODS, Method, create_method
 from datadistill.methods.common import check_ipc
 from datadistill.models import MODELS
+from datadistill.synthetic import SyntheticSet
 
 MAX_HISTORY_ROWS = 500  # loss rows kept in the manifest (evenly spaced)
 
@@ -624,6 +625,20 @@ def _check_loop_options(
         raise ConfigError("resume=True needs checkpoint=PATH, the checkpoint to continue from.")
 
 
+def _check_json(m: Method) -> None:
+    """The hyperparameters go into the checkpoint's fingerprint and the manifest's JSON:
+    one that cannot is refused before any step, by name."""
+    for key, value in m.hparams.to_dict().items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"The {key!r} parameter of {m.hparams.owner} is a {type(value).__name__}, which "
+                "the manifest cannot store as JSON; use numbers, strings, booleans, or lists "
+                "and dicts of them."
+            ) from None
+
+
 def _preflight(
     real: RealData,
     method: str | Method,
@@ -655,6 +670,7 @@ def _preflight(
         m = method
     else:
         m = create_method(method, **hparams)
+    _check_json(m)
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
     resolve_device(device)
@@ -747,6 +763,11 @@ def _distill_checked(
     t_setup = time.perf_counter()
     m.setup(real.to(dev), ipc, generator, dev)
     setup_seconds = time.perf_counter() - t_setup
+    if not isinstance(m.synset, SyntheticSet):
+        raise RunError(
+            f"{_label(m)}'s setup() left self.synset as {type(m.synset).__name__}; it must set "
+            "it to the synthetic set it distills (e.g. init_synset(...) or a PixelSet)."
+        )
     if resume_state is not None and "setup_seconds" in resume_state:
         # the first set-up's, so that a resume (warm caches, another machine's speed)
         # leaves the steps the same share of the budget

@@ -23,8 +23,8 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import json
 import math
+import shutil
 import tempfile
 import traceback
 import warnings
@@ -88,7 +88,7 @@ class CheckReport:
 
     def raise_for_failures(self) -> None:
         if self.failed:
-            what = "; ".join(f"{c.name}: {c.detail}" for c in self.failed)
+            what = "; ".join(f"{c.name}: {c.detail.rstrip('.')}" for c in self.failed)
             raise ContractError(f"{self.subject} failed {len(self.failed)} check(s). {what}")
 
 
@@ -105,6 +105,8 @@ def _describe(exc: BaseException) -> str:
     chosen = own or list(frames)
     where = f" ({Path(chosen[-1].filename).name}:{chosen[-1].lineno})" if chosen else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(text) > 240:  # torch's paragraphs (vmap's, e.g.)
+        text = text[:240].rstrip() + " ..."
     return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
 
 
@@ -220,7 +222,7 @@ def _check_method(
     report = CheckReport(f"method {method!r}")
     cls = METHODS.get(method)  # an unknown name: UnknownNameError, with the closest match
     hp_cls = cls.hparams_class
-    if not (dataclasses.is_dataclass(hp_cls) and issubclass(hp_cls, HParams)):
+    if not (isinstance(hp_cls, type) and issubclass(hp_cls, HParams)):
         report.add("hyperparameters", FAIL, "hparams_class must be a dataclass subclassing HParams")
         return report
     missing = [f.name for f in dataclasses.fields(hp_cls) if _no_default(f)]
@@ -236,13 +238,8 @@ def _check_method(
         real = dd.load_dataset("digits")
     # the call's own mistakes raise, as distill() would: they are not the method's
     _check_loop_options(iterations, None, 1, seed, False, None)
-    m = _preflight(real, method, ipc, device, 0, "last", hparams)
-    try:
-        json.dumps(m.hparams.to_dict())
-    except (TypeError, ValueError) as exc:
-        report.add("hyperparameters", FAIL, f"{_describe(exc)} (the manifest stores them as JSON)")
-        return report
-    report.add("hyperparameters", OK, "a frozen dataclass with defaults, stored as JSON")
+    m = _preflight(real, method, ipc, device, 0, "last", hparams)  # also: JSON-able values
+    report.add("hyperparameters", OK, "a frozen dataclass of HParams with defaults")
     exact = resolve_device(device).type == "cpu"
     data_before = _digest(real)
     kw: dict[str, Any] = dict(ipc=ipc, seed=seed, device=device, **hparams)
@@ -335,7 +332,12 @@ def _check_method(
     elif not finite:
         report.add("resume", SKIP, "a non-finite set is not checkpointed (the run stops)")
     else:
-        _check_resume(report, distill, first, n, exact)
+        changeable = {
+            k: v
+            for k in sorted(m.changeable_on_resume())
+            if isinstance(v := getattr(m.hparams, k, None), float) and v > 0
+        }
+        _check_resume(report, distill, first, n, exact, changeable)
 
     _check_artefact(report, first)
     return report
@@ -391,11 +393,15 @@ def _check_resume(
     straight: Distilled,
     n: int,
     exact: bool,
+    changeable: dict[str, float],
 ) -> None:
+    """A run resumed at half-way equals the uninterrupted one; and one resumed with a
+    setting of ``resume_may_change`` halved does not (the new value is applied)."""
     with tempfile.TemporaryDirectory() as tmp, _kept_warnings():
-        ckpt = Path(tmp) / "checkpoint.pt"
+        ckpt, half = Path(tmp) / "checkpoint.pt", Path(tmp) / "half.pt"
         try:
             distill(iterations=n // 2, checkpoint=ckpt, checkpoint_every=1)
+            shutil.copyfile(ckpt, half)
             resumed = distill(iterations=n, checkpoint=ckpt, resume=True)
         except Exception as exc:  # noqa: BLE001
             text = str(exc).lower()
@@ -408,17 +414,40 @@ def _check_resume(
             )
             report.add("resume", FAIL, _describe(exc) + advice)
             return
-    diff = _same_set(straight, resumed, exact)
-    how = "bit for bit" if exact else "to float rounding"
-    report.add(
-        "resume",
-        FAIL if diff else OK,
-        f"a run resumed at step {n // 2} of {n} ends with other {diff} than an "
-        "uninterrupted one: state_dict() / load_state_dict() leave something out (an "
-        "optimiser's state, a schedule, a network kept between steps)"
-        if diff
-        else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run {how}",
-    )
+        diff = _same_set(straight, resumed, exact)
+        how = "bit for bit" if exact else "to float rounding"
+        report.add(
+            "resume",
+            FAIL if diff else OK,
+            f"a run resumed at step {n // 2} of {n} ends with other {diff} than an "
+            "uninterrupted one: state_dict() / load_state_dict() leave something out (an "
+            "optimiser's state, a schedule, a network kept between steps)"
+            if diff
+            else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run {how}",
+        )
+        if diff:
+            return
+        ignored = []
+        for key, value in changeable.items():
+            shutil.copyfile(half, ckpt)
+            try:
+                changed = distill(iterations=n, checkpoint=ckpt, resume=True, **{key: value / 2})
+            except Exception as exc:  # noqa: BLE001
+                report.add("resume with a new lr", FAIL, f"{key} halved: {_describe(exc)}")
+                return
+            if not _same_set(straight, changed, exact):
+                ignored.append(key)
+    if changeable:
+        names = ", ".join(changeable)
+        report.add(
+            "resume with a new lr",
+            FAIL if ignored else OK,
+            f"resumed with {', '.join(ignored)} halved, the run ends as it does unchanged: "
+            "load_state_dict() must apply the current value over the checkpoint's optimiser "
+            "(datadistill.methods.base.set_lr), or resume_may_change must not name it"
+            if ignored
+            else f"resumed with {names} halved, the run takes the new value",
+        )
 
 
 def _check_artefact(report: CheckReport, result: Distilled) -> None:
@@ -470,14 +499,22 @@ def check_model(
             raises :class:`ConfigError`, as :func:`~datadistill.models.create_model` does.
     """
     from datadistill._device import resolve_device
-    from datadistill.errors import ConfigError
+    from datadistill.errors import ConfigError, UnknownNameError
     from datadistill.models import check_model_options
+    from datadistill.models._factory import check_signature
 
-    check_model_options(name, **options)  # also: an unknown name, with the closest match
+    report = CheckReport(f"model {name!r}")
+    try:
+        check_signature(name)  # also: an unknown name, with the closest match
+    except ConfigError as exc:
+        if isinstance(exc, UnknownNameError):
+            raise
+        report.add("builds", FAIL, str(exc))
+        return _done(report, raise_on_failure)
+    check_model_options(name, **options)  # the caller's options: refused, not a finding
     if not channels or not image_sizes:
         raise ConfigError("check_model needs at least one channel count and one image size.")
     dev = resolve_device(device)
-    report = CheckReport(f"model {name!r}")
     with torch.random.fork_rng(devices=[]):  # a model drawing from it leaves it as it was
         for c in channels:
             for size in image_sizes:
@@ -495,9 +532,8 @@ class _Shape:
 
 
 _META_ADVICE = (
-    "the model is built on the meta device and only the layers reset_parameters knows "
-    "(convolutions, linear, norms, embeddings) get values: make a constant in forward(), "
-    "e.g. torch.tensor(0.5, device=x.device)"
+    "the model is built on the meta device and only the layers reset_parameters knows get "
+    "values: make a constant in forward(), e.g. torch.tensor(0.5, device=x.device)"
 )
 
 
@@ -529,9 +565,7 @@ def _check_model_shape(
     try:
         model = build(0)
     except Exception as exc:  # noqa: BLE001
-        text = str(exc) if isinstance(exc, DatadistillError) else _describe(exc)
-        unknown_layer = "does not know how to initialise" in text
-        at.add("builds", FAIL, f"{text} ({_META_ADVICE})" if unknown_layer else text)
+        at.add("builds", FAIL, str(exc) if isinstance(exc, DatadistillError) else _describe(exc))
         return
     if not isinstance(model, ImageClassifier):
         at.add(

@@ -221,7 +221,13 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def create_method(name: str, **hparams: Any) -> Method:
     """Create a registered method; unknown or invalid hyperparameters raise ConfigError."""
     cls = METHODS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls.hparams_class)}
+    hp_cls = cls.hparams_class
+    if not (isinstance(hp_cls, type) and issubclass(hp_cls, HParams)):
+        raise ConfigError(
+            f"Method {cls.name!r} declares hparams_class={hp_cls!r}; it must be a frozen "
+            "dataclass subclassing datadistill.methods.HParams."
+        )
+    fields = {f.name for f in dataclasses.fields(hp_cls)}
     unknown = sorted(set(hparams) - fields)
     if unknown:
         import difflib

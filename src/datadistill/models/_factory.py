@@ -89,13 +89,44 @@ def create_model(
     with torch.device("meta"):
         model = factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
     model = model.to_empty(device="cpu")
+    _refuse_meta_attributes(model, str(MODELS.meta(name)["name"]))
     reset_parameters(model, generator)
     return model
+
+
+def _refuse_meta_attributes(model: nn.Module, name: str) -> None:
+    """A tensor a model's ``__init__`` keeps as a plain attribute (no parameter or buffer)
+    was made on the meta device and holds no values: refuse it here, by name, rather than
+    let the first forward pass fail on a device mismatch."""
+    for path, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, torch.Tensor) and value.is_meta:
+                where = f"{path}.{attr}" if path else attr
+                raise ConfigError(
+                    f"Model {name!r} keeps the tensor {where!r} made in __init__; models are "
+                    "built on the meta device (then initialised from a generator), so it holds "
+                    "no values: make it in forward() (e.g. torch.tensor(0.5, device=x.device))."
+                )
+
+
+def check_signature(name: str) -> None:
+    """Raise :class:`ConfigError` when the registered model ``name`` does not take the
+    keywords every model is built with (``channels``, ``num_classes``, ``image_size``)."""
+    params = inspect.signature(MODELS.get(name)).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        lacks = [k for k in _REQUIRED if k not in {p.name for p in params}]
+        if lacks:
+            raise ConfigError(
+                f"Model {MODELS.canonical(name)!r} must take the keywords channels, "
+                f"num_classes and image_size (as every registered model does); it lacks "
+                f"{', '.join(lacks)}."
+            )
 
 
 def check_model_options(name: str, **kwargs: Any) -> None:
     """Raise :class:`ConfigError` when the registered model ``name`` does not take the
     options ``kwargs`` (unknown ones, or ones a variant fixes to another value)."""
+    check_signature(name)
     factory = MODELS.get(name)
     meta = MODELS.meta(name)
     canonical = str(meta["name"])

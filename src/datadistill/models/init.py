@@ -74,5 +74,7 @@ def reset_parameters(model: nn.Module, generator: torch.Generator) -> None:
                 raise ConfigError(
                     f"reset_parameters does not know how to initialise "
                     f"{type(module).__name__}; it handles Linear, Conv, the norm layers "
-                    f"and Embedding."
+                    f"and Embedding: build a model's weights from those, and make its "
+                    f"constants in forward() (models are built on the meta device and then "
+                    f"initialised by it)"
                 )
