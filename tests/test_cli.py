@@ -553,6 +553,7 @@ def plugin_state(monkeypatch):
     monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
     monkeypatch.setattr(plugins, "_loaded", {})
     monkeypatch.setattr(plugins, "_code", set())
+    monkeypatch.setattr(sys, "path", list(sys.path))  # plugin folders are appended to it
     before = set(sys.modules)
     yield plugins
     for name in set(sys.modules) - before:
@@ -749,3 +750,34 @@ def test_a_plugins_warning_names_its_file_and_line(cli_here, plugin_state, tmp_p
     assert "warning: so is this one (inner.py:2)" in err  # a module of a plugin package
     # datadistill's own warnings are not located (they say what to change in words)
     assert plugin_state.plugin_location(plugin_state.__file__, 1) == ""
+
+
+def test_plugin_files_import_their_siblings_and_errors_point_at_their_lines(
+    cli_here, plugin_state, tmp_path
+):
+    register = (
+        "from datadistill.methods import register_method\nfrom datadistill.methods.dm import DM\n"
+    )
+    (tmp_path / "mine.py").write_text(
+        f"{register}\n\n@register_method('mine')\nclass Mine(DM):\n    pass\n"
+    )
+    (tmp_path / "more.py").write_text(
+        f"{register}import mine\n\n\n@register_method('more')\nclass More(mine.Mine):\n    pass\n"
+    )
+    plugins = f"{tmp_path / 'mine.py'},{tmp_path / 'more.py'}"
+    listed = cli_here("list", "methods", env={"DATADISTILL_PLUGINS": plugins}).stdout
+    assert "mine" in listed and "more" in listed  # mine.py imported once, by both
+    (tmp_path / "loose.py").write_text(
+        "import dataclasses\nfrom datadistill.methods import HParams\n\n\n"
+        "@dataclasses.dataclass\nclass Loose(HParams):\n    lr: float = 1.0\n"
+    )
+    (tmp_path / "needs.py").write_text("import datadistill\nimport no_such_helper_module\n")
+    for name, message in [
+        (
+            "loose.py",
+            "TypeError: cannot inherit non-frozen dataclass from a frozen one at loose.py:",
+        ),
+        ("needs.py", "ModuleNotFoundError: No module named 'no_such_helper_module' at needs.py:2;"),
+    ]:
+        proc = cli_here("list", env={"DATADISTILL_PLUGINS": str(tmp_path / name)}, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr

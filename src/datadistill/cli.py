@@ -677,8 +677,10 @@ def list_(
     load_plugins()
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from datadistill._names import BUILTIN_NAMES
     from datadistill.data import DATASETS
     from datadistill.evaluation import PROTOCOLS
     from datadistill.methods import METHODS
@@ -698,8 +700,10 @@ def list_(
         table = Table(title=name)
         table.add_column("name")
         table.add_column("description")
+        builtin = BUILTIN_NAMES.get(name.removesuffix("s"), ())
         for n in reg.names():
-            table.add_row(n, reg.describe(n))
+            mine = "" if n in builtin else "[plugin] "  # registered by a plugin
+            table.add_row(n, escape(mine + reg.describe(n)))
         if name == "datasets":
             table.add_row("imagefolder:PATH", "your images, one sub-folder per class")
             table.add_row("npz:PATH", "your arrays x (N, H, W[, C]) and y (N,)")

@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+import sysconfig
 import traceback
 from pathlib import Path
 
@@ -66,6 +67,19 @@ def _imported_from(path: Path) -> bool:
 def _import_file(path: Path) -> None:
     if _imported_from(path):  # registering twice would fail: the names are there already
         return
+    # its folder goes on the path (appended: nothing installed is shadowed), so that the
+    # plugin imports its siblings, and it is imported under its own name where that name
+    # finds this file: a sibling's `import mine` then gets the module already loaded
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    stem = path.stem
+    if stem.isidentifier() and stem not in sys.modules:
+        spec = importlib.util.find_spec(stem)
+        origin = getattr(spec, "origin", None)
+        if origin and Path(origin).resolve() == path:
+            importlib.import_module(stem)
+            return
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]  # two folders' moments.py
     name = f"datadistill_plugin_{path.stem.replace('-', '_').replace('.', '_')}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -82,6 +96,17 @@ def _import_file(path: Path) -> None:
 _PACKAGE = str(Path(__file__).resolve().parent)
 
 
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
+
+
+def _in_stdlib(file: str) -> bool:
+    """Python's own modules (a dataclass refusing a plugin's class, e.g.), not installed
+    packages, which may live below them."""
+    path = Path(file).resolve()
+    installed = {"site-packages", "dist-packages"} & set(path.parts)
+    return str(path).startswith(_STDLIB) and not installed
+
+
 def _where(exc: BaseException) -> str:
     """`` at FILE:LINE``, for the plugin's author: where a syntax error is, else the
     innermost frame of the failure in the plugin's code (not in importlib's machinery
@@ -92,7 +117,7 @@ def _where(exc: BaseException) -> str:
         file = frame.filename
         if file.startswith("<") or str(Path(file).resolve()).startswith(_PACKAGE):
             continue
-        if "importlib" in Path(file).parts:
+        if "importlib" in Path(file).parts or _in_stdlib(file):
             continue
         return f" at {Path(file).name}:{frame.lineno}"
     return ""
@@ -134,7 +159,8 @@ def load_plugins() -> list[str]:
                     ".py file's path, or put its folder on PYTHONPATH."
                 ) from None
             raise ConfigError(
-                f"The plugin {label!r} from {source} could not be loaded: {exc}{_where(exc)}."
+                f"The plugin {label!r} from {source} could not be loaded: "
+                f"{type(exc).__name__}: {exc}{_where(exc)}; fix it, or leave it out."
             ) from None
         except Exception as exc:
             raise ConfigError(
