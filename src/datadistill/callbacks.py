@@ -216,7 +216,7 @@ class Progress(Callback):
             self._task,
             **extra,
             completed=iteration,
-            loss=f"{metrics.get('loss', float('nan')):.4g}",
+            loss=f"{metrics['loss']:.4g}" if "loss" in metrics else "-",  # none returned
             rate=f"{rate:.2f}",
         )
 
