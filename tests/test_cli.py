@@ -544,7 +544,7 @@ def test_every_option_and_argument_of_every_command_says_what_it_does():
 
 
 @pytest.fixture
-def plugin_state(monkeypatch):
+def plugin_state(monkeypatch, tmp_path):
     """Whatever plugins register or import here is forgotten after the test."""
     import datadistill.plugins as plugins
     from datadistill.methods import METHODS
@@ -556,8 +556,9 @@ def plugin_state(monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))  # plugin folders are appended to it
     before = set(sys.modules)
     yield plugins
-    for name in set(sys.modules) - before:
-        if "moments" in name:
+    for name in set(sys.modules) - before:  # plugins are imported under their own names
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if "moments" in name or file.startswith(str(tmp_path)):
             del sys.modules[name]
 
 
@@ -704,6 +705,7 @@ def test_check_runs_the_contract_checks_of_a_method_or_model(
         (("dm", "--device", "bogus"), "device"),
         (("dm", "--channels", "3"), "--channels does not apply here: dm is a method"),
         (("lenet", "--ipc", "2"), "--ipc does not apply here: lenet is a model"),
+        (("lenet", "--data-root=/tmp"), "--data-root does not apply here: lenet is a model"),
         (("lenet", "--hp", "channels=3"), "use --channels"),
         (("lenet", "--hp", "widht=3"), "got unknown option(s) 'widht'"),
         (("lenet", "--image-size", "32x"), "--image-size takes sizes such as 28 or 32x16"),
@@ -781,3 +783,13 @@ def test_plugin_files_import_their_siblings_and_errors_point_at_their_lines(
     ]:
         proc = cli_here("list", env={"DATADISTILL_PLUGINS": str(tmp_path / name)}, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_plugin_whose_package_fails_is_one_line(cli_here, plugin_state, tmp_path, monkeypatch):
+    package = tmp_path / "brokenpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('boom in __init__')\n")
+    (package / "plugin.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    proc = cli_here("list", env={"DATADISTILL_PLUGINS": "brokenpkg.plugin"}, check=False)
+    assert proc.returncode == 2 and "RuntimeError: boom in __init__ at __init__.py:1" in proc.stderr

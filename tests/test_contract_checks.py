@@ -3,6 +3,7 @@ each catches the mistake it is for in a method or model of a user's own."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -183,7 +184,7 @@ def test_hyperparameters_must_be_a_dataclass_with_defaults(register):
         hparams_class = NotHParams
 
     report = check_method("nothparams", raise_on_failure=False)
-    assert "subclassing HParams" in failed(report)["hyperparameters"]
+    assert "subclassing datadistill.methods.HParams" in failed(report)["hyperparameters"]
     with pytest.raises(dd.UnknownNameError, match="Did you mean 'nodefault'"):
         check_method("nodefaul")
 
@@ -371,7 +372,7 @@ def test_distill_refuses_what_the_checks_would_find_before_any_step(register, di
     class TensorHP(Nudge):
         hparams_class = TensorParams
 
-    with pytest.raises(dd.ConfigError, match="'scales' parameter of Tensor is a Tensor"):
+    with pytest.raises(dd.ConfigError, match="'scales' parameter of Tensor is of type Tensor"):
         dd.distill(digits, "tensorhp", ipc=1, iterations=1, scales=torch.ones(2), device="cpu")
 
     @register("nosynset")
@@ -401,3 +402,58 @@ def test_a_model_factory_with_other_keywords_is_refused(register_model):
         dd.create_model("keywords", channels=1, num_classes=10, image_size=28)
     report = check_model("keywords", raise_on_failure=False)
     assert list(failed(report)) == ["builds"] and "it lacks channels" in failed(report)["builds"]
+
+
+def test_hyperparameter_classes_and_defaults_the_method_gets_wrong(register, digits):
+    class Undecorated(NudgeParams):  # forgot @dataclass: its field would be ignored
+        momentum: float = 0.9
+
+    @register("undecorated")
+    class UndecoratedMethod(Nudge):
+        hparams_class = Undecorated
+
+    report = check_method("undecorated", raise_on_failure=False)
+    assert "declares 'momentum' but is not a dataclass" in failed(report)["hyperparameters"]
+    with pytest.raises(dd.ConfigError, match="declares 'momentum' but is not a dataclass"):
+        dd.create_method("undecorated")
+
+    @dataclasses.dataclass(frozen=True)
+    class BadDefaults(HParams):
+        root: object = dataclasses.field(default_factory=lambda: __import__("pathlib").Path("x"))
+
+    @register("baddefaults")
+    class BadDefaultsMethod(Nudge):
+        hparams_class = BadDefaults
+
+    detail = failed(check_method("baddefaults", raise_on_failure=False))["hyperparameters"]
+    assert "its defaults are refused" in detail and "of type PosixPath" in detail
+
+    @dataclasses.dataclass(frozen=True)
+    class Refused(NudgeParams):
+        def validate(self):
+            raise dd.ConfigError("lr_img must be set")
+
+    @register("refused")
+    class RefusedMethod(Nudge):
+        hparams_class = Refused
+
+    detail = failed(check_method("refused", raise_on_failure=False))["hyperparameters"]
+    assert detail == "its defaults are refused: lr_img must be set"
+
+    register("nudge")(Nudge)  # numpy scalars are taken as their numbers
+    result = dd.distill(digits, "nudge", ipc=1, iterations=1, lr_img=np.float32(0.5), device="cpu")
+    assert result.manifest["hparams"]["lr_img"] == 0.5
+
+
+def test_an_empty_placeholder_tensor_in_a_model_is_kept(register_model):
+    @register_model("placeholder")
+    class Placeholder(Tiny):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.cache = torch.empty(0)  # replaced in forward
+
+        def embed(self, x):
+            self.cache = torch.ones(1, device=x.device)
+            return super().embed(x) * self.cache
+
+    assert check_model("placeholder", channels=(1,), image_sizes=(28,)).passed

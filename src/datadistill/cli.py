@@ -587,9 +587,7 @@ def check(
     else:
         flags = {
             "--dataset": dataset,
-            "--data-root": data_root
-            if "--data-root" in sys.argv
-            else None,  # not $DATADISTILL_DATA
+            "--data-root": _option("--data-root"),  # given, not $DATADISTILL_DATA
             "--max-train": max_train,
             "--ipc": ipc,
             "--iterations": iterations,

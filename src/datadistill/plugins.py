@@ -175,9 +175,9 @@ def _remember_code(path: Path | None, target: object) -> None:
     """Where the plugin's code lives: its file, or its module's (a package's folder)."""
     if path is None:
         name = target if isinstance(target, str) else getattr(target, "module", "")
-        try:
+        try:  # a dotted name imports its parents, which may fail in any way
             spec = importlib.util.find_spec(str(name))
-        except (ImportError, ValueError):  # its import says what is wrong
+        except Exception:  # noqa: BLE001  (the plugin's own import says what is wrong)
             spec = None
         origin = getattr(spec, "origin", None)
         path = Path(origin).resolve() if origin and origin.endswith(".py") else None

@@ -633,9 +633,9 @@ def _check_json(m: Method) -> None:
             json.dumps(value)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"The {key!r} parameter of {m.hparams.owner} is a {type(value).__name__}, which "
-                "the manifest cannot store as JSON; use numbers, strings, booleans, or lists "
-                "and dicts of them."
+                f"The {key!r} parameter of {m.hparams.owner} is of type {type(value).__name__}, "
+                "which the manifest cannot store as JSON; use numbers, strings, booleans, or "
+                "lists and dicts of them."
             ) from None
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import hashlib
+import json
 import math
 import shutil
 import tempfile
@@ -211,7 +213,9 @@ def _check_method(
 ) -> CheckReport:
     import datadistill as dd
     from datadistill._device import resolve_device
-    from datadistill.methods import METHODS, HParams
+    from datadistill.errors import ConfigError
+    from datadistill.methods import METHODS
+    from datadistill.methods.base import hparams_class_problem
     from datadistill.run import (
         GlobalGeneratorWarning,
         NoLossWarning,
@@ -222,8 +226,9 @@ def _check_method(
     report = CheckReport(f"method {method!r}")
     cls = METHODS.get(method)  # an unknown name: UnknownNameError, with the closest match
     hp_cls = cls.hparams_class
-    if not (isinstance(hp_cls, type) and issubclass(hp_cls, HParams)):
-        report.add("hyperparameters", FAIL, "hparams_class must be a dataclass subclassing HParams")
+    problem = hparams_class_problem(hp_cls)
+    if problem:
+        report.add("hyperparameters", FAIL, problem)
         return report
     missing = [f.name for f in dataclasses.fields(hp_cls) if _no_default(f)]
     if missing:
@@ -233,6 +238,13 @@ def _check_method(
             f"every hyperparameter needs a default (the command line builds them from "
             f"defaults); {', '.join(missing)} has none",
         )
+        return report
+    try:  # the method's own defaults, before the values of this call
+        defaults = hp_cls()
+        for key, value in defaults.to_dict().items():
+            json.dumps(value, default=functools.partial(_not_json, key))
+    except ConfigError as exc:
+        report.add("hyperparameters", FAIL, f"its defaults are refused: {exc}")
         return report
     if real is None:
         real = dd.load_dataset("digits")
@@ -341,6 +353,15 @@ def _check_method(
 
     _check_artefact(report, first)
     return report
+
+
+def _not_json(key: str, value: Any) -> Any:
+    from datadistill.errors import ConfigError
+
+    raise ConfigError(
+        f"{key}={value!r} is of type {type(value).__name__}, which the manifest cannot store "
+        "as JSON"
+    )
 
 
 def _no_default(f: dataclasses.Field[Any]) -> bool:

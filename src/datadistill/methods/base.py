@@ -47,6 +47,14 @@ class HParams:
     def __post_init__(self) -> None:
         # A switch must be a real bool: a string such as "no" is truthy and would turn it on.
         owner = self.owner
+        for f in dataclasses.fields(self):  # a numpy scalar (np.float32(0.1)) as its number
+            value = getattr(self, f.name)
+            if (
+                type(value).__module__ == "numpy"
+                and hasattr(value, "item")
+                and not getattr(value, "shape", ())
+            ):
+                object.__setattr__(self, f.name, value.item())
         if hasattr(self, "compile"):
             object.__setattr__(self, "compile", compile_choice(self.compile))
         for f in dataclasses.fields(self):
@@ -218,15 +226,35 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def hparams_class_problem(hp_cls: Any) -> str:
+    """What is wrong with a method's ``hparams_class`` ("" when nothing): it must be a
+    frozen dataclass subclassing :class:`HParams` whose annotated names are its fields (a
+    subclass that forgot ``@dataclass`` would silently take none of them)."""
+    if not (isinstance(hp_cls, type) and issubclass(hp_cls, HParams)):
+        return (
+            f"hparams_class={hp_cls!r} must be a frozen dataclass subclassing "
+            "datadistill.methods.HParams"
+        )
+    fields = {f.name for f in dataclasses.fields(hp_cls)}
+    for klass in hp_cls.__mro__:
+        if klass is HParams:
+            break
+        for attr, annotation in vars(klass).get("__annotations__", {}).items():
+            if attr not in fields and "ClassVar" not in str(annotation):
+                return (
+                    f"{klass.__name__} declares {attr!r} but is not a dataclass; decorate it "
+                    "with @dataclasses.dataclass(frozen=True)"
+                )
+    return ""
+
+
 def create_method(name: str, **hparams: Any) -> Method:
     """Create a registered method; unknown or invalid hyperparameters raise ConfigError."""
     cls = METHODS.get(name)
     hp_cls = cls.hparams_class
-    if not (isinstance(hp_cls, type) and issubclass(hp_cls, HParams)):
-        raise ConfigError(
-            f"Method {cls.name!r} declares hparams_class={hp_cls!r}; it must be a frozen "
-            "dataclass subclassing datadistill.methods.HParams."
-        )
+    problem = hparams_class_problem(hp_cls)
+    if problem:
+        raise ConfigError(f"Method {cls.name!r}'s {problem}.")
     fields = {f.name for f in dataclasses.fields(hp_cls)}
     unknown = sorted(set(hparams) - fields)
     if unknown:

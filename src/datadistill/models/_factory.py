@@ -99,8 +99,11 @@ def _refuse_meta_attributes(model: nn.Module, name: str) -> None:
     was made on the meta device and holds no values: refuse it here, by name, rather than
     let the first forward pass fail on a device mismatch."""
     for path, module in model.named_modules():
-        for attr, value in vars(module).items():
+        for attr, value in list(vars(module).items()):
             if isinstance(value, torch.Tensor) and value.is_meta:
+                if value.numel() == 0:  # an empty placeholder holds no values anyway
+                    setattr(module, attr, torch.empty(value.shape, dtype=value.dtype))
+                    continue
                 where = f"{path}.{attr}" if path else attr
                 raise ConfigError(
                     f"Model {name!r} keeps the tensor {where!r} made in __init__; models are "
