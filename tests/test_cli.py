@@ -553,6 +553,7 @@ def plugin_state(monkeypatch, tmp_path):
     monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
     monkeypatch.setattr(plugins, "_loaded", {})
     monkeypatch.setattr(plugins, "_code", set())
+    monkeypatch.setattr(plugins, "_scanned", {})
     monkeypatch.setattr(sys, "path", list(sys.path))  # plugin folders are appended to it
     before = set(sys.modules)
     yield plugins

@@ -39,10 +39,18 @@ def _from_environment() -> list[str]:
     return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
 
 
+# the installed entry points, by the import path they were found on: scanning the
+# installed packages takes 2-60 ms, and every name a command checks asks for them
+_scanned: dict[tuple[str, ...], list[importlib.metadata.EntryPoint]] = {}
+
+
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     if os.environ.get(AUTOLOAD_ENV, "").strip().lower() in ("0", "no", "false", "off"):
         return []
-    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    key = tuple(sys.path)
+    if key not in _scanned:
+        _scanned[key] = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return _scanned[key]
 
 
 def configured() -> bool:
