@@ -457,3 +457,19 @@ def test_an_empty_placeholder_tensor_in_a_model_is_kept(register_model):
             return super().embed(x) * self.cache
 
     assert check_model("placeholder", channels=(1,), image_sizes=(28,)).passed
+
+
+def test_a_method_that_fails_only_on_a_later_run_is_a_failed_check(register):
+    @register("flaky")
+    class Flaky(Nudge):
+        runs = 0
+
+        def setup(self, real, ipc, generator, device):
+            type(self).runs += 1
+            if type(self).runs == 2:
+                raise RuntimeError("out of luck")
+            super().setup(real, ipc, generator, device)
+
+    report = check_method("flaky", raise_on_failure=False)
+    assert "a second run failed: RuntimeError: out of luck" in failed(report)["reproducible"]
+    assert {c.name: c.status for c in report.checks}["artefact"] == "ok"

@@ -243,8 +243,9 @@ def _check_method(
         defaults = hp_cls()
         for key, value in defaults.to_dict().items():
             json.dumps(value, default=functools.partial(_not_json, key))
-    except ConfigError as exc:
-        report.add("hyperparameters", FAIL, f"its defaults are refused: {exc}")
+    except Exception as exc:  # noqa: BLE001  (validate()'s ConfigError, or anything else)
+        text = str(exc) if isinstance(exc, ConfigError) else _describe(exc)
+        report.add("hyperparameters", FAIL, f"its defaults are refused: {text}")
         return report
     if real is None:
         real = dd.load_dataset("digits")
@@ -312,8 +313,13 @@ def _check_method(
     )
 
     with _kept_warnings():
-        again = distill()
-        other = distill(seed=seed + 1)
+        try:
+            again = distill()
+            other = distill(seed=seed + 1)
+        except Exception as exc:  # noqa: BLE001
+            report.add("reproducible", FAIL, f"a second run failed: {_describe(exc)}")
+            _check_artefact(report, first)
+            return report
     diff = _same_set(first, again, exact)
     how = "bit-identical" if exact else "equal to float rounding"
     report.add(
@@ -344,10 +350,11 @@ def _check_method(
     elif not finite:
         report.add("resume", SKIP, "a non-finite set is not checkpointed (the run stops)")
     else:
+        floats = {f.name for f in dataclasses.fields(m.hparams) if f.type in ("float", float)}
         changeable = {
-            k: v
-            for k in sorted(m.changeable_on_resume())
-            if isinstance(v := getattr(m.hparams, k, None), float) and v > 0
+            k: float(v)
+            for k in sorted(m.changeable_on_resume() & floats)
+            if isinstance(v := getattr(m.hparams, k), (int, float)) and v > 0
         }
         _check_resume(report, distill, first, n, exact, changeable)
 
