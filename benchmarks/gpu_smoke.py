@@ -4,7 +4,8 @@ few steps each, on one device.
 The test suite runs on the CPU only; this is the first thing a lent GPU runs
 (``benchmarks.gpu_checks`` starts with it), so that a crash on CUDA in a path the papers'
 runs do not touch (multi-formation sets, k-means and herding starts, bf16 DC, soft labels,
-a teacher's relabelling, parallel expert workers, resuming a run on another device) shows
+a teacher's relabelling, parallel expert workers, resuming a run on another device, the
+contract checks of `datadistill check`) shows
 up in the first minute rather than never. Each step is one ``datadistill`` command on the
 digits set in its own process; a step that fails is recorded with the last line of its
 error, and the steps after it still run when they do not need its output. Writes
@@ -99,6 +100,9 @@ STEPS: list[tuple[str, str, tuple[str, ...]]] = [
     ("export-png", "export {work}/dm --format png --out {work}/png", ("dm-mf2-kmeans",)),
     ("show", "show {work}/mtt --out {work}/mtt.png", ("mtt-soft-labels",)),
     ("list", "list models", ()),
+    # the contract checks on the device: runs compared to float rounding there
+    ("check-method", "check dm --device {device} --hp width=16 --hp batch_real=16", ()),
+    ("check-model", "check resnet18_bn --device {device} --channels 3 --image-size 32", ()),
 ]
 
 

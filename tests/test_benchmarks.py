@@ -660,7 +660,8 @@ def test_gpu_smoke_steps_read_only_what_the_steps_they_need_wrote(tmp_path):
     written: dict[str, str] = {}  # --out of each step
     for name, line, needs in gpu_smoke.STEPS:
         args = gpu_smoke.arguments(line, tmp_path, "cuda")
-        assert args[0] in {"distill", "experts", "relabel", "evaluate", "export", "show", "list"}
+        commands = {"distill", "experts", "relabel", "evaluate", "export", "show", "list", "check"}
+        assert args[0] in commands
         assert all(n in written for n in needs), name  # earlier steps
         inputs = [a.split("=", 1)[-1] for a in args[1:] if str(tmp_path) in a]
         out = args[args.index("--out") + 1] if "--out" in args else None
