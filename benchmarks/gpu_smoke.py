@@ -5,10 +5,10 @@ The test suite runs on the CPU only; this is the first thing a lent GPU runs
 (``benchmarks.gpu_checks`` starts with it), so that a crash on CUDA in a path the papers'
 runs do not touch (multi-formation sets, k-means and herding starts, bf16 DC, soft labels,
 a teacher's relabelling, parallel expert workers, resuming a run on another device, the
-contract checks of `datadistill check`) shows
-up in the first minute rather than never. Each step is one ``datadistill`` command on the
-digits set in its own process; a step that fails is recorded with the last line of its
-error, and the steps after it still run when they do not need its output. Writes
+contract checks of ``datadistill check``) shows up in the first minute rather than never.
+Each step is one ``datadistill`` command on the digits set in its own process; a step that
+fails is recorded with the last line of its error, and the steps after it still run when
+they do not need its output. Writes
 ``benchmarks/results/smoke-gpu.json`` (``smoke-cpu.json`` with ``--device cpu``)::
 
     PYTHONPATH=src python -m benchmarks.gpu_smoke --device cuda
