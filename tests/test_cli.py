@@ -696,6 +696,7 @@ def test_check_runs_the_contract_checks_of_a_method_or_model(
     proc = cli_here("check", "moments", *quick, "--hp", "lr_img=0.5", env=env, check=False)
     assert proc.returncode == 1 and "method 'moments': FAILED" in proc.stdout
     assert "FAIL" in proc.stdout and "optimiser's state" in " ".join(proc.stdout.split())
+    assert "error: method 'moments' failed 1 check(s). resume: a run resumed" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -471,5 +471,64 @@ def test_a_method_that_fails_only_on_a_later_run_is_a_failed_check(register):
             super().setup(real, ipc, generator, device)
 
     report = check_method("flaky", raise_on_failure=False)
-    assert "a second run failed: RuntimeError: out of luck" in failed(report)["reproducible"]
+    detail = failed(report)["reproducible"]
+    assert "a second run with seed 0 failed: RuntimeError: out of luck" in detail
     assert {c.name: c.status for c in report.checks}["artefact"] == "ok"
+
+
+def test_resume_may_change_is_checked_at_registration_and_each_name_in_the_report(register):
+    for names, words in [
+        (("lr_img",), "must be a frozenset"),
+        (frozenset({"lr_imgg"}), "'lr_imgg'"),
+    ]:
+        with pytest.raises(dd.ConfigError, match=words):
+
+            @register("badnames")
+            class BadNames(Nudge):
+                resume_may_change = names
+
+    @dataclasses.dataclass(frozen=True)
+    class Mixed(HParams):
+        lr_img: float | None = 0.1  # optional, still a learning rate to halve
+        steps: int = 2
+
+    @register("mixed")
+    class MixedMethod(Nudge):
+        hparams_class = Mixed
+        resume_may_change = frozenset({"lr_img", "steps"})  # lr_img declared, not applied
+
+    report = check_method("mixed", raise_on_failure=False)
+    rows = [(c.status, c.detail) for c in report.checks if c.name == "resume with a new lr"]
+    assert rows[0][0] == "FAIL" and "lr_img halved" in rows[0][1]
+    assert rows[1] == ("skip", "steps: not a positive float, so not halved and not checked")
+
+
+def test_a_failing_run_with_another_seed_is_named(register):
+    @register("flaky3")
+    class Flaky3(Nudge):
+        runs = 0
+
+        def setup(self, real, ipc, generator, device):
+            type(self).runs += 1
+            if type(self).runs == 3:
+                raise RuntimeError("third time")
+            super().setup(real, ipc, generator, device)
+
+    report = check_method("flaky3", raise_on_failure=False)
+    assert "a run with seed 1 failed: RuntimeError: third time" in failed(report)["reproducible"]
+    assert {c.name: c.status for c in report.checks}["resume"] == "skip"
+
+
+def test_installed_entry_points_are_scanned_again_after_an_install(tmp_path, monkeypatch):
+    import sys
+
+    from datadistill import plugins
+
+    monkeypatch.setattr(plugins, "_scanned", {})
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    assert not any(ep.name == "late" for ep in plugins._entry_points())
+    info = tmp_path / "late_plugin-1.0.dist-info"
+    info.mkdir()  # as `pip install` in a running notebook would
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: late-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[datadistill.plugins]\nlate = late_module\n")
+    assert any(ep.name == "late" for ep in plugins._entry_points())

@@ -604,7 +604,8 @@ def check(
             **options,
         )
     _print_checks(report)
-    if not report.passed:
+    if not report.passed:  # also on stderr, for logs that keep only that
+        print(f"error: {report.summary()}", file=sys.stderr)
         raise typer.Exit(1)
 
 

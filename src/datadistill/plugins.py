@@ -39,15 +39,23 @@ def _from_environment() -> list[str]:
     return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
 
 
-# the installed entry points, by the import path they were found on: scanning the
-# installed packages takes 2-60 ms, and every name a command checks asks for them
-_scanned: dict[tuple[str, ...], list[importlib.metadata.EntryPoint]] = {}
+# the installed entry points, by the import path they were found on and its folders'
+# modification times: scanning the installed packages takes 2-60 ms, and every name a
+# command checks asks for them
+_scanned: dict[tuple[tuple[str, int], ...], list[importlib.metadata.EntryPoint]] = {}
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path or ".").st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     if os.environ.get(AUTOLOAD_ENV, "").strip().lower() in ("0", "no", "false", "off"):
         return []
-    key = tuple(sys.path)
+    key = tuple((p, _mtime(p)) for p in sys.path)  # a package installed since: rescan
     if key not in _scanned:
         _scanned[key] = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     return _scanned[key]

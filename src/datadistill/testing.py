@@ -88,10 +88,16 @@ class CheckReport:
             lines.append(f"  {c.status:<4}  {c.name:<{width}}  {c.detail}".rstrip())
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """One line naming the failed checks ("" when none failed)."""
+        if not self.failed:
+            return ""
+        what = "; ".join(f"{c.name}: {c.detail.rstrip('.')}" for c in self.failed)
+        return f"{self.subject} failed {len(self.failed)} check(s). {what}"
+
     def raise_for_failures(self) -> None:
         if self.failed:
-            what = "; ".join(f"{c.name}: {c.detail.rstrip('.')}" for c in self.failed)
-            raise ContractError(f"{self.subject} failed {len(self.failed)} check(s). {what}")
+            raise ContractError(self.summary())
 
 
 def _describe(exc: BaseException) -> str:
@@ -313,11 +319,14 @@ def _check_method(
     )
 
     with _kept_warnings():
+        which = f"a second run with seed {seed}"
         try:
             again = distill()
+            which = f"a run with seed {seed + 1}"
             other = distill(seed=seed + 1)
         except Exception as exc:  # noqa: BLE001
-            report.add("reproducible", FAIL, f"a second run failed: {_describe(exc)}")
+            report.add("reproducible", FAIL, f"{which} failed: {_describe(exc)}")
+            report.add("resume", SKIP, "after a failed run")
             _check_artefact(report, first)
             return report
     diff = _same_set(first, again, exact)
@@ -350,16 +359,38 @@ def _check_method(
     elif not finite:
         report.add("resume", SKIP, "a non-finite set is not checkpointed (the run stops)")
     else:
-        floats = {f.name for f in dataclasses.fields(m.hparams) if f.type in ("float", float)}
-        changeable = {
-            k: float(v)
-            for k in sorted(m.changeable_on_resume() & floats)
-            if isinstance(v := getattr(m.hparams, k), (int, float)) and v > 0
-        }
+        changeable, unchecked = _halvable(m)
         _check_resume(report, distill, first, n, exact, changeable)
+        if unchecked:
+            report.add(
+                "resume with a new lr",
+                SKIP,
+                f"{', '.join(unchecked)}: not a positive float, so not halved and not checked",
+            )
 
     _check_artefact(report, first)
     return report
+
+
+def _halvable(m: Any) -> tuple[dict[str, float], list[str]]:
+    """The settings of ``changeable_on_resume()`` the new-lr check halves (float-annotated,
+    positive numbers), and those it cannot. Its names are hyperparameters: the method's
+    registration checks ``resume_may_change``."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(m.hparams)}
+    halvable: dict[str, float] = {}
+    unchecked: list[str] = []
+    for key in sorted(m.changeable_on_resume()):
+        value = getattr(m.hparams, key, None)
+        if (
+            "float" in fields.get(key, "")
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value > 0
+        ):
+            halvable[key] = float(value)
+        else:
+            unchecked.append(key)
+    return halvable, unchecked
 
 
 def _not_json(key: str, value: Any) -> Any:

@@ -274,11 +274,31 @@ def create_method(name: str, **hparams: Any) -> Method:
     return cls(hp)
 
 
+def _check_resume_may_change(cls: type[Method]) -> None:
+    """``resume_may_change`` is a frozenset of the method's hyperparameter names (a resume
+    compares it with the changed settings, and the NaN stop's advice names them)."""
+    names = cls.resume_may_change
+    if not (isinstance(names, frozenset) and all(isinstance(n, str) for n in names)):
+        raise ConfigError(
+            f"{cls.__name__}.resume_may_change must be a frozenset of hyperparameter names, "
+            f"e.g. frozenset({{'lr_img'}}); got {names!r}."
+        )
+    if hparams_class_problem(cls.hparams_class):
+        return  # create_method says what is wrong with it
+    unknown = sorted(names - {f.name for f in dataclasses.fields(cls.hparams_class)})
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__}.resume_may_change names {', '.join(map(repr, unknown))}, which "
+            f"{cls.hparams_class.__name__} does not declare."
+        )
+
+
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Register a Method subclass under ``name`` (sets ``cls.name``)."""
 
     def deco(cls: type[Method]) -> type[Method]:
         cls.name = name
+        _check_resume_may_change(cls)
         lines = (cls.__doc__ or "").strip().splitlines()  # a class without a docstring too
         return METHODS.register(name, summary=lines[0] if lines else "")(cls)
 
