@@ -8,7 +8,11 @@ traceback; library callers can catch the exception.
 
 from __future__ import annotations
 
+import functools
 import sys
+import sysconfig
+import traceback
+from pathlib import Path
 from types import FrameType
 
 
@@ -76,3 +80,32 @@ def user_stacklevel() -> int:
     while frame is not None and frame.f_globals.get("__name__", "").startswith("datadistill"):
         level, frame = level + 1, frame.f_back
     return level
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+@functools.cache
+def _stdlib() -> str:
+    return str(Path(sysconfig.get_paths()["stdlib"]).resolve())
+
+
+def _not_users(file: str) -> bool:
+    """Whether ``file`` is datadistill's, torch's or Python's own code (importlib's
+    machinery, the standard library; not installed packages, which may live below it)."""
+    if file.startswith("<"):
+        return True
+    path = Path(file).resolve()
+    if str(path).startswith(_PACKAGE_DIR) or {"torch", "importlib"} & set(path.parts):
+        return True
+    installed = {"site-packages", "dist-packages"} & set(path.parts)
+    return str(path).startswith(_stdlib()) and not installed
+
+
+def user_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of ``exc``'s traceback in the user's own code (a plugin, a
+    method or model of their own), or None when it never passed through any."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not _not_users(frame.filename):
+            return frame
+    return None

@@ -21,11 +21,9 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-import sysconfig
-import traceback
 from pathlib import Path
 
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, user_frame
 
 PLUGINS_ENV = "DATADISTILL_PLUGINS"
 AUTOLOAD_ENV = "DATADISTILL_PLUGIN_AUTOLOAD"
@@ -109,34 +107,14 @@ def _import_file(path: Path) -> None:
         raise
 
 
-_PACKAGE = str(Path(__file__).resolve().parent)
-
-
-_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
-
-
-def _in_stdlib(file: str) -> bool:
-    """Python's own modules (a dataclass refusing a plugin's class, e.g.), not installed
-    packages, which may live below them."""
-    path = Path(file).resolve()
-    installed = {"site-packages", "dist-packages"} & set(path.parts)
-    return str(path).startswith(_STDLIB) and not installed
-
-
 def _where(exc: BaseException) -> str:
     """`` at FILE:LINE``, for the plugin's author: where a syntax error is, else the
     innermost frame of the failure in the plugin's code (not in importlib's machinery
     nor in datadistill's, e.g. the registry refusing a name the plugin registers again)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f" at {Path(exc.filename).name}:{exc.lineno}"
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        file = frame.filename
-        if file.startswith("<") or str(Path(file).resolve()).startswith(_PACKAGE):
-            continue
-        if "importlib" in Path(file).parts or _in_stdlib(file):
-            continue
-        return f" at {Path(file).name}:{frame.lineno}"
-    return ""
+    frame = user_frame(exc)
+    return f" at {Path(frame.filename).name}:{frame.lineno}" if frame is not None else ""
 
 
 def load_plugins() -> list[str]:

@@ -42,7 +42,7 @@ from datadistill.errors import (
     user_stacklevel,
 )
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
-from datadistill.methods import METHODS, Method, create_method
+from datadistill.methods import METHODS, HParams, Method, create_method
 from datadistill.methods.common import check_ipc
 from datadistill.models import MODELS
 from datadistill.synthetic import SyntheticSet
@@ -625,15 +625,15 @@ def _check_loop_options(
         raise ConfigError("resume=True needs checkpoint=PATH, the checkpoint to continue from.")
 
 
-def _check_json(m: Method) -> None:
+def _check_json(hparams: HParams) -> None:
     """The hyperparameters go into the checkpoint's fingerprint and the manifest's JSON:
     one that cannot is refused before any step, by name."""
-    for key, value in m.hparams.to_dict().items():
+    for key, value in hparams.to_dict().items():
         try:
             json.dumps(value)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"The {key!r} parameter of {m.hparams.owner} is of type {type(value).__name__}, "
+                f"The {key!r} parameter of {hparams.owner} is of type {type(value).__name__}, "
                 "which the manifest cannot store as JSON; use numbers, strings, booleans, or "
                 "lists and dicts of them."
             ) from None
@@ -670,7 +670,7 @@ def _preflight(
         m = method
     else:
         m = create_method(method, **hparams)
-    _check_json(m)
+    _check_json(m.hparams)
     if select not in ("last", "best-val") or (select == "best-val" and validate_every <= 0):
         raise ConfigError("select must be 'last', or 'best-val' with validate_every > 0.")
     resolve_device(device)

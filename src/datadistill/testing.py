@@ -22,9 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import hashlib
-import json
 import math
 import shutil
 import tempfile
@@ -38,14 +36,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from datadistill.errors import DatadistillError
+from datadistill.errors import DatadistillError, user_frame
 
 if TYPE_CHECKING:
     from datadistill.artefact import Distilled
     from datadistill.data import RealData
 
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
-_PACKAGE = str(Path(__file__).resolve().parent)
 
 
 class ContractError(DatadistillError, AssertionError):
@@ -102,16 +99,10 @@ class CheckReport:
 
 def _describe(exc: BaseException) -> str:
     """An exception in one line, with the innermost frame of the code that raised it that
-    is neither datadistill's nor torch's (the user's own line), else the innermost."""
+    is the user's own (not datadistill's, torch's or Python's), else the innermost."""
     frames = traceback.extract_tb(exc.__traceback__)
-    own = [
-        f
-        for f in frames
-        if not str(Path(f.filename).resolve()).startswith(_PACKAGE)
-        and "torch" not in Path(f.filename).parts
-    ]
-    chosen = own or list(frames)
-    where = f" ({Path(chosen[-1].filename).name}:{chosen[-1].lineno})" if chosen else ""
+    frame = user_frame(exc) or (frames[-1] if frames else None)
+    where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame is not None else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if len(text) > 240:  # torch's paragraphs (vmap's, e.g.)
         text = text[:240].rstrip() + " ..."
@@ -120,10 +111,11 @@ def _describe(exc: BaseException) -> str:
 
 def _digest(real: RealData) -> str:
     """Of every split's images and labels (evaluation reads the test split too)."""
+    from datadistill.evaluation.evaluate import _hash_tensor
+
     h = hashlib.sha256()
     for t in (real.train_x, real.train_y, real.val_x, real.val_y, real.test_x, real.test_y):
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        _hash_tensor(h, t)
     return h.hexdigest()
 
 
@@ -225,6 +217,7 @@ def _check_method(
     from datadistill.run import (
         GlobalGeneratorWarning,
         NoLossWarning,
+        _check_json,
         _check_loop_options,
         _preflight,
     )
@@ -246,9 +239,7 @@ def _check_method(
         )
         return report
     try:  # the method's own defaults, before the values of this call
-        defaults = hp_cls()
-        for key, value in defaults.to_dict().items():
-            json.dumps(value, default=functools.partial(_not_json, key))
+        _check_json(hp_cls())
     except Exception as exc:  # noqa: BLE001  (validate()'s ConfigError, or anything else)
         text = str(exc) if isinstance(exc, ConfigError) else _describe(exc)
         report.add("hyperparameters", FAIL, f"its defaults are refused: {text}")
@@ -391,15 +382,6 @@ def _halvable(m: Any) -> tuple[dict[str, float], list[str]]:
         else:
             unchecked.append(key)
     return halvable, unchecked
-
-
-def _not_json(key: str, value: Any) -> Any:
-    from datadistill.errors import ConfigError
-
-    raise ConfigError(
-        f"{key}={value!r} is of type {type(value).__name__}, which the manifest cannot store "
-        "as JSON"
-    )
 
 
 def _no_default(f: dataclasses.Field[Any]) -> bool:
