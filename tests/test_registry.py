@@ -35,6 +35,19 @@ def test_unknown_name_lists_valid_names_and_closest():
     assert "\n" not in msg
 
 
+def test_did_you_mean_compares_names_as_the_registry_does():
+    from datadistill.registry import did_you_mean
+
+    # case and "-" / "_" do not count, and the hint spells the name as registered
+    assert (
+        did_you_mean("FASHION_MNSIT", ["mnist", "fashion-mnist"])
+        == " Did you mean 'fashion-mnist'?"
+    )
+    assert did_you_mean("lr-img", ["lr_img", "momentum"]) == " Did you mean 'lr_img'?"
+    assert did_you_mean("zzz", ["dm", "dc"]) == ""
+    assert did_you_mean("x", []) == ""
+
+
 def test_double_registration_is_a_bug():
     reg: Registry[int] = Registry("thing")
     reg.register("a")(1)

@@ -553,11 +553,9 @@ def check(
     from datadistill.models import MODELS
 
     if name not in METHODS and name not in MODELS:
-        import difflib
+        from datadistill.registry import did_you_mean
 
-        names = [*METHODS.names(), *MODELS.names()]
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, [*METHODS.names(), *MODELS.names()])
         raise ConfigError(
             f"{name!r} is neither a method nor a model; methods: {', '.join(METHODS.names())};"
             f" models: see `datadistill list models`.{hint} A name of your own: list the "

@@ -33,6 +33,15 @@ def _normalise_pattern(pattern: str) -> str:
     return "".join(out)
 
 
+def did_you_mean(name: str, valid: list[str] | tuple[str, ...]) -> str:
+    """`` Did you mean 'x'?`` for the valid name closest to ``name`` (compared as a
+    registry compares names: case-free, ``-`` and ``_`` alike), or ``""`` when none is
+    close: the hint every unknown-name message ends with."""
+    by_key = {_normalise(v): v for v in valid}
+    close = difflib.get_close_matches(_normalise(name), list(by_key), n=1, cutoff=0.5)
+    return f" Did you mean {by_key[close[0]]!r}?" if close else ""
+
+
 def refuse_name(kind: str, name: object, valid: list[str]) -> NoReturn:
     """Raise the one-line :class:`UnknownNameError` for a ``kind`` name that is none of
     ``valid``: not a string (e.g. a null or a number read from a config file), or the
@@ -41,8 +50,7 @@ def refuse_name(kind: str, name: object, valid: list[str]) -> NoReturn:
         raise UnknownNameError(
             f"A {kind} name must be a string, got {name!r}. Valid {kind}s: {', '.join(valid)}."
         )
-    close = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, valid)
     raise UnknownNameError(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
 
 

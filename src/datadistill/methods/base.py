@@ -258,11 +258,10 @@ def create_method(name: str, **hparams: Any) -> Method:
     fields = {f.name for f in dataclasses.fields(hp_cls)}
     unknown = sorted(set(hparams) - fields)
     if unknown:
-        import difflib
+        from datadistill.registry import did_you_mean
 
         valid = ", ".join(sorted(fields)) or "none"
-        close = difflib.get_close_matches(unknown[0], sorted(fields), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(unknown[0], sorted(fields))
         raise ConfigError(
             f"Unknown hyperparameter(s) {', '.join(repr(u) for u in unknown)} for method "
             f"{cls.name!r}; valid: {valid}.{hint}"
