@@ -142,6 +142,68 @@ def test_real_data_changed_in_place_is_caught(register):
     assert "real data" in failed(report) and "clone" in failed(report)["real data"]
 
 
+def test_real_data_changed_on_a_gpu_copy_is_caught(register, monkeypatch):
+    """On a GPU every run gets a device copy of the caller's data (``RealData.to`` copies
+    across devices and keeps the tensors on their own): the check watches that copy."""
+    from datadistill.data.real import RealData
+
+    to = RealData.to
+
+    def copying_to(self, device):  # a CUDA .to: a copy, unless already on the device
+        moved = to(self, device)
+        for key in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+            t = getattr(moved, key)
+            if not getattr(t, "on_device", False):
+                t = t.clone()
+                t.on_device = True
+                setattr(moved, key, t)
+        return moved
+
+    monkeypatch.setattr(RealData, "to", copying_to)
+
+    @register("scribbler")
+    class Scribbler(Nudge):
+        def target(self):
+            self.real.train_x.mul_(1.0001)
+            return super().target()
+
+    report = check_method("scribbler", dd.load_dataset("digits"), raise_on_failure=False)
+    assert "real data" in failed(report) and "reproducible" in failed(report)
+
+
+def test_the_cuda_generator_is_watched_too(monkeypatch):
+    """On CUDA, randn(..., device="cuda") and dropout draw from the device's generator,
+    which torch.get_rng_state does not cover (a CPU generator stands in for it here)."""
+    from datadistill._device import global_rng_states, same_rng_states
+
+    stand_in = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device=None: stand_in.get_state())
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    before, before_cpu = global_rng_states(cuda), global_rng_states(cpu)
+    assert len(before) == 2 and same_rng_states(global_rng_states(cuda), before)
+    torch.randn(3, generator=stand_in)
+    assert not same_rng_states(global_rng_states(cuda), before)
+    assert same_rng_states(global_rng_states(cpu), before_cpu)
+    torch.randn(3)
+    assert not same_rng_states(global_rng_states(cpu), before_cpu)
+
+
+def test_torch_compile_notices_are_no_finding():
+    """Inductor warns once per process on a recent GPU that TF32 is off: that is about the
+    machine, not about a method that compiles its steps."""
+    import warnings
+
+    from datadistill.testing import _from_compiler
+
+    def message(filename):
+        return warnings.WarningMessage("TensorFloat32 ...", UserWarning, filename, 1)
+
+    assert _from_compiler(message("/venv/lib/torch/_inductor/compile_fx.py"))
+    assert _from_compiler(message("/venv/lib/torch/_dynamo/utils.py"))
+    assert not _from_compiler(message("/venv/lib/torch/nn/functional.py"))
+    assert not _from_compiler(message("/home/me/my_method.py"))
+
+
 def test_a_step_without_a_loss_and_an_unloadable_state_fail(register):
     @register("quiet")
     class Quiet(Nudge):

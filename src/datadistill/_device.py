@@ -46,6 +46,33 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def global_rng_states(device: torch.device) -> tuple[Any, ...]:
+    """The states of torch's global generators a run on ``device`` can draw from: the CPU
+    one (``torch.randn(n)``, a CPU model's init) and, on CUDA, the device's own, which
+    ``torch.randn(..., device="cuda")``, ``randn_like`` and dropout draw from there (and
+    ``torch.get_rng_state`` does not cover)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.get_rng_state(), torch.cuda.get_rng_state(device)
+    return (torch.get_rng_state(),)
+
+
+def same_rng_states(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether two :func:`global_rng_states` are the same: nothing drew in between."""
+    import torch
+
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def fork_global_rng(device: torch.device) -> Any:
+    """A context restoring torch's global generators that :func:`global_rng_states` covers
+    for ``device`` when it ends."""
+    import torch
+
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 _libc: ctypes.CDLL | None = None
 

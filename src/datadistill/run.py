@@ -23,10 +23,12 @@ import torch
 from torch import Tensor
 
 from datadistill._device import (
+    global_rng_states,
     peak_memory_bytes,
     prepare_device,
     reset_peak_memory,
     resolve_device,
+    same_rng_states,
 )
 from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME
 from datadistill.artefact import Distilled
@@ -296,10 +298,13 @@ def _checked_metrics(
     return out
 
 
-def _warn_if_global_rng_used(method: Method, before: Tensor) -> None:
-    """A step that draws from torch's global generator makes a seed's run irreproducible
-    and a resume differ from the straight run: say so (the run's generator is the one)."""
-    if not torch.equal(torch.get_rng_state(), before):
+def _warn_if_global_rng_used(
+    method: Method, before: tuple[Tensor, ...], device: torch.device
+) -> None:
+    """A step that draws from torch's global generator (the CPU one, or on CUDA the
+    device's) makes a seed's run irreproducible and a resume differ from the straight run:
+    say so (the run's generator is the one)."""
+    if not same_rng_states(global_rng_states(device), before):
         warnings.warn(
             f"{_label(method)}'s step() drew from torch's global random generator, so a seed "
             "does not fix the run and a resumed run differs from an uninterrupted one; draw "
@@ -465,6 +470,8 @@ def run_loop(
     # the first steps of a run are watched for draws from torch's global generator: one of
     # a builtin method, three of a user's
     watched = 1 if type(method).__module__.startswith("datadistill.") else 3
+    # on CUDA, randn(..., device=...) and dropout draw from the device's own generator
+    dev = next((p.device for p in method.synthetic().parameters()), torch.device("cpu"))
     steps = 0  # taken by this call
     try:
         # Ctrl-C is a flag from here on, also during the first validation and the last save
@@ -480,11 +487,12 @@ def run_loop(
                     stopped_by = "time"
                     break
                 t0 = time.perf_counter()
-                before, rng = method.iteration, torch.get_rng_state() if steps < watched else None
+                before = method.iteration
+                rng = global_rng_states(dev) if steps < watched else None
                 metrics = _checked_metrics(method, method.step(), before, first=steps == 0)
                 seconds += time.perf_counter() - t0
                 if rng is not None:
-                    _warn_if_global_rng_used(method, rng)
+                    _warn_if_global_rng_used(method, rng, dev)
                 steps += 1
                 loss = metrics.get("loss", 0.0)
                 if not math.isfinite(loss):

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from datadistill._device import fork_global_rng, global_rng_states, same_rng_states
 from datadistill.errors import DatadistillError, user_frame
 
 if TYPE_CHECKING:
@@ -162,6 +163,14 @@ def _kept_warnings() -> Iterator[list[warnings.WarningMessage]]:
             kept.extend(caught)
 
 
+def _from_compiler(w: warnings.WarningMessage) -> bool:
+    """Whether ``w`` is one of torch.compile's notices about this machine or process (e.g.
+    inductor's, once per process on a GPU, that TF32 is available but off), which is no
+    finding about a method that compiles its steps."""
+    path = Path(w.filename).as_posix()
+    return "/torch/_inductor/" in path or "/torch/_dynamo/" in path
+
+
 def check_method(
     method: str,
     real: RealData | None = None,
@@ -195,7 +204,9 @@ def check_method(
         IPC the data cannot give, a missing expert buffer) raise :class:`ConfigError` as
         :func:`datadistill.distill` does. Torch's global random state is restored after.
     """
-    with torch.random.fork_rng(devices=[]):
+    from datadistill._device import resolve_device
+
+    with fork_global_rng(resolve_device(device)):
         report = _check_method(method, real, ipc, iterations, seed, device, hparams)
     return _done(report, raise_on_failure)
 
@@ -250,21 +261,25 @@ def _check_method(
     _check_loop_options(iterations, None, 1, seed, False, None)
     m = _preflight(real, method, ipc, device, 0, "last", hparams)  # also: JSON-able values
     report.add("hyperparameters", OK, "a frozen dataclass of HParams with defaults")
-    exact = resolve_device(device).type == "cpu"
+    dev = resolve_device(device)
+    exact = dev.type == "cpu"
+    # the runs get the data on the device: a copy of the caller's on a GPU, which only the
+    # runs would see change, so the check watches (and hands them) the device's copy
+    real = real.to(dev)
     data_before = _digest(real)
     kw: dict[str, Any] = dict(ipc=ipc, seed=seed, device=device, **hparams)
 
     def distill(**extra: Any) -> Distilled:
         return dd.distill(real, method, **{**kw, "iterations": iterations, **extra})
 
-    global_before = torch.get_rng_state()
+    global_before = global_rng_states(dev)
     with _kept_warnings() as seen:
         try:
             first = distill()
         except Exception as exc:  # noqa: BLE001  (any failure is the report's finding)
             report.add("runs", FAIL, _describe(exc))
             return report
-    global_drawn = not torch.equal(torch.get_rng_state(), global_before)
+    global_drawn = not same_rng_states(global_rng_states(dev), global_before)
     n = first.manifest["iterations"]
     steps = cls.needs_steps
     report.add(
@@ -286,6 +301,7 @@ def _check_method(
         str(w.message)
         for w in seen
         if not issubclass(w.category, (NoLossWarning, GlobalGeneratorWarning))
+        and not _from_compiler(w)
     ]
     if others:
         more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
@@ -556,7 +572,7 @@ def check_model(
     if not channels or not image_sizes:
         raise ConfigError("check_model needs at least one channel count and one image size.")
     dev = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):  # a model drawing from it leaves it as it was
+    with fork_global_rng(dev):  # a model drawing from them leaves them as they were
         for c in channels:
             for size in image_sizes:
                 _check_model_shape(report, name, c, size, num_classes, options, dev)
@@ -646,14 +662,14 @@ def _check_model_shape(
 
     model.train()
     xg = x.clone().requires_grad_(True)
-    before = torch.get_rng_state()
+    before = global_rng_states(device)  # dropout on CUDA draws from the device's generator
     try:
         target = torch.arange(4, device=device) % num_classes
         torch.nn.functional.cross_entropy(model(xg), target).backward()
     except Exception as exc:  # noqa: BLE001
         at.add("gradients", FAIL, _describe(exc))
         return
-    drew = not torch.equal(torch.get_rng_state(), before)
+    drew = not same_rng_states(global_rng_states(device), before)
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     if xg.grad is None or not bool(torch.isfinite(xg.grad).all()) or not xg.grad.any():
         at.add(
