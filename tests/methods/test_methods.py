@@ -269,6 +269,25 @@ def test_herding_init_takes_herdings_picks_in_the_trained_embedding(digits):
     assert torch.equal(mf.images.detach(), MultiFormationSet.from_real(four, 2).images.detach())
 
 
+@pytest.mark.parametrize("name", ["herding", "kcenter"])
+def test_feature_coresets_store_their_picks_in_the_trained_embedding(digits, name):
+    """The registered baselines keep the real images herding / k-center choose in the
+    embedding of a network trained on the training split (k-center from a first image
+    drawn by the run's generator after that training), class by class."""
+    from datadistill.methods.features import all_class_features
+
+    d = dd.distill(digits, name, ipc=3, seed=0, device="cpu", width=32, train_steps=30)
+    g = torch.Generator().manual_seed(0)  # the run's generator for seed 0
+    per_class = all_class_features(digits, "convnet", 32, 30, g, torch.device("cpu"))
+    for c, (feats, idx) in enumerate(per_class):
+        if name == "herding":
+            pick = herding(feats.float(), 3)
+        else:
+            pick = kcenter(feats.float(), 3, int(torch.randint(len(feats), (1,), generator=g)))
+        assert torch.equal(d.images[3 * c : 3 * c + 3], digits.train_x[idx[pick]]), c
+        assert torch.equal(d.labels[3 * c : 3 * c + 3], torch.full((3,), c))
+
+
 def test_feature_cache_is_reused_and_forgotten_with_its_data(monkeypatch):
     """Herding and k-center with one seed train one feature network; the cached features
     live in host memory and go when their data are freed."""
