@@ -91,6 +91,38 @@ def test_mtt_step_learns_images_and_lr(digits, expert_buffer):
     assert m.synthetic().learned_lr() != lr0
 
 
+@pytest.mark.parametrize("unroll", ["full", "constant"])
+def test_mtt_step_moves_against_the_matching_gradients(digits, expert_buffer, monkeypatch, unroll):
+    """A step descends the matching loss: on the first step (momentum buffers equal to the
+    gradients) the images, the learned lr and the soft labels each move by minus their
+    own lr times the gradient of the loss the unroll returns (which the unroll tests check
+    against autograd)."""
+    import datadistill.methods.mtt as mtt_module
+    from datadistill.methods.mtt import LR_FLOOR
+
+    name = "unroll_constant_memory" if unroll == "constant" else "unroll_full"
+    results, real_unroll = [], getattr(mtt_module, name)
+
+    def spy(*args):
+        results.append(real_unroll(*args))
+        return results[-1]
+
+    monkeypatch.setattr(mtt_module, name, spy)
+    hp = {**SMOKE_HPARAMS["mtt"], "buffer": str(expert_buffer), "soft_labels": True}
+    m = create_method("mtt", **hp, unroll=unroll, lr_lr=1e-4)
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    s, h = m.synthetic(), m.hparams
+    images, lr, soft = (t.detach().clone() for t in (s.images, s.lr, s.soft_labels))
+    m.step()
+    (res,) = results
+    lr_expected = lr - h.lr_lr * res.grad_lr.reshape(lr.shape)
+    assert float(lr_expected) > LR_FLOOR * h.lr_teacher  # the floor does not hide the update
+    assert float(res.grad_images.abs().max()) > 0 and float(res.grad_soft.abs().max()) > 0
+    torch.testing.assert_close(s.images.detach(), images - h.lr_img * res.grad_images)
+    torch.testing.assert_close(s.lr.detach(), lr_expected)
+    torch.testing.assert_close(s.soft_labels.detach(), soft - h.lr_label * res.grad_soft)
+
+
 def test_the_learned_lr_stays_above_its_floor(digits, expert_buffer):
     """Plain SGD on the student lr can push it to zero or below; after every step it is
     projected back to at least LR_FLOOR x lr_teacher, so the set's lr can train a network."""
