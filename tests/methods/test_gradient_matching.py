@@ -341,6 +341,41 @@ def test_outer_iteration_runs_the_schedule(digits, name):
     assert (m.dsa is not None) == (name == "dsa")
 
 
+def test_dsa_augments_both_sides_of_a_match_with_one_draw_per_class(digits):
+    """DSA is DC with Siamese augmentation: a match augments the synthetic images of each
+    class and that class's real batch with the same parameters (group c = class c)."""
+    m = create_method("dsa", **SMOKE_HPARAMS["dsa"])
+    m.setup(digits, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    dsa, calls = m.dsa, []
+
+    class Recorder:  # DSA, recording what it augments with which parameters
+        def __getattr__(self, name):
+            return getattr(dsa, name)
+
+        def __call__(self, x, params):
+            calls.append((x.detach().clone(), params))
+            return dsa(x, params)
+
+    m.dsa = Recorder()
+    syn = m.synthetic().class_images().detach().clone()  # (10, 2, 1, 8, 8)
+    m._match(0)
+    (syn_in, syn_params), *real_calls = calls
+    assert torch.equal(syn_in, syn) and syn_params.groups == 10
+    label_of = {
+        x.numpy().tobytes(): int(y) for x, y in zip(digits.train_x, digits.train_y, strict=True)
+    }
+    first = 0
+    for x, params in real_calls:  # the real side, in groups of classes
+        g = x.shape[0]
+        assert x.shape[1] == SMOKE_HPARAMS["dsa"]["batch_real"] and params.groups == g
+        for c in range(g):  # each group row: real images of its class
+            assert {label_of[img.numpy().tobytes()] for img in x[c]} == {first + c}
+        for key in ("brightness", "crop", "flip", "scale", "rotate"):
+            assert torch.equal(getattr(params, key), getattr(syn_params, key)[first : first + g])
+        first += g
+    assert first == 10
+
+
 def test_dc_defaults_follow_ipc(digits):
     m = create_method("dc", width=32)
     m.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
