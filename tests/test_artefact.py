@@ -203,12 +203,27 @@ def test_png_export_reads_back_with_its_own_class_order(tmp_path, digits):
 def test_grid_follows_labels_and_allows_fewer_images_than_classes(tmp_path, digits):
     import dataclasses
 
+    import numpy as np
+    from PIL import Image
+
     from datadistill.report import save_grid
 
-    d = _distilled(digits)
+    def grid(images, labels, name):
+        d = dd.Distilled(images=images, labels=labels, info=digits.info, manifest={})
+        return np.asarray(Image.open(save_grid(d, tmp_path / name)))
+
+    # each class's images one grey level of its own, two images a class
+    labels = torch.arange(10).repeat_interleave(2)
+    images = (labels / 10).view(20, 1, 1, 1).expand(20, 1, 8, 8).clone()
+    sorted_grid = grid(images, labels, "sorted.png")
     order = torch.randperm(20, generator=torch.Generator().manual_seed(1))
-    shuffled = dataclasses.replace(d, images=d.images[order], labels=d.labels[order])
-    assert save_grid(shuffled, tmp_path / "a.png").is_file()
+    # the same rows whatever order the set stores its images in ...
+    assert np.array_equal(grid(images[order], labels[order], "shuffled.png"), sorted_grid)
+    # ... and each row shows its own class's images: swapping two classes' images shows
+    swapped = images.clone()
+    swapped[[0, 1, 18, 19]] = images[[18, 19, 0, 1]]
+    assert not np.array_equal(grid(swapped, labels, "swapped.png"), sorted_grid)
+    d = _distilled(digits)
     few = dataclasses.replace(d, images=d.images[:5], labels=torch.tensor([0, 0, 3, 7, 7]))
     assert save_grid(few, tmp_path / "b.png").is_file()
 
