@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import datadistill as dd
+from datadistill.callbacks import Callback
 from datadistill.errors import ConfigError, RunError
 from datadistill.methods import METHODS
 from datadistill.methods.dm import DM
@@ -47,10 +48,33 @@ def test_resumed_run_equals_uninterrupted(tmp_path, digits, request, method, ext
         checkpoint_every=1,
         **hp,
     )
+
+    class Steps(Callback):  # the iterations the resumed run itself takes
+        def __init__(self):
+            self.start, self.taken = None, []
+
+        def on_start(self, method, start, total):
+            self.start = start
+
+        def on_step(self, method, iteration, metrics):
+            self.taken.append(iteration)
+
+    steps = Steps()
     resumed = dd.distill(
-        digits, method, 2, seed=1, iterations=n, device="cpu", checkpoint=ckpt, resume=True, **hp
+        digits,
+        method,
+        2,
+        seed=1,
+        iterations=n,
+        device="cpu",
+        checkpoint=ckpt,
+        resume=True,
+        callbacks=[steps],
+        **hp,
     )
     assert resumed.manifest["iterations"] == n
+    # it went on from the checkpoint rather than starting again (which gives the same set)
+    assert steps.start == n // 2 and len(steps.taken) == n - n // 2
     assert torch.equal(straight.images, resumed.images)
     assert straight.lr == resumed.lr
     if straight.soft_labels is not None:
