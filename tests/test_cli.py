@@ -704,7 +704,7 @@ def test_check_runs_the_contract_checks_of_a_method_or_model(
     [
         (("dm", "--hp", "ipc=2"), "--hp ipc=... is the check's own setting for a method"),
         (("dm", "--ipc", "0"), "IPC must be an integer >= 1"),
-        (("dm", "--device", "bogus"), "device"),
+        (("dm", "--device", "bogus"), "Unknown device 'bogus'; use 'auto', 'cpu' or 'cuda[:N]'"),
         (("dm", "--channels", "3"), "--channels does not apply here: dm is a method"),
         (("lenet", "--ipc", "2"), "--ipc does not apply here: lenet is a model"),
         (("lenet", "--data-root=/tmp"), "--data-root does not apply here: lenet is a model"),

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -293,11 +294,18 @@ def test_worker_devices_spread_a_bare_cuda_and_keep_an_index():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"dsa": "no"}, {"lr": True}, {"arch": ""}, {"arch": 3}, {"dsa": 1}]
+    "bad,message",
+    [
+        ({"dsa": "no"}, "dsa must be True or False; got 'no'"),
+        ({"lr": True}, "lr must be a finite number > 0; got True"),
+        ({"arch": ""}, "arch must be a model name; got ''"),
+        ({"arch": 3}, "arch must be a model name; got 3"),
+        ({"dsa": 1}, "dsa must be True or False; got 1"),
+    ],
 )
-def test_an_expert_recipe_takes_switches_and_numbers_of_their_own_type(bad):
+def test_an_expert_recipe_takes_switches_and_numbers_of_their_own_type(bad, message):
     """A string switch is truthy ("no" would train with DSA): refused, as HParams does."""
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=re.escape(f"The expert {message}.")):
         ExpertRecipe(**bad)
 
 

@@ -51,7 +51,7 @@ def test_did_you_mean_compares_names_as_the_registry_does():
 def test_double_registration_is_a_bug():
     reg: Registry[int] = Registry("thing")
     reg.register("a")(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="thing 'A' is already registered"):
         reg.register("A")(2)
 
 
