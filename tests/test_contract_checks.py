@@ -113,6 +113,10 @@ def test_a_state_dict_without_the_optimiser_fails_the_resume_check(register):
     report = check_method("forgetful", raise_on_failure=False)
     assert list(failed(report)) == ["resume"]
     assert "optimiser's state" in failed(report)["resume"]
+    # a method that declares a changeable lr gets the row for it, skipped
+    Forgetful.resume_may_change = frozenset({"lr_img"})
+    statuses = {c.name: c.status for c in check_method("forgetful", raise_on_failure=False).checks}
+    assert statuses["resume"] == "FAIL" and statuses["resume with a new lr"] == "skip"
     with pytest.raises(ContractError, match=r"'forgetful' failed 1 check\(s\). resume: a run"):
         check_method("forgetful")
     with pytest.raises(AssertionError):  # a failed check is a failed test under pytest
@@ -204,6 +208,19 @@ def test_torch_compile_notices_are_no_finding():
     assert not _from_compiler(message("/home/me/my_method.py"))
 
 
+def test_a_step_that_breaks_the_loop_names_no_line_of_the_loop(register):
+    """The loop's own sentence names the method; the loop's line would only mislead."""
+
+    @register("stuck")
+    class Stuck(Nudge):
+        def step(self):
+            return {"loss": 1.0}  # no self.iteration += 1
+
+    report = check_method("stuck", raise_on_failure=False)
+    assert "left its iteration at 0" in failed(report)["runs"]
+    assert ".py:" not in failed(report)["runs"]
+
+
 def test_a_step_without_a_loss_and_an_unloadable_state_fail(register):
     @register("quiet")
     class Quiet(Nudge):
@@ -290,6 +307,25 @@ def test_a_correct_users_model_passes(register_model):
     register_model("tiny")(Tiny)
     report = check_model("tiny")
     assert len(report.checks) == 4 * 5 and report.passed
+
+
+def test_a_model_as_readme_writes_it_needs_no_owner(register_model):
+    """README's sentence (subclass ImageClassifier, take the three keywords) is enough:
+    the messages that refuse a size name the class when no ``owner`` is given."""
+
+    class Plain(Tiny):
+        def __init__(self, *, channels, num_classes, image_size):
+            ImageClassifier.__init__(
+                self, channels=channels, num_classes=num_classes, image_size=image_size
+            )
+            self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+            self.feature_dim = 4
+            self.classifier = nn.Linear(4, num_classes)
+
+    register_model("plain")(Plain)
+    assert check_model("plain", image_sizes=(8,)).passed
+    with pytest.raises(dd.ConfigError, match="Plain"):
+        Plain(channels=0, num_classes=10, image_size=8)
 
 
 @pytest.mark.parametrize(
@@ -535,7 +571,8 @@ def test_a_method_that_fails_only_on_a_later_run_is_a_failed_check(register):
     report = check_method("flaky", raise_on_failure=False)
     detail = failed(report)["reproducible"]
     assert "a second run with seed 0 failed: RuntimeError: out of luck" in detail
-    assert {c.name: c.status for c in report.checks}["artefact"] == "ok"
+    statuses = {c.name: c.status for c in report.checks}
+    assert statuses["artefact"] == "ok" and statuses["seed"] == statuses["resume"] == "skip"
 
 
 def test_resume_may_change_is_checked_at_registration_and_each_name_in_the_report(register):

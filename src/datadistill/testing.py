@@ -100,9 +100,13 @@ class CheckReport:
 
 def _describe(exc: BaseException) -> str:
     """An exception in one line, with the innermost frame of the code that raised it that
-    is the user's own (not datadistill's, torch's or Python's), else the innermost."""
+    is the user's own (not datadistill's, torch's or Python's), else the innermost; none
+    for the library's own sentences (a step that broke the loop's contract names the
+    method, and the loop's line would only mislead)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    frame = user_frame(exc) or (frames[-1] if frames else None)
+    frame = user_frame(exc)
+    if frame is None and frames and not isinstance(exc, DatadistillError):
+        frame = frames[-1]
     where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame is not None else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if len(text) > 240:  # torch's paragraphs (vmap's, e.g.)
@@ -201,8 +205,9 @@ def check_method(
     Returns:
         the :class:`CheckReport`; ``print`` it for a table of the checks. The method's own
         mistakes are failed checks; mistakes in the call (an unknown hyperparameter, an
-        IPC the data cannot give, a missing expert buffer) raise :class:`ConfigError` as
-        :func:`datadistill.distill` does. Torch's global random state is restored after.
+        IPC the data cannot give) raise :class:`ConfigError`, and a missing expert buffer
+        :class:`DataError`, as :func:`datadistill.distill` does. Torch's global random
+        state is restored after.
     """
     from datadistill._device import resolve_device
 
@@ -333,7 +338,10 @@ def _check_method(
             other = distill(seed=seed + 1)
         except Exception as exc:  # noqa: BLE001
             report.add("reproducible", FAIL, f"{which} failed: {_describe(exc)}")
+            report.add("seed", SKIP, "after a failed run")
             report.add("resume", SKIP, "after a failed run")
+            if _halvable(m)[0]:
+                report.add("resume with a new lr", SKIP, "after a failed run")
             _check_artefact(report, first)
             return report
     diff = _same_set(first, again, exact)
@@ -470,6 +478,7 @@ def _check_resume(
                 else " (while saving a checkpoint at half-way, or resuming from it)"
             )
             report.add("resume", FAIL, _describe(exc) + advice)
+            _skip_new_lr(report, changeable)
             return
         diff = _same_set(straight, resumed, exact)
         how = "bit for bit" if exact else "to float rounding"
@@ -483,6 +492,7 @@ def _check_resume(
             else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run {how}",
         )
         if diff:
+            _skip_new_lr(report, changeable)
             return
         ignored = []
         for key, value in changeable.items():
@@ -505,6 +515,11 @@ def _check_resume(
             if ignored
             else f"resumed with {names} halved, the run takes the new value",
         )
+
+
+def _skip_new_lr(report: CheckReport, changeable: dict[str, float]) -> None:
+    if changeable:
+        report.add("resume with a new lr", SKIP, "after a failed resume")
 
 
 def _check_artefact(report: CheckReport, result: Distilled) -> None:

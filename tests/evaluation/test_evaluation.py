@@ -635,3 +635,30 @@ def test_a_users_network_is_keyed_by_its_source(digits, tmp_path, monkeypatch):
     exec(source, namespace)
     MODELS._items["usernet"] = namespace["UserNet"]
     assert _network("usernet", info) != _network("usernet", info)
+
+
+def test_an_evaluation_report_prints_as_a_table():
+    """``print(dd.evaluate(...))`` shows the accuracies, not the dataclass's fields."""
+    from datadistill.evaluation import get_protocol
+    from datadistill.evaluation.evaluate import EvalReport, Result
+
+    report = EvalReport(
+        protocol=get_protocol("fast"),
+        ipc=1,
+        seeds=2,
+        results={
+            "convnet": {"distilled": Result((0.9, 0.92)), "random": Result((0.7, 0.74))},
+            "mlp": {"distilled": Result((0.8, 0.8))},
+        },
+        lr_distilled=0.0123,
+        lr_learned=True,
+    )
+    lines = str(report).splitlines()
+    assert lines[0] == (
+        "test accuracy (%), protocol fast, IPC 1, 2 seeds; the distilled set trained at its "
+        "learned lr 0.0123"
+    )
+    assert lines[1].split("  ")[0] == "architecture" and "random real subset" in lines[1]
+    assert lines[2].split() == ["convnet", "91.00", "±", "1.00", "72.00", "±", "2.00", "-"]
+    assert lines[3].split() == ["mlp", "80.00", "±", "0.00", "-", "-"]
+    assert len(lines) == 4

@@ -90,6 +90,25 @@ class EvalReport:
     # built without load_dataset), which may differ from the set's own (a warning says so)
     data_digest: str | None = None
 
+    def __str__(self) -> str:
+        """A plain table: test accuracy (%) per architecture, mean ± std over seeds."""
+        seeds = f"{self.seeds} seed{'' if self.seeds == 1 else 's'}"
+        lines = [f"test accuracy (%), protocol {self.protocol.name}, IPC {self.ipc}, {seeds}"]
+        if self.lr_learned and self.lr_distilled is not None:
+            lines[0] += f"; the distilled set trained at its learned lr {self.lr_distilled:.4g}"
+        kinds = ("distilled", "random", "full")
+        table = [["architecture", "distilled", "random real subset", "full data"]]
+        table += [
+            [arch, *(str(rows[k]) if k in rows else "-" for k in kinds)]
+            for arch, rows in self.results.items()
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(4)]
+        lines += [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        ]
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol.name,

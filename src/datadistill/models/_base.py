@@ -24,9 +24,17 @@ class ImageClassifier(nn.Module):
     feature_dim: int
 
     def __init__(
-        self, *, channels: int, num_classes: int, image_size: int | tuple[int, int], owner: str
+        self,
+        *,
+        channels: int,
+        num_classes: int,
+        image_size: int | tuple[int, int],
+        owner: str | None = None,
     ) -> None:
+        """``owner`` names the model in the messages that refuse a size (default: the
+        class's name)."""
         super().__init__()
+        owner = owner or type(self).__name__
         self.channels = check_int(channels, "channels", owner)
         self.num_classes = check_int(num_classes, "num_classes", owner)
         self.image_size = image_hw(image_size, owner)
