@@ -662,3 +662,80 @@ def test_an_evaluation_report_prints_as_a_table():
     assert lines[2].split() == ["convnet", "91.00", "±", "1.00", "72.00", "±", "2.00", "-"]
     assert lines[3].split() == ["mlp", "80.00", "±", "0.00", "-", "-"]
     assert len(lines) == 4
+
+
+def test_train_and_test_trains_with_every_setting_of_the_protocol(digits, monkeypatch):
+    """Each of the protocol's settings reaches the training (a protocol whose values all
+    differ from the defaults), and the accuracy is measured on the split asked for."""
+    ev = importlib.import_module("datadistill.evaluation.evaluate")
+
+    seen: dict = {}
+    monkeypatch.setattr(ev, "train_network", lambda model, x, y, **kw: seen.update(kw))
+    monkeypatch.setattr(ev, "accuracy", lambda model, x, y: 0.5)
+    proto = dataclasses.replace(
+        get_protocol("fast"),
+        epochs=7,
+        lr=0.03,
+        momentum=0.7,
+        weight_decay=1e-3,
+        batch_size=17,
+        decay_at=0.3,
+        dsa=True,
+    )
+    x, y = digits.train_x[:20], digits.train_y[:20]
+    ev.train_and_test(x, y, digits, proto, "convnet", seed=0, device=torch.device("cpu"))
+    picked = {k: seen[k] for k in ("epochs", "lr", "momentum", "weight_decay", "batch_size")}
+    assert picked == {
+        "epochs": 7,
+        "lr": 0.03,
+        "momentum": 0.7,
+        "weight_decay": 1e-3,
+        "batch_size": 17,
+    }
+    assert seen["decay_at"] == 0.3
+    # DSA for the dataset: digits are never mirrored
+    assert seen["dsa"] is not None and "flip" not in seen["dsa"].config.families
+    seen.clear()
+    ev.train_and_test(x, y, digits, get_protocol("fast"), "convnet", 0, device=torch.device("cpu"))
+    assert seen["dsa"] is None and seen["decay_at"] == 0.5
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_train_and_test_scores_the_split_asked_for(digits, monkeypatch, split):
+    ev = importlib.import_module("datadistill.evaluation.evaluate")
+
+    scored = []
+    monkeypatch.setattr(ev, "train_network", lambda *a, **kw: None)
+    monkeypatch.setattr(ev, "accuracy", lambda model, x, y: scored.append((x, y)) or 0.5)
+    x, y = digits.train_x[:20], digits.train_y[:20]
+    ev.train_and_test(x, y, digits, get_protocol("fast"), "convnet", 0, split=split)
+    ((sx, sy),) = scored
+    assert torch.equal(sx, digits.split(split)[0]) and torch.equal(sy, digits.split(split)[1])
+
+
+def test_evaluate_draws_a_random_subset_per_seed_and_the_full_reference_on_train(
+    digits, monkeypatch, tmp_path
+):
+    """Seed s of the random baseline trains on random_subset(real, ipc, s), and the
+    full-data reference on the training split (neither validation nor test); the seed
+    count defaults to the protocol's."""
+    ev = importlib.import_module("datadistill.evaluation.evaluate")
+
+    calls = []
+
+    def fake_train(images, labels, real, protocol, arch, seed, **kw):
+        calls.append((images, labels, seed, kw.get("epochs")))
+        return 0.5
+
+    monkeypatch.setattr(ev, "train_and_test", fake_train)
+    d = dd.distill(digits, "random", ipc=2, seed=0, device="cpu")
+    proto = dataclasses.replace(get_protocol("fast"), seeds=3)
+    report = ev.evaluate(d, digits, proto, cache_dir=tmp_path, device="cpu", full_seeds=1)
+    assert report.seeds == 3 and len(report.results["convnet"]["random"].accs) == 3
+    randoms = [c for c in calls if c[3] is None and c[0].shape[0] == 20][3:]  # after the set's
+    assert [c[2] for c in randoms] == [0, 1, 2]
+    for images, labels, s, _ in randoms:
+        rx, ry = random_subset(digits, 2, s)
+        assert torch.equal(images, rx) and torch.equal(labels, ry)
+    (full,) = [c for c in calls if c[3] is not None]
+    assert torch.equal(full[0], digits.train_x) and torch.equal(full[1], digits.train_y)
