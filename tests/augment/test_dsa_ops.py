@@ -190,3 +190,32 @@ def test_every_family_passes_a_nonzero_finite_gradient(family: str) -> None:
     (AUGMENTATIONS.get(family)(x, p) * images(3, 2, 3, 8, 8, seed=1)).sum().backward()
     assert x.grad is not None
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_crop_and_cutout_sizes_round_half_up_as_the_reference() -> None:
+    """The reference's int(side * ratio + 0.5): MNIST's 28 px shift by up to 4 (3.5 rounds
+    up), and a 9-px image loses a 5-px square (4.5 rounds up)."""
+    x = torch.zeros(2, 1, 1, 28, 28)
+    x[..., 14, 14] = 1
+    u = torch.tensor([[0.0, 0.0], [1 - 1e-7, 1 - 1e-7]])  # the two extreme shifts
+    out = AUGMENTATIONS.get("crop")(x, params_for("crop", 2, crop=u, crop_ratio=0.125))
+    moved = out[:, 0, 0].flatten(1).argmax(1)
+    assert (moved // 28 - 14).tolist() == [4, -4] and (moved % 28 - 14).tolist() == [4, -4]
+    ones = torch.ones(1, 1, 1, 9, 9)
+    p = params_for("cutout", 1, cutout=torch.tensor([[0.5, 0.5]]), cutout_ratio=0.5)
+    assert int((AUGMENTATIONS.get("cutout")(ones, p) == 0).sum()) == 25
+
+
+def test_sampled_scale_and_rotation_span_the_papers_ranges() -> None:
+    """Scale factors uniform on [1 / 1.2, 1.2] and angles on [-15, 15] degrees (DSA's
+    defaults), each end reached."""
+    p = DSA(DSAConfig()).sample(20000, torch.Generator().manual_seed(0))
+    lo, hi = float(p.scale.min()), float(p.scale.max())
+    assert 1 / 1.2 <= lo < 1 / 1.2 + 0.005 and 1.2 - 0.005 < hi <= 1.2
+    degrees = p.rotate * 180 / math.pi
+    assert -15 <= float(degrees.min()) < -14.9 and 14.9 < float(degrees.max()) <= 15
+
+
+def test_a_dataset_that_forbids_mirroring_gets_no_flip() -> None:
+    assert "flip" not in DSAConfig().for_dataset(allow_flip=False).families
+    assert "flip" in DSAConfig().for_dataset(allow_flip=True).families
