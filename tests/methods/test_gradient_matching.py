@@ -376,6 +376,51 @@ def test_dsa_augments_both_sides_of_a_match_with_one_draw_per_class(digits):
     assert first == 10
 
 
+def test_dc_step_trains_a_fresh_network_with_lr_net_between_matches(digits):
+    """Each outer iteration starts from a network freshly drawn from the run's generator,
+    and between matches trains it by SGD at ``lr_net`` on the synthetic set (one full
+    batch here: IPC 1, batch_train 256)."""
+    import copy
+
+    from datadistill.models import reset_parameters
+
+    m = create_method("dc", **{**SMOKE_HPARAMS["dc"], "lr_net": 0.05, "inner_loop": 1})
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    m.step()
+    trained = copy.deepcopy(m.net)  # where the first iteration left the network
+    fresh = copy.deepcopy(m.net)
+    reset_parameters(fresh, torch.Generator().set_state(m.generator.get_state()))
+    at_match, after_train = [], []
+    match, train = m._match, m._train_net
+
+    def spy_match(ol):
+        at_match.append([p.detach().clone() for p in m.net.parameters()])
+        return match(ol)
+
+    def spy_train(opt):
+        images = m.synthetic().class_images().detach().flatten(0, 1)
+        labels = torch.arange(10).repeat_interleave(images.shape[0] // 10)
+        before = copy.deepcopy(m.net)
+        train(opt)
+        grads = torch.autograd.grad(
+            F.cross_entropy(before(images), labels), list(before.parameters())
+        )
+        after_train.append(
+            [(p.detach() - 0.05 * g) for p, g in zip(before.parameters(), grads, strict=True)]
+        )
+
+    m._match, m._train_net = spy_match, spy_train
+    m.step()
+    for p, q in zip(at_match[0], fresh.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not all(
+        torch.equal(p, t) for p, t in zip(at_match[0], trained.parameters(), strict=True)
+    )
+    (expected,) = after_train
+    for p, e in zip(at_match[1], expected, strict=True):
+        torch.testing.assert_close(p, e, rtol=1e-4, atol=1e-5)
+
+
 def test_dc_defaults_follow_ipc(digits):
     m = create_method("dc", width=32)
     m.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
