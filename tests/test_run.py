@@ -211,6 +211,52 @@ def test_validation_selects_on_val_split(digits):
     assert val["protocol"] == "fast"  # DM's sets are made for the plain dc recipe
 
 
+def test_best_val_keeps_the_state_of_the_best_validation_score(digits, monkeypatch):
+    """With scores that peak at iteration 2 of 4, best-val returns the set as it was at
+    iteration 2 (a run stopped there), not the last one; each check scores the set of
+    its own iteration on the validation split, with the learned lr where the protocol
+    trains with one."""
+    import datadistill.callbacks
+
+    scores = iter([0.1, 0.2, 0.9, 0.3, 0.4])
+    calls = []
+
+    def scripted(images, labels, real, protocol, arch, seed, **kw):
+        calls.append((images.clone(), kw["split"], kw["lr"]))
+        return next(scores)
+
+    monkeypatch.setattr(datadistill.callbacks, "train_and_test", scripted)
+    common = dict(ipc=1, seed=3, device="cpu", **HP)
+    best = dd.distill(digits, "dm", iterations=4, validate_every=1, select="best-val", **common)
+    at_2 = dd.distill(digits, "dm", iterations=2, **common)
+    last = dd.distill(digits, "dm", iterations=4, **common)
+    assert torch.equal(best.images, at_2.images) and not torch.equal(best.images, last.images)
+    assert best.manifest["validation"]["best_iteration"] == 2
+    assert [c[1:] for c in calls] == [("val", None)] * 5  # DM's protocol has no learned lr
+    assert torch.equal(calls[2][0], at_2.images) and torch.equal(calls[4][0], last.images)
+
+
+def test_validation_trains_at_the_learned_lr_where_the_protocol_does(digits, monkeypatch):
+    import datadistill.callbacks
+    from datadistill.callbacks import Validation
+    from datadistill.synthetic import PixelSet
+
+    seen = []
+    monkeypatch.setattr(
+        datadistill.callbacks, "train_and_test", lambda *a, **kw: seen.append(kw["lr"]) or 0.5
+    )
+
+    class Holder:  # what Validation reads of a method
+        synset = PixelSet(digits.train_x[:10], 10, lr=0.0123)
+
+        def synthetic(self):
+            return self.synset
+
+    Validation(digits, 1, protocol="mtt").check(Holder(), 0)
+    Validation(digits, 1, protocol="fast").check(Holder(), 0)
+    assert seen == [pytest.approx(0.0123), None]
+
+
 def test_validation_never_trains_an_evaluation_network(digits, monkeypatch):
     """Best-val selection trains its network from a seed none of the reported test
     networks (seeds 0, 1, ...) uses, and the manifest says it trains one network a check."""

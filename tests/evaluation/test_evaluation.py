@@ -739,3 +739,19 @@ def test_evaluate_draws_a_random_subset_per_seed_and_the_full_reference_on_train
         assert torch.equal(images, rx) and torch.equal(labels, ry)
     (full,) = [c for c in calls if c[3] is not None]
     assert torch.equal(full[0], digits.train_x) and torch.equal(full[1], digits.train_y)
+
+
+def test_accuracy_scores_in_eval_mode_and_leaves_training_mode_on():
+    """Batch-norm networks are scored with their running statistics (eval mode)."""
+    from datadistill.evaluation.train import accuracy
+
+    modes = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            modes.append(self.training)
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float()
+
+    model = Probe().train()
+    acc = accuracy(model, torch.zeros(120, 1, 2, 2), torch.tensor([0, 1] * 60))
+    assert acc == 0.5 and modes and not any(modes) and model.training
