@@ -52,6 +52,15 @@ def test_allocate_exact_total_within_bounds():
     assert len(sub) == 8 and set(_unbalanced_labels()[sub].tolist()) == {0, 1, 2, 3}
 
 
+def test_allocate_gives_the_rest_to_the_largest_remainders_first():
+    counts = np.array([10, 7, 3])  # quotas of 5: 2.5, 1.75, 0.75
+    assert allocate(counts, 5, np.zeros(3, np.int64), counts).tolist() == [2, 2, 1]
+    counts = np.array([5, 3, 2])  # quotas 2.5, 1.5, 1.0: a tie goes to the lower class
+    assert allocate(counts, 5, np.zeros(3, np.int64), counts).tolist() == [3, 1, 1]
+    counts = np.array([8, 1, 1])  # quotas of 3: 2.4, 0.3, 0.3; lower bounds 0, 1, 1
+    assert allocate(counts, 3, np.array([0, 1, 1]), counts).tolist() == [1, 1, 1]
+
+
 def test_load_dataset_val_and_max_train(tmp_path):
     write_idx_set(tmp_path / "mnist", n_train=200)
     a = load_dataset("mnist", tmp_path, val_size=0.1, download=False)

@@ -52,6 +52,11 @@ def test_load_dataset_zca_whitens_all_splits(tmp_path):
     assert torch.allclose(real.test_x, real.zca.transform(plain.test_x), atol=1e-4)
     assert torch.allclose(real.train_x, real.zca.transform(plain.train_x), atol=1e-4)
     assert not torch.allclose(real.train_x, plain.train_x, atol=1e-2)  # it did whiten
+    # fitted on the training split alone: validation and test images never shape it
+    alone = ZCA.fit(plain.train_x, eps=0.1)
+    assert torch.allclose(
+        real.zca.transform(plain.test_x), alone.transform(plain.test_x), atol=1e-4
+    )
     pixels = real.denormalize(real.val_x)
     assert torch.allclose(pixels, plain.denormalize(plain.val_x), atol=1e-4)
     assert torch.allclose(real.normalize(pixels), real.val_x, atol=1e-3)

@@ -105,7 +105,8 @@ def load_dataset(
         max_train: cap the train split (stratified, deterministic), for quick runs.
         digest: the ``RawData.digest`` the files must give (``real.options["digest"]`` of
             an earlier load, or an artefact's ``data``): a DataError when they give another.
-            ``load_dataset(**real.options)`` loads the same data again, checked.
+            ``load_dataset(**real.options)`` loads the same data again, checked (the
+            whitening is recorded in ``real.info``: add ``zca=real.info.zca``).
     """
     _check_options(normalization, zca, zca_eps, max_train)
     if digest is not None and not isinstance(digest, str):
