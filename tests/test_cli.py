@@ -795,3 +795,30 @@ def test_a_plugin_whose_package_fails_is_one_line(cli_here, plugin_state, tmp_pa
     monkeypatch.syspath_prepend(str(tmp_path))
     proc = cli_here("list", env={"DATADISTILL_PLUGINS": "brokenpkg.plugin"}, check=False)
     assert proc.returncode == 2 and "RuntimeError: boom in __init__ at __init__.py:1" in proc.stderr
+
+
+def test_a_sets_evaluation_protocol_is_its_methods_and_evaluate_defaults_to_it(
+    tmp_path, cli_here, monkeypatch
+):
+    """The manifest records the protocol the method's sets are made for, and `evaluate`
+    without --protocol trains with it."""
+    from datadistill.methods import METHODS, register_method
+    from datadistill.methods.dm import DM
+
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    monkeypatch.setattr(METHODS, "_meta", dict(METHODS._meta))
+
+    @register_method("dm_fast")
+    class FastDM(DM):
+        expected_protocol = "fast"
+
+    real = dd.load_dataset("digits")
+    d = dd.distill(real, "dm_fast", ipc=1, iterations=1, device="cpu", width=16)
+    assert d.manifest["protocol"] == "fast"
+    path = d.save(tmp_path / "set.safetensors")
+    cli_here(
+        "evaluate", str(path), "--seeds", "1", "--no-full", "--device", "cpu",
+        "--json", str(tmp_path / "ev.json"),
+    )  # fmt: skip
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["protocol"] == "fast" and ev["protocol_config"]["epochs"] == 100

@@ -108,3 +108,17 @@ def test_a_matrix_computed_from_the_inverse_is_shared_by_copies_and_usable_with_
     x = _correlated(n=4, seed=2).requires_grad_()
     copy.transform(x).square().sum().backward()  # an inference tensor would refuse this
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_a_whitened_sets_pixels_are_its_images_unwhitened():
+    """`pixels()` (grid, export) shows what a whitened set's images look like: a random
+    subset of whitened digits shows as those digits' own pixels."""
+    import datadistill as dd
+
+    real = load_dataset("digits", zca=True, val_size=0)
+    plain = load_dataset("digits", val_size=0)
+    d = dd.distill(real, "random", ipc=2, seed=0, device="cpu")
+    rows = [int((real.train_x - img).flatten(1).abs().amax(1).argmin()) for img in d.images]
+    expected = plain.denormalize(plain.train_x[rows])
+    assert torch.allclose(d.pixels(), expected, atol=1e-4)
+    assert not torch.allclose(d.pixels(), plain.denormalize(d.images).clamp(0, 1), atol=1e-2)
