@@ -421,6 +421,35 @@ def test_dc_step_trains_a_fresh_network_with_lr_net_between_matches(digits):
         torch.testing.assert_close(p, e, rtol=1e-4, atol=1e-5)
 
 
+def test_dc_sets_batch_norm_statistics_from_real_images_before_a_match(digits):
+    """With a batch-norm network, a match first sets the statistics from 16 real images
+    per class (one training-mode pass, as the reference) and then freezes them."""
+    import copy
+
+    from datadistill.methods.dc import BN_IMAGES_PER_CLASS
+
+    m = create_method("dc", **{**SMOKE_HPARAMS["dc"], "arch": "convnet_bn"})
+    m.setup(digits, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    ref, state, seen = copy.deepcopy(m.net), m.generator.get_state(), []
+    real_side = m._real_side
+
+    def spy(*args):
+        seen.append([(b.running_mean.clone(), b.running_var.clone(), b.training) for b in m.bn])
+        return real_side(*args)
+
+    m._real_side = spy
+    m._match(0)
+    x = digits.sample_per_class(BN_IMAGES_PER_CLASS, torch.Generator().set_state(state))
+    with torch.no_grad():
+        ref.train()(x.flatten(0, 1))
+    expected = [b for b in ref.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert len(expected) == len(seen[0]) > 0
+    for (mean, var, training), b in zip(seen[0], expected, strict=True):
+        assert not training
+        torch.testing.assert_close(mean, b.running_mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(var, b.running_var, rtol=1e-4, atol=1e-5)
+
+
 def test_dc_defaults_follow_ipc(digits):
     m = create_method("dc", width=32)
     m.setup(digits, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
