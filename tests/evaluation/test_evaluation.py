@@ -35,6 +35,13 @@ def test_protocols_are_frozen_and_faithful():
     )
     assert get_protocol("dsa").epochs == 1000 and get_protocol("dsa").dsa
     assert get_protocol("mtt").learned_lr
+    # every paper protocol divides the lr by 10 at half the epochs and trains 5 networks
+    assert {n: (get_protocol(n).decay_at, get_protocol(n).seeds) for n in PROTOCOLS.names()} == {
+        "dc": (0.5, 5),
+        "dsa": (0.5, 5),
+        "mtt": (0.5, 5),
+        "fast": (0.5, 2),
+    }
     with pytest.raises(dataclasses.FrozenInstanceError):
         dc.epochs = 1  # type: ignore[misc]
     with pytest.raises(UnknownNameError, match="Did you mean 'fast'"):
