@@ -33,12 +33,12 @@ def _normalise_pattern(pattern: str) -> str:
     return "".join(out)
 
 
-def did_you_mean(name: str, valid: list[str] | tuple[str, ...]) -> str:
+def did_you_mean(name: str, valid: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
     """`` Did you mean 'x'?`` for the valid name closest to ``name`` (compared as a
     registry compares names: case-free, ``-`` and ``_`` alike), or ``""`` when none is
-    close: the hint every unknown-name message ends with."""
+    as close as ``cutoff`` (difflib's ratio): the hint unknown-name messages end with."""
     by_key = {_normalise(v): v for v in valid}
-    close = difflib.get_close_matches(_normalise(name), list(by_key), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(_normalise(name), list(by_key), n=1, cutoff=cutoff)
     return f" Did you mean {by_key[close[0]]!r}?" if close else ""
 
 
@@ -50,7 +50,7 @@ def refuse_name(kind: str, name: object, valid: list[str]) -> NoReturn:
         raise UnknownNameError(
             f"A {kind} name must be a string, got {name!r}. Valid {kind}s: {', '.join(valid)}."
         )
-    hint = did_you_mean(name, valid)
+    hint = did_you_mean(name, valid, cutoff=0.5)  # short names: a looser match
     raise UnknownNameError(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
 
 

@@ -406,8 +406,12 @@ def run_loop(
     fingerprint: dict[str, Any] | None = None,
     resume_changes: Sequence[dict[str, Any]] = (),
     setup_seconds: float = 0.0,
+    device: torch.device | str | None = None,
 ) -> LoopResult:
-    """Call ``method.step()`` until the budget is spent; the one loop of every method."""
+    """Call ``method.step()`` until the budget is spent; the one loop of every method.
+
+    ``device`` is where the method computes: on CUDA the first steps are also watched for
+    draws from the device's own generator (default: the CPU's alone)."""
     seconds = 0.0
     carried: dict[str, Any] = {}  # saved states of callbacks this resume runs without
     keys = _callback_keys(callbacks)  # the names their states are saved under
@@ -471,7 +475,7 @@ def run_loop(
     # a builtin method, three of a user's
     watched = 1 if type(method).__module__.startswith("datadistill.") else 3
     # on CUDA, randn(..., device=...) and dropout draw from the device's own generator
-    dev = next((p.device for p in method.synthetic().parameters()), torch.device("cpu"))
+    dev = torch.device("cpu") if device is None else torch.device(device)
     steps = 0  # taken by this call
     try:
         # Ctrl-C is a flag from here on, also during the first validation and the last save
@@ -801,6 +805,7 @@ def _distill_checked(
         fingerprint=fingerprint,
         resume_changes=changes,
         setup_seconds=setup_seconds,
+        device=dev,
     )
     synset = m.synthetic()
     chosen = "last"

@@ -210,7 +210,9 @@ def check_method(
         state is restored after.
     """
     from datadistill._device import resolve_device
+    from datadistill.methods import METHODS
 
+    METHODS.get(method)  # an unknown name first, with the closest match
     with fork_global_rng(resolve_device(device)):
         report = _check_method(method, real, ipc, iterations, seed, device, hparams)
     return _done(report, raise_on_failure)
@@ -340,8 +342,7 @@ def _check_method(
             report.add("reproducible", FAIL, f"{which} failed: {_describe(exc)}")
             report.add("seed", SKIP, "after a failed run")
             report.add("resume", SKIP, "after a failed run")
-            if _halvable(m)[0]:
-                report.add("resume with a new lr", SKIP, "after a failed run")
+            _skip_new_lr(report, m, "after a failed run")
             _check_artefact(report, first)
             return report
     diff = _same_set(first, again, exact)
@@ -367,16 +368,21 @@ def _check_method(
 
     if not steps:
         report.add("resume", SKIP, "nothing to resume: the set is made in setup()")
-    elif n < 2:
-        report.add("resume", SKIP, f"needs at least 2 steps (iterations={iterations})")
-    elif diff:
-        report.add("resume", SKIP, "a run that is not reproducible cannot resume as it was")
-    elif not finite:
-        report.add("resume", SKIP, "a non-finite set is not checkpointed (the run stops)")
+    elif n < 2 or diff or not finite:
+        why = (
+            f"needs at least 2 steps (iterations={iterations})"
+            if n < 2
+            else "a run that is not reproducible cannot resume as it was"
+            if diff
+            else "a non-finite set is not checkpointed (the run stops)"
+        )
+        report.add("resume", SKIP, why)
+        _skip_new_lr(report, m, "without the resume check")
     else:
         changeable, unchecked = _halvable(m)
-        _check_resume(report, distill, first, n, exact, changeable)
-        if unchecked:
+        if not _check_resume(report, distill, first, n, exact, changeable):
+            _skip_new_lr(report, m, "after a failed resume")
+        elif unchecked:
             report.add(
                 "resume with a new lr",
                 SKIP,
@@ -459,9 +465,10 @@ def _check_resume(
     n: int,
     exact: bool,
     changeable: dict[str, float],
-) -> None:
+) -> bool:
     """A run resumed at half-way equals the uninterrupted one; and one resumed with a
-    setting of ``resume_may_change`` halved does not (the new value is applied)."""
+    setting of ``resume_may_change`` halved does not (the new value is applied). Returns
+    whether the resume itself passed."""
     with tempfile.TemporaryDirectory() as tmp, _kept_warnings():
         ckpt, half = Path(tmp) / "checkpoint.pt", Path(tmp) / "half.pt"
         try:
@@ -478,8 +485,7 @@ def _check_resume(
                 else " (while saving a checkpoint at half-way, or resuming from it)"
             )
             report.add("resume", FAIL, _describe(exc) + advice)
-            _skip_new_lr(report, changeable)
-            return
+            return False
         diff = _same_set(straight, resumed, exact)
         how = "bit for bit" if exact else "to float rounding"
         report.add(
@@ -492,8 +498,7 @@ def _check_resume(
             else f"resumed at step {n // 2} of {n}, it equals an uninterrupted run {how}",
         )
         if diff:
-            _skip_new_lr(report, changeable)
-            return
+            return False
         ignored = []
         for key, value in changeable.items():
             shutil.copyfile(half, ckpt)
@@ -501,7 +506,7 @@ def _check_resume(
                 changed = distill(iterations=n, checkpoint=ckpt, resume=True, **{key: value / 2})
             except Exception as exc:  # noqa: BLE001
                 report.add("resume with a new lr", FAIL, f"{key} halved: {_describe(exc)}")
-                return
+                return True
             if not _same_set(straight, changed, exact):
                 ignored.append(key)
     if changeable:
@@ -515,11 +520,14 @@ def _check_resume(
             if ignored
             else f"resumed with {names} halved, the run takes the new value",
         )
+    return True
 
 
-def _skip_new_lr(report: CheckReport, changeable: dict[str, float]) -> None:
-    if changeable:
-        report.add("resume with a new lr", SKIP, "after a failed resume")
+def _skip_new_lr(report: CheckReport, m: Any, why: str) -> None:
+    """The "resume with a new lr" row, skipped, for a method that declares rates a resume
+    may change."""
+    if m.changeable_on_resume():
+        report.add("resume with a new lr", SKIP, why)
 
 
 def _check_artefact(report: CheckReport, result: Distilled) -> None:

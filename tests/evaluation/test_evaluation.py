@@ -659,11 +659,13 @@ def test_an_evaluation_report_prints_as_a_table():
         },
         lr_distilled=0.0123,
         lr_learned=True,
+        full_epochs=60,
+        full_seeds=1,
     )
     lines = str(report).splitlines()
     assert lines[0] == (
-        "test accuracy (%), protocol fast, IPC 1, 2 seeds; the distilled set trained at its "
-        "learned lr 0.0123"
+        "test accuracy (%), protocol fast, IPC 1, 2 seeds; full data 60 epochs, 1 seed; the "
+        "distilled set trained at its learned lr 0.0123"
     )
     assert lines[1].split("  ")[0] == "architecture" and "random real subset" in lines[1]
     assert lines[2].split() == ["convnet", "91.00", "±", "1.00", "72.00", "±", "2.00", "-"]
@@ -739,7 +741,7 @@ def test_evaluate_draws_a_random_subset_per_seed_and_the_full_reference_on_train
     proto = dataclasses.replace(get_protocol("fast"), seeds=3)
     report = ev.evaluate(d, digits, proto, cache_dir=tmp_path, device="cpu", full_seeds=1)
     assert report.seeds == 3 and len(report.results["convnet"]["random"].accs) == 3
-    randoms = [c for c in calls if c[3] is None and c[0].shape[0] == 20][3:]  # after the set's
+    randoms = [c for c in calls if c[3] is None and not torch.equal(c[0], d.images)]
     assert [c[2] for c in randoms] == [0, 1, 2]
     for images, labels, s, _ in randoms:
         rx, ry = random_subset(digits, 2, s)
