@@ -274,9 +274,11 @@ def test_feature_coresets_store_their_picks_in_the_trained_embedding(digits, nam
     """The registered baselines keep the real images herding / k-center choose in the
     embedding of a network trained on the training split (k-center from a first image
     drawn by the run's generator after that training), class by class."""
+    from datadistill.methods import features
     from datadistill.methods.features import all_class_features
 
     d = dd.distill(digits, name, ipc=3, seed=0, device="cpu", width=32, train_steps=30)
+    features._LAST.clear()  # train the feature network again here, not from the run's cache
     g = torch.Generator().manual_seed(0)  # the run's generator for seed 0
     per_class = all_class_features(digits, "convnet", 32, 30, g, torch.device("cpu"))
     for c, (feats, idx) in enumerate(per_class):
