@@ -92,10 +92,12 @@ class EvalReport:
 
     def __str__(self) -> str:
         """A plain table: test accuracy (%) per architecture, mean ± std over seeds."""
-        seeds = f"{self.seeds} seed{'' if self.seeds == 1 else 's'}"
+        from datadistill.report import plural  # (report imports the run, which imports this)
+
+        seeds = plural(self.seeds, "seed")
         lines = [f"test accuracy (%), protocol {self.protocol.name}, IPC {self.ipc}, {seeds}"]
         if self.full_seeds is not None and self.full_epochs is not None:
-            full = f"{self.full_seeds} seed{'' if self.full_seeds == 1 else 's'}"
+            full = plural(self.full_seeds, "seed")
             lines[0] += f"; full data {self.full_epochs} epochs, {full}"
         if self.lr_learned and self.lr_distilled is not None:
             lines[0] += f"; the distilled set trained at its learned lr {self.lr_distilled:.4g}"

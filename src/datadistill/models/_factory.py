@@ -89,7 +89,7 @@ def create_model(
     with torch.device("meta"):
         model = factory(channels=channels, num_classes=num_classes, image_size=hw, **kwargs)
     model = model.to_empty(device="cpu")
-    _refuse_meta_attributes(model, str(MODELS.meta(name)["name"]))
+    _refuse_meta_attributes(model, MODELS.canonical(name))
     reset_parameters(model, generator)
     return model
 
