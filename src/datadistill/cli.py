@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import warnings
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -776,6 +777,17 @@ def _out_of_memory(exc: BaseException) -> bool:
     )
 
 
+def _usage_errors() -> Any:
+    """What typer raises, with ``standalone_mode=False``, for a bad or missing flag:
+    ``typer.TyperException`` from typer 0.28, click's ``ClickException`` in typer 0.26 and
+    0.27 (which carry their own copy of click). Both have ``exit_code`` and
+    ``format_message``; the click one also ``show``."""
+    public = getattr(typer, "TyperException", None)
+    if public is not None:
+        return public
+    return import_module("typer._click.exceptions").ClickException
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     warnings.showwarning = _show_warning
@@ -810,7 +822,7 @@ def main() -> None:
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):  # Ctrl-C (or end of input) typer lets through
         _interrupted()
-    except typer.TyperException as exc:  # usage errors: bad or missing flags
+    except _usage_errors() as exc:  # usage errors: bad or missing flags
         show = getattr(exc, "show", None)
         if callable(show):
             show()
