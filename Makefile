@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q install --no-compile -c const
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-lowest lint clean
 
 # The demo needs the runtime dependencies only; the test tools come on top of them.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,9 +27,19 @@ test: $(DEV_STAMP)
 	$(PY) -m mypy src
 	$(PY) -m pytest
 
+# The suite against the lowest dependency versions pyproject.toml allows, in a venv of its
+# own; the package is installed (not editable), so the tests import that copy.
+test-lowest:
+	test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip --disable-pip-version-check -q install --no-compile \
+		-c constraints-lowest.txt . pytest
+	.venv-lowest/bin/python -m pip --disable-pip-version-check -q install --no-compile \
+		--force-reinstall --no-deps .
+	.venv-lowest/bin/python -m pytest -p no:cacheprovider
+
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy src
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest runs .pytest_cache .mypy_cache .ruff_cache
