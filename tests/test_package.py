@@ -66,6 +66,22 @@ def test_import_and_help_do_not_import_torch():
     assert "dm" in r.stdout
 
 
+def test_version_names_the_package_torch_and_python_without_importing_torch():
+    r = _python(
+        "import sys\n"
+        "from datadistill.cli import main\n"
+        "sys.argv = ['datadistill', '--version']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"{_NO_TORCH}"
+    )
+    assert r.returncode == 0, r.stderr
+    from importlib.metadata import version
+
+    line = r.stdout.strip()
+    assert line.startswith(f"datadistill {dd.__version__} (torch {version('torch')}, Python 3.")
+    assert line.count("\n") == 0
+
+
 def test_an_unknown_name_on_the_command_line_is_refused_before_torch_loads():
     for argv, expected in (
         (["distill", "--dataset", "digits", "--method", "dmm", "--out", "x"], "'dm'"),

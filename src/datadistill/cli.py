@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import sys
 import warnings
 from importlib import import_module
@@ -29,6 +30,41 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Dataset distillation: compress a training set into a few synthetic images per class.",
 )
+
+
+def _version_line() -> str:
+    """datadistill's, torch's and Python's versions (torch's from its metadata: the line
+    must not wait for torch to import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from datadistill import __version__
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"datadistill {__version__} (torch {torch_version}, Python {platform.python_version()})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of datadistill, torch and Python, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Dataset distillation: compress a training set into a few synthetic images per class."""
 
 
 # --full-epochs of `distill` and `evaluate` (evaluation.evaluate.FULL_MIN_STEPS: 500)
