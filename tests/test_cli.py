@@ -301,6 +301,31 @@ def test_an_interrupted_run_exits_with_130(monkeypatch, cli_here):
     )
 
 
+def test_a_mistyped_or_missing_flag_is_typers_usage_line_and_status_2(cli_here):
+    """typer's usage errors (typer.TyperException, or click's ClickException before typer
+    0.28) reach main(), which shows them without a traceback."""
+    proc = cli_here("distill", "--bogus", check=False)
+    assert proc.returncode == 2
+    assert "No such option: --bogus" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli_here("distill", "--method", "dm", check=False)
+    assert proc.returncode == 2
+    assert "Missing option '--dataset'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_end_of_input_inside_a_command_is_an_interruption(monkeypatch, cli_here):
+    """click turns an EOFError into typer.Abort, a RuntimeError: it is an interruption, not
+    a bug to show with a traceback."""
+    import datadistill.artefact
+
+    def end_of_input(path):
+        raise EOFError
+
+    monkeypatch.setattr(datadistill.artefact, "load", end_of_input)
+    proc = cli_here("show", "set.safetensors", check=False)
+    assert proc.returncode == 130
+    assert proc.stderr.strip().splitlines()[-1] == "error: interrupted."
+
+
 def test_ctrl_c_inside_a_command_says_how_to_resume(monkeypatch, cli_here):
     """typer turns a KeyboardInterrupt inside a command into exit code 130 without a word;
     the CLI says what happened and how to continue."""

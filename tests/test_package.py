@@ -110,28 +110,34 @@ def test_an_unknown_name_on_the_command_line_is_refused_before_torch_loads():
 
 
 def _pins(name: str) -> dict[str, str]:
-    """``package -> version`` of a constraints file at the repository's root."""
+    """``package -> version`` of a constraints file at the repository's root (``NAME==V``
+    lines; names compared as pip compares them)."""
+    from packaging.utils import canonicalize_name
+
     root = Path(__file__).resolve().parents[1]
     pins = {}
     for line in (root / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             package, _, version = line.partition("==")
-            pins[package.strip().lower()] = version.strip()
+            pins[canonicalize_name(package.strip())] = version.strip()
     return pins
 
 
 def test_the_constraint_files_pin_every_dependency_and_the_lowest_its_lower_bound():
     tomllib = pytest.importorskip("tomllib")
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
     from packaging.version import Version
 
     root = Path(__file__).resolve().parents[1]
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     newest, lowest = _pins("constraints.txt"), _pins("constraints-lowest.txt")
     for dep in map(Requirement, deps):
-        name = dep.name.lower()
-        (bound,) = [s.version for s in dep.specifier if s.operator == ">="]
+        name = canonicalize_name(dep.name)
+        bounds = [s.version for s in dep.specifier if s.operator == ">="]
+        assert len(bounds) == 1, f"pyproject.toml gives {dep} no single lower bound (>=)"
+        bound = bounds[0]
         assert name in newest, f"constraints.txt does not pin {name}"
         assert Version(newest[name]) in dep.specifier, (name, newest[name])
         if name == "torch":  # these machines have one CPU wheel; its bound is not tested

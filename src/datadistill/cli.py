@@ -846,6 +846,10 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    # before RuntimeError, which typer.Abort subclasses (click turns an EOFError, and a
+    # Ctrl-C outside a command, into Abort)
+    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C (or end of input) typer lets through
+        _interrupted()
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise  # a bug, not a user error: the traceback is what a report needs
@@ -856,8 +860,6 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C (or end of input) typer lets through
-        _interrupted()
     except _usage_errors() as exc:  # usage errors: bad or missing flags
         show = getattr(exc, "show", None)
         if callable(show):
