@@ -64,7 +64,7 @@ def _options(
         ),
     ] = False,
 ) -> None:
-    """Dataset distillation: compress a training set into a few synthetic images per class."""
+    """The options before a command (--version)."""
 
 
 # --full-epochs of `distill` and `evaluate` (evaluation.evaluate.FULL_MIN_STEPS: 500)
