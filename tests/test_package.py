@@ -11,11 +11,25 @@ import pytest
 import datadistill as dd
 
 _NO_TORCH = "assert 'torch' not in sys.modules, 'torch was imported'"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _main_without_torch(argv: list[str], code: int) -> subprocess.CompletedProcess[str]:
+    """``datadistill ARGV`` in a fresh interpreter; the process fails unless main() exits
+    with ``code`` and torch was never imported."""
+    return _python(
+        "import sys\n"
+        "from datadistill.cli import main\n"
+        f"sys.argv = ['datadistill', *{argv!r}]\n"
+        f"try:\n    main()\nexcept SystemExit as e:\n    assert e.code == {code}, e.code\n"
+        "else:\n    raise AssertionError('no exit')\n"
+        f"{_NO_TORCH}"
     )
 
 
@@ -51,13 +65,7 @@ def test_an_unknown_name_is_an_attribute_error():
 def test_import_and_help_do_not_import_torch():
     r = _python(f"import sys, datadistill; print(datadistill.__version__); {_NO_TORCH}")
     assert r.returncode == 0, r.stderr
-    r = _python(
-        "import sys\n"
-        "from datadistill.cli import main\n"
-        "sys.argv = ['datadistill', '--help']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        f"{_NO_TORCH}"
-    )
+    r = _main_without_torch(["--help"], 0)
     assert r.returncode == 0, r.stderr
     assert "distill" in r.stdout
     # a name from the API still works after a lazy import
@@ -67,13 +75,7 @@ def test_import_and_help_do_not_import_torch():
 
 
 def test_version_names_the_package_torch_and_python_without_importing_torch():
-    r = _python(
-        "import sys\n"
-        "from datadistill.cli import main\n"
-        "sys.argv = ['datadistill', '--version']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        f"{_NO_TORCH}"
-    )
+    r = _main_without_torch(["--version"], 0)
     assert r.returncode == 0, r.stderr
     from importlib.metadata import version
 
@@ -93,14 +95,7 @@ def test_an_unknown_name_on_the_command_line_is_refused_before_torch_loads():
         (["list", "method"], "methods"),
         (["distill", "--dataset", "digits", "--out", "x", "--hp", "arch=convnt"], "'convnet'"),
     ):
-        r = _python(
-            "import sys\n"
-            "from datadistill.cli import main\n"
-            f"sys.argv = ['datadistill', *{argv!r}]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 2, e.code\n"
-            "else:\n    raise AssertionError('no exit')\n"
-            f"{_NO_TORCH}"
-        )
+        r = _main_without_torch(argv, 2)
         assert r.returncode == 0, (argv, r.stderr)
         assert r.stderr.startswith(
             ("error: Unknown ", "error: Cannot list", "error: The 'arch'")
@@ -114,9 +109,8 @@ def _pins(name: str) -> dict[str, str]:
     lines; names compared as pip compares them)."""
     from packaging.utils import canonicalize_name
 
-    root = Path(__file__).resolve().parents[1]
     pins = {}
-    for line in (root / name).read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             package, _, version = line.partition("==")
@@ -130,8 +124,7 @@ def test_the_constraint_files_pin_every_dependency_and_the_lowest_its_lower_boun
     from packaging.utils import canonicalize_name
     from packaging.version import Version
 
-    root = Path(__file__).resolve().parents[1]
-    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     newest, lowest = _pins("constraints.txt"), _pins("constraints-lowest.txt")
     for dep in map(Requirement, deps):
         name = canonicalize_name(dep.name)
