@@ -28,15 +28,11 @@ test: $(DEV_STAMP)
 	$(PY) -m pytest
 
 # The suite against the lowest dependency versions pyproject.toml allows, in a venv of its
-# own; the package is installed (not editable), so the tests import that copy. build/ goes
-# first: setuptools would copy files since deleted from src/ into the wheel from there.
+# own (the package installed editable, as for `make test`).
 test-lowest:
 	test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
-	rm -rf build
 	.venv-lowest/bin/python -m pip --disable-pip-version-check -q install --no-compile \
-		-c constraints-lowest.txt . pytest
-	.venv-lowest/bin/python -m pip --disable-pip-version-check -q install --no-compile \
-		--force-reinstall --no-deps .
+		-c constraints-lowest.txt -e . pytest
 	.venv-lowest/bin/python -m pytest -p no:cacheprovider
 
 lint: $(DEV_STAMP)
