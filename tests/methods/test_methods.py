@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -6,7 +7,8 @@ import torch
 import datadistill as dd
 from datadistill.errors import ConfigError, UnknownNameError
 from datadistill.evaluation import get_protocol, train_and_test
-from datadistill.functional import mean_embedding_loss
+from datadistill.functional import mean_embedding_loss, mmd_loss
+from datadistill.functional.distances import MMD_BANDWIDTH_SCALES
 from datadistill.methods import METHODS, create_method
 from datadistill.methods.coreset import herding, kcenter
 from tests.conftest import SMOKE_HPARAMS, smoke_hparams
@@ -86,6 +88,58 @@ def test_dm_loss_zero_on_identical_means():
     real = torch.zeros(2, 4, 3)
     syn = torch.ones(2, 1, 3)
     assert mean_embedding_loss(real, syn).item() == pytest.approx(6.0)
+
+
+def test_mmd_loss_by_hand():
+    """Real embeddings 0 and 2, one synthetic at 0: the median squared distance b is 4, and
+    per kernel of width s * b the biased MMD^2 is (1 - exp(-1 / s)) / 2, times b."""
+    real = torch.tensor([[[0.0], [2.0]]])
+    syn = torch.tensor([[[0.0]]])
+    want = sum(2 * (1 - math.exp(-1 / s)) for s in MMD_BANDWIDTH_SCALES)
+    assert mmd_loss(real, syn).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_mmd_loss_is_zero_on_the_same_set_and_scales_as_the_mean_loss():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 40, 6, generator=g)
+    assert mmd_loss(real, real.flip(1)).item() == pytest.approx(0.0, abs=1e-5)
+    syn = (torch.randn(3, 4, 6, generator=g) + 1).requires_grad_()
+    mmd_loss(real, syn).backward()
+    mean_grad = torch.autograd.grad(mean_embedding_loss(real, syn), syn)[0]
+    assert syn.grad is not None and torch.isfinite(syn.grad).all()
+    ratio = syn.grad.norm() / mean_grad.norm()
+    assert 0.1 < ratio < 10  # scaled by the bandwidth: DM's learning rates carry over
+    # like the mean loss, it scales with the square of the embeddings
+    twice = mmd_loss(2 * real, 2 * syn.detach()) / mmd_loss(real, syn.detach())
+    assert twice.item() == pytest.approx(4.0, rel=1e-4)
+
+
+def test_mmd_loss_with_one_real_embedding_still_pulls():
+    real = torch.zeros(2, 1, 3)
+    syn = torch.ones(2, 2, 3, requires_grad=True)
+    syn.data[:, 1] += 1
+    loss = mmd_loss(real, syn)
+    loss.backward()
+    assert loss.item() > 0 and syn.grad is not None and syn.grad.abs().sum() > 0
+
+
+def test_dm_mmd_distance_runs_and_is_validated(digits):
+    d = dd.distill(
+        digits,
+        "dm",
+        ipc=2,
+        seed=0,
+        iterations=3,
+        device="cpu",
+        **{**SMOKE_HPARAMS["dm"], "distance": "mmd"},
+    )
+    d0 = dd.distill(digits, "dm", ipc=2, seed=0, iterations=3, device="cpu", **SMOKE_HPARAMS["dm"])
+    assert torch.isfinite(d.images).all() and not torch.equal(d.images, d0.images)
+    assert d.manifest["hparams"]["distance"] == "mmd"
+    with pytest.raises(
+        ConfigError, match="'distance' parameter of DM must be one of 'mean', 'mmd'"
+    ):
+        create_method("dm", distance="gauss")
 
 
 def test_dm_batched_step_equals_per_class_reference(digits):

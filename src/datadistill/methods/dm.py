@@ -6,13 +6,16 @@ synthetic images, with the same Siamese augmentation applied to both:
 
     loss = sum_c || mean_i f(A_c(x_real_ci)) - mean_j f(A_c(s_cj)) ||^2
 
-The synthetic pixels are updated with SGD (lr 1.0, momentum 0.5 in the paper). All
-classes share each forward call (instance norm keeps samples independent; on CPU the real
-half runs in cache-sized chunks of ``real_chunk`` images, unless the network has batch
-norm, which needs the whole batch), the real half without autograd (optionally in
-bfloat16, ``real_precision``: on CPUs with native bf16 it runs about twice as fast, and its
-mean embeddings differ from float32's by about 0.2%). With many classes the synthetic half
-runs in class groups that fit a budget of activation memory, one group's graph at a time
+With ``distance="mmd"`` the squared mean distance becomes a Gaussian-kernel MMD between
+the class's real and synthetic embeddings (M3D, Zhang et al. 2024;
+:func:`datadistill.functional.mmd_loss`). The synthetic pixels are updated with SGD (lr
+1.0, momentum 0.5 in the paper). All classes share each forward call (instance norm keeps
+samples independent; on CPU the real half runs in cache-sized chunks of ``real_chunk``
+images, unless the network has batch norm, which needs the whole batch), the real half
+without autograd (optionally in bfloat16, ``real_precision``: on CPUs with native bf16 it
+runs about twice as fast, and its mean embeddings differ from float32's by about 0.2%).
+With many classes the synthetic half runs in class groups that fit a budget of activation
+memory, one group's graph at a time
 (:func:`datadistill.methods.common.backward_in_class_groups`; the loss is a sum over
 classes, so the gradient is the same), unless batch norm couples the classes.
 """
@@ -29,7 +32,7 @@ from torch import Tensor, nn
 from datadistill._device import COMPILE_CHOICES
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
-from datadistill.functional import mean_embedding_loss
+from datadistill.functional import EMBEDDING_DISTANCES, mean_embedding_loss, mmd_loss
 from datadistill.methods.base import (
     HParams,
     Method,
@@ -79,6 +82,8 @@ class DMParams(HParams):
     # synthetic half, its gradient and the loss stay float32. "auto": bfloat16 where the
     # device computes it natively (CPUs with AVX512-BF16 / AMX, recent GPUs), else float32
     real_precision: str = "float32"
+    distance: str = "mean"  # "mean": the paper's mean embeddings; "mmd": Gaussian-kernel
+    # MMD between the real and synthetic embeddings of each class (M3D, Zhang et al. 2024)
 
     applies_only_with: ClassVar[dict[str, tuple[str, Any]]] = {"dsa_strategy": ("dsa", True)}
 
@@ -95,6 +100,7 @@ class DMParams(HParams):
         positive("DM", "factor", self.factor, int)
         one_of("DM", "compile", self.compile, COMPILE_CHOICES)
         one_of("DM", "real_precision", self.real_precision, PRECISIONS)
+        one_of("DM", "distance", self.distance, EMBEDDING_DISTANCES)
         require(
             "DM",
             "real_chunk",
@@ -152,6 +158,7 @@ class DM(Method):
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
         self.real_dtype = resolve_precision(hp.real_precision, device)
+        self.distance_fn = mmd_loss if hp.distance == "mmd" else mean_embedding_loss
 
     def step(self) -> dict[str, float]:
         hp: DMParams = self.hparams  # type: ignore[assignment]
@@ -184,7 +191,7 @@ class DM(Method):
 
         def loss_of(grp: slice, s: Tensor) -> Tensor:
             syn_feat = self.embed(s.flatten(0, 1)).view(s.shape[0], s.shape[1], -1)
-            return mean_embedding_loss(real_feat[grp], syn_feat)
+            return self.distance_fn(real_feat[grp], syn_feat)
 
         if self.batch_norm:  # its statistics span every class's synthetic images
             groups = [slice(0, k)]
