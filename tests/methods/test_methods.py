@@ -114,6 +114,17 @@ def test_mmd_loss_is_zero_on_the_same_set_and_scales_as_the_mean_loss():
     assert twice.item() == pytest.approx(4.0, rel=1e-4)
 
 
+def test_mmd_kernel_sum_by_squaring_equals_one_exp_per_kernel():
+    from datadistill.functional.distances import _kernel_sum
+
+    scales = MMD_BANDWIDTH_SCALES
+    assert all(b == 2 * a for a, b in zip(scales, scales[1:], strict=False))  # squaring halves
+    d = torch.rand(3, 7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    band = torch.tensor([0.1, 1.0, 5.0], dtype=torch.float64)
+    direct = sum(torch.exp(-d / (s * band)[:, None, None]) for s in scales)
+    torch.testing.assert_close(_kernel_sum(d * 10, band * 10), direct, rtol=1e-12, atol=1e-12)
+
+
 def test_mmd_loss_with_one_real_embedding_still_pulls():
     real = torch.zeros(2, 1, 3)
     syn = torch.ones(2, 2, 3, requires_grad=True)

@@ -21,7 +21,7 @@ def mean_embedding_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
 
 
 EMBEDDING_DISTANCES = ("mean", "mmd")
-MMD_BANDWIDTH_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+MMD_BANDWIDTH_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # each twice the one before (see _kernel_sum)
 
 
 def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
@@ -59,15 +59,19 @@ def mmd_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
             pool = rs.flatten(1)
         band = pool.median(1).values.clamp_min(1e-12)  # (K,)
     ss = _squared_distances(syn_feat, syn_feat)
-    total = syn_feat.new_zeros(())
-    for scale in MMD_BANDWIDTH_SCALES:
-        b = (scale * band)[:, None, None]
-        per_class = (
-            torch.exp(-rr / b).mean((1, 2))
-            - 2 * torch.exp(-rs / b).mean((1, 2))
-            + torch.exp(-ss / b).mean((1, 2))
-        )
-        total = total + (band * per_class).sum()
+    per_class = _kernel_sum(rr, band).mean((1, 2)) - 2 * _kernel_sum(rs, band).mean((1, 2))
+    return (band * (per_class + _kernel_sum(ss, band).mean((1, 2)))).sum()
+
+
+def _kernel_sum(d: Tensor, band: Tensor) -> Tensor:
+    """The sum over :data:`MMD_BANDWIDTH_SCALES` of ``exp(-d / (s * band))`` for (K, n, m)
+    squared distances: one ``exp`` at the widest scale, each narrower (half as wide) its
+    square."""
+    e = torch.exp(-d / (MMD_BANDWIDTH_SCALES[-1] * band)[:, None, None])
+    total = e
+    for _ in MMD_BANDWIDTH_SCALES[:-1]:
+        e = e * e
+        total = total + e
     return total
 
 
