@@ -162,12 +162,23 @@ def experts_seconds(r: dict[str, Any]) -> str:
     return " + ".join(parts) or "-"
 
 
+def default_distance(method: str) -> str | None:
+    """The matching distance a method uses by default (DC / DSA's ``ours``, DM's ``mean``),
+    or None for a method without that hyperparameter."""
+    from datadistill.methods import METHODS
+
+    if method not in METHODS:
+        return None
+    return getattr(METHODS.get(method).hparams_class, "distance", None)
+
+
 def method_label(r: dict[str, Any]) -> str:
     """The cell's method, naming a multi-formation factor (IDC's parameterisation), a
-    gradient-matching distance other than DC's and a distillation seed other than 0."""
+    matching distance other than the method's default and a distillation seed other than
+    0."""
     hp, factor = r.get("hparams") or {}, cell_factor(r)
     notes = [f"multi-formation x{factor}"] if factor != 1 else []
-    if hp.get("distance", "ours") != "ours":
+    if "distance" in hp and hp["distance"] != default_distance(r["method"]):
         notes.append(f"distance {hp['distance']}")
     seed = distillation_seed(r)
     if seed != 0:
@@ -421,6 +432,14 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                         "what differs from the plain multi-formation cell (e.g. IDC's `l1`",
                         "gradient distance).",
                     ]
+        if any((r.get("hparams") or {}).get("distance") == "mmd" for r in sel):
+            intro += [
+                "`distance mmd`: DM matching each class's real and synthetic embeddings by",
+                "a Gaussian-kernel MMD (M3D's objective, Zhang et al. 2024; five bandwidths",
+                "around the median squared distance of the real embeddings) instead of the",
+                "paper's distance between their means, with the same CPU defaults, budget",
+                "and evaluation as the `dm` cell of the same dataset and IPC.",
+            ]
         if any(r.get("teacher") for r in sel):
             intro += [
                 "A row with teacher labels trained on soft labels from an expert network",

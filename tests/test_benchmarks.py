@@ -450,6 +450,11 @@ def test_multiformation_cells_are_named_and_explained():
     assert write_md.method_label({"method": "random"}) == "random"
     idc = {"method": "dc", "hparams": {"factor": 2, "distance": "l1"}}
     assert write_md.method_label(idc) == "dc (multi-formation x2, distance l1)"
+    # each method's own default distance goes unnamed (DM's mean, DC / DSA's ours)
+    assert write_md.method_label({"method": "dm", "hparams": {"distance": "mean"}}) == "dm"
+    assert write_md.method_label({"method": "dsa", "hparams": {"distance": "ours"}}) == "dsa"
+    mmd = {"method": "dm", "hparams": {"distance": "mmd"}}
+    assert write_md.method_label(mmd) == "dm (distance mmd)"
     again = {"method": "dsa", "hparams": {"factor": 2}, "seed": 1, "tag": "mf2-seed1"}
     assert write_md.method_label(again) == "dsa (multi-formation x2, seed 1)"
     assert write_md.MF_TAG.fullmatch("mf2-l1") and not write_md.MF_TAG.fullmatch("mf2l1")
