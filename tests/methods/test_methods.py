@@ -114,6 +114,35 @@ def test_mmd_loss_is_zero_on_the_same_set_and_scales_as_the_mean_loss():
     assert twice.item() == pytest.approx(4.0, rel=1e-4)
 
 
+def test_mmd_loss_against_a_loop_over_classes_and_pairs():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    syn = torch.randn(3, 3, 4, generator=g, dtype=torch.float64)
+    want = 0.0
+    for r, s in zip(real, syn, strict=True):
+        off = [((a - b) ** 2).sum() for i, a in enumerate(r) for j, b in enumerate(r) if i != j]
+        band = sorted(float(d) for d in off)[(len(off) - 1) // 2]  # the lower median
+
+        def k(a, b, band=band):
+            d = float(((a - b) ** 2).sum())
+            return sum(math.exp(-d / (sc * band)) for sc in MMD_BANDWIDTH_SCALES)
+
+        rr = sum(k(a, b) for a in r for b in r) / len(r) ** 2
+        rs = sum(k(a, b) for a in r for b in s) / (len(r) * len(s))
+        ss = sum(k(a, b) for a in s for b in s) / len(s) ** 2
+        want += band * (rr - 2 * rs + ss)
+    assert mmd_loss(real, syn).item() == pytest.approx(want, rel=1e-9)
+    # classes do not mix, so class groups (one class at a time here) give the same sum
+    by_class = sum(mmd_loss(real[i : i + 1], syn[i : i + 1]) for i in range(3))
+    assert mmd_loss(real, syn).item() == pytest.approx(float(by_class), rel=1e-12)
+    # bf16 features are compared in float32, not in bf16's cancelling arithmetic
+    low = mmd_loss(real.bfloat16(), syn.bfloat16())
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(
+        mmd_loss(real.bfloat16().double(), syn.bfloat16().double()).item(), rel=1e-4
+    )
+
+
 def test_mmd_kernel_sum_by_squaring_equals_one_exp_per_kernel():
     from datadistill.functional.distances import _kernel_sum
 

@@ -31,15 +31,18 @@ def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
 
 
 def mmd_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
-    """Squared maximum mean discrepancy per class with Gaussian kernels (M3D's objective).
+    """Squared maximum mean discrepancy per class with Gaussian kernels (the objective of
+    M3D, Zhang et al. 2024; the kernel widths here are ours).
 
     Matching the whole distribution of a class's embeddings, not only its mean, asks the
     synthetic images to spread over the real ones. The kernels ``exp(-||x - y||^2 / (s *
-    b))`` take the scales ``s`` of :data:`MMD_BANDWIDTH_SCALES` around ``b``, the median
-    squared distance between a class's real embeddings (no gradient through it; with one
-    real embedding, from it to the synthetic ones). Each class's MMD^2 is multiplied by its
-    ``b``, so that the loss scales with the embeddings as :func:`mean_embedding_loss` does
-    (twice the embeddings, four times the loss) and DM's learning rates carry over.
+    b))`` take the scales ``s`` of :data:`MMD_BANDWIDTH_SCALES` around ``b``, the (lower)
+    median squared distance between a class's real embeddings (no gradient through it; with
+    one real embedding, from it to the synthetic ones; if a class's real embeddings all
+    coincide, ``b`` is tiny and the synthetic ones get no gradient). Each class's MMD^2 is
+    multiplied by its ``b``, so that the loss scales with the embeddings as
+    :func:`mean_embedding_loss` does (twice the embeddings, four times the loss) and DM's
+    learning rates carry over.
 
     Args:
         real_feat: (K, n_real, D) real embeddings (no grad needed).
@@ -48,7 +51,10 @@ def mmd_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
         scalar: the sum over the K classes of ``b`` times the biased MMD^2 estimate,
         summed over the kernels.
     """
-    real_feat = real_feat.to(syn_feat.dtype)
+    # float32 at least: in bf16 / fp16 the expanded squared distances lose close pairs to
+    # cancellation (and |a|^2 overflows fp16 for embeddings of a thousand dimensions)
+    dtype = torch.promote_types(syn_feat.dtype, torch.float32)
+    real_feat, syn_feat = real_feat.to(dtype), syn_feat.to(dtype)
     rs = _squared_distances(real_feat, syn_feat)  # (K, n, m)
     with torch.no_grad():
         rr = _squared_distances(real_feat, real_feat)  # (K, n, n)
