@@ -437,10 +437,10 @@ def tagged_section(rows: list[dict[str, Any]]) -> list[str]:
                 "`distance mmd`: DM matching each class's real and synthetic embeddings by",
                 "a Gaussian-kernel MMD (M3D's objective, Zhang et al. 2024; five kernel",
                 "widths of our choosing around the median squared distance of the real",
-                "embeddings) instead of the",
-                "paper's distance between their means, with the same CPU defaults, budget",
-                "and evaluation as the `dm` cell of the same dataset, IPC and",
-                "multi-formation factor (the main table's, or the `mf2` runs').",
+                "embeddings) instead of the paper's distance between their means, with the",
+                "same CPU defaults, budget and evaluation as the `dm` cell of the same",
+                "dataset, IPC and multi-formation factor (the main table's, or the `mf2`",
+                "runs').",
             ]
         if any(r.get("teacher") for r in sel):
             intro += [
