@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,7 +20,6 @@ def mean_embedding_loss(real_feat: Tensor, syn_feat: Tensor) -> Tensor:
     return ((real_feat.mean(1) - syn_feat.mean(1)) ** 2).sum()
 
 
-EMBEDDING_DISTANCES = ("mean", "mmd")
 MMD_BANDWIDTH_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # each twice the one before (see _kernel_sum)
 
 
@@ -79,6 +78,13 @@ def _kernel_sum(d: Tensor, band: Tensor) -> Tensor:
         e = e * e
         total = total + e
     return total
+
+
+# DM's ``distance`` choices: the loss of (K, n_real, D) and (K, n_syn, D) embeddings
+EMBEDDING_DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mean": mean_embedding_loss,
+    "mmd": mmd_loss,
+}
 
 
 GRADIENT_DISTANCES = ("ours", "mse", "cos", "l1")

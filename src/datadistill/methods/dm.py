@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from datadistill._device import COMPILE_CHOICES
 from datadistill.augment import DSA, DSAConfig
 from datadistill.data import RealData
-from datadistill.functional import EMBEDDING_DISTANCES, mean_embedding_loss, mmd_loss
+from datadistill.functional import EMBEDDING_DISTANCES
 from datadistill.methods.base import (
     HParams,
     Method,
@@ -100,7 +100,7 @@ class DMParams(HParams):
         positive("DM", "factor", self.factor, int)
         one_of("DM", "compile", self.compile, COMPILE_CHOICES)
         one_of("DM", "real_precision", self.real_precision, PRECISIONS)
-        one_of("DM", "distance", self.distance, EMBEDDING_DISTANCES)
+        one_of("DM", "distance", self.distance, tuple(EMBEDDING_DISTANCES))
         require(
             "DM",
             "real_chunk",
@@ -158,7 +158,7 @@ class DM(Method):
         cfg = DSAConfig(strategy=hp.dsa_strategy).for_dataset(real.info.allow_flip)
         self.dsa = DSA(cfg) if hp.dsa else None
         self.real_dtype = resolve_precision(hp.real_precision, device)
-        self.distance_fn = mmd_loss if hp.distance == "mmd" else mean_embedding_loss
+        self.distance_fn = EMBEDDING_DISTANCES[hp.distance]
 
     def step(self) -> dict[str, float]:
         hp: DMParams = self.hparams  # type: ignore[assignment]
