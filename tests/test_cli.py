@@ -413,6 +413,41 @@ def test_out_of_memory_is_one_line(monkeypatch, cli_here, raised, one_line):
     assert err.startswith("error: out of memory;") and len(err.splitlines()) == 1
 
 
+def test_out_of_memory_in_a_resumable_run_says_what_a_resume_may_change(
+    tmp_path, monkeypatch, cli_here
+):
+    """A resumed run keeps its settings (only the device may change), so lowered settings
+    are said to start over in another folder, not to go on with --resume."""
+    from datadistill import cli as cli_module
+
+    def fail(**kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(cli_module, "app", fail)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    proc = cli_here("distill", "--out", str(out), check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1
+    assert "--resume (and another --device)" in err and "start over in another --out" in err
+
+
+def test_show_never_writes_its_grid_over_the_set(tmp_path, cli_here):
+    """A set saved under a .png name: the grid's default name (and an --out naming it) is
+    the set itself, which is refused and left as it was."""
+    out = tmp_path / "run"
+    args = ("distill", "--dataset", "digits", "--method", "random", "--ipc", "1")
+    cli_here(*args, "--no-evaluate", "--quiet", "--out", str(out))
+    saved = (out / "distilled.safetensors").read_bytes()
+    png = tmp_path / "set.png"
+    png.write_bytes(saved)
+    for extra in ([], ["--out", str(png)]):
+        proc = cli_here("show", str(png), *extra, check=False)
+        assert proc.returncode == 2 and "the artefact itself" in proc.stderr
+        assert png.read_bytes() == saved
+
+
 def test_experts_without_a_validation_split_do_not_report_a_score(tmp_path, cli_here):
     proc = cli_here(
         "experts",

@@ -192,6 +192,23 @@ def test_unreadable_epoch_file_and_leftovers(digits, tmp_path, expert_buffer):
     assert not folder.exists()
 
 
+def test_a_truncated_finished_expert_is_one_error(digits, tmp_path, expert_buffer):
+    """A damaged finished expert (an interrupted copy of a buffer) is named before anything
+    trains, and its scores are not read as if it were whole."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(expert_buffer, root)
+    path = expert_file(root, 1)
+    path.write_bytes(path.read_bytes()[:1000])
+    recipe = ExpertRecipe(**EXPERT_RECIPE)
+    with pytest.raises(DataError, match=r"Cannot read expert .*expert_0001.* delete it"):
+        train_experts(digits, root, 3, recipe, device="cpu", log=lambda m: None)
+    assert not expert_file(root, 2).exists()  # refused before training the third
+    with pytest.raises(DataError, match=r"Cannot read expert .*expert_0001"):
+        ExpertBuffer(root).val_accs()
+
+
 def test_zca_regulariser_and_manifest_checks(tmp_path, expert_buffer, digits):
     """A buffer whitened with another ZCA eps is refused; a buffer from before the eps
     was recorded is not held to it; a damaged manifest or a width for an architecture

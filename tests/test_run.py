@@ -823,6 +823,84 @@ def test_run_never_writes_into_a_folder_of_other_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
+def test_run_never_replaces_an_earlier_runs_files_left_without_its_set(tmp_path):
+    """A folder with a run's report or another run's config.json, but no checkpoint or set
+    (the large files deleted, or a user's files of those names), is refused untouched; the
+    same config.json, left by an interruption before the first checkpoint, is this run's."""
+    cfg = dd.RunConfig(dataset="digits", method="random", ipc=1, evaluate=False, device="cpu")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.md").write_text("# my notes")
+    with pytest.raises(ConfigError, match=r"already holds report.md of another run"):
+        dd.run(cfg, out)
+    (out / "report.md").unlink()
+    (out / "config.json").write_text('{"my": "settings"}')
+    with pytest.raises(ConfigError, match=r"already holds config.json of another run"):
+        dd.run(cfg, out)
+    assert (out / "config.json").read_text() == '{"my": "settings"}'
+    (out / "config.json").unlink()
+    dd.run(cfg, out)
+    (tmp_path / "again").mkdir()  # an interrupted start of the same run: its config.json only
+    (tmp_path / "again" / "config.json").write_text((out / "config.json").read_text())
+    dd.run(cfg, tmp_path / "again")
+    assert (tmp_path / "again" / "distilled.safetensors").is_file()
+
+
+def test_resuming_a_finished_set_without_its_checkpoint_points_at_evaluate(tmp_path):
+    cfg = dd.RunConfig(
+        dataset="digits",
+        method="dm",
+        ipc=1,
+        iterations=2,
+        evaluate=False,
+        device="cpu",
+        hparams=HP,
+    )
+    out = tmp_path / "run"
+    dd.run(cfg, out)
+    (out / "checkpoint.pt").unlink()
+    with pytest.raises(ConfigError, match=r"holds the set this run distilled; evaluate it"):
+        dd.run(cfg, out, resume=True)
+    assert (out / "distilled.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "state,problem",
+    [
+        ([1, 2, 3], "it holds a list"),
+        ({"seconds": 1.0}, "no method state"),
+        ("drop-generator", "no generator state"),
+        ("drop-callbacks", "no callback states"),
+    ],
+)
+def test_a_foreign_checkpoint_is_one_error(tmp_path, digits, state, problem):
+    ckpt = tmp_path / "ckpt.pt"
+    dd.distill(digits, "dm", 1, iterations=1, device="cpu", checkpoint=ckpt, **HP)
+    if isinstance(state, str):  # a checkpoint of this run with one entry removed
+        saved = torch.load(ckpt, weights_only=True)
+        del saved[state.removeprefix("drop-")]
+        state = saved
+    torch.save(state, ckpt)
+    with pytest.raises(RunError, match=f"not a checkpoint this version.*{problem}"):
+        dd.distill(digits, "dm", 1, iterations=2, device="cpu", checkpoint=ckpt, resume=True, **HP)
+
+
+def test_running_out_of_memory_in_the_evaluation_keeps_the_set(tmp_path, monkeypatch):
+    """The set is saved before its evaluation; the error says where, and how to evaluate it
+    (distilling it again with lower settings would throw it away)."""
+    import datadistill.evaluation as evaluation
+
+    def evaluate(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    cfg = dd.RunConfig(dataset="digits", method="random", ipc=1, device="cpu")
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match=r"while evaluating.*saved in .*datadistill evaluate"):
+        dd.run(cfg, out)
+    assert dd.load(out).ipc == 1
+
+
 def test_a_resume_leaves_files_added_to_its_run_folder_alone(tmp_path):
     """show's PNG, an evaluation's JSON or a user's notes in a run folder do not stop its
     resume (nor are they touched); without a checkpoint there is nothing to resume."""

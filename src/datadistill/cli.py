@@ -21,7 +21,7 @@ import typer
 from datadistill._device import program_allocator_default
 from datadistill._files import ARTEFACT_NAME, CHECKPOINT_NAME, with_added_suffix
 from datadistill._names import check_arch_hparam, check_dataset, check_name
-from datadistill.errors import ConfigError, DatadistillError, Interrupted
+from datadistill.errors import ConfigError, DatadistillError, Interrupted, out_of_memory
 from datadistill.plugins import load_plugins, plugin_location
 
 app = typer.Typer(
@@ -398,8 +398,7 @@ def relabel(
         out = with_added_suffix(out, ".safetensors")
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
-    if out.exists():  # checked before the teacher runs, so that no work is thrown away
-        raise ConfigError(f"--out {out} already exists; choose a new file name or delete it.")
+    _check_writable(out, "--out")  # before the teacher runs, so that no work is thrown away
     distilled = load(artefact)
     real = dataset_of(distilled, data_root, dataset, "relabel")
     relabelled = do_relabel(
@@ -514,8 +513,13 @@ def show(
     if out is not None and out.suffix.lower() != ".png":
         raise ConfigError(f"show writes a PNG image; give --out a .png name, not {out.name!r}.")
     distilled = load(artefact)
+    given = out is not None
     if out is None:  # beside a file; inside a run folder (whose grid.png it rewrites)
         out = artefact / "grid.png" if artefact.is_dir() else artefact.with_suffix(".png")
+    source = artefact / ARTEFACT_NAME if artefact.is_dir() else artefact
+    if out.resolve() == source.resolve():  # a set saved as X.png: the grid would replace it
+        said = f"--out {out} is" if given else f"The grid's default name, {out}, is"
+        raise ConfigError(f"{said} the artefact itself; give --out another .png name.")
     out.parent.mkdir(parents=True, exist_ok=True)
     path = save_grid(distilled, out, per_class)
     typer.echo(str(path))
@@ -798,19 +802,24 @@ def _resume_advice() -> str:
     return _RESUME_ADVICE.get(_command(), "")
 
 
+def _memory_advice() -> str:
+    """What to do after running out of memory: what to lower, and how to go on. A resumed
+    distill run keeps its settings (only the device may change), so lowered ones start a
+    new run folder."""
+    lower = _MEMORY_ADVICE.get(_command(), "the model or the batch")
+    resume = _resume_advice()
+    if _command() == "distill" and resume == _RESUME_ADVICE["distill"]:
+        return (
+            f"run on a device with more memory or lower {lower}. A resumed run keeps its "
+            "settings: the same command with --resume (and another --device) continues from "
+            "its last checkpoint, and lowered settings start over in another --out."
+        )
+    return f"lower {lower}, or run on a device with more memory (--device).{resume}"
+
+
 def _interrupted() -> NoReturn:
     print(f"error: interrupted.{_resume_advice()}", file=sys.stderr)
     sys.exit(130)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says the CPU or an accelerator ran out of memory."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
 
 
 def _usage_errors() -> Any:
@@ -851,14 +860,9 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):  # Ctrl-C (or end of input) typer lets through
         _interrupted()
     except (MemoryError, RuntimeError) as exc:
-        if not _out_of_memory(exc):
+        if not out_of_memory(exc):
             raise  # a bug, not a user error: the traceback is what a report needs
-        lower = _MEMORY_ADVICE.get(_command(), "the model or the batch")
-        print(
-            f"error: out of memory; lower {lower}, or run on a device with more memory "
-            f"(--device).{_resume_advice()}",
-            file=sys.stderr,
-        )
+        print(f"error: out of memory; {_memory_advice()}", file=sys.stderr)
         sys.exit(2)
     except _usage_errors() as exc:  # usage errors: bad or missing flags
         show = getattr(exc, "show", None)

@@ -40,6 +40,16 @@ class Interrupted(RunError):
     """The user stopped a run (Ctrl-C); its checkpoint is saved and resumable."""
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the CPU or an accelerator ran out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
 def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:

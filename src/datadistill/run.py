@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -41,6 +41,7 @@ from datadistill.errors import (
     Interrupted,
     RunError,
     first_difference,
+    out_of_memory,
     user_stacklevel,
 )
 from datadistill.evaluation.protocols import PROTOCOLS, validation_protocol
@@ -152,9 +153,34 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary code
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary code
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"Cannot read checkpoint {path} ({exc}); delete it to start over.") from None
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise RunError(
+            f"{path} is not a checkpoint this version of datadistill wrote ({problem}); delete "
+            "it to start over."
+        )
+    return cast(dict[str, Any], state)
+
+
+def _checkpoint_problem(state: object) -> str:
+    """What makes ``state`` something :func:`run_loop` cannot resume from ("" if nothing):
+    the entries the loop itself reads (a method's own are its ``load_state_dict``'s)."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    method = state.get("method")
+    if not isinstance(method, dict) or not isinstance(method.get("iteration"), int):
+        return "no method state with an iteration"
+    generator = state.get("generator")
+    if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8:
+        return "no generator state"
+    if not isinstance(state.get("seconds"), (int, float)):
+        return "no seconds"
+    if not isinstance(state.get("callbacks"), dict):
+        return "no callback states"
+    return ""
 
 
 @dataclass
@@ -942,6 +968,10 @@ _RUN_FILES = frozenset(
 )
 
 
+# what a run writes once it is over
+_REPORT_FILES = frozenset({"report.json", "report.md", "grid.png", "curves.png"})
+
+
 def _say(message: str) -> None:
     """One line of the evaluation's progress, where the progress bar writes."""
     from rich.console import Console
@@ -971,12 +1001,27 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         raise ConfigError(f"--out {out} is a file; give a folder for the run.")
     # a run writes config.json, report.md, ...: never over someone's files; a resumed run's
     # folder is its own, and what was added there since (show's PNG, notes) stays untouched
+    config_json = json.dumps(config.to_dict(), indent=2)
     if out.is_dir() and not resume:
         others = sorted(p.name for p in out.iterdir() if p.name not in _RUN_FILES)
         if others:
             raise ConfigError(
                 f"--out {out} already holds other files ({', '.join(others[:3])}"
                 f"{', ...' if len(others) > 3 else ''}); give a new or empty folder for the run."
+            )
+        # a run's files without its checkpoint or set: an earlier run's report, or someone's
+        # files of those names; never replaced. (A config.json saying the same is this run's,
+        # left by an interruption before its first checkpoint.)
+        earlier = sorted(
+            p.name
+            for p in out.iterdir()
+            if p.name in _REPORT_FILES
+            or (p.name == "config.json" and p.read_text(errors="replace") != config_json)
+        )
+        if earlier:
+            raise ConfigError(
+                f"--out {out} already holds {', '.join(earlier)} of another run, without its "
+                "checkpoint or set; delete them, or give a new or empty folder for the run."
             )
     # Bad options fail before the run folder is created.
     method = create_method(config.method, **config.hparams)  # before the (slower) data
@@ -991,6 +1036,12 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         and not (out / CHECKPOINT_NAME).is_file()
         and artefact.is_file()
     )
+    if resume and not finished and not (out / CHECKPOINT_NAME).is_file() and artefact.is_file():
+        raise ConfigError(  # the set is there (it is saved once its distillation is over)
+            f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}, but {artefact} holds "
+            f"the set this run distilled; evaluate it with `datadistill evaluate {out}`, or "
+            "start over in another --out."
+        )
     if resume and not finished and not (out / CHECKPOINT_NAME).is_file():
         raise ConfigError(
             f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}; run without --resume "
@@ -1008,7 +1059,6 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     if config.evaluate:
         require_test_images(real, ", or pass --no-evaluate")
     out.mkdir(parents=True, exist_ok=True)
-    config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
     assert real.options is not None  # set by load_dataset
@@ -1037,17 +1087,29 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     distilled.save(artefact)
     evaluation = None
     if config.evaluate:
-        evaluation = evaluate(
-            distilled,
-            real,
-            config.protocol,
-            archs=config.eval_archs or None,
-            seeds=config.eval_seeds,
-            full=config.full,
-            full_epochs=config.full_epochs,
-            device=config.device,
-            progress=_say if config.progress else None,  # minutes of training, not silence
-        )
+        try:
+            evaluation = evaluate(
+                distilled,
+                real,
+                config.protocol,
+                archs=config.eval_archs or None,
+                seeds=config.eval_seeds,
+                full=config.full,
+                full_epochs=config.full_epochs,
+                device=config.device,
+                progress=_say if config.progress else None,  # minutes of training
+            )
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+            # the set is saved: lowering the run's settings (and distilling again) would
+            # throw it away, so point at what evaluates it as it is
+            raise RunError(
+                f"Out of memory while evaluating the distilled set, which is saved in "
+                f"{artefact}; evaluate it on a device with more memory or with other networks "
+                f"(`datadistill evaluate {out} --device ... --arch ...`), or run the same "
+                "command with --resume and a --device with more memory."
+            ) from None
         distilled = distilled.with_manifest(evaluation=evaluation.to_dict())
         distilled.save(artefact)
     return write_report(out, config, distilled, evaluation, artefact.stat().st_size)

@@ -128,6 +128,18 @@ def expert_file(root: Path, index: int, partial: bool = False) -> Path:
     return root / f"expert_{index:04d}.safetensors"
 
 
+def _finished_metadata(path: Path) -> dict[str, str]:
+    """A finished expert's metadata; a DataError if its file is truncated or corrupt."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(
+            f"Cannot read expert {path} ({exc}); delete it and run the same `datadistill "
+            "experts` command to train it again."
+        ) from None
+
+
 def _epoch_file(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.safetensors"
 
@@ -429,8 +441,9 @@ def train_experts(
     root = Path(out)
     _write_manifest(root, real, recipe, seed)
     todo = [i for i in range(num) if not expert_file(root, i).is_file()]
-    for i in set(range(num)) - set(todo):  # leftovers of a crash after an expert finished
-        _remove_partial(root, i)
+    for i in set(range(num)) - set(todo):
+        _finished_metadata(expert_file(root, i))  # readable (before its epochs are removed)
+        _remove_partial(root, i)  # leftovers of a crash after the expert finished
     dev = prepare_device(resolve_device(device))
     workers = min(workers, max(1, len(todo)))
     if workers == 1 or not todo:
@@ -637,11 +650,7 @@ class ExpertBuffer:
         return net.to(device or torch.device("cpu")).eval()
 
     def val_accs(self) -> list[float]:
-        out = []
-        for path in self.files:
-            with safe_open(str(path), "pt") as f:
-                out.append(float((f.metadata() or {}).get("val_acc", math.nan)))
-        return out
+        return [float(_finished_metadata(path).get("val_acc", math.nan)) for path in self.files]
 
 
 def open_buffer(
