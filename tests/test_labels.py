@@ -273,6 +273,24 @@ def test_cli_relabel_then_evaluate(tmp_path, expert_buffer, cli_here):  # noqa: 
         assert "Traceback" not in err and len(err.splitlines()) == 1, err
 
 
+def test_cli_relabel_checks_its_out_before_the_teacher_runs(
+    tmp_path,
+    expert_buffer,
+    cli_here,  # noqa: F811
+    monkeypatch,
+):
+    src = dd.distill(dd.load_dataset("digits"), "random", 1, seed=0, device="cpu")
+    path = src.save(tmp_path / "set.safetensors")
+
+    def teacher(*args, **kwargs):
+        raise AssertionError("the teacher ran before --out was checked")
+
+    monkeypatch.setattr("datadistill.labels.relabel", teacher)
+    args = ("relabel", str(path), "--experts", str(expert_buffer))
+    proc = cli_here(*args, "--out", str(path / "x"), check=False)  # a folder under a file
+    assert proc.returncode == 2 and "check that the path" in proc.stderr
+
+
 def test_a_batch_norm_teacher_uses_statistics_of_real_images(digits, tmp_path):
     """Buffers keep no running statistics: the teacher estimates them from real images,
     the same each time it is loaded (the set and its baseline get the same teacher)."""
