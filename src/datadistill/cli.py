@@ -398,8 +398,8 @@ def relabel(
         out = with_added_suffix(out, ".safetensors")
     if out.resolve() == source.resolve():  # (a run folder stands for its artefact)
         raise ConfigError(f"--out {out} is the input artefact; write the relabelled set elsewhere.")
-    _check_writable(out, "--out")  # before the teacher runs, so that no work is thrown away
     distilled = load(artefact)
+    _check_writable(out, "--out")  # before the teacher runs, so that no work is thrown away
     real = dataset_of(distilled, data_root, dataset, "relabel")
     relabelled = do_relabel(
         distilled,

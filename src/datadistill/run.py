@@ -968,6 +968,16 @@ _RUN_FILES = frozenset(
 )
 
 
+def _run_config(path: Path) -> bool:
+    """Whether ``path`` is a run's config.json (the fields of a :class:`RunConfig`)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    return isinstance(saved, dict) and set(saved) == fields
+
+
 # what a run writes once it is over
 _REPORT_FILES = frozenset({"report.json", "report.md", "grid.png", "curves.png"})
 
@@ -1001,7 +1011,6 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         raise ConfigError(f"--out {out} is a file; give a folder for the run.")
     # a run writes config.json, report.md, ...: never over someone's files; a resumed run's
     # folder is its own, and what was added there since (show's PNG, notes) stays untouched
-    config_json = json.dumps(config.to_dict(), indent=2)
     if out.is_dir() and not resume:
         others = sorted(p.name for p in out.iterdir() if p.name not in _RUN_FILES)
         if others:
@@ -1010,18 +1019,18 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
                 f"{', ...' if len(others) > 3 else ''}); give a new or empty folder for the run."
             )
         # a run's files without its checkpoint or set: an earlier run's report, or someone's
-        # files of those names; never replaced. (A config.json saying the same is this run's,
-        # left by an interruption before its first checkpoint.)
+        # files of those names; never replaced. (A run's config.json alone is left by a
+        # start that saved nothing, e.g. out of memory or NaN in the first steps: starting
+        # again there, with other settings too, loses nothing.)
         earlier = sorted(
             p.name
             for p in out.iterdir()
-            if p.name in _REPORT_FILES
-            or (p.name == "config.json" and p.read_text(errors="replace") != config_json)
+            if p.name in _REPORT_FILES or (p.name == "config.json" and not _run_config(p))
         )
         if earlier:
             raise ConfigError(
-                f"--out {out} already holds {', '.join(earlier)} of another run, without its "
-                "checkpoint or set; delete them, or give a new or empty folder for the run."
+                f"--out {out} already holds {', '.join(earlier)}, without a run's checkpoint "
+                "or set; delete them, or give a new or empty folder for the run."
             )
     # Bad options fail before the run folder is created.
     method = create_method(config.method, **config.hparams)  # before the (slower) data
@@ -1059,6 +1068,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
     if config.evaluate:
         require_test_images(real, ", or pass --no-evaluate")
     out.mkdir(parents=True, exist_ok=True)
+    config_json = json.dumps(config.to_dict(), indent=2)
     if not resume:  # a resumed run writes it once its checkpoint has been accepted
         (out / "config.json").write_text(config_json)
     assert real.options is not None  # set by load_dataset
