@@ -137,6 +137,10 @@ def test_corrupt_and_malformed_batches_name_the_file(tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
     with pytest.raises(DataError, match=r"\(n, 3072\)"):
         load_dataset("cifar10", tmp_path, download=False)
+    wide = {"data": np.zeros((2, 3072), np.uint8), "labels": [2**70, 0]}  # beyond int64
+    (folder / "test_batch").write_bytes(pickle.dumps(wide, protocol=2))
+    with pytest.raises(DataError, match="non-integer labels"):
+        load_dataset("cifar10", tmp_path, download=False)
 
 
 def test_tarball_missing_members(tmp_path):

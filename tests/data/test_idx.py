@@ -75,6 +75,14 @@ def test_wrong_magic_and_trailing_bytes_are_refused(tmp_path):
         parse_idx(b"\x00\x00", IMAGES_MAGIC, path)
 
 
+def test_a_header_whose_size_overflows_int64_is_truncated_not_a_crash(tmp_path):
+    """2**31 x 2**31 x 4 bytes wraps to 0 in int64; the size is counted in Python ints."""
+    dims = (2**31, 2**31, 4)
+    data = IMAGES_MAGIC.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    with pytest.raises(DataError, match="is truncated"):
+        parse_idx(data, IMAGES_MAGIC, tmp_path / "x")
+
+
 def test_mismatched_counts_name_both_files(tmp_path):
     path = _corrupt(tmp_path, IDX_STEMS[1], idx_bytes(np.zeros(19, np.uint8)))
     with pytest.raises(DataError, match="20 images") as err:

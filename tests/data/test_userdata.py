@@ -72,6 +72,51 @@ def test_imagefolder_errors(tmp_path):
         load_dataset(f"imagefolder:{root}")
 
 
+def test_imagefolder_damaged_headers_and_chunks_name_the_file(tmp_path):
+    """Pillow raises ValueError or SyntaxError, not OSError, for some damaged files: a PPM
+    header with a bad size, a PNG chunk after the image data that is garbage."""
+    root = _folder(tmp_path / "ppm")
+    (root / "cat" / "bad.ppm").write_bytes(b"P6\n8 x8\n255\n")
+    with pytest.raises(DataError, match="bad.ppm"):
+        load_dataset(f"imagefolder:{root}")
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    root = _folder(tmp_path / "png")
+    stream = zlib.compress(b"".join(b"\x00" + b"\x80" * 8 for _ in range(8)))  # 8x8 grey
+    head = chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+    # the image data split after 5 bytes, then a chunk header that is garbage
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + head
+        + chunk(b"IDAT", stream[:5])
+        + b"\x00\x00\x00\x10\x01\x02\x03\x04"
+    )
+    (root / "dog" / "split.png").write_bytes(png + stream[5:] + b"\x00" * 20)
+    with pytest.raises(DataError, match="split.png"):
+        load_dataset(f"imagefolder:{root}")
+
+
+@pytest.mark.parametrize("label", [2**63, 10**12, 15])
+def test_imagefolder_labels_json_beyond_its_classes_is_refused(tmp_path, label):
+    """An export's labels.json with a label past its classes and images (one wider than
+    int64, or one that would make a trillion classes) is one error, before any array."""
+    import json
+
+    root = _folder(tmp_path / "imgs", per_class=2)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    rows = [{"file": f, "label": i % 3} for i, f in enumerate(files)]
+    rows[0]["label"] = label
+    meta = {"class_names": ["cat", "dog", "emu"], "allow_flip": True, "files": rows}
+    (root / "labels.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=f"gives label {label} to 6 images of 3 classes"):
+        load_dataset(f"imagefolder:{root}")
+
+
 # ---------------------------------------------------------------- npz
 
 
@@ -223,6 +268,49 @@ def test_npz_damaged_members_are_one_error(tmp_path):
         z.writestr("notes.txt", "not an array")
     with pytest.raises(DataError, match="'notes.txt', which is not a numpy array"):
         load_dataset(f"npz:{extra}")
+
+
+def test_npz_unreadable_containers_and_empty_arrays_are_one_error(tmp_path):
+    """What the zip and .npy readers raise beyond OSError / ValueError (an encrypted member,
+    an unknown compression, an array too large for memory), no images, and images without
+    pixels: each one error naming the file."""
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    np.savez(good, x=pixels((20, 8, 8), 0), y=np.arange(20) % 2)
+    for name, at, value in [("encrypted", 6, 0x01), ("deflate64", 8, 9)]:
+        data = bytearray(good.read_bytes())
+        # every member's local header (flags at 6, method at 8) and central directory
+        # entry (the same fields 2 bytes later)
+        for signature, shift in ((b"PK\x03\x04", 0), (b"PK\x01\x02", 2)):
+            start = data.find(signature)
+            while start >= 0:
+                data[start + at + shift] = value
+                start = data.find(signature, start + 4)
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(bytes(data))
+        with pytest.raises(DataError, match=f"{name}.npz cannot be read as an .npz file"):
+            load_dataset(f"npz:{path}")
+    huge = tmp_path / "huge.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
+    header["shape"] = (10**15,)
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(huge, "w") as z:
+        z.writestr("x.npy", buf.getvalue() + b"\x00" * 64)
+        z.writestr("y.npy", _npy_bytes(np.arange(20) % 2))
+    with pytest.raises(DataError, match="too large for this machine's memory"):
+        load_dataset(f"npz:{huge}")
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 8, 8), np.uint8), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="empty.npz holds no images"):
+        load_dataset(f"npz:{empty}")
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=np.zeros((20, 0, 5), np.uint8), y=np.arange(20) % 2)
+    with pytest.raises(DataError, match="are 0x5 pixels"):
+        load_dataset(f"npz:{flat}")
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

@@ -81,7 +81,7 @@ def _batch_arrays(obj: Any, layout: CifarLayout, where: str) -> tuple[np.ndarray
         )
     try:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # (an int beyond int64)
         raise DataError(f"{where} has non-integer labels; delete it and download it again.") from e
     if y.shape[0] != data.shape[0]:
         raise DataError(

@@ -8,6 +8,7 @@ magic 0x00000803 (N, H, W), label files 0x00000801 (N,).
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def parse_idx(data: bytes, magic: int, path: Path) -> np.ndarray:
             "right one and not corrupt."
         )
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header_len + int(np.prod(dims, dtype=np.int64))
+    expected = header_len + math.prod(dims)  # (Python ints: no int64 wrap-around)
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "longer than its header says"
         raise DataError(

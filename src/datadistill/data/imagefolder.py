@@ -71,7 +71,14 @@ def _scan(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
 
 
 # Pillow's failures on a file: unreadable, corrupt, or over its decompression-bomb limit
-_PILLOW_ERRORS = (UnidentifiedImageError, OSError, Image.DecompressionBombError)
+# (a damaged header or chunk is a ValueError or a SyntaxError in some of its plugins)
+_PILLOW_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    Image.DecompressionBombError,
+    ValueError,
+    SyntaxError,
+)
 
 
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
@@ -130,7 +137,7 @@ def _exported_labels(
         return names, labels, True
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         # most likely a damaged export's: its class names and allow_flip are lost
         warnings.warn(
             f"{path} cannot be read ({exc}); the images are labelled by their folders, with "
@@ -164,9 +171,15 @@ def _exported_labels(
             f"{path} lists no label for {missing[0]} ({len(missing)} image(s) in all); "
             "remove labels.json to label images by their folders, or add them to it."
         )
-    new = np.asarray([by_file[f] for f in relative], np.int64)
-    if new.min() < 0:
+    given = [by_file[f] for f in relative]
+    if min(given) < 0:
         raise DataError(f"{path} gives a negative label; fix or remove it.")
+    if max(given) >= max(len(exported), len(given)):  # (a class per label below it)
+        raise DataError(
+            f"{path} gives label {max(given)} to {len(given)} images of {len(exported)} "
+            "classes; labels are class indices 0..K-1 into its class_names: fix or remove it."
+        )
+    new = np.asarray(given, np.int64)
     k = max(len(exported), int(new.max()) + 1)
     return [*exported, *(str(i) for i in range(len(exported), k))], new, flip
 

@@ -117,6 +117,17 @@ def read_npz(path: Path) -> RawData:
         raise DataError(
             f"{path} is not a readable .npz file ({e}); write it with numpy.savez."
         ) from e
+    except MemoryError:
+        raise DataError(
+            f"{path} declares an array too large for this machine's memory; if it is not "
+            "that large, the file is damaged: write it again with numpy.savez."
+        ) from None
+    except Exception as e:  # noqa: BLE001 (an encrypted member, an unknown compression,
+        # a header numpy cannot parse: whatever the zip or .npy readers raise on a bad file)
+        raise DataError(
+            f"{path} cannot be read as an .npz file ({type(e).__name__}: {e}); write it "
+            "with numpy.savez (uncompressed or deflate, without a password)."
+        ) from e
     for key, value in arrays.items():
         if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file
             raise DataError(
@@ -131,6 +142,8 @@ def read_npz(path: Path) -> RawData:
         )
     train_x = images_to_nchw(x, f"{path} (images)")
     train_y = labels_to_int64(y, train_x.shape[0], f"{path} (labels)")
+    if train_x.shape[0] == 0:
+        raise DataError(f"{path} holds no images; save at least one image per class.")
     xt, yt = _pick(arrays, _TEST_IMAGE_KEYS), _pick(arrays, _TEST_LABEL_KEYS)
     if (xt is None) != (yt is None):
         raise DataError(f"{path} must hold both 'x_test' and 'y_test', or neither.")

@@ -61,6 +61,11 @@ class RawData:
             )
         if x.shape[1] not in (1, 3):
             raise DataError(f"Images in {where} must have 1 or 3 channels; got {x.shape[1]}.")
+        if 0 in x.shape[2:]:
+            raise DataError(
+                f"Images in {where} are {x.shape[2]}x{x.shape[3]} pixels; they need a height "
+                "and a width of at least 1."
+            )
         for name, imgs, labels in (("train", x, self.train_y), ("test", t, self.test_y)):
             if labels.shape != (imgs.shape[0],):
                 raise DataError(
