@@ -157,6 +157,63 @@ def test_a_manifest_without_a_dataset_field_names_the_file(tmp_path, digits):
         dd.load(path)
 
 
+def _rewritten(path, tensors=None, dataset=None, **manifest_entries):
+    """The artefact at ``path`` saved again with some tensors and manifest entries changed
+    (a tensor given as None is dropped), as a damaged or hand-edited file would be."""
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        held = {k: f.get_tensor(k) for k in f.keys()}
+        manifest = json.loads(f.metadata()["manifest"])
+    held.update(tensors or {})
+    manifest["dataset"].update(dataset or {})
+    manifest.update(manifest_entries)
+    out = path.with_name("edited.safetensors")
+    kept = {k: v.contiguous() for k, v in held.items() if v is not None}
+    save_file(kept, str(out), metadata={"manifest": json.dumps(manifest)})
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"dataset": {"num_classes": 10**12}}, r"10 class names for 1000000000000 classes"),
+        ({"dataset": {"num_classes": 0}}, r"0 classes of 1-channel 8x8"),
+        ({"dataset": {"mean": [0.1, 0.2]}}, r"2 means and 1 stds for 1 channels"),
+        ({"dataset": {"std": [0.0]}}, r"stds must be positive"),
+        ({"tensors": {"images": torch.zeros(20, 1, 8, 8, dtype=torch.uint8)}}, r"uint8, not float"),
+        ({"tensors": {"labels": torch.zeros(20, dtype=torch.bool)}}, r"bool, not integers"),
+        ({"tensors": {"soft_labels": torch.zeros(20, 10, dtype=torch.long)}}, r"soft labels are"),
+        ({"tensors": {"images": torch.full((20, 1, 8, 8), float("nan"))}}, r"its images is finite"),
+        ({"tensors": {"lr": torch.tensor([0.01, 0.02])}}, r"its lr is \(2,\)"),
+        (
+            {"tensors": {"images": torch.zeros(0, 1, 8, 8), "labels": torch.zeros(0).long()}},
+            r"holds no images",
+        ),
+    ],
+)
+def test_load_refuses_a_damaged_or_hand_edited_set(tmp_path, digits, change, match):
+    """A shared set is read with one error for what would otherwise crash a command, fill
+    memory (a trillion class folders in a PNG export) or give a silent 10% (NaN pixels)."""
+    path = _distilled(digits).save(tmp_path / "set.safetensors")
+    with pytest.raises(DataError, match=match):
+        dd.load(_rewritten(path, **change))
+
+
+def test_load_reads_other_float_and_integer_dtypes_as_the_sets_own(tmp_path, digits):
+    d = _distilled(digits, soft=True)
+    path = d.save(tmp_path / "set.safetensors")
+    tensors = {
+        "images": d.images.double(),
+        "labels": d.labels.int(),
+        "soft_labels": d.soft_labels.half(),
+    }
+    read = dd.load(_rewritten(path, tensors=tensors))
+    assert read.images.dtype == torch.float32 and read.labels.dtype == torch.int64
+    assert read.soft_labels.dtype == torch.float32
+    assert torch.equal(read.images, d.images) and torch.equal(read.labels, d.labels)
+
+
 def test_exports_read_back_as_user_data(tmp_path, digits):
     """An npz export loads as ``npz:PATH`` and a PNG export as ``imagefolder:PATH``."""
     idx = torch.cat([torch.nonzero(digits.train_y == c)[:6, 0] for c in range(10)])

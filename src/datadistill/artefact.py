@@ -241,6 +241,31 @@ def _zip_kind(path: Path) -> str | None:
     return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
 
 
+def _tensor_problem(
+    images: Tensor, labels: Tensor, soft: Tensor | None, lr: Tensor | None, info: DatasetInfo
+) -> str:
+    """What makes a file's tensors unusable as a set ("" if nothing): its dtypes, values
+    that are not finite, no images, more classes than images and class names together (a
+    damaged count: every class has an image or a name), an lr that is not one number."""
+    if not images.is_floating_point():
+        return f"its images are {images.dtype}, not floating point"
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        return f"its labels are {labels.dtype}, not integers"
+    if soft is not None and not soft.is_floating_point():
+        return f"its soft labels are {soft.dtype}, not floating point"
+    if lr is not None and (lr.numel() != 1 or not lr.is_floating_point()):
+        return f"its lr is {tuple(lr.shape)} {lr.dtype}, not one number"
+    n, k = images.shape[0], info.num_classes
+    if n == 0:
+        return "it holds no images"
+    if k > max(n, len(info.class_names)):
+        return f"it says {k} classes but holds {n} images and {len(info.class_names)} class names"
+    for name, t in (("images", images), ("soft labels", soft), ("lr", lr)):
+        if t is not None and not bool(t.isfinite().all()):
+            return f"not every value of its {name} is finite"
+    return ""
+
+
 def load(path: str | Path) -> Distilled:
     """Read an artefact written by :meth:`Distilled.save` (or a run folder's artefact)."""
     if not isinstance(path, (str, os.PathLike)):
@@ -315,13 +340,21 @@ def load(path: str | Path) -> Distilled:
     images, labels = tensors["images"], tensors["labels"]
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{path} holds {images.shape[0]} images but {labels.shape[0]} labels.")
+    soft = tensors.get("soft_labels")
+    problem = _tensor_problem(images, labels, soft, tensors.get("lr"), info)
+    if zca is not None and not all(bool(t.isfinite().all()) for t in zca.state_dict().values()):
+        problem = problem or "its whitening tensors are not finite"
+    if problem:
+        raise DataError(f"{path} is damaged: {problem}; re-create or download it again.")
+    images, labels = images.float(), labels.long()  # (float16 / float64, int32 / uint8 ...)
+    soft = None if soft is None else soft.float()
     lr = float(tensors["lr"]) if "lr" in tensors else None
     try:
         return Distilled(
             images=images,
             labels=labels,
             info=info,
-            soft_labels=tensors.get("soft_labels"),
+            soft_labels=soft,
             lr=lr,
             zca=zca,
             manifest=manifest,

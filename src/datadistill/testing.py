@@ -389,7 +389,10 @@ def _check_method(
                 f"{', '.join(unchecked)}: not a positive float, so not halved and not checked",
             )
 
-    _check_artefact(report, first)
+    if finite:
+        _check_artefact(report, first)
+    else:
+        report.add("artefact", SKIP, "a non-finite set is refused when read back")
     return report
 
 

@@ -764,3 +764,25 @@ def test_accuracy_scores_in_eval_mode_and_leaves_training_mode_on():
     model = Probe().train()
     acc = accuracy(model, torch.zeros(120, 1, 2, 2), torch.tensor([0, 1] * 60))
     assert acc == 0.5 and modes and not any(modes) and model.training
+
+
+@pytest.mark.parametrize("data", ["digits", [1], {"name": 5}])
+def test_a_damaged_data_record_is_one_error(digits, data):
+    """A set's manifest says how its data were loaded; a hand-edited one of another shape
+    is a DataError, not an AttributeError."""
+    from datadistill.errors import DataError
+    from datadistill.evaluation.evaluate import dataset_of
+
+    d = dd.distill(digits, "random", 1, device="cpu")
+    damaged = dataclasses.replace(d, manifest={**d.manifest, "data": data})
+    with pytest.raises(DataError, match="damaged 'data' entry"):
+        dataset_of(damaged)
+
+
+@pytest.mark.parametrize("recipe", [{}, "x", {"arch": "convnet", "width": 10**9}])
+def test_a_damaged_expert_recipe_leaves_the_lr_warning_out(digits, recipe):
+    from datadistill.evaluation.evaluate import _warn_if_lr_learned_elsewhere
+
+    d = dd.distill(digits, "random", 1, device="cpu")
+    damaged = dataclasses.replace(d, lr=0.01, manifest={**d.manifest, "expert_recipe": recipe})
+    _warn_if_lr_learned_elsewhere(damaged, ["convnet"])  # nothing to compare with: no error

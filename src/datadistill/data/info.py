@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -47,7 +48,7 @@ class DatasetInfo:
             )
         try:
             eps = d.get("zca_eps")
-            return cls(
+            info = cls(
                 name=str(d["name"]),
                 num_classes=int(d["num_classes"]),
                 channels=int(d["channels"]),
@@ -59,8 +60,32 @@ class DatasetInfo:
                 zca=bool(d.get("zca", False)),
                 zca_eps=None if eps is None else float(eps),
             )
-        except (TypeError, ValueError, IndexError, KeyError) as e:
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError) as e:
             raise DataError(
                 f"The dataset info has a malformed value ({e}); "
                 "re-create the file with this version of datadistill."
             ) from e
+        problem = info._problem()
+        if problem:
+            raise DataError(
+                f"The dataset info is inconsistent ({problem}); re-create the file with this "
+                "version of datadistill."
+            )
+        return info
+
+    def _problem(self) -> str:
+        """What makes these values impossible for a dataset ("" if nothing)."""
+        if self.num_classes < 1 or self.channels < 1 or min(self.image_size) < 1:
+            return (
+                f"{self.num_classes} classes of {self.channels}-channel "
+                f"{self.image_size[0]}x{self.image_size[1]} images"
+            )
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            return f"{len(self.mean)} means and {len(self.std)} stds for {self.channels} channels"
+        if not all(math.isfinite(v) for v in self.mean) or not all(
+            math.isfinite(v) and v > 0 for v in self.std
+        ):
+            return f"mean {list(self.mean)}, std {list(self.std)}: stds must be positive"
+        if len(self.class_names) not in (0, self.num_classes):  # (none: classes by index)
+            return f"{len(self.class_names)} class names for {self.num_classes} classes"
+        return ""

@@ -260,8 +260,13 @@ def _warn_if_lr_learned_elsewhere(distilled: Distilled, archs: Sequence[str]) ->
     """A learned lr belongs to the network its experts had: say so when evaluation trains
     another one (e.g. width-32 CPU experts, width-128 evaluation)."""
     recipe = distilled.manifest.get("expert_recipe")
-    if not recipe:
-        return
+    if not (
+        isinstance(recipe, dict)
+        and isinstance(recipe.get("arch"), str)
+        and type(recipe.get("width")) is int
+        and 0 < recipe["width"] <= 1 << 16
+    ):
+        return  # none, or a damaged record: no network to compare the evaluated ones with
     info = distilled.info
     with torch.device("meta"):  # shapes only: no memory, no draw from the global RNG
         experts_net = create_model_for(recipe["arch"], info, recipe["width"])  # as the buffer
@@ -434,6 +439,12 @@ def dataset_of(
 
     opts = distilled.manifest.get("data", {})
     info = distilled.info
+    if not isinstance(opts, dict) or not isinstance(opts.get("name", info.name), str):
+        raise DataError(
+            f"The set's manifest has a damaged 'data' entry ({opts!r}), which says how its "
+            "dataset was loaded; re-create the set, or evaluate it with dd.evaluate and the "
+            "data loaded yourself."
+        )
     recorded = opts.get("name", info.name)
     if data is not None and split_user_data(data) is None:
         raise ConfigError(
