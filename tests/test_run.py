@@ -847,8 +847,9 @@ def test_run_never_replaces_an_earlier_runs_files_left_without_its_set(tmp_path)
     assert dd.load(tmp_path / "again").ipc == 2
 
 
-def test_resuming_a_finished_set_without_its_checkpoint_points_at_evaluate(tmp_path):
-    cfg = dd.RunConfig(
+def _two_dm_steps() -> dd.RunConfig:
+    """A run of DM's two smoke steps on digits, without evaluation."""
+    return dd.RunConfig(
         dataset="digits",
         method="dm",
         ipc=1,
@@ -857,6 +858,10 @@ def test_resuming_a_finished_set_without_its_checkpoint_points_at_evaluate(tmp_p
         device="cpu",
         hparams=HP,
     )
+
+
+def test_resuming_a_finished_set_without_its_checkpoint_points_at_evaluate(tmp_path):
+    cfg = _two_dm_steps()
     out = tmp_path / "run"
     dd.run(cfg, out)
     (out / "checkpoint.pt").unlink()
@@ -905,15 +910,7 @@ def test_running_out_of_memory_in_the_evaluation_keeps_the_set(tmp_path, monkeyp
 def test_a_resume_leaves_files_added_to_its_run_folder_alone(tmp_path):
     """show's PNG, an evaluation's JSON or a user's notes in a run folder do not stop its
     resume (nor are they touched); without a checkpoint there is nothing to resume."""
-    cfg = dd.RunConfig(
-        dataset="digits",
-        method="dm",
-        ipc=1,
-        iterations=2,
-        evaluate=False,
-        device="cpu",
-        hparams=HP,
-    )
+    cfg = _two_dm_steps()
     out = tmp_path / "run"
     dd.run(cfg, out)
     (out / "distilled.png").write_bytes(b"png")
