@@ -180,7 +180,7 @@ def _rewritten(path, tensors=None, dataset=None, **manifest_entries):
         ({"dataset": {"num_classes": 10**12}}, r"10 class names for 1000000000000 classes"),
         ({"dataset": {"num_classes": 0}}, r"0 classes of 1-channel 8x8"),
         ({"dataset": {"mean": [0.1, 0.2]}}, r"2 means and 1 stds for 1 channels"),
-        ({"dataset": {"std": [0.0]}}, r"stds must be positive"),
+        ({"dataset": {"std": [0.0]}}, r"stds above 0"),
         ({"tensors": {"images": torch.zeros(20, 1, 8, 8, dtype=torch.uint8)}}, r"uint8, not float"),
         ({"tensors": {"labels": torch.zeros(20, dtype=torch.bool)}}, r"bool, not integers"),
         ({"tensors": {"soft_labels": torch.zeros(20, 10, dtype=torch.long)}}, r"soft labels are"),

@@ -85,7 +85,10 @@ class DatasetInfo:
         if not all(math.isfinite(v) for v in self.mean) or not all(
             math.isfinite(v) and v > 0 for v in self.std
         ):
-            return f"mean {list(self.mean)}, std {list(self.std)}: stds must be positive"
+            return (
+                f"mean {list(self.mean)}, std {list(self.std)}: means must be finite and "
+                "stds above 0"
+            )
         if len(self.class_names) not in (0, self.num_classes):  # (none: classes by index)
             return f"{len(self.class_names)} class names for {self.num_classes} classes"
         return ""
