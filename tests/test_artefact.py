@@ -200,6 +200,14 @@ def test_load_refuses_a_damaged_or_hand_edited_set(tmp_path, digits, change, mat
         dd.load(_rewritten(path, **change))
 
 
+def test_save_refuses_what_load_would(tmp_path, digits):
+    d = _distilled(digits, soft=True)
+    nan = dataclasses.replace(d, soft_labels=torch.full_like(d.soft_labels, float("nan")))
+    with pytest.raises(DataError, match="cannot be saved: not every value of its soft labels"):
+        nan.save(tmp_path / "nan.safetensors")
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
 def test_load_reads_other_float_and_integer_dtypes_as_the_sets_own(tmp_path, digits):
     d = _distilled(digits, soft=True)
     path = d.save(tmp_path / "set.safetensors")

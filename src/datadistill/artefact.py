@@ -181,6 +181,16 @@ class Distilled:
             tensors["soft_labels"] = self.soft_labels.detach().float().cpu().contiguous()
         if self.lr is not None:
             tensors["lr"] = torch.tensor(float(self.lr))
+        # what load() would refuse (values that are not finite, no images) is not written
+        problem = _tensor_problem(
+            tensors["images"],
+            tensors["labels"],
+            tensors.get("soft_labels"),
+            tensors.get("lr"),
+            self.info,
+        )
+        if problem:
+            raise DataError(f"This set cannot be saved: {problem}, so it would not read back.")
         if self.zca is not None:  # the inverse's upper triangle (it is symmetric) and mean
             inverse = self.zca.inverse.detach().float().cpu()
             tensors["zca_inverse"] = pack_symmetric(symmetric(inverse)).contiguous()
