@@ -789,13 +789,19 @@ def _option(flag: str) -> str | None:
     return value
 
 
+def _nothing_saved_yet() -> bool:
+    """Whether the command is a distill run that stopped before writing its first
+    checkpoint or its set (e.g. while the data loaded)."""
+    out = _option("--out") if _command() == "distill" else None
+    return out is not None and not any(
+        (Path(out) / name).is_file() for name in (CHECKPOINT_NAME, ARTEFACT_NAME)
+    )
+
+
 def _resume_advice() -> str:
     """How to continue the command that stopped: a distill run from its checkpoint, unless
-    it stopped before its first one (e.g. while the data loaded): then nothing to resume."""
-    out = _option("--out") if _command() == "distill" else None
-    if out is not None and not any(
-        (Path(out) / name).is_file() for name in (CHECKPOINT_NAME, ARTEFACT_NAME)
-    ):
+    it stopped before its first one: then nothing to resume."""
+    if _nothing_saved_yet():
         return " Nothing was saved yet; run the same command (without --resume) to start."
     if _command() == "evaluate" and os.environ.get("DATADISTILL_CACHE", "").lower() == "off":
         return ""  # nothing was kept
@@ -807,14 +813,13 @@ def _memory_advice() -> str:
     distill run keeps its settings (only the device may change), so lowered ones start a
     new run folder."""
     lower = _MEMORY_ADVICE.get(_command(), "the model or the batch")
-    resume = _resume_advice()
-    if _command() == "distill" and resume == _RESUME_ADVICE["distill"]:
+    if _command() == "distill" and not _nothing_saved_yet():
         return (
             f"run on a device with more memory or lower {lower}. A resumed run keeps its "
             "settings: the same command with --resume (and another --device) continues from "
             "its last checkpoint, and lowered settings start over in another --out."
         )
-    return f"lower {lower}, or run on a device with more memory (--device).{resume}"
+    return f"lower {lower}, or run on a device with more memory (--device).{_resume_advice()}"
 
 
 def _interrupted() -> NoReturn:

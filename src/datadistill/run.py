@@ -952,6 +952,10 @@ def _finished_artefact(
     return d, data
 
 
+# what a run writes once it is over
+_REPORT_FILES = frozenset({"report.json", "report.md", "grid.png", "curves.png"})
+
+
 # what a run folder holds (and the temporary files of its atomic writes)
 _RUN_FILES = frozenset(
     {
@@ -960,10 +964,7 @@ _RUN_FILES = frozenset(
         ARTEFACT_NAME,
         ARTEFACT_NAME + ".tmp",
         "config.json",
-        "report.json",
-        "report.md",
-        "grid.png",
-        "curves.png",
+        *_REPORT_FILES,
     }
 )
 
@@ -976,10 +977,6 @@ def _run_config(path: Path) -> bool:
         return False
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     return isinstance(saved, dict) and set(saved) == fields
-
-
-# what a run writes once it is over
-_REPORT_FILES = frozenset({"report.json", "report.md", "grid.png", "curves.png"})
 
 
 def _say(message: str) -> None:
@@ -1045,13 +1042,13 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False) -> dict[str
         and not (out / CHECKPOINT_NAME).is_file()
         and artefact.is_file()
     )
-    if resume and not finished and not (out / CHECKPOINT_NAME).is_file() and artefact.is_file():
-        raise ConfigError(  # the set is there (it is saved once its distillation is over)
-            f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}, but {artefact} holds "
-            f"the set this run distilled; evaluate it with `datadistill evaluate {out}`, or "
-            "start over in another --out."
-        )
     if resume and not finished and not (out / CHECKPOINT_NAME).is_file():
+        if artefact.is_file():  # the set is there (it is saved once its distillation is over)
+            raise ConfigError(
+                f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}, but {artefact} "
+                f"holds the set this run distilled; evaluate it with `datadistill evaluate "
+                f"{out}`, or start over in another --out."
+            )
         raise ConfigError(
             f"Nothing to resume: no checkpoint at {out / CHECKPOINT_NAME}; run without --resume "
             "to start."
